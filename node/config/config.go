@@ -1,0 +1,278 @@
+// Package config is the node's typed configuration: a TOML file (config.toml in the node's home directory)
+// with command-line flags on top. Default returns a configuration that runs a replica on one machine with
+// nothing else set; Validate says exactly which field is wrong.
+//
+// Durations are written as Go duration strings ("10ms", "2s"); sizes as plain byte counts. Relative paths
+// are taken relative to the home directory.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+)
+
+// File names inside a node's home directory.
+const (
+	ConfigFile  = "config.toml"
+	KeyFile     = "node_key"
+	GenesisFile = "genesis.toml"
+	DataDir     = "data"
+)
+
+// Config is a node's whole configuration.
+type Config struct {
+	// Home is the node's home directory. It is not read from the file: the --home flag sets it.
+	Home string `toml:"-"`
+	// Moniker is a human-readable name that appears in logs and status.
+	Moniker string `toml:"moniker"`
+	// Genesis is the path of the replica set file.
+	Genesis string `toml:"genesis"`
+	// Key is the path of the node's private key file (mode 0600).
+	Key string `toml:"key"`
+
+	P2P        P2P        `toml:"p2p"`
+	Consensus  Consensus  `toml:"consensus"`
+	API        API        `toml:"api"`
+	Store      Store      `toml:"store"`
+	Log        Log        `toml:"log"`
+	Experiment Experiment `toml:"experiment"`
+}
+
+// P2P configures the libp2p host.
+type P2P struct {
+	// Listen holds the multiaddrs to listen on (TCP and QUIC).
+	Listen []string `toml:"listen"`
+	// Bootstrap holds multiaddrs of peers to dial at start, each ending in /p2p/<peer-id>.
+	Bootstrap []string `toml:"bootstrap"`
+	// External holds multiaddrs to announce instead of the listen addresses (behind NAT or in containers).
+	External []string `toml:"external"`
+	// MDNS enables local-network discovery.
+	MDNS bool `toml:"mdns"`
+	// MaxMessageSize bounds one consensus message on the wire, in bytes.
+	MaxMessageSize int `toml:"max_message_size"`
+}
+
+// Consensus configures the PBFT engine. Durations are converted to engine ticks of length Tick.
+type Consensus struct {
+	// Tick is the engine's unit of time: every timer below is rounded up to whole ticks.
+	Tick time.Duration `toml:"tick"`
+	// CheckpointInterval is K: a checkpoint every K sequence numbers.
+	CheckpointInterval uint64 `toml:"checkpoint_interval"`
+	// Window is the watermark window k (sequence numbers accepted above the stable checkpoint).
+	Window uint64 `toml:"window"`
+	// BatchMaxRequests cuts a batch at this many requests.
+	BatchMaxRequests int `toml:"batch_max_requests"`
+	// BatchMaxBytes cuts a batch at this many bytes of requests.
+	BatchMaxBytes int `toml:"batch_max_bytes"`
+	// BatchTimeout cuts a partial batch this long after its first request arrived.
+	BatchTimeout time.Duration `toml:"batch_timeout"`
+	// MaxInFlight bounds how many batches the primary keeps in flight (pipelining depth).
+	MaxInFlight int `toml:"max_in_flight"`
+	// RequestTimeout is the view-change timer: how long a known request may wait to execute before the
+	// replica suspects the primary.
+	RequestTimeout time.Duration `toml:"request_timeout"`
+	// ViewChangeTimeout is how long to wait for a NEW-VIEW after a quorum of VIEW-CHANGEs; it doubles on
+	// every further view change without progress.
+	ViewChangeTimeout time.Duration `toml:"view_change_timeout"`
+}
+
+// API configures the HTTP/JSON API and metrics.
+type API struct {
+	// HTTP is the listen address of the HTTP API and /metrics. Empty disables it.
+	HTTP string `toml:"http"`
+}
+
+// Store configures the on-disk store.
+type Store struct {
+	// Dir is the data directory.
+	Dir string `toml:"dir"`
+	// Sync makes every write durable (fsync) before consensus messages leave. Turning it off breaks
+	// crash safety and is for experiments only.
+	Sync bool `toml:"sync"`
+}
+
+// Log configures logging.
+type Log struct {
+	// Level is debug, info, warn or error.
+	Level string `toml:"level"`
+	// Format is text or json.
+	Format string `toml:"format"`
+}
+
+// Experiment holds settings that make a replica misbehave on purpose, for fault-injection experiments.
+type Experiment struct {
+	// ByzantineMode makes this replica Byzantine: "" (off), or a mode named by the experiment tools.
+	// It only takes effect together with the --experiment-byzantine flag, so it can never be on by accident.
+	ByzantineMode string `toml:"byzantine_mode"`
+	// AdminAPI enables the experiment endpoints (partition, heal) on the HTTP API.
+	AdminAPI bool `toml:"admin_api"`
+}
+
+// Default returns the configuration a new node starts from.
+func Default() Config {
+	return Config{
+		Genesis: GenesisFile,
+		Key:     KeyFile,
+		P2P: P2P{
+			Listen:         []string{"/ip4/0.0.0.0/tcp/26656", "/ip4/0.0.0.0/udp/26656/quic-v1"},
+			Bootstrap:      []string{},
+			External:       []string{},
+			MaxMessageSize: 4 << 20,
+		},
+		Consensus: Consensus{
+			Tick:               10 * time.Millisecond,
+			CheckpointInterval: 32,
+			Window:             64,
+			BatchMaxRequests:   1000,
+			BatchMaxBytes:      1 << 20,
+			BatchTimeout:       2 * time.Millisecond,
+			MaxInFlight:        8,
+			RequestTimeout:     2 * time.Second,
+			ViewChangeTimeout:  2 * time.Second,
+		},
+		API:   API{HTTP: "127.0.0.1:26680"},
+		Store: Store{Dir: DataDir, Sync: true},
+		Log:   Log{Level: "info", Format: "text"},
+	}
+}
+
+// Load reads home/config.toml over the defaults. Unknown keys are an error, so a typo is not silently
+// ignored.
+func Load(home string) (Config, error) {
+	cfg := Default()
+	cfg.Home = home
+	if home == "" {
+		return cfg, errors.New("config: no home directory given (use --home DIR, created by `p2pbft init`)")
+	}
+	if st, err := os.Stat(home); err != nil {
+		return cfg, fmt.Errorf("config: home directory %s: %w (create it with `p2pbft init --home %s`)", home, err, home)
+	} else if !st.IsDir() {
+		return cfg, fmt.Errorf("config: home %s is not a directory", home)
+	}
+	path := filepath.Join(home, ConfigFile)
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return cfg, fmt.Errorf("config: %w (create it with `p2pbft init --home %s`)", err, home)
+	}
+	if err := Decode(data, &cfg); err != nil {
+		return cfg, fmt.Errorf("config: %s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+// Decode parses TOML data over cfg, rejecting unknown keys.
+func Decode(data []byte, cfg *Config) error {
+	md, err := toml.Decode(string(data), cfg)
+	if err != nil {
+		return err
+	}
+	if und := md.Undecoded(); len(und) > 0 {
+		keys := make([]string, len(und))
+		for i, k := range und {
+			keys[i] = k.String()
+		}
+		return fmt.Errorf("unknown key(s): %s", strings.Join(keys, ", "))
+	}
+	return nil
+}
+
+// Encode writes cfg as TOML.
+func Encode(cfg Config) ([]byte, error) {
+	var buf bytes.Buffer
+	if err := toml.NewEncoder(&buf).Encode(cfg); err != nil {
+		return nil, fmt.Errorf("config: encode: %w", err)
+	}
+	return buf.Bytes(), nil
+}
+
+// Path resolves p relative to the home directory (absolute paths are kept).
+func (c Config) Path(p string) string {
+	if p == "" || filepath.IsAbs(p) {
+		return p
+	}
+	return filepath.Join(c.Home, p)
+}
+
+// Validate checks every field and names the first bad one.
+func (c Config) Validate() error {
+	var errs []error
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
+	}
+	if c.Genesis == "" {
+		bad("genesis", "empty")
+	}
+	if c.Key == "" {
+		bad("key", "empty")
+	}
+	if len(c.P2P.Listen) == 0 {
+		bad("p2p.listen", "no listen address")
+	}
+	if c.P2P.MaxMessageSize < 64<<10 || c.P2P.MaxMessageSize > 64<<20 {
+		bad("p2p.max_message_size", "%d not in [64 KiB, 64 MiB]", c.P2P.MaxMessageSize)
+	}
+	cs := c.Consensus
+	if cs.Tick < time.Millisecond || cs.Tick > time.Second {
+		bad("consensus.tick", "%s not in [1ms, 1s]", cs.Tick)
+	}
+	if cs.CheckpointInterval == 0 {
+		bad("consensus.checkpoint_interval", "must be positive")
+	}
+	if cs.Window < cs.CheckpointInterval || (cs.CheckpointInterval > 0 && cs.Window%cs.CheckpointInterval != 0) {
+		bad("consensus.window", "%d must be a positive multiple of checkpoint_interval %d (2x is usual)", cs.Window, cs.CheckpointInterval)
+	}
+	if cs.BatchMaxRequests < 1 {
+		bad("consensus.batch_max_requests", "must be at least 1")
+	}
+	if cs.BatchMaxBytes < 1024 || cs.BatchMaxBytes > c.P2P.MaxMessageSize {
+		bad("consensus.batch_max_bytes", "%d not in [1024, p2p.max_message_size=%d]", cs.BatchMaxBytes, c.P2P.MaxMessageSize)
+	}
+	if cs.BatchTimeout < 0 {
+		bad("consensus.batch_timeout", "negative")
+	}
+	if cs.MaxInFlight < 1 || uint64(cs.MaxInFlight) > cs.Window {
+		bad("consensus.max_in_flight", "%d not in [1, window=%d]", cs.MaxInFlight, cs.Window)
+	}
+	if cs.RequestTimeout < 2*cs.Tick {
+		bad("consensus.request_timeout", "%s must be at least two ticks (%s)", cs.RequestTimeout, 2*cs.Tick)
+	}
+	if cs.ViewChangeTimeout < 2*cs.Tick {
+		bad("consensus.view_change_timeout", "%s must be at least two ticks (%s)", cs.ViewChangeTimeout, 2*cs.Tick)
+	}
+	if c.Store.Dir == "" {
+		bad("store.dir", "empty")
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log.level", "%q is not one of debug, info, warn, error", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "text", "json":
+	default:
+		bad("log.format", "%q is not one of text, json", c.Log.Format)
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("config: %w", errors.Join(errs...))
+	}
+	return nil
+}
+
+// Ticks converts d to a whole number of ticks, rounding up, at least 1.
+func (c Consensus) Ticks(d time.Duration) int {
+	if d <= 0 {
+		return 1
+	}
+	t := int((d + c.Tick - 1) / c.Tick)
+	if t < 1 {
+		t = 1
+	}
+	return t
+}

@@ -1,0 +1,99 @@
+package config
+
+import (
+	"bytes"
+	"fmt"
+	"strconv"
+	"strings"
+	"text/template"
+)
+
+// exampleTemplate renders a configuration as a commented TOML file: `p2pbft init` writes it, and
+// docs/config.example.toml is Commented(Default()). Every option is explained where it is set.
+var exampleTemplate = template.Must(template.New("config").Funcs(template.FuncMap{
+	"q":    strconv.Quote,
+	"list": quoteList,
+}).Parse(`# p2pbft node configuration. Flags given on the command line override these values.
+# Durations are Go duration strings ("10ms", "2s"); sizes are bytes; relative paths are inside the home dir.
+
+# A human-readable name for this node, shown in logs and status.
+moniker = {{q .Moniker}}
+# The replica set (genesis) file: chain ID and the replicas in order. Build it with ` + "`p2pbft genesis`" + `.
+genesis = {{q .Genesis}}
+# The node's ed25519 private key (mode 0600). Its peer ID must be listed in the genesis.
+key = {{q .Key}}
+
+[p2p]
+# Multiaddrs to listen on: TCP and QUIC. Port 0 picks a free port.
+listen = {{list .P2P.Listen}}
+# Peers to dial at start (each /ip4/.../tcp/.../p2p/<peer-id>, /dns4/... or QUIC). One reachable replica is
+# enough: the node finds every other replica of the genesis through it.
+bootstrap = {{list .P2P.Bootstrap}}
+# Multiaddrs to announce to peers instead of the listen addresses (behind NAT, in containers).
+external = {{list .P2P.External}}
+# Discover peers on the local network with mDNS.
+mdns = {{.P2P.MDNS}}
+# Largest consensus message accepted on the wire, in bytes (64 KiB to 64 MiB).
+max_message_size = {{.P2P.MaxMessageSize}}
+
+[consensus]
+# The engine's unit of time; every timer is rounded up to whole ticks.
+tick = {{q .Consensus.Tick.String}}
+# A checkpoint every this many sequence numbers (K).
+checkpoint_interval = {{.Consensus.CheckpointInterval}}
+# Watermark window: sequence numbers accepted above the last stable checkpoint (a multiple of K; 2K is usual).
+window = {{.Consensus.Window}}
+# The primary cuts a batch at this many requests ...
+batch_max_requests = {{.Consensus.BatchMaxRequests}}
+# ... or this many bytes of requests ...
+batch_max_bytes = {{.Consensus.BatchMaxBytes}}
+# ... or this long after the batch's first request arrived.
+batch_timeout = {{q .Consensus.BatchTimeout.String}}
+# Batches the primary keeps in flight at once (pipelining depth), at most the window.
+max_in_flight = {{.Consensus.MaxInFlight}}
+# How long a known request may wait to execute before replicas suspect the primary and change view.
+request_timeout = {{q .Consensus.RequestTimeout.String}}
+# How long to wait for the NEW-VIEW once a quorum asked for a view change; doubles at every further
+# view change without progress.
+view_change_timeout = {{q .Consensus.ViewChangeTimeout.String}}
+
+[api]
+# HTTP/JSON API and Prometheus /metrics. Loopback by default; empty disables it.
+http = {{q .API.HTTP}}
+
+[store]
+# Data directory (the embedded database).
+dir = {{q .Store.Dir}}
+# fsync before any consensus message leaves. Off breaks crash safety: for experiments only.
+sync = {{.Store.Sync}}
+
+[log]
+# debug, info, warn or error.
+level = {{q .Log.Level}}
+# text or json.
+format = {{q .Log.Format}}
+
+[experiment]
+# Byzantine behaviour for fault-injection experiments. Ignored unless the node is also started with
+# --experiment-byzantine; leave empty on real nodes.
+byzantine_mode = {{q .Experiment.ByzantineMode}}
+# Enable the experiment endpoints (partition, heal) on the HTTP API.
+admin_api = {{.Experiment.AdminAPI}}
+`))
+
+func quoteList(xs []string) string {
+	q := make([]string, len(xs))
+	for i, x := range xs {
+		q[i] = strconv.Quote(x)
+	}
+	return "[" + strings.Join(q, ", ") + "]"
+}
+
+// Commented renders cfg as a commented TOML file.
+func Commented(cfg Config) ([]byte, error) {
+	var buf bytes.Buffer
+	if err := exampleTemplate.Execute(&buf, cfg); err != nil {
+		return nil, fmt.Errorf("config: render: %w", err)
+	}
+	return buf.Bytes(), nil
+}
