@@ -177,3 +177,25 @@ func BenchmarkEnvelopeDecode(b *testing.B) {
 		}
 	}
 }
+
+func TestDigestDecodeIsStrict(t *testing.T) {
+	type holder struct {
+		_ struct{} `cbor:",toarray"`
+		D wire.Digest
+	}
+	good, err := wire.Marshal(&holder{D: wire.Digest{1, 2, 3}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var h holder
+	if err := wire.Unmarshal(good, &h); err != nil || h.D != (wire.Digest{1, 2, 3}) {
+		t.Fatalf("round trip: %v %v", err, h.D)
+	}
+	short := []byte{0x81, 0x42, 1, 2}
+	long := append([]byte{0x81, 0x58, 33}, make([]byte, 33)...)
+	for _, bad := range [][]byte{short, long, {0x81, 0x01}} {
+		if err := wire.Unmarshal(bad, &h); err == nil {
+			t.Errorf("decoded %x into a digest", bad)
+		}
+	}
+}
