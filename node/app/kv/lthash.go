@@ -16,8 +16,8 @@ import (
 // its vector; removing it subtracts it. See the package documentation for why this hash.
 const (
 	ltLanes = 1024
-	ltBytes = ltLanes * 2  // 2048-byte checksum
-	ltWords = ltLanes / 4  // four 16-bit lanes per uint64
+	ltBytes = ltLanes * 2 // 2048-byte checksum
+	ltWords = ltLanes / 4 // four 16-bit lanes per uint64
 	ltHigh  = 0x8000800080008000
 	ltLow   = ^uint64(ltHigh)
 	// ltContext is the BLAKE3 key-derivation context that separates this use of BLAKE3 from all others.
