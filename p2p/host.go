@@ -1,0 +1,371 @@
+package p2p
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
+	"github.com/libp2p/go-libp2p/p2p/discovery/mdns"
+	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
+	"github.com/libp2p/go-libp2p/p2p/muxer/yamux"
+	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
+	"github.com/libp2p/go-libp2p/p2p/security/noise"
+	libp2ptls "github.com/libp2p/go-libp2p/p2p/security/tls"
+	quic "github.com/libp2p/go-libp2p/p2p/transport/quic"
+	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/multiformats/go-multiaddr"
+
+	"github.com/p2pbft/p2pbft/identity"
+	"github.com/p2pbft/p2pbft/wire"
+)
+
+// Host is a libp2p host serving one chain: gossip multicast, direct streams and discovery. Create it
+// with New and stop it with Close; its methods are safe for concurrent use.
+type Host struct {
+	cfg      Config
+	log      *slog.Logger
+	genesis  *identity.Genesis
+	chainID  string
+	id       peer.ID
+	self     int // our replica index, -1 if we are not a replica
+	verifier wire.Verifier
+
+	lh    host.Host
+	cm    *connmgr.BasicConnMgr
+	ps    *pubsub.PubSub
+	topic *pubsub.Topic
+	sub   *pubsub.Subscription
+	mdns  mdns.Service
+	disc  *discovery
+	val   *validator
+
+	topicName                    string
+	msgProto, reqProto, pexProto protocol.ID
+
+	metrics    *metrics
+	collector  *collector
+	deliveries chan Delivery
+	events     chan PeerEvent
+	reqHandler atomic.Pointer[RequestHandler]
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	closeMu   sync.Mutex
+	closing   bool
+	closeOnce sync.Once
+	closeErr  error
+
+	sendMu  sync.Mutex
+	senders map[peer.ID]*sender
+
+	streamsMu        sync.Mutex
+	clientStreams    int
+	clientStreamsPer map[peer.ID]int
+}
+
+// TopicName returns the gossip topic of a chain.
+func TopicName(chainID string) string { return "p2pbft/" + chainID + "/consensus/1" }
+
+// New starts a host: it listens, joins the chain's gossip topic, and starts connecting to the replicas.
+// It returns once listening; connections form in the background (see WaitForReplicas).
+func New(cfg Config) (*Host, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	var bootstrap []*peer.AddrInfo
+	for _, s := range cfg.Bootstrap {
+		ai, _ := parseBootstrap(s) // validated above
+		bootstrap = append(bootstrap, ai)
+	}
+	listen := make([]multiaddr.Multiaddr, len(cfg.ListenAddrs))
+	for i, s := range cfg.ListenAddrs {
+		listen[i] = multiaddr.StringCast(s) // validated above
+	}
+	g := cfg.Genesis
+	h := &Host{
+		cfg:              cfg,
+		log:              cfg.Logger.With("component", "p2p"),
+		genesis:          g,
+		chainID:          g.ChainID(),
+		id:               cfg.Key.PeerID(),
+		self:             -1,
+		verifier:         cfg.Verifier,
+		topicName:        TopicName(g.ChainID()),
+		msgProto:         protocol.ID("/p2pbft/" + g.ChainID() + "/msg/1.0.0"),
+		reqProto:         protocol.ID("/p2pbft/" + g.ChainID() + "/req/1.0.0"),
+		pexProto:         protocol.ID("/p2pbft/" + g.ChainID() + "/pex/1.0.0"),
+		deliveries:       make(chan Delivery, cfg.QueueSize),
+		events:           make(chan PeerEvent, eventBuffer),
+		senders:          make(map[peer.ID]*sender),
+		clientStreamsPer: make(map[peer.ID]int),
+	}
+	if i, ok := g.IndexOfPeer(h.id); ok {
+		h.self = i
+	}
+	if h.verifier == nil {
+		v, err := g.NewVerifier()
+		if err != nil {
+			return nil, fmt.Errorf("p2p: verifier: %w", err)
+		}
+		h.verifier = v
+	}
+	h.metrics = newMetrics(func(p peer.ID) bool { return h.replicaIndex(p) >= 0 })
+	val, err := newValidator(h)
+	if err != nil {
+		return nil, err
+	}
+	h.val = val
+	h.disc = newDiscovery(h)
+	h.ctx, h.cancel = context.WithCancel(context.Background())
+
+	if err := h.startLibp2p(listen); err != nil {
+		h.cancel()
+		return nil, err
+	}
+	// From here on, Close cleans up.
+	fail := func(err error) (*Host, error) {
+		h.Close()
+		return nil, err
+	}
+	h.lh.SetStreamHandler(h.msgProto, h.handleMsgStream)
+	h.lh.SetStreamHandler(h.reqProto, h.handleReqStream)
+	h.lh.SetStreamHandler(h.pexProto, h.handlePEX)
+	if err := h.watchConnectedness(); err != nil {
+		return fail(fmt.Errorf("p2p: event bus: %w", err))
+	}
+	if err := h.startGossip(); err != nil {
+		return fail(err)
+	}
+	h.disc.start(bootstrap)
+	if cfg.MDNS {
+		if err := h.startMDNS(); err != nil {
+			return fail(err)
+		}
+	}
+	if cfg.Registerer != nil {
+		h.collector = newCollector(h)
+		if err := cfg.Registerer.Register(h.collector); err != nil {
+			h.collector = nil
+			return fail(fmt.Errorf("p2p: register metrics: %w", err))
+		}
+	}
+	role := "client"
+	if h.self >= 0 {
+		role = fmt.Sprintf("replica %d of %d", h.self, g.N())
+	}
+	h.log.Info("p2p host started", "peer", h.id, "role", role, "chain", h.chainID,
+		"addrs", h.lh.Addrs(), "mode", cfg.Dissemination.Mode, "pubsub_signing", cfg.Dissemination.PubsubSigning)
+	return h, nil
+}
+
+// startLibp2p builds the libp2p host: TCP and QUIC, Noise and TLS, yamux, the resource manager and the
+// connection manager.
+func (h *Host) startLibp2p(listen []multiaddr.Multiaddr) error {
+	cfg := h.cfg
+	cm, err := connmgr.NewConnManager(cfg.ConnLow, cfg.ConnHigh)
+	if err != nil {
+		return fmt.Errorf("p2p: connection manager: %w", err)
+	}
+	for _, id := range h.genesisPeers() {
+		cm.Protect(id, "p2pbft-replica")
+	}
+	h.cm = cm
+	rm, err := rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(h.limits()))
+	if err != nil {
+		cm.Close()
+		return fmt.Errorf("p2p: resource manager: %w", err)
+	}
+	opts := []libp2p.Option{
+		libp2p.Identity(cfg.Key.LibP2P()),
+		libp2p.ListenAddrs(listen...),
+		libp2p.Transport(tcp.NewTCPTransport),
+		libp2p.Transport(quic.NewTransport),
+		libp2p.Security(noise.ID, noise.New),
+		libp2p.Security(libp2ptls.ID, libp2ptls.New),
+		libp2p.Muxer(yamux.ID, yamux.DefaultTransport),
+		libp2p.ResourceManager(rm),
+		libp2p.ConnectionManager(cm),
+		libp2p.DisableRelay(),
+		libp2p.Ping(true),
+		libp2p.UserAgent("p2pbft"),
+		libp2p.WithDialTimeout(cfg.DialTimeout),
+	}
+	if cfg.Registerer != nil {
+		opts = append(opts, libp2p.PrometheusRegisterer(cfg.Registerer))
+	} else {
+		opts = append(opts, libp2p.DisableMetrics())
+	}
+	lh, err := libp2p.New(opts...)
+	if err != nil {
+		rm.Close()
+		cm.Close()
+		return fmt.Errorf("p2p: libp2p host: %w", err)
+	}
+	h.lh = lh
+	return nil
+}
+
+// limits are the resource manager limits: generous for replicas (each may carry n x window messages of up
+// to MaxMessageSize in flight), tight for everyone else.
+func (h *Host) limits() rcmgr.ConcreteLimitConfig {
+	n := h.genesis.N()
+	base := rcmgr.DefaultLimits
+	libp2p.SetDefaultServiceLimits(&base)
+	scaled := base.Scale(2<<30, 8192)
+	replicaMem := int64(max(256<<20, 4*h.cfg.MaxMessageSize))
+	replica := rcmgr.ResourceLimits{
+		Conns: 8, ConnsInbound: 4, ConnsOutbound: 4,
+		Streams: 4096, StreamsInbound: 2048, StreamsOutbound: 2048,
+		FD: 8, Memory: rcmgr.LimitVal64(replicaMem),
+	}
+	partial := rcmgr.PartialLimitConfig{
+		System: rcmgr.ResourceLimits{
+			Conns: rcmgr.LimitVal(h.cfg.ConnHigh + 4*n), ConnsInbound: rcmgr.LimitVal(h.cfg.ConnHigh + 2*n),
+			ConnsOutbound: rcmgr.LimitVal(h.cfg.ConnHigh + 2*n),
+			Streams:       rcmgr.LimitVal(8192 + 4096*n), StreamsInbound: rcmgr.LimitVal(4096 + 2048*n),
+			StreamsOutbound: rcmgr.LimitVal(4096 + 2048*n),
+			Memory:          rcmgr.LimitVal64(int64(n)*replicaMem + 1<<30),
+		},
+		PeerDefault: rcmgr.ResourceLimits{
+			Conns: 4, ConnsInbound: 2, ConnsOutbound: 2,
+			Streams: 64, StreamsInbound: 32, StreamsOutbound: 32,
+			Memory: rcmgr.LimitVal64(int64(4 * h.cfg.MaxClientMessageSize)),
+		},
+		Peer: make(map[peer.ID]rcmgr.ResourceLimits, n),
+	}
+	for _, id := range h.genesisPeers() {
+		partial.Peer[id] = replica
+	}
+	return partial.Build(scaled)
+}
+
+// Close stops the host: it leaves the topic, closes every connection and stream, and waits for all of
+// its goroutines to end. It is safe to call more than once.
+func (h *Host) Close() error {
+	h.closeOnce.Do(func() {
+		h.closeMu.Lock()
+		h.closing = true
+		h.closeMu.Unlock()
+		h.cancel()
+		var errs []error
+		if h.mdns != nil {
+			errs = append(errs, h.mdns.Close())
+		}
+		if h.sub != nil {
+			h.sub.Cancel()
+		}
+		if h.topic != nil {
+			if err := h.topic.Close(); err != nil && !errors.Is(err, context.Canceled) {
+				h.log.Debug("close topic", "err", err)
+			}
+		}
+		if h.lh != nil {
+			h.lh.RemoveStreamHandler(h.msgProto)
+			h.lh.RemoveStreamHandler(h.reqProto)
+			h.lh.RemoveStreamHandler(h.pexProto)
+			errs = append(errs, h.lh.Close())
+		}
+		h.wg.Wait()
+		if h.collector != nil {
+			h.cfg.Registerer.Unregister(h.collector)
+		}
+		h.closeErr = errors.Join(errs...)
+		h.log.Info("p2p host stopped", "peer", h.id)
+	})
+	return h.closeErr
+}
+
+// ID returns the host's peer ID.
+func (h *Host) ID() peer.ID { return h.id }
+
+// Self returns the host's replica index, or -1 if it is not a replica.
+func (h *Host) Self() int { return h.self }
+
+// Genesis returns the replica set.
+func (h *Host) Genesis() *identity.Genesis { return h.genesis }
+
+// Addrs returns the host's dialable addresses, each ending in /p2p/<peer-id> (usable as a bootstrap
+// address).
+func (h *Host) Addrs() []multiaddr.Multiaddr {
+	addrs, _ := peer.AddrInfoToP2pAddrs(&peer.AddrInfo{ID: h.id, Addrs: h.lh.Addrs()})
+	return addrs
+}
+
+// LibP2P returns the underlying libp2p host, for diagnostics and extensions. Do not close it.
+func (h *Host) LibP2P() host.Host { return h.lh }
+
+// Deliveries returns the channel of verified inbound envelopes, from gossip and direct streams. The
+// application must keep reading it: while it does not, gossip deliveries back up and are dropped (and
+// counted), and direct streams stall. It is never closed; stop reading when the host is closed.
+func (h *Host) Deliveries() <-chan Delivery { return h.deliveries }
+
+// Events returns the channel of peer up/down events. Events that do not fit its buffer are dropped and
+// counted (DropEvents).
+func (h *Host) Events() <-chan PeerEvent { return h.events }
+
+// Stats returns a snapshot of the message and drop counters.
+func (h *Host) Stats() Stats { return h.metrics.snapshot() }
+
+// ConnectedReplicas returns the indexes of the replicas (other than this host) that are connected.
+func (h *Host) ConnectedReplicas() []int {
+	var out []int
+	for i := 0; i < h.genesis.N(); i++ {
+		if i != h.self && h.lh.Network().Connectedness(h.genesis.PeerID(i)) == network.Connected {
+			out = append(out, i)
+		}
+	}
+	return out
+}
+
+// MeshPeers returns the replicas (other than this host) that gossip delivers to directly: the peers that
+// are subscribed to the chain's topic.
+func (h *Host) MeshPeers() []int {
+	var out []int
+	for _, p := range h.topic.ListPeers() {
+		if i := h.replicaIndex(p); i >= 0 {
+			out = append(out, i)
+		}
+	}
+	return out
+}
+
+// WaitForReplicas blocks until this host is connected to, and shares the gossip topic with, at least want
+// other replicas, or ctx ends.
+func (h *Host) WaitForReplicas(ctx context.Context, want int) error {
+	for {
+		if len(h.MeshPeers()) >= want {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("p2p: %d of %d replicas reachable: %w", len(h.MeshPeers()), want, ctx.Err())
+		case <-h.ctx.Done():
+			return ErrClosed
+		case <-waitTick():
+		}
+	}
+}
+
+// replicaIndex returns p's replica index or -1.
+func (h *Host) replicaIndex(p peer.ID) int {
+	if i, ok := h.genesis.IndexOfPeer(p); ok {
+		return i
+	}
+	return -1
+}
+
+// waitTick paces polling waits (WaitForReplicas): short enough to react fast, long enough to cost nothing.
+func waitTick() <-chan time.Time { return time.After(20 * time.Millisecond) }

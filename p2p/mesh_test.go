@@ -1,0 +1,71 @@
+package p2p
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/p2pbft/p2pbft/wire"
+)
+
+func TestFullMesh4(t *testing.T) {
+	testFullMesh(t, 4, localTCPQUIC)
+}
+
+func TestFullMesh10(t *testing.T) {
+	if testing.Short() {
+		t.Skip("10 hosts: skipped in -short mode")
+	}
+	testFullMesh(t, 10, localTCP)
+}
+
+// testFullMesh starts n hosts that each know one bootstrap address (the previous host), waits until every
+// host is connected to and shares the topic with every other, and multicasts from every host.
+func testFullMesh(t *testing.T, n int, listen []string) {
+	keys := testKeys(t, "mesh", n)
+	g := testGenesis(t, "mesh-chain", keys)
+	hosts := startChain(t, keys, g, func(i int, c *Config) { c.ListenAddrs = listen })
+	inboxes := make([]*inbox, n)
+	for i, h := range hosts {
+		inboxes[i] = collect(t, h)
+	}
+	took := waitMesh(t, hosts, 30*time.Second)
+	t.Logf("%d hosts with one bootstrap each: full mesh after %s", n, took.Round(time.Millisecond))
+
+	for i, h := range hosts {
+		e := seal(t, keys[i], g.ChainID(), wire.KindPrepare, fmt.Sprintf("from-%d", i))
+		if err := h.Multicast(context.Background(), e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, 20*time.Second, "every multicast at every other host", func() bool {
+		for _, in := range inboxes {
+			if in.count(nil) < n-1 {
+				return false
+			}
+		}
+		return true
+	})
+	for i, in := range inboxes {
+		seen := map[int]bool{}
+		for _, d := range in.all() {
+			if d.Via != ViaGossip || d.Author < 0 || seen[d.Author] {
+				t.Fatalf("host %d: unexpected delivery %+v", i, d)
+			}
+			if string(d.Envelope.Payload) != fmt.Sprintf("from-%d", d.Author) {
+				t.Fatalf("host %d: payload %q attributed to replica %d", i, d.Envelope.Payload, d.Author)
+			}
+			seen[d.Author] = true
+		}
+		if seen[i] || len(seen) != n-1 {
+			t.Fatalf("host %d got multicasts from %v", i, seen)
+		}
+	}
+	// Every host reports the others as up.
+	for i, h := range hosts {
+		if got := len(h.ConnectedReplicas()); got != n-1 {
+			t.Fatalf("host %d: %d connected replicas, want %d", i, got, n-1)
+		}
+	}
+}

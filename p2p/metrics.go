@@ -1,0 +1,260 @@
+package p2p
+
+import (
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Result is what the host did with an inbound message.
+type Result string
+
+// Results.
+const (
+	Accepted Result = "accepted" // valid: delivered (and, on gossip, forwarded)
+	Rejected Result = "rejected" // provably invalid: dropped, and the gossip forwarder is penalised
+	Ignored  Result = "ignored"  // not wanted now (the driver's filter said so): dropped without penalty
+)
+
+// Reason says why a message was rejected or ignored.
+type Reason string
+
+// Reasons, in the order the checks run (cheapest first).
+const (
+	ReasonNone      Reason = ""
+	ReasonOversized Reason = "oversized"  // larger than the size limit for its sender
+	ReasonMalformed Reason = "malformed"  // does not decode as an envelope, or its fields have bad sizes
+	ReasonChain     Reason = "chain"      // another chain's message
+	ReasonKind      Reason = "kind"       // unknown kind, or a kind not allowed on this path
+	ReasonNonMember Reason = "non-member" // a replica-only kind authored by a key outside the genesis
+	ReasonFilter    Reason = "filter"     // the driver's Filter said Ignore or Reject
+	ReasonSignature Reason = "signature"  // the signature does not verify
+)
+
+// Drop reasons: messages lost to a full queue or a failed send, counted so they are never silent.
+const (
+	DropValidationQueue = "validation-queue-full" // gossip: too many messages awaiting validation
+	DropThrottled       = "validation-throttled"  // gossip: too many concurrent validations
+	DropSlowSubscriber  = "slow-subscriber"       // gossip: the delivery side did not keep up
+	DropOutboundQueue   = "outbound-queue-full"   // gossip: a peer's outbound RPC queue was full
+	DropSendQueue       = "send-queue-full"       // direct: the per-peer send queue was full
+	DropSendFailed      = "send-failed"           // direct: no connection, or the write failed
+	DropEvents          = "events-overflow"       // a peer event the application did not read in time
+	DropStreamLimit     = "stream-limit"          // direct: a non-replica peer opened too many streams
+)
+
+// CounterKey identifies one message counter.
+type CounterKey struct {
+	// Source is the gossip topic or the direct-stream protocol ID the message came in on.
+	Source string
+	// Peer is the peer that handed us the message (the gossip forwarder or the stream's remote). Beyond
+	// maxTrackedPeers distinct non-replica peers, further ones are counted under the empty peer ID.
+	Peer   peer.ID
+	Result Result
+	Reason Reason
+}
+
+// Count is one counter's value.
+type Count struct {
+	CounterKey
+	N uint64
+}
+
+// Stats is a snapshot of the host's counters.
+type Stats struct {
+	// Messages counts inbound messages by source, peer, result and reason.
+	Messages []Count
+	// Drops counts messages lost to full queues and failed sends, by the Drop* reasons.
+	Drops map[string]uint64
+	// Duplicates counts gossip copies of messages already seen (dropped before validation). Divided by
+	// accepted gossip messages it gives the overlay's redundancy.
+	Duplicates uint64
+	// ValidationTime is the total time spent in the validator on accepted gossip and direct messages.
+	ValidationTime time.Duration
+}
+
+// Total sums the message counters with the given result, and the given reason unless it is "*".
+func (s Stats) Total(r Result, reason Reason) uint64 {
+	var n uint64
+	for _, c := range s.Messages {
+		if c.Result == r && (reason == "*" || c.Reason == reason) {
+			n += c.N
+		}
+	}
+	return n
+}
+
+// ForPeer sums the message counters of one peer with the given result (any reason).
+func (s Stats) ForPeer(p peer.ID, r Result) uint64 {
+	var n uint64
+	for _, c := range s.Messages {
+		if c.Peer == p && c.Result == r {
+			n += c.N
+		}
+	}
+	return n
+}
+
+const maxTrackedPeers = 1024
+
+type metrics struct {
+	isReplica func(peer.ID) bool
+
+	mu         sync.Mutex
+	messages   map[CounterKey]uint64
+	peers      map[peer.ID]struct{}
+	drops      map[string]uint64
+	duplicates uint64
+	validation time.Duration
+}
+
+func newMetrics(isReplica func(peer.ID) bool) *metrics {
+	return &metrics{
+		isReplica: isReplica,
+		messages:  make(map[CounterKey]uint64),
+		peers:     make(map[peer.ID]struct{}),
+		drops:     make(map[string]uint64),
+	}
+}
+
+func (m *metrics) count(source string, p peer.ID, r Result, reason Reason) {
+	m.mu.Lock()
+	if _, ok := m.peers[p]; !ok {
+		if len(m.peers) >= maxTrackedPeers && !m.isReplica(p) {
+			p = ""
+		} else {
+			m.peers[p] = struct{}{}
+		}
+	}
+	m.messages[CounterKey{Source: source, Peer: p, Result: r, Reason: reason}]++
+	m.mu.Unlock()
+}
+
+func (m *metrics) addValidationTime(d time.Duration) {
+	m.mu.Lock()
+	m.validation += d
+	m.mu.Unlock()
+}
+
+func (m *metrics) drop(reason string) {
+	m.mu.Lock()
+	m.drops[reason]++
+	m.mu.Unlock()
+}
+
+func (m *metrics) duplicate() {
+	m.mu.Lock()
+	m.duplicates++
+	m.mu.Unlock()
+}
+
+func (m *metrics) snapshot() Stats {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s := Stats{
+		Messages:       make([]Count, 0, len(m.messages)),
+		Drops:          make(map[string]uint64, len(m.drops)),
+		Duplicates:     m.duplicates,
+		ValidationTime: m.validation,
+	}
+	for k, n := range m.messages {
+		s.Messages = append(s.Messages, Count{CounterKey: k, N: n})
+	}
+	for k, n := range m.drops {
+		s.Drops[k] = n
+	}
+	return s
+}
+
+// tracer feeds gossipsub's drop and duplicate events into the counters.
+type tracer struct{ m *metrics }
+
+var _ pubsub.RawTracer = tracer{}
+
+func (t tracer) RejectMessage(_ *pubsub.Message, reason string) {
+	switch reason {
+	case pubsub.RejectValidationQueueFull:
+		t.m.drop(DropValidationQueue)
+	case pubsub.RejectValidationThrottled:
+		t.m.drop(DropThrottled)
+	}
+}
+func (t tracer) DuplicateMessage(*pubsub.Message)                      { t.m.duplicate() }
+func (t tracer) UndeliverableMessage(*pubsub.Message)                  { t.m.drop(DropSlowSubscriber) }
+func (t tracer) DropRPC(*pubsub.RPC, peer.ID)                          { t.m.drop(DropOutboundQueue) }
+func (tracer) AddPeer(peer.ID, protocol.ID)                            {}
+func (tracer) RemovePeer(peer.ID)                                      {}
+func (tracer) OnNewOutboundStream(peer.ID, protocol.ID)                {}
+func (tracer) OnClosedOutboundStream(peer.ID)                          {}
+func (tracer) Join(string)                                             {}
+func (tracer) Leave(string)                                            {}
+func (tracer) Graft(peer.ID, string)                                   {}
+func (tracer) Prune(peer.ID, string)                                   {}
+func (tracer) ValidateMessage(*pubsub.Message)                         {}
+func (tracer) DeliverMessage(*pubsub.Message)                          {}
+func (tracer) ThrottlePeer(peer.ID)                                    {}
+func (tracer) RecvRPC(*pubsub.RPC)                                     {}
+func (tracer) SendRPC(*pubsub.RPC, peer.ID)                            {}
+func (tracer) SendRPCCompleted(*pubsub.RPC, peer.ID, time.Duration)    {}
+
+// collector exports the counters to Prometheus at scrape time.
+type collector struct {
+	h          *Host
+	messages   *prometheus.Desc
+	drops      *prometheus.Desc
+	duplicates *prometheus.Desc
+	validation *prometheus.Desc
+	replicas   *prometheus.Desc
+	peers      *prometheus.Desc
+}
+
+func newCollector(h *Host) *collector {
+	return &collector{
+		h: h,
+		messages: prometheus.NewDesc("p2pbft_p2p_messages_total",
+			"Inbound envelopes by source (gossip topic or stream protocol), peer, result and reason.",
+			[]string{"source", "peer", "result", "reason"}, nil),
+		drops: prometheus.NewDesc("p2pbft_p2p_drops_total",
+			"Messages lost to full queues or failed sends, by reason.", []string{"reason"}, nil),
+		duplicates: prometheus.NewDesc("p2pbft_p2p_gossip_duplicates_total",
+			"Gossip copies of already-seen messages, dropped before validation.", nil, nil),
+		validation: prometheus.NewDesc("p2pbft_p2p_validation_seconds_total",
+			"Time spent validating accepted messages.", nil, nil),
+		replicas: prometheus.NewDesc("p2pbft_p2p_connected_replicas",
+			"Replicas of the genesis this host is connected to (not counting itself).", nil, nil),
+		peers: prometheus.NewDesc("p2pbft_p2p_connected_peers",
+			"Peers this host is connected to.", nil, nil),
+	}
+}
+
+func (c *collector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.messages
+	ch <- c.drops
+	ch <- c.duplicates
+	ch <- c.validation
+	ch <- c.replicas
+	ch <- c.peers
+}
+
+func (c *collector) Collect(ch chan<- prometheus.Metric) {
+	s := c.h.Stats()
+	for _, m := range s.Messages {
+		p := m.Peer.String()
+		if m.Peer == "" {
+			p = "other"
+		}
+		ch <- prometheus.MustNewConstMetric(c.messages, prometheus.CounterValue, float64(m.N),
+			m.Source, p, string(m.Result), string(m.Reason))
+	}
+	for r, n := range s.Drops {
+		ch <- prometheus.MustNewConstMetric(c.drops, prometheus.CounterValue, float64(n), r)
+	}
+	ch <- prometheus.MustNewConstMetric(c.duplicates, prometheus.CounterValue, float64(s.Duplicates))
+	ch <- prometheus.MustNewConstMetric(c.validation, prometheus.CounterValue, s.ValidationTime.Seconds())
+	ch <- prometheus.MustNewConstMetric(c.replicas, prometheus.GaugeValue, float64(len(c.h.ConnectedReplicas())))
+	ch <- prometheus.MustNewConstMetric(c.peers, prometheus.GaugeValue, float64(len(c.h.lh.Network().Peers())))
+}
