@@ -4,9 +4,9 @@ import (
 	"sync"
 	"time"
 
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
-	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -183,23 +183,23 @@ func (t tracer) RejectMessage(_ *pubsub.Message, reason string) {
 		t.m.drop(DropThrottled)
 	}
 }
-func (t tracer) DuplicateMessage(*pubsub.Message)                      { t.m.duplicate() }
-func (t tracer) UndeliverableMessage(*pubsub.Message)                  { t.m.drop(DropSlowSubscriber) }
-func (t tracer) DropRPC(*pubsub.RPC, peer.ID)                          { t.m.drop(DropOutboundQueue) }
-func (tracer) AddPeer(peer.ID, protocol.ID)                            {}
-func (tracer) RemovePeer(peer.ID)                                      {}
-func (tracer) OnNewOutboundStream(peer.ID, protocol.ID)                {}
-func (tracer) OnClosedOutboundStream(peer.ID)                          {}
-func (tracer) Join(string)                                             {}
-func (tracer) Leave(string)                                            {}
-func (tracer) Graft(peer.ID, string)                                   {}
-func (tracer) Prune(peer.ID, string)                                   {}
-func (tracer) ValidateMessage(*pubsub.Message)                         {}
-func (tracer) DeliverMessage(*pubsub.Message)                          {}
-func (tracer) ThrottlePeer(peer.ID)                                    {}
-func (tracer) RecvRPC(*pubsub.RPC)                                     {}
-func (tracer) SendRPC(*pubsub.RPC, peer.ID)                            {}
-func (tracer) SendRPCCompleted(*pubsub.RPC, peer.ID, time.Duration)    {}
+func (t tracer) DuplicateMessage(*pubsub.Message)                   { t.m.duplicate() }
+func (t tracer) UndeliverableMessage(*pubsub.Message)               { t.m.drop(DropSlowSubscriber) }
+func (t tracer) DropRPC(*pubsub.RPC, peer.ID)                       { t.m.drop(DropOutboundQueue) }
+func (tracer) AddPeer(peer.ID, protocol.ID)                         {}
+func (tracer) RemovePeer(peer.ID)                                   {}
+func (tracer) OnNewOutboundStream(peer.ID, protocol.ID)             {}
+func (tracer) OnClosedOutboundStream(peer.ID)                       {}
+func (tracer) Join(string)                                          {}
+func (tracer) Leave(string)                                         {}
+func (tracer) Graft(peer.ID, string)                                {}
+func (tracer) Prune(peer.ID, string)                                {}
+func (tracer) ValidateMessage(*pubsub.Message)                      {}
+func (tracer) DeliverMessage(*pubsub.Message)                       {}
+func (tracer) ThrottlePeer(peer.ID)                                 {}
+func (tracer) RecvRPC(*pubsub.RPC)                                  {}
+func (tracer) SendRPC(*pubsub.RPC, peer.ID)                         {}
+func (tracer) SendRPCCompleted(*pubsub.RPC, peer.ID, time.Duration) {}
 
 // collector exports the counters to Prometheus at scrape time.
 type collector struct {
