@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"log/slog"
 	"maps"
 	"math/rand/v2"
 	"slices"
@@ -16,15 +17,22 @@ import (
 
 // env is a KV on a real store, committed the way the node commits: the app's writes in the block's batch.
 type env struct {
-	t   testing.TB
-	dir string
-	st  *store.Store
-	kv  *KV
+	t    testing.TB
+	dir  string
+	opts store.Options
+	st   *store.Store
+	kv   *KV
 }
 
+// newEnv opens a small store without fsync (these tests are about the app, not durability).
 func newEnv(t testing.TB) *env {
+	return newEnvOpts(t, store.Options{UnsafeNoSync: true, MemTableSize: 4 << 20, CacheSize: 8 << 20})
+}
+
+func newEnvOpts(t testing.TB, opts store.Options) *env {
 	t.Helper()
-	e := &env{t: t, dir: t.TempDir()}
+	opts.Logger = slog.New(slog.DiscardHandler)
+	e := &env{t: t, dir: t.TempDir(), opts: opts}
 	e.open()
 	t.Cleanup(func() { e.st.Close() })
 	return e
@@ -32,7 +40,7 @@ func newEnv(t testing.TB) *env {
 
 func (e *env) open() {
 	e.t.Helper()
-	st, err := store.Open(e.dir, store.Options{UnsafeNoSync: true, MemTableSize: 4 << 20, CacheSize: 8 << 20})
+	st, err := store.Open(e.dir, e.opts)
 	if err != nil {
 		e.t.Fatal(err)
 	}
