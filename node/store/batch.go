@@ -139,8 +139,8 @@ func (b *Batch) BackfillBlock(blk *Block) error {
 	if err := b.usable(); err != nil {
 		return err
 	}
-	if blk.Height == 0 || blk.Height >= b.head.Height && b.head.Height != blk.Height {
-		return fmt.Errorf("store: backfill block %d: not below the head %s", blk.Height, b.head)
+	if blk.Height == 0 || blk.Height > b.head.Height {
+		return fmt.Errorf("store: backfill block %d: above the head %s", blk.Height, b.head)
 	}
 	if _, ok := b.pending[blk.Height]; ok {
 		return fmt.Errorf("store: backfill block %d: already in this batch", blk.Height)

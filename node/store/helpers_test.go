@@ -1,6 +1,7 @@
 package store
 
 import (
+	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
 	"testing"
@@ -96,3 +97,5 @@ func testCertCheck(b *Block, cert []*wire.Envelope) error {
 	}
 	return nil
 }
+
+func sha256Sum(b []byte) [32]byte { return sha256.Sum256(b) }
