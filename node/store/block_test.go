@@ -54,17 +54,17 @@ func TestDecodeBlockRejectsMalformed(t *testing.T) {
 	longDigest, _ := wire.Marshal(&blockWire{Height: 1, Prev: make([]byte, 32), BatchDigest: make([]byte, 33), AppDigest: make([]byte, 32)})
 	zeroHeight, _ := wire.Marshal(&blockWire{Height: 0, Prev: make([]byte, 32), BatchDigest: make([]byte, 32), AppDigest: make([]byte, 32)})
 	for name, data := range map[string][]byte{
-		"empty":         nil,
-		"truncated":     good[:len(good)-1],
-		"trailing":      append(bytes.Clone(good), 0),
-		"short digest":  shortDigest,
-		"long digest":   longDigest,
-		"height 0":      zeroHeight,
-		"not an array":  {0xa0},
-		"wrong arity":   {0x82, 0x01, 0x02},
-		"indefinite":    {0x9f, 0xff},
-		"huge bytes":    {0x87, 0x01, 0x5b, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff},
-		"huge array":    {0x87, 0x01, 0x40, 0x00, 0x40, 0x40, 0x9b, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x80},
+		"empty":          nil,
+		"truncated":      good[:len(good)-1],
+		"trailing":       append(bytes.Clone(good), 0),
+		"short digest":   shortDigest,
+		"long digest":    longDigest,
+		"height 0":       zeroHeight,
+		"not an array":   {0xa0},
+		"wrong arity":    {0x82, 0x01, 0x02},
+		"indefinite":     {0x9f, 0xff},
+		"huge bytes":     {0x87, 0x01, 0x5b, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff},
+		"huge array":     {0x87, 0x01, 0x40, 0x00, 0x40, 0x40, 0x9b, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x80},
 		"cut in a field": {0x87, 0x18, 0x01, 0x58, 0x20},
 	} {
 		if _, err := DecodeBlock(data); !errors.Is(err, ErrBadBlock) {
