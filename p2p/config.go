@@ -111,7 +111,7 @@ type Dissemination struct {
 	// authenticates the author, and a second signature costs a verification per hop (measured in the
 	// package benchmarks).
 	PubsubSigning bool `toml:"pubsub_signing"`
-	// MeshDegree is gossipsub's D in mesh mode. Default min(n-1, 8), at least 1.
+	// MeshDegree is gossipsub's D in mesh mode. Default min(n-1, 8), at least 2 (gossipsub's minimum).
 	MeshDegree int `toml:"mesh_degree"`
 	// Heartbeat is gossipsub's heartbeat interval. Default 700ms.
 	Heartbeat time.Duration `toml:"heartbeat"`
@@ -152,7 +152,7 @@ func (c Config) WithDefaults() Config {
 	if c.Dissemination.Mode == "" {
 		c.Dissemination.Mode = ModeDirect
 	}
-	setDefault(&c.Dissemination.MeshDegree, max(1, min(n-1, 8)))
+	setDefault(&c.Dissemination.MeshDegree, max(2, min(n-1, 8)))
 	setDefault(&c.Dissemination.Heartbeat, 700*time.Millisecond)
 	setDefault(&c.StreamTimeout, 10*time.Second)
 	setDefault(&c.StreamIdleTimeout, 5*time.Minute)
@@ -209,6 +209,9 @@ func (c *Config) Validate() error {
 	case ModeDirect, ModeMesh:
 	default:
 		errs = append(errs, fmt.Errorf("p2p: config: dissemination mode %q: want %q or %q", c.Dissemination.Mode, ModeDirect, ModeMesh))
+	}
+	if c.Dissemination.MeshDegree < 2 {
+		errs = append(errs, fmt.Errorf("p2p: config: mesh_degree %d: gossipsub needs at least 2", c.Dissemination.MeshDegree))
 	}
 	if c.Dissemination.Heartbeat < 50*time.Millisecond {
 		errs = append(errs, fmt.Errorf("p2p: config: heartbeat %s is too short", c.Dissemination.Heartbeat))

@@ -248,6 +248,7 @@ func (d *discovery) exchangeWith(p peer.ID) {
 			}
 			return
 		}
+		h.log.Debug("peer exchange", "peer", p, "accepted", n)
 		if n > 0 {
 			d.wake()
 		}
@@ -304,27 +305,50 @@ func decodePEX(b []byte) ([][]byte, error) {
 	return recs, nil
 }
 
-// consumeRecord verifies a signed peer record and, if it describes a replica, stores its addresses.
-func (d *discovery) consumeRecord(raw []byte) bool {
-	h := d.h
+// parseRecord decodes and verifies a signed peer record: the envelope's signature, and that the key that
+// signed it is the key of the peer the record describes.
+func parseRecord(raw []byte) (*record.Envelope, *peer.PeerRecord, error) {
 	if len(raw) > maxPEXRecordSize {
-		return false
+		return nil, nil, fmt.Errorf("peer record of %d bytes", len(raw))
 	}
 	env, rec, err := record.ConsumeEnvelope(raw, peer.PeerRecordEnvelopeDomain)
 	if err != nil {
-		return false
+		return nil, nil, err
 	}
 	pr, ok := rec.(*peer.PeerRecord)
+	if !ok {
+		return nil, nil, errors.New("not a peer record")
+	}
+	if !pr.PeerID.MatchesPublicKey(env.PublicKey) {
+		return nil, nil, errors.New("peer record signed by another key")
+	}
+	return env, pr, nil
+}
+
+// consumeRecord verifies a signed peer record and, if it describes a replica, stores its addresses.
+func (d *discovery) consumeRecord(raw []byte) bool {
+	env, _, err := parseRecord(raw)
+	if err != nil {
+		return false
+	}
+	return d.storeRecord(env)
+}
+
+// storeRecord stores a verified signed record of a replica (not ours) and schedules a dial.
+func (d *discovery) storeRecord(env *record.Envelope) bool {
+	h := d.h
+	r, err := env.Record()
+	if err != nil {
+		return false
+	}
+	pr, ok := r.(*peer.PeerRecord)
 	if !ok || !pr.PeerID.MatchesPublicKey(env.PublicKey) || pr.PeerID == h.id || h.replicaIndex(pr.PeerID) < 0 {
 		return false
 	}
 	cab, ok := peerstore.GetCertifiedAddrBook(h.lh.Peerstore())
 	if !ok {
 		h.lh.Peerstore().AddAddrs(pr.PeerID, pr.Addrs, pexAddrTTL)
-		return true
-	}
-	added, err := cab.ConsumePeerRecord(env, pexAddrTTL)
-	if err != nil || !added {
+	} else if added, err := cab.ConsumePeerRecord(env, pexAddrTTL); err != nil || !added {
 		return false
 	}
 	d.mu.Lock()

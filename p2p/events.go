@@ -23,7 +23,10 @@ const eventBuffer = 256
 // watchConnectedness turns libp2p connectedness changes into PeerEvents, tells the discovery loop, and
 // logs replicas coming and going.
 func (h *Host) watchConnectedness() error {
-	sub, err := h.lh.EventBus().Subscribe(new(event.EvtPeerConnectednessChanged), eventbus.BufSize(eventBuffer))
+	sub, err := h.lh.EventBus().Subscribe([]any{
+		new(event.EvtPeerConnectednessChanged),
+		new(event.EvtPeerIdentificationCompleted),
+	}, eventbus.BufSize(eventBuffer))
 	if err != nil {
 		return err
 	}
@@ -39,12 +42,20 @@ func (h *Host) watchConnectedness() error {
 				if !ok {
 					return
 				}
-				e := ev.(event.EvtPeerConnectednessChanged)
-				switch e.Connectedness {
-				case network.Connected:
-					h.peerChanged(e.Peer, true)
-				case network.NotConnected:
-					h.peerChanged(e.Peer, false)
+				switch e := ev.(type) {
+				case event.EvtPeerConnectednessChanged:
+					switch e.Connectedness {
+					case network.Connected:
+						h.peerChanged(e.Peer, true)
+					case network.NotConnected:
+						h.peerChanged(e.Peer, false)
+					}
+				case event.EvtPeerIdentificationCompleted:
+					// libp2p's identify checks the record and keeps only its addresses; we keep the signed
+					// record of replicas so that peer exchange can pass it on.
+					if e.SignedPeerRecord != nil && h.replicaIndex(e.Peer) >= 0 {
+						h.disc.storeRecord(e.SignedPeerRecord)
+					}
 				}
 			}
 		}

@@ -236,6 +236,10 @@ func (h *Host) deliverGossip(sub *pubsub.Subscription) {
 // ErrTooLarge is returned for an envelope larger than the configured MaxMessageSize.
 var ErrTooLarge = errors.New("p2p: message too large")
 
+// ErrNoGossip is returned by Multicast on a host that is not on the gossip topic: a client, unless
+// AllowNonReplicaGossip is set.
+var ErrNoGossip = errors.New("p2p: this host does not gossip (not a replica)")
+
 // ErrClosed is returned by operations on a closed Host.
 var ErrClosed = errors.New("p2p: host closed")
 
@@ -246,8 +250,14 @@ func (h *Host) Multicast(ctx context.Context, e *wire.Envelope) error {
 	if h.ctx.Err() != nil {
 		return ErrClosed
 	}
+	if h.topic == nil {
+		return ErrNoGossip
+	}
 	if e.ChainID != h.chainID {
 		return fmt.Errorf("p2p: multicast: envelope for chain %q, host is on %q", e.ChainID, h.chainID)
+	}
+	if _, member := h.genesis.IndexOfKey(e.Author); !member && !h.cfg.AcceptClientRequests {
+		return errors.New("p2p: multicast: envelope by a client key, and accept_client_requests is off")
 	}
 	data, err := e.Marshal()
 	if err != nil {

@@ -146,8 +146,10 @@ func New(cfg Config) (*Host, error) {
 	if err := h.watchConnectedness(); err != nil {
 		return fail(fmt.Errorf("p2p: event bus: %w", err))
 	}
-	if err := h.startGossip(); err != nil {
-		return fail(err)
+	if h.self >= 0 || cfg.AllowNonReplicaGossip {
+		if err := h.startGossip(); err != nil {
+			return fail(err)
+		}
 	}
 	h.disc.start(bootstrap)
 	if cfg.MDNS {
@@ -331,9 +333,13 @@ func (h *Host) ConnectedReplicas() []int {
 }
 
 // MeshPeers returns the replicas (other than this host) that gossip delivers to directly: the peers that
-// are subscribed to the chain's topic.
+// are subscribed to the chain's topic. A client host (not a replica, AllowNonReplicaGossip off) does not
+// gossip and has none.
 func (h *Host) MeshPeers() []int {
 	var out []int
+	if h.topic == nil {
+		return nil
+	}
 	for _, p := range h.topic.ListPeers() {
 		if i := h.replicaIndex(p); i >= 0 {
 			out = append(out, i)
