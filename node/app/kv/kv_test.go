@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/p2pbft/p2pbft/node/app"
+	"github.com/p2pbft/p2pbft/node/app/apptest"
 	"github.com/p2pbft/p2pbft/node/store"
 	"github.com/p2pbft/p2pbft/wire"
 )
@@ -667,4 +668,16 @@ func mustMarshal(t *testing.T, v any) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// TestConformance runs the application contract checks of package apptest.
+func TestConformance(t *testing.T) {
+	apptest.Run(t, func(st app.Storage) (app.Application, error) { return Open(st) },
+		func(r *rand.Rand) []byte {
+			if r.IntN(15) == 0 {
+				return []byte{0xff, byte(r.IntN(256))} // malformed
+			}
+			b, _ := EncodeOp(randomOp(r, 40))
+			return b
+		})
 }
