@@ -30,10 +30,10 @@
 // so a block and the state after it are durable together: a restarted replica finds the application exactly
 // at the head and replays nothing. An application that keeps its state in memory writes nothing and reports
 // height 0 after a restart; the node replays the whole chain (fine for experiments with small chains). We
-// rejected two alternatives: a separate Commit that the application makes durable on its own (like ABCI's)
-// leaves a window in which a crash puts the application ahead of, or behind, the chain unless it also keeps
-// a write-ahead record the node must reconcile; and passing the application a database handle to write at
-// will gives no atomicity at all.
+// rejected two alternatives: an application that persists on its own after the block is stored (ABCI's
+// Commit) needs a reconciliation handshake on every restart, with cases for each side being ahead, and costs
+// a second fsync per block; and handing the application a database handle to write at will gives no
+// atomicity at all.
 //
 // The storage the node lends (Storage) is an ordered key-value namespace with consistent point-in-time
 // iterators, enough for an application to keep versioned state (package kv keeps every key's versions by

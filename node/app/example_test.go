@@ -60,7 +60,9 @@ func digestOf(m map[string]uint64) wire.Digest {
 	return wire.Digest(h.Sum(nil))
 }
 
-func (c *counters) Info() (app.State, error) { return app.State{Height: c.height, Digest: c.digest}, nil }
+func (c *counters) Info() (app.State, error) {
+	return app.State{Height: c.height, Digest: c.digest}, nil
+}
 
 func (c *counters) Execute(height uint64, batch []app.Request) (app.Outcome, error) {
 	if height != c.height+1 {
