@@ -3,7 +3,9 @@ package app
 // Storage is the durable, ordered key-value space the node lends an application: its own namespace in the
 // node's database. Reads see committed data only. Writes that must be atomic with blocks go through the
 // Writer that Commit receives; writes that need not (staging a restore, pinning a snapshot, garbage
-// collection) go through NewBatch. All methods are safe for concurrent use.
+// collection) go through NewBatch. All methods are safe for concurrent use. Commits are ordered: a commit
+// with sync makes every earlier commit durable too (the store writes one log), so writes staged without sync
+// become durable with the next synced batch, such as the node's block batch.
 type Storage interface {
 	// Get returns a copy of the value of key, and whether it exists.
 	Get(key []byte) (value []byte, ok bool, err error)

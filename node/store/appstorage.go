@@ -18,7 +18,7 @@ func (s *Store) AppStorage() app.Storage { return &appStorage{s: s} }
 type appStorage struct{ s *Store }
 
 func (a *appStorage) Get(key []byte) ([]byte, bool, error) {
-	return a.s.get(append(appKey(key), nil...))
+	return a.s.get(appKey(key))
 }
 
 func appKey(k []byte) []byte {

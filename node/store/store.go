@@ -101,10 +101,6 @@ func pebbleOptions(o Options) *pebble.Options {
 	po := &pebble.Options{
 		MemTableSize: mem,
 		Logger:       pebbleLogger{l},
-		// A 200 KiB block per fsync writes a lot through L0; allow it to absorb bursts before it stalls.
-		L0CompactionThreshold: 4,
-		L0StopWritesThreshold: 24,
-		LBaseMaxBytes:         256 << 20,
 	}
 	po.EnsureDefaults()
 	return po
@@ -127,7 +123,11 @@ func Open(dir string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store: open %s: %w", dir, err)
 	}
-	s := &Store{db: db, dir: dir, log: po.Logger.(pebbleLogger).l, wopts: pebble.Sync, genesis: opts.Genesis}
+	log := opts.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	s := &Store{db: db, dir: dir, log: log, wopts: pebble.Sync, genesis: opts.Genesis}
 	if opts.UnsafeNoSync {
 		s.wopts = pebble.NoSync
 	}

@@ -681,3 +681,86 @@ func TestConformance(t *testing.T) {
 			return b
 		})
 }
+
+// TestConcurrentReaders streams a snapshot and serves local reads from other goroutines while blocks are
+// executed and committed and snapshots come and go (run with -race).
+func TestConcurrentReaders(t *testing.T) {
+	seed := rand.Uint64()
+	t.Logf("seed %d", seed)
+	r := rand.New(rand.NewPCG(seed, 5))
+	e := newEnv(t)
+	m := &model{cur: map[string]string{}}
+	for i := 0; i < 10; i++ {
+		ops := make([]Op, 40)
+		for j := range ops {
+			ops[j] = Put([]byte(fmt.Sprintf("key-%03d", r.IntN(400))), []byte(fmt.Sprint(r.Uint32())))
+			m.apply(ops[j])
+		}
+		e.exec(ops...)
+		e.commit()
+	}
+	at := e.kv.committed
+	want := maps.Clone(m.cur)
+	if err := e.kv.TakeSnapshot(at.Height); err != nil {
+		t.Fatal(err)
+	}
+	snap, err := e.kv.OpenSnapshot(at.Height)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 2)
+	go func() { // a peer copying the snapshot, in small chunks
+		got := map[string]string{}
+		var cursor []byte
+		for more := true; more; {
+			data, m, err := snap.ReadChunk(cursor, 300)
+			if err != nil {
+				done <- err
+				return
+			}
+			more = m
+			entries, err := decodeChunk(data, cursor)
+			if err != nil {
+				done <- err
+				return
+			}
+			for _, en := range entries {
+				got[string(en.Key)] = string(en.Value)
+			}
+			if len(entries) > 0 {
+				cursor = entries[len(entries)-1].Key
+			}
+		}
+		if !maps.Equal(got, want) {
+			done <- fmt.Errorf("streamed snapshot differs from the state at %d", at.Height)
+			return
+		}
+		done <- nil
+	}()
+	go func() { // local queries: every answer must be a committed value of its key
+		for i := 0; i < 300; i++ {
+			k := []byte(fmt.Sprintf("key-%03d", i%400))
+			if _, _, h, err := e.kv.Get(k); err != nil || h < at.Height {
+				done <- fmt.Errorf("Get: height %d, %v", h, err)
+				return
+			}
+		}
+		done <- nil
+	}()
+	for i := 0; i < 30; i++ {
+		ops := make([]Op, 30)
+		for j := range ops {
+			ops[j] = randomOp(r, 400)
+		}
+		e.exec(ops...)
+		e.commit()
+		if i%10 == 9 {
+			e.kv.TakeSnapshot(e.kv.committed.Height)
+		}
+	}
+	for i := 0; i < 2; i++ {
+		if err := <-done; err != nil {
+			t.Fatalf("seed %d: %v", seed, err)
+		}
+	}
+}
