@@ -341,3 +341,14 @@ func TestAppStorageIsolation(t *testing.T) {
 		t.Fatalf("bounded iteration %v", keys)
 	}
 }
+
+func TestOpenTwiceFails(t *testing.T) {
+	dir := t.TempDir()
+	openTest(t, dir)
+	if s, err := Open(dir, Options{Genesis: testGenesis, Logger: quiet()}); err == nil {
+		s.Close()
+		t.Fatal("opened a store that is already open")
+	} else {
+		t.Logf("second open: %v", err)
+	}
+}

@@ -194,9 +194,9 @@ func (r *snapshotReader) ReadChunk(cursor []byte, maxBytes int) ([]byte, bool, e
 	size, more := 0, false
 	s := r.state.Height
 	var cur []byte // the key whose version at s was decided
-	ok := it.SeekGE(start)
-	for ; ok; ok = it.Next() {
-		if bytes.Compare(it.Key(), versionsEnd(r.gen)) >= 0 {
+	end := versionsEnd(r.gen)
+	for ok := it.SeekGE(start); ok; ok = it.Next() {
+		if bytes.Compare(it.Key(), end) >= 0 {
 			break
 		}
 		key, h, err := parseVersionKey(r.gen, it.Key())
