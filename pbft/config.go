@@ -1,0 +1,205 @@
+package pbft
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/p2pbft/p2pbft/wire"
+)
+
+// Config configures a Replica. Zero values of the tuning fields take the defaults listed with them
+// (WithDefaults); Validate reports every problem it finds.
+type Config struct {
+	// ChainID names the replica set; every message must carry it.
+	ChainID string
+	// Replicas holds the replicas' 32-byte public keys in replica order: replica i is Replicas[i], and the
+	// primary of view v is replica v mod len(Replicas). The core maps an envelope's Author to its index.
+	Replicas [][]byte
+	// Signer signs this replica's messages; its public key must be one of Replicas.
+	Signer wire.Signer
+	// Verifier checks signatures of envelopes embedded in other messages (client requests in batches,
+	// certificates in view changes, new views, fetch replies and ApplyCommitted) and client requests given
+	// to Propose. Outer envelopes given to Step are the driver's job (see the package documentation).
+	Verifier wire.Verifier
+
+	// CheckpointInterval K: a checkpoint every K sequence numbers. Default 32.
+	CheckpointInterval uint64
+	// Window L: sequence numbers in (h, h+L] may be assigned and accepted, where h is the last stable
+	// checkpoint. A multiple of CheckpointInterval, at least 2K. Default 2K.
+	Window uint64
+	// MaxBatchRequests caps the requests of one batch. Default 1000.
+	MaxBatchRequests int
+	// MaxBatchBytes caps the encoded size of one batch (the pre-prepare body). Default 4 MiB.
+	MaxBatchBytes int
+	// BatchTimeout: the primary cuts a batch that is not full once its oldest request has waited this many
+	// ticks. 0 (the default) cuts as soon as the pipeline has room, so batches grow with load by themselves.
+	BatchTimeout int
+	// PipelineDepth caps the batches the primary has assigned but not yet executed. Default Window.
+	PipelineDepth int
+	// RequestTimeout (ticks): how long a replica waits for a known request to execute before it starts a view
+	// change. Default 50.
+	RequestTimeout int
+	// NewViewTimeout (ticks): how long a replica in a view change waits, once a quorum of VIEW-CHANGEs is in,
+	// for the NEW-VIEW (and, in the new view, for the first execution) before it moves to the next view.
+	// Both timeouts double with each consecutive view change that makes no progress (exponential backoff)
+	// and return to their base on progress. Default RequestTimeout.
+	NewViewTimeout int
+	// MaxBackoff caps the doubling: timeouts grow at most to base << MaxBackoff. Default 10.
+	MaxBackoff int
+	// RetransmitTimeout (ticks): after this long without progress a replica retransmits its own messages for
+	// the stuck sequence numbers, its unstable checkpoint or its VIEW-CHANGE, and asks a peer for what it is
+	// missing (KindFetch). Default 10.
+	RetransmitTimeout int
+	// MaxPendingRequests bounds the client requests a replica holds that have not executed. Default 100000.
+	MaxPendingRequests int
+	// MaxRequestBytes bounds the encoded size of one client request envelope. Default 64 KiB.
+	MaxRequestBytes int
+	// MaxFutureMessages bounds, per sending replica, the messages kept for a view this replica has not
+	// entered yet. Default 4*Window.
+	MaxFutureMessages int
+	// VerifiedCacheSize bounds the cache of envelope IDs whose signature was checked, so that a request
+	// verified at ingress is not verified again in a pre-prepare and certificates reuse checked votes.
+	// Default 4*MaxPendingRequests.
+	VerifiedCacheSize int
+	// FetchBatch bounds the sequence numbers asked for in one KindFetch. Default 16.
+	FetchBatch int
+}
+
+// Defaults for the zero values of Config.
+const (
+	DefaultCheckpointInterval = 32
+	DefaultMaxBatchRequests   = 1000
+	DefaultMaxBatchBytes      = 4 << 20
+	DefaultRequestTimeout     = 50
+	DefaultMaxBackoff         = 10
+	DefaultRetransmitTimeout  = 10
+	DefaultMaxPending         = 100000
+	DefaultMaxRequestBytes    = 64 << 10
+	DefaultFetchBatch         = 16
+)
+
+// WithDefaults returns a copy of c with every zero tuning field set to its default.
+func (c Config) WithDefaults() Config {
+	if c.CheckpointInterval == 0 {
+		c.CheckpointInterval = DefaultCheckpointInterval
+	}
+	if c.Window == 0 {
+		c.Window = 2 * c.CheckpointInterval
+	}
+	if c.MaxBatchRequests == 0 {
+		c.MaxBatchRequests = DefaultMaxBatchRequests
+	}
+	if c.MaxBatchBytes == 0 {
+		c.MaxBatchBytes = DefaultMaxBatchBytes
+	}
+	if c.PipelineDepth == 0 {
+		c.PipelineDepth = int(c.Window)
+	}
+	if c.RequestTimeout == 0 {
+		c.RequestTimeout = DefaultRequestTimeout
+	}
+	if c.NewViewTimeout == 0 {
+		c.NewViewTimeout = c.RequestTimeout
+	}
+	if c.MaxBackoff == 0 {
+		c.MaxBackoff = DefaultMaxBackoff
+	}
+	if c.RetransmitTimeout == 0 {
+		c.RetransmitTimeout = DefaultRetransmitTimeout
+	}
+	if c.MaxPendingRequests == 0 {
+		c.MaxPendingRequests = DefaultMaxPending
+	}
+	if c.MaxRequestBytes == 0 {
+		c.MaxRequestBytes = DefaultMaxRequestBytes
+	}
+	if c.MaxFutureMessages == 0 {
+		c.MaxFutureMessages = 4 * int(c.Window)
+	}
+	if c.VerifiedCacheSize == 0 {
+		c.VerifiedCacheSize = 4 * c.MaxPendingRequests
+	}
+	if c.FetchBatch == 0 {
+		c.FetchBatch = DefaultFetchBatch
+	}
+	return c
+}
+
+// Validate reports every problem with c (after WithDefaults), joined into one error.
+func (c Config) Validate() error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if len(c.ChainID) == 0 || len(c.ChainID) > wire.MaxChainIDLen {
+		bad("ChainID: length %d not in [1,%d]", len(c.ChainID), wire.MaxChainIDLen)
+	}
+	if len(c.Replicas) == 0 || len(c.Replicas) > maxReplicas {
+		bad("Replicas: %d replicas, want 1 to %d", len(c.Replicas), maxReplicas)
+	}
+	seen := make(map[string]int, len(c.Replicas))
+	for i, k := range c.Replicas {
+		if len(k) != wire.PublicKeySize {
+			bad("Replicas[%d]: key is %d bytes, want %d", i, len(k), wire.PublicKeySize)
+		}
+		if j, dup := seen[string(k)]; dup {
+			bad("Replicas[%d]: same key as Replicas[%d]", i, j)
+		}
+		seen[string(k)] = i
+	}
+	if c.Signer == nil {
+		bad("Signer: missing")
+	} else if _, ok := seen[string(c.Signer.PublicKey())]; !ok {
+		bad("Signer: public key %x is not one of Replicas", c.Signer.PublicKey())
+	}
+	if c.Verifier == nil {
+		bad("Verifier: missing")
+	}
+	if c.CheckpointInterval == 0 {
+		bad("CheckpointInterval: must be > 0")
+	} else if c.Window < 2*c.CheckpointInterval || c.Window%c.CheckpointInterval != 0 {
+		bad("Window: %d must be a multiple of CheckpointInterval (%d) and at least twice it", c.Window, c.CheckpointInterval)
+	}
+	if c.Window > 1<<16 {
+		bad("Window: %d exceeds %d", c.Window, 1<<16)
+	}
+	positive := map[string]int{
+		"MaxBatchRequests": c.MaxBatchRequests, "MaxBatchBytes": c.MaxBatchBytes, "PipelineDepth": c.PipelineDepth,
+		"RequestTimeout": c.RequestTimeout, "NewViewTimeout": c.NewViewTimeout, "RetransmitTimeout": c.RetransmitTimeout,
+		"MaxPendingRequests": c.MaxPendingRequests, "MaxRequestBytes": c.MaxRequestBytes,
+		"MaxFutureMessages": c.MaxFutureMessages, "VerifiedCacheSize": c.VerifiedCacheSize, "FetchBatch": c.FetchBatch,
+	}
+	for _, name := range []string{"MaxBatchRequests", "MaxBatchBytes", "PipelineDepth", "RequestTimeout", "NewViewTimeout",
+		"RetransmitTimeout", "MaxPendingRequests", "MaxRequestBytes", "MaxFutureMessages", "VerifiedCacheSize", "FetchBatch"} {
+		if positive[name] <= 0 {
+			bad("%s: %d must be > 0", name, positive[name])
+		}
+	}
+	if c.BatchTimeout < 0 {
+		bad("BatchTimeout: %d must be >= 0", c.BatchTimeout)
+	}
+	if c.MaxBackoff < 0 || c.MaxBackoff > 30 {
+		bad("MaxBackoff: %d not in [0,30]", c.MaxBackoff)
+	}
+	if c.MaxBatchRequests > maxBatchCount {
+		bad("MaxBatchRequests: %d exceeds %d", c.MaxBatchRequests, maxBatchCount)
+	}
+	if c.MaxBatchBytes > wire.MaxMessageSize/2 {
+		bad("MaxBatchBytes: %d exceeds %d", c.MaxBatchBytes, wire.MaxMessageSize/2)
+	}
+	if c.MaxRequestBytes > c.MaxBatchBytes {
+		bad("MaxRequestBytes: %d exceeds MaxBatchBytes %d", c.MaxRequestBytes, c.MaxBatchBytes)
+	}
+	if c.FetchBatch > maxFetchItems {
+		bad("FetchBatch: %d exceeds %d", c.FetchBatch, maxFetchItems)
+	}
+	if len(errs) == 0 {
+		return nil
+	}
+	return fmt.Errorf("pbft: invalid config: %w", errors.Join(errs...))
+}
+
+// F returns the number of faulty replicas n replicas tolerate: (n-1)/3.
+func F(n int) int { return (n - 1) / 3 }
+
+// Quorum returns the size of a quorum for n replicas: the smallest q with 2q-n >= f+1, so that two quorums
+// share a correct replica. For n = 3f+1 it is 2f+1.
+func Quorum(n int) int { return (n+F(n))/2 + 1 }

@@ -1,0 +1,237 @@
+package pbft
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/p2pbft/p2pbft/wire"
+)
+
+// Ready is the output of the core, in the order the driver must handle it:
+//
+//  1. make HardState, Entries and Truncate durable (in one atomic write), before anything else;
+//  2. send Messages;
+//  3. send Replies;
+//  4. execute Committed, in order, and report each with Executed;
+//  5. start the state transfer StateTransfer asks for, if any;
+//  6. show SoftState to observers.
+//
+// then call Advance. The driver may report Executed for a batch later (for example after making the
+// application's state durable); the replies and checkpoint that follow from it come out in a later Ready.
+type Ready struct {
+	// HardState, when not nil, replaces the persisted hard state.
+	HardState *HardState
+	// Entries are appended to the persisted log.
+	Entries []Entry
+	// Truncate, when not zero, drops every log entry with Seq <= Truncate (after appending Entries).
+	Truncate uint64
+
+	// Messages to send to other replicas.
+	Messages []Message
+	// Replies to send to clients.
+	Replies []ReplyMessage
+	// Committed batches to execute, in strict sequence order with no gaps.
+	Committed []CommittedBatch
+	// StateTransfer, when not nil, asks the driver to fetch the state at a certified checkpoint.
+	StateTransfer *StateTransfer
+	// SoftState, when not nil, is the replica's new volatile state (it changed).
+	SoftState *SoftState
+}
+
+// IsEmpty reports whether the Ready carries nothing.
+func (rd *Ready) IsEmpty() bool {
+	return rd.HardState == nil && len(rd.Entries) == 0 && rd.Truncate == 0 && len(rd.Messages) == 0 &&
+		len(rd.Replies) == 0 && len(rd.Committed) == 0 && rd.StateTransfer == nil && rd.SoftState == nil
+}
+
+// Broadcast is the Message.To value that addresses every other replica.
+const Broadcast = -1
+
+// Message is one outbound consensus message.
+type Message struct {
+	// To is a replica index, or Broadcast for all replicas but this one.
+	To int
+	// Env is the signed envelope, with its Body and Resend set as they must travel.
+	Env *wire.Envelope
+}
+
+// CommittedBatch is a batch that committed at Seq, for the driver to execute and store as block Seq.
+type CommittedBatch struct {
+	Seq    uint64
+	View   uint64      // view of the commit certificate
+	Digest wire.Digest // BatchDigest of Batch
+	// Batch is the whole batch, in order; Digest covers the IDs of these envelopes. Empty for a null batch.
+	Batch []*wire.Envelope
+	// Execute lists the requests to execute, in order: Batch without the requests the client table says
+	// were already executed (exactly-once). Executed takes one result per entry.
+	Execute []ClientRequest
+	// Cert is the commit certificate: a quorum of COMMIT envelopes for (View, Seq, Digest) from distinct
+	// replicas. It proves the block to anyone who knows the replica set.
+	Cert []*wire.Envelope
+	// AlreadyApplied is set for batches replayed after a restart that the application had already applied
+	// (at or below the applied index given to Restart): do not execute them again, but report the results
+	// and digest they produced (stored with the block) through Executed, so the core can rebuild its client
+	// table.
+	AlreadyApplied bool
+}
+
+// ClientRequest is one request to execute.
+type ClientRequest struct {
+	Client    []byte // the client's public key (the request envelope's Author)
+	Timestamp uint64
+	Op        []byte
+	Index     int // position in CommittedBatch.Batch
+}
+
+// StateTransfer asks the driver to bring the application to the certified checkpoint (Seq, Digest): either
+// fetch a snapshot (application state plus the client table exported in HardState.Snapshot) from peers and
+// hand it in with InstallSnapshot, or fetch the committed blocks Applied+1..Seq from peers and hand each in
+// with ApplyCommitted. Proof holds the quorum of CHECKPOINT envelopes that certify Digest.
+type StateTransfer struct {
+	Seq     uint64
+	Digest  wire.Digest
+	Proof   []*wire.Envelope
+	Applied uint64 // the last sequence number the replica executed
+}
+
+// Status is a replica's operating mode.
+type Status int
+
+const (
+	// StatusNormal: in a view, ordering requests.
+	StatusNormal Status = iota
+	// StatusViewChange: moving to a new view, waiting for its NEW-VIEW.
+	StatusViewChange
+	// StatusSyncing: waiting for a state transfer to a certified checkpoint.
+	StatusSyncing
+)
+
+func (s Status) String() string {
+	switch s {
+	case StatusNormal:
+		return "normal"
+	case StatusViewChange:
+		return "view-change"
+	case StatusSyncing:
+		return "syncing"
+	}
+	return fmt.Sprintf("status(%d)", int(s))
+}
+
+// SoftState is the replica's volatile state, for observers and logs.
+type SoftState struct {
+	View         uint64
+	Primary      int
+	Status       Status
+	LastExecuted uint64 // last sequence number reported through Executed
+	Stable       uint64 // last stable checkpoint: the low watermark h
+	Low, High    uint64 // the window (h, H]
+}
+
+// HardState is what a replica must find again after a restart, besides the log. It is small except for
+// Snapshot, and changes on view changes and stable checkpoints.
+type HardState struct {
+	_ struct{} `cbor:",toarray"`
+	// View is the view the replica is in or moving to; Active says it entered it (NEW-VIEW accepted, or
+	// view 0).
+	View   uint64
+	Active bool
+	// StableSeq, StableDigest and StableProof are the last stable checkpoint and its proof (a quorum of
+	// CHECKPOINT envelopes; empty for checkpoint 0).
+	StableSeq    uint64
+	StableDigest wire.Digest
+	StableProof  []*wire.Envelope
+	// Snapshot is the core's part of the state at the last stable checkpoint it holds the state for.
+	Snapshot *Snapshot
+	// ViewChange is the replica's own VIEW-CHANGE for View while not Active (resent after a restart, never
+	// re-signed). NewView is the NEW-VIEW of View once Active (View > 0).
+	ViewChange *wire.Envelope
+	NewView    *wire.Envelope
+}
+
+// Snapshot is the core's part of the replicated state at a checkpoint: the application digest and the
+// encoded client table. A peer fetching the state at Seq needs it together with the application snapshot.
+type Snapshot struct {
+	_           struct{} `cbor:",toarray"`
+	Seq         uint64
+	AppDigest   wire.Digest
+	ClientTable []byte
+}
+
+// Digest returns the checkpoint digest of the snapshot.
+func (s *Snapshot) Digest() wire.Digest {
+	return CheckpointDigest(s.Seq, s.AppDigest, ClientTableDigest(s.ClientTable))
+}
+
+// Entry is one record of the persisted log. Exactly one form is used:
+//   - Env alone: a consensus message the replica accepted or authored (pre-prepares carry their Body);
+//   - Batch alone: a batch body learned after its pre-prepare (fetched after a NEW-VIEW);
+//   - Batch and Cert: a batch that committed, proved by the commit certificate Cert.
+type Entry struct {
+	_     struct{} `cbor:",toarray"`
+	Seq   uint64
+	Env   *wire.Envelope
+	Batch []byte
+	Cert  []*wire.Envelope
+}
+
+// Persisted is what Restart rebuilds a replica from: the last HardState and the log entries in the order
+// they were appended (after truncation).
+type Persisted struct {
+	HardState HardState
+	Entries   []Entry
+}
+
+// Marshal encodes the hard state.
+func (h *HardState) Marshal() ([]byte, error) { return wire.Marshal(h) }
+
+// DecodeHardState decodes a hard state.
+func DecodeHardState(b []byte) (*HardState, error) {
+	h, err := decodeStrict[HardState]("hard state", b)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkEnvelopes(h.StableProof); err != nil {
+		return nil, fmt.Errorf("pbft: decode hard state: proof: %w", err)
+	}
+	for _, e := range []*wire.Envelope{h.ViewChange, h.NewView} {
+		if e != nil {
+			if err := e.CheckShape(); err != nil {
+				return nil, fmt.Errorf("pbft: decode hard state: %w", err)
+			}
+		}
+	}
+	return h, nil
+}
+
+// Marshal encodes the entry.
+func (e *Entry) Marshal() ([]byte, error) { return wire.Marshal(e) }
+
+// DecodeEntry decodes a log entry and checks that it has one of the valid forms.
+func DecodeEntry(b []byte) (*Entry, error) {
+	e, err := decodeStrict[Entry]("entry", b)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case e.Seq == 0:
+		return nil, errors.New("pbft: decode entry: sequence number 0")
+	case e.Env != nil && (e.Batch != nil || e.Cert != nil):
+		return nil, errors.New("pbft: decode entry: message entry with batch or certificate")
+	case e.Env != nil:
+		if err := e.Env.CheckShape(); err != nil {
+			return nil, fmt.Errorf("pbft: decode entry: %w", err)
+		}
+	case e.Cert != nil:
+		if err := checkEnvelopes(e.Cert); err != nil {
+			return nil, fmt.Errorf("pbft: decode entry: certificate: %w", err)
+		}
+	}
+	return e, nil
+}
+
+// MarshalSnapshot and DecodeSnapshot encode the snapshot record for transfer between nodes.
+func (s *Snapshot) Marshal() ([]byte, error) { return wire.Marshal(s) }
+
+// DecodeSnapshot decodes a snapshot record.
+func DecodeSnapshot(b []byte) (*Snapshot, error) { return decodeStrict[Snapshot]("snapshot", b) }

@@ -1,0 +1,306 @@
+package pbft
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	"github.com/p2pbft/p2pbft/wire"
+)
+
+// Replies. A replica signs one KindReply envelope per executed batch, not one per request: the signed
+// payload (ReplyHeader) carries the root of a Merkle tree whose leaves are the batch's (client, timestamp,
+// result) triples, and each client's copy of the envelope carries its leaf and the path to the root in the
+// unsigned Body (ReplyProof). A client checks the signature, then the path (OpenReply), and accepts a result
+// once f+1 distinct replicas sent matching (timestamp, result) pairs (ReplyCollector). Signing per batch keeps
+// reply cost flat in the batch size (one signature per batch instead of a thousand).
+
+// ReplyHeader is the signed payload of a KindReply envelope.
+type ReplyHeader struct {
+	_       struct{}    `cbor:",toarray"`
+	View    uint64      // view in which the replica executed the batch (or answered a duplicate)
+	Seq     uint64      // sequence number of the batch
+	Replica uint32      // index of the replying replica (must match the envelope's author)
+	Count   uint32      // number of leaves
+	Root    wire.Digest // Merkle root over the leaves
+}
+
+// ReplyProof travels in the Body of a KindReply envelope: one client's leaf and its Merkle path.
+type ReplyProof struct {
+	_         struct{} `cbor:",toarray"`
+	Index     uint32
+	Client    []byte
+	Timestamp uint64
+	Result    []byte
+	Path      []wire.Digest
+}
+
+// Reply is a reply as a client sees it after OpenReply.
+type Reply struct {
+	View      uint64
+	Seq       uint64
+	Replica   uint32
+	Client    []byte
+	Timestamp uint64
+	Result    []byte
+}
+
+const replyLeafTag = "p2pbft/reply/v1\x00"
+
+func replyLeaf(client []byte, ts uint64, result []byte) wire.Digest {
+	h := sha256.New()
+	var b [8]byte
+	h.Write([]byte{0})
+	h.Write([]byte(replyLeafTag))
+	binary.BigEndian.PutUint64(b[:], uint64(len(client)))
+	h.Write(b[:])
+	h.Write(client)
+	binary.BigEndian.PutUint64(b[:], ts)
+	h.Write(b[:])
+	binary.BigEndian.PutUint64(b[:], uint64(len(result)))
+	h.Write(b[:])
+	h.Write(result)
+	var d wire.Digest
+	h.Sum(d[:0])
+	return d
+}
+
+func replyNode(l, r wire.Digest) wire.Digest {
+	var b [65]byte
+	b[0] = 1
+	copy(b[1:], l[:])
+	copy(b[33:], r[:])
+	return sha256.Sum256(b[:])
+}
+
+// merkleLevels builds the tree bottom-up: nodes are paired left to right and an odd last node is promoted
+// to the next level unchanged.
+func merkleLevels(leaves []wire.Digest) [][]wire.Digest {
+	levels := [][]wire.Digest{leaves}
+	for cur := leaves; len(cur) > 1; {
+		next := make([]wire.Digest, (len(cur)+1)/2)
+		for i := 0; i < len(cur)/2; i++ {
+			next[i] = replyNode(cur[2*i], cur[2*i+1])
+		}
+		if len(cur)%2 == 1 {
+			next[len(next)-1] = cur[len(cur)-1]
+		}
+		levels = append(levels, next)
+		cur = next
+	}
+	return levels
+}
+
+func merklePath(levels [][]wire.Digest, i int) []wire.Digest {
+	var path []wire.Digest
+	for _, lv := range levels[:len(levels)-1] {
+		if i%2 == 1 {
+			path = append(path, lv[i-1])
+		} else if i+1 < len(lv) {
+			path = append(path, lv[i+1])
+		}
+		i /= 2
+	}
+	return path
+}
+
+func merkleRoot(leaf wire.Digest, index, count int, path []wire.Digest) (wire.Digest, error) {
+	cur := leaf
+	width := count
+	for width > 1 {
+		switch {
+		case index%2 == 1:
+			if len(path) == 0 {
+				return cur, errors.New("path too short")
+			}
+			cur = replyNode(path[0], cur)
+			path = path[1:]
+		case index+1 < width:
+			if len(path) == 0 {
+				return cur, errors.New("path too short")
+			}
+			cur = replyNode(cur, path[0])
+			path = path[1:]
+		}
+		index /= 2
+		width = (width + 1) / 2
+	}
+	if len(path) != 0 {
+		return cur, errors.New("path too long")
+	}
+	return cur, nil
+}
+
+// replyBatch is one signed reply header and the leaves it covers; client envelopes are built on demand.
+type replyBatch struct {
+	header  *wire.Envelope
+	levels  [][]wire.Digest
+	clients [][]byte
+	stamps  []uint64
+	results [][]byte
+}
+
+// ReplyMessage is a reply the driver must send to a client (Ready.Replies).
+type ReplyMessage struct {
+	// Client is the client's public key (the request envelope's Author).
+	Client    []byte
+	Timestamp uint64
+	batch     *replyBatch
+	index     int
+}
+
+// Envelope builds the client's KindReply envelope: the shared signed header with this client's leaf and
+// Merkle path in Body.
+func (m ReplyMessage) Envelope() (*wire.Envelope, error) {
+	b := m.batch
+	proof := ReplyProof{Index: uint32(m.index), Client: b.clients[m.index], Timestamp: b.stamps[m.index],
+		Result: b.results[m.index], Path: merklePath(b.levels, m.index)}
+	body, err := wire.Marshal(&proof)
+	if err != nil {
+		return nil, err
+	}
+	e := b.header.WithoutBody()
+	e.Body = body
+	return e, nil
+}
+
+// Result returns the result the reply carries.
+func (m ReplyMessage) Result() []byte { return m.batch.results[m.index] }
+
+// newReplyBatch signs a reply header over the given leaves.
+func newReplyBatch(s wire.Signer, chainID string, view, seq uint64, replica int, clients [][]byte, stamps []uint64, results [][]byte) (*replyBatch, error) {
+	leaves := make([]wire.Digest, len(clients))
+	for i := range clients {
+		leaves[i] = replyLeaf(clients[i], stamps[i], results[i])
+	}
+	levels := merkleLevels(leaves)
+	hdr := ReplyHeader{View: view, Seq: seq, Replica: uint32(replica), Count: uint32(len(leaves)), Root: levels[len(levels)-1][0]}
+	p, err := wire.Marshal(&hdr)
+	if err != nil {
+		return nil, err
+	}
+	env, err := wire.Seal(s, chainID, wire.KindReply, p)
+	if err != nil {
+		return nil, err
+	}
+	return &replyBatch{header: env, levels: levels, clients: clients, stamps: stamps, results: results}, nil
+}
+
+// DecodeReplyHeader decodes a ReplyHeader payload.
+func DecodeReplyHeader(b []byte) (*ReplyHeader, error) {
+	h, err := decodeStrict[ReplyHeader]("reply header", b)
+	if err == nil && h.Count == 0 {
+		err = errors.New("pbft: decode reply header: no leaves")
+	}
+	return h, err
+}
+
+// DecodeReplyProof decodes a ReplyProof body.
+func DecodeReplyProof(b []byte) (*ReplyProof, error) {
+	p, err := decodeStrict[ReplyProof]("reply proof", b)
+	if err == nil && len(p.Path) > maxReplyPathDepth {
+		err = fmt.Errorf("pbft: decode reply proof: path of %d: %w", len(p.Path), errBounds)
+	}
+	return p, err
+}
+
+// OpenReply decodes a KindReply envelope and checks its Merkle proof against the signed root. It does not
+// check the signature (verify the envelope with a wire.Verifier first) or that the author is a replica and
+// matches Replica (ReplyCollector does both).
+func OpenReply(e *wire.Envelope) (*Reply, error) {
+	if e == nil || e.Kind != wire.KindReply {
+		return nil, errors.New("pbft: open reply: not a reply envelope")
+	}
+	h, err := DecodeReplyHeader(e.Payload)
+	if err != nil {
+		return nil, err
+	}
+	p, err := DecodeReplyProof(e.Body)
+	if err != nil {
+		return nil, err
+	}
+	if p.Index >= h.Count {
+		return nil, fmt.Errorf("pbft: open reply: leaf %d of %d", p.Index, h.Count)
+	}
+	root, err := merkleRoot(replyLeaf(p.Client, p.Timestamp, p.Result), int(p.Index), int(h.Count), p.Path)
+	if err != nil {
+		return nil, fmt.Errorf("pbft: open reply: %w", err)
+	}
+	if root != h.Root {
+		return nil, errors.New("pbft: open reply: Merkle proof does not match the signed root")
+	}
+	return &Reply{View: h.View, Seq: h.Seq, Replica: h.Replica, Client: p.Client, Timestamp: p.Timestamp, Result: p.Result}, nil
+}
+
+// ReplyCollector is the client side of replies: it accepts a result once f+1 distinct replicas sent matching
+// replies for the awaited request. It verifies each envelope's signature and that the author is the replica
+// the reply names. Not safe for concurrent use.
+type ReplyCollector struct {
+	chainID  string
+	replicas map[string]int
+	verifier wire.Verifier
+	f        int
+	client   []byte
+	ts       uint64
+	votes    map[int]*Reply
+	// View is the highest view seen in an accepted-quorum reply; a client sends its next request to
+	// replica View mod n.
+	View uint64
+}
+
+// NewReplyCollector returns a collector for a client (its public key) of the replica set given by public keys
+// in replica order.
+func NewReplyCollector(chainID string, replicas [][]byte, v wire.Verifier, client []byte) *ReplyCollector {
+	m := make(map[string]int, len(replicas))
+	for i, k := range replicas {
+		m[string(k)] = i
+	}
+	return &ReplyCollector{chainID: chainID, replicas: m, verifier: v, f: (len(replicas) - 1) / 3, client: client}
+}
+
+// Await starts waiting for the replies to the request with the given timestamp, forgetting earlier ones.
+func (c *ReplyCollector) Await(ts uint64) {
+	c.ts = ts
+	c.votes = make(map[int]*Reply)
+}
+
+// Add offers one reply envelope. It returns the accepted reply once f+1 distinct replicas agree on the result,
+// nil while waiting, and an error for an envelope that is invalid or not for the awaited request.
+func (c *ReplyCollector) Add(e *wire.Envelope) (*Reply, error) {
+	if e == nil || e.ChainID != c.chainID {
+		return nil, errors.New("pbft: reply: wrong chain")
+	}
+	idx, ok := c.replicas[string(e.Author)]
+	if !ok {
+		return nil, errors.New("pbft: reply: author is not a replica")
+	}
+	r, err := OpenReply(e)
+	if err != nil {
+		return nil, err
+	}
+	if int(r.Replica) != idx {
+		return nil, fmt.Errorf("pbft: reply: names replica %d but is signed by %d", r.Replica, idx)
+	}
+	if !bytes.Equal(r.Client, c.client) || r.Timestamp != c.ts || c.votes == nil {
+		return nil, fmt.Errorf("pbft: reply: not for the awaited request (timestamp %d)", r.Timestamp)
+	}
+	if err := c.verifier.Verify(e); err != nil {
+		return nil, fmt.Errorf("pbft: reply: %w", err)
+	}
+	c.votes[idx] = r
+	n := 0
+	for _, o := range c.votes {
+		if bytes.Equal(o.Result, r.Result) {
+			n++
+		}
+	}
+	if n >= c.f+1 {
+		if r.View > c.View {
+			c.View = r.View
+		}
+		return r, nil
+	}
+	return nil, nil
+}

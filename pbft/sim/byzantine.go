@@ -1,0 +1,263 @@
+package sim
+
+import (
+	"github.com/p2pbft/p2pbft/pbft"
+	"github.com/p2pbft/p2pbft/wire"
+)
+
+// byzantine is the behaviour of a Byzantine replica. Except for a silent one, it runs the honest core (so it
+// knows the protocol state and sends plausible messages) and tampers with what the core sends, and adds
+// messages of its own. It holds only its own key: other replicas' signatures it can only replay, not forge
+// (a forged one fails verification).
+type byzantine struct {
+	c    *Cluster
+	n    *node
+	kind Fault
+	seen []*wire.Envelope // recently received messages, for replays
+}
+
+func newByzantine(c *Cluster, n *node, kind Fault) *byzantine {
+	return &byzantine{c: c, n: n, kind: kind}
+}
+
+func (b *byzantine) key() wire.Signer { return b.c.keys[b.n.idx] }
+
+func (b *byzantine) seal(kind wire.Kind, payload any) *wire.Envelope {
+	p, err := pbft.EncodePayload(payload)
+	if err != nil {
+		panic(err)
+	}
+	e, err := wire.Seal(b.key(), chainID, kind, p)
+	if err != nil {
+		panic(err)
+	}
+	return e
+}
+
+// observe records a received message for later replay.
+func (b *byzantine) observe(e *wire.Envelope) {
+	if b.kind != FaultStale && b.kind != FaultForge {
+		return
+	}
+	if len(b.seen) < 512 {
+		b.seen = append(b.seen, e)
+		return
+	}
+	b.seen[b.c.rng.IntN(len(b.seen))] = e
+}
+
+func (b *byzantine) others() []int {
+	var out []int
+	for j := 0; j < b.c.opt.N; j++ {
+		if j != b.n.idx {
+			out = append(out, j)
+		}
+	}
+	return out
+}
+
+// transform turns one message the honest core wants to send into what the Byzantine replica sends.
+func (b *byzantine) transform(m pbft.Message) []pbft.Message {
+	switch b.kind {
+	case FaultSilent:
+		return nil
+	case FaultEquivocate:
+		return b.equivocate(m)
+	case FaultForge:
+		return b.forge(m)
+	}
+	return []pbft.Message{m}
+}
+
+// equivocate sends a different batch or vote to a random part of the replicas.
+func (b *byzantine) equivocate(m pbft.Message) []pbft.Message {
+	rng := b.c.rng
+	if m.To != pbft.Broadcast || rng.IntN(3) == 0 {
+		return []pbft.Message{m}
+	}
+	var alt *wire.Envelope
+	switch m.Env.Kind {
+	case wire.KindPrePrepare:
+		p, err := pbft.DecodePrePrepare(m.Env.Payload)
+		if err != nil || len(m.Env.Body) == 0 {
+			return []pbft.Message{m}
+		}
+		reqs, err := pbft.DecodeBatch(m.Env.Body)
+		if err != nil {
+			return []pbft.Message{m}
+		}
+		switch {
+		case rng.IntN(3) == 0:
+			reqs = nil // the null batch
+		case len(reqs) > 1:
+			reqs[0], reqs[len(reqs)-1] = reqs[len(reqs)-1], reqs[0]
+		default:
+			reqs = nil
+		}
+		body, _ := pbft.EncodeBatch(reqs)
+		ids := make([]wire.Digest, len(reqs))
+		for i, q := range reqs {
+			ids[i] = q.ID()
+		}
+		alt = b.seal(wire.KindPrePrepare, &pbft.PrePrepare{View: p.View, Seq: p.Seq, Digest: pbft.BatchDigest(ids)})
+		alt.Body = body
+	case wire.KindPrepare, wire.KindCommit:
+		var d wire.Digest
+		d[0] = byte(rng.IntN(256))
+		if rng.IntN(2) == 0 {
+			d = pbft.NullDigest
+		}
+		if m.Env.Kind == wire.KindPrepare {
+			p, err := pbft.DecodePrepare(m.Env.Payload)
+			if err != nil {
+				return []pbft.Message{m}
+			}
+			alt = b.seal(wire.KindPrepare, &pbft.Prepare{View: p.View, Seq: p.Seq, Digest: d})
+		} else {
+			p, err := pbft.DecodeCommit(m.Env.Payload)
+			if err != nil {
+				return []pbft.Message{m}
+			}
+			alt = b.seal(wire.KindCommit, &pbft.Commit{View: p.View, Seq: p.Seq, Digest: d})
+		}
+	case wire.KindCheckpoint:
+		p, err := pbft.DecodeCheckpoint(m.Env.Payload)
+		if err != nil {
+			return []pbft.Message{m}
+		}
+		p.Digest[0] ^= 0xff
+		alt = b.seal(wire.KindCheckpoint, p)
+	default:
+		return []pbft.Message{m}
+	}
+	var out []pbft.Message
+	for _, j := range b.others() {
+		if rng.IntN(2) == 0 {
+			out = append(out, pbft.Message{To: j, Env: alt})
+		} else {
+			out = append(out, pbft.Message{To: j, Env: m.Env})
+		}
+	}
+	return out
+}
+
+// forge sends the real message, and now and then a forged one: another replica's name on its own signature,
+// a VIEW-CHANGE with fabricated prepared certificates, a fetch reply with a forged commit certificate.
+func (b *byzantine) forge(m pbft.Message) []pbft.Message {
+	rng := b.c.rng
+	out := []pbft.Message{m}
+	switch m.Env.Kind {
+	case wire.KindViewChange:
+		if vc, err := pbft.DecodeViewChange(m.Env.Payload); err == nil && rng.IntN(2) == 0 {
+			out = []pbft.Message{{To: m.To, Env: b.seal(wire.KindViewChange, b.fakeViewChange(vc))}}
+		}
+	case wire.KindFetchReply:
+		if fr, err := pbft.DecodeFetchReply(m.Env.Payload); err == nil && len(fr.Slots) > 0 && len(fr.Slots[0].Cert) > 0 {
+			c := *fr.Slots[0].Cert[0]
+			c.Sig = append([]byte(nil), c.Sig...)
+			c.Sig[0] ^= 1
+			fr.Slots[0].Cert[0] = &c
+			out = []pbft.Message{{To: m.To, Env: b.seal(wire.KindFetchReply, fr)}}
+		}
+	}
+	if rng.IntN(8) == 0 {
+		// Claim to be someone else: the signature is ours, so verification fails.
+		e := *m.Env
+		victim := b.others()[rng.IntN(len(b.others()))]
+		e.Author = b.c.pubs[victim]
+		out = append(out, pbft.Message{To: m.To, Env: &e})
+	}
+	return out
+}
+
+// fakeViewChange adds a fabricated prepared certificate: a pre-prepare for a null batch at a sequence
+// number above the stable checkpoint, signed by this replica as if it were primary of the highest view below
+// the new one that it leads, with forged prepares (or too few). A correct replica must reject the whole
+// VIEW-CHANGE; one that accepted it would replace a committed batch with the null batch.
+func (b *byzantine) fakeViewChange(vc *pbft.ViewChange) *pbft.ViewChange {
+	rng := b.c.rng
+	n := uint64(b.c.opt.N)
+	var v uint64
+	found := false
+	for w := vc.View; w > 0; w-- {
+		if (w-1)%n == uint64(b.n.idx) {
+			v, found = w-1, true
+			break
+		}
+	}
+	if !found {
+		return vc
+	}
+	seq := vc.StableSeq + 1 + uint64(rng.IntN(int(b.c.opt.Window)))
+	pp := b.seal(wire.KindPrePrepare, &pbft.PrePrepare{View: v, Seq: seq, Digest: pbft.NullDigest})
+	var prepares []*wire.Envelope
+	q := pbft.Quorum(b.c.opt.N)
+	for _, j := range b.others() {
+		if len(prepares) >= q-1 || rng.IntN(4) == 0 {
+			continue
+		}
+		e := b.seal(wire.KindPrepare, &pbft.Prepare{View: v, Seq: seq, Digest: pbft.NullDigest})
+		e.Author = b.c.pubs[j] // forged: signed with our key
+		prepares = append(prepares, e)
+	}
+	cert := pbft.PreparedCert{PrePrepare: pp, Prepares: prepares}
+	out := *vc
+	out.Prepared = nil
+	placed := false
+	for _, pc := range vc.Prepared {
+		p, err := pbft.DecodePrePrepare(pc.PrePrepare.Payload)
+		if err != nil {
+			continue
+		}
+		if p.Seq == seq {
+			out.Prepared = append(out.Prepared, cert)
+			placed = true
+			continue
+		}
+		if p.Seq > seq && !placed {
+			out.Prepared = append(out.Prepared, cert)
+			placed = true
+		}
+		out.Prepared = append(out.Prepared, pc)
+	}
+	if !placed {
+		out.Prepared = append(out.Prepared, cert)
+	}
+	return &out
+}
+
+// badSnapshot corrupts a snapshot it serves.
+func (b *byzantine) badSnapshot(appDigest wire.Digest, table []byte) (wire.Digest, []byte) {
+	if b.c.rng.IntN(2) == 0 {
+		appDigest[0] ^= 1
+		return appDigest, table
+	}
+	return appDigest, append(append([]byte(nil), table...), 0)
+}
+
+// onTick lets a stale replica replay old messages and flood far-away ones.
+func (b *byzantine) onTick() {
+	if b.kind != FaultStale || !b.n.up {
+		return
+	}
+	rng := b.c.rng
+	if len(b.seen) > 0 && rng.IntN(2) == 0 {
+		e := b.seen[rng.IntN(len(b.seen))]
+		b.c.net.sendReplica(b.n, pbft.Message{To: b.others()[rng.IntN(len(b.others()))], Env: e})
+	}
+	if rng.IntN(3) == 0 {
+		st := b.n.rep.Status()
+		var e *wire.Envelope
+		switch rng.IntN(4) {
+		case 0: // out of the window
+			e = b.seal(wire.KindPrepare, &pbft.Prepare{View: st.View, Seq: st.High + 1 + uint64(rng.IntN(1000)), Digest: pbft.NullDigest})
+		case 1: // far-future view
+			e = b.seal(wire.KindCommit, &pbft.Commit{View: st.View + 1 + uint64(rng.IntN(1000)), Seq: st.Low + 1, Digest: pbft.NullDigest})
+		case 2: // pre-prepare for a view it does not lead, or out of the window
+			e = b.seal(wire.KindPrePrepare, &pbft.PrePrepare{View: st.View, Seq: st.High + 1 + uint64(rng.IntN(10)), Digest: pbft.NullDigest})
+		default: // a checkpoint far ahead
+			e = b.seal(wire.KindCheckpoint, &pbft.Checkpoint{Seq: (st.High/b.c.opt.CheckpointInterval + 1 + uint64(rng.IntN(50))) * b.c.opt.CheckpointInterval})
+		}
+		b.c.net.sendReplica(b.n, pbft.Message{To: pbft.Broadcast, Env: e})
+	}
+}

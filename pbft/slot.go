@@ -1,0 +1,148 @@
+package pbft
+
+import "github.com/p2pbft/p2pbft/wire"
+
+// request is a client request the replica has checked: signature (or certified batch), chain, kind, payload.
+type request struct {
+	env    *wire.Envelope
+	id     wire.Digest
+	client string
+	ts     uint64
+	op     []byte
+	size   int // encoded size, for batch limits
+}
+
+// batch is a batch body whose digest has been checked.
+type batch struct {
+	digest wire.Digest
+	body   []byte
+	reqs   []*request
+}
+
+var nullBatch = &batch{digest: NullDigest}
+
+// vote is one replica's prepare or commit in a slot's current view.
+type vote struct {
+	env    *wire.Envelope
+	digest wire.Digest
+}
+
+// preparedCert is the prepared certificate of a slot: the pre-prepare (WithoutBody) and quorum-1 prepares.
+type preparedCert struct {
+	view     uint64
+	digest   wire.Digest
+	pp       *wire.Envelope
+	prepares []*wire.Envelope
+}
+
+// commitCert is a commit certificate: a quorum of commits for one view and digest.
+type commitCert struct {
+	view    uint64
+	digest  wire.Digest
+	commits []*wire.Envelope
+}
+
+// maxSlotBatches bounds the batch bodies kept for one sequence number (one per digest, from pre-prepares of
+// successive views and fetches).
+const maxSlotBatches = 4
+
+// slot is everything a replica knows about one sequence number. Votes are kept for the slot's current view
+// only, one per replica (the first one wins; a second, different one from the same replica is counted as
+// equivocation); the prepared certificate from the highest view survives view changes.
+type slot struct {
+	seq     uint64
+	batches []*batch
+
+	view        uint64
+	pp          *wire.Envelope // accepted pre-prepare of view (WithoutBody), nil if none
+	digest      wire.Digest
+	prepares    []vote
+	commits     []vote
+	sentPrepare bool
+	sentCommit  bool
+	prepared    bool
+
+	pcert     *preparedCert
+	committed bool
+	cert      *commitCert
+	delivered bool
+}
+
+func newSlot(seq uint64, n int, view uint64) *slot {
+	return &slot{seq: seq, view: view, prepares: make([]vote, n), commits: make([]vote, n)}
+}
+
+// advance moves the slot to a later view, dropping the votes of the old one. The prepared certificate and
+// committed state survive.
+func (s *slot) advance(view uint64) {
+	if view <= s.view {
+		return
+	}
+	s.view = view
+	s.pp = nil
+	s.digest = wire.Digest{}
+	clear(s.prepares)
+	clear(s.commits)
+	s.sentPrepare, s.sentCommit, s.prepared = false, false, false
+}
+
+func (s *slot) batch(d wire.Digest) *batch {
+	if d == NullDigest {
+		return nullBatch
+	}
+	for _, b := range s.batches {
+		if b.digest == d {
+			return b
+		}
+	}
+	return nil
+}
+
+// addBatch keeps a checked batch body, evicting the oldest one that nothing refers to when full.
+func (s *slot) addBatch(b *batch) {
+	if b.digest == NullDigest || s.batch(b.digest) != nil {
+		return
+	}
+	if len(s.batches) >= maxSlotBatches {
+		for i, o := range s.batches {
+			if o.digest == s.digest || (s.pcert != nil && o.digest == s.pcert.digest) || (s.cert != nil && o.digest == s.cert.digest) {
+				continue
+			}
+			s.batches = append(s.batches[:i], s.batches[i+1:]...)
+			break
+		}
+		if len(s.batches) >= maxSlotBatches {
+			return
+		}
+	}
+	s.batches = append(s.batches, b)
+}
+
+// count returns how many votes match digest d.
+func count(vs []vote, d wire.Digest) int {
+	n := 0
+	for i := range vs {
+		if vs[i].env != nil && vs[i].digest == d {
+			n++
+		}
+	}
+	return n
+}
+
+func matching(vs []vote, d wire.Digest, limit int) []*wire.Envelope {
+	out := make([]*wire.Envelope, 0, limit)
+	for i := range vs {
+		if vs[i].env != nil && vs[i].digest == d && len(out) < limit {
+			out = append(out, vs[i].env)
+		}
+	}
+	return out
+}
+
+// committedBatch returns the batch that committed, if its body is known.
+func (s *slot) committedBatch() *batch {
+	if !s.committed {
+		return nil
+	}
+	return s.batch(s.cert.digest)
+}
