@@ -77,11 +77,11 @@
 // is far from the ceiling the design sets elsewhere: verifying client signatures caps a replica near 10-20k
 // requests/s, i.e. 10-20 blocks of 1,000 per second.
 //
-// The store's own path, measured the same way (go test -run '^$' -bench Store -benchtime 500x ./node/store/,
-// and 2000x for the first): BenchmarkStoreAppendBlock 340-530 blocks/s (72-112 MB/s, encoding the block
-// included, with the head, a hard state and two records in the same batch); BenchmarkStoreRecords ~2,800
-// fsynced batches/s; BenchmarkStoreBlockWithKV, the node's whole commit path for 1,000 key-value puts
-// (execute with digest update, block, app writes, one fsync), ~80 blocks/s = ~80,000 puts/s.
+// The store's own path, measured the same way (go test -run '^$' -bench Store -benchtime 500x ./node/store/;
+// ranges over the session's runs): BenchmarkStoreAppendBlock 340-626 blocks/s (72-132 MB/s, encoding the
+// block included, with the head, a hard state and two records in the same batch); BenchmarkStoreRecords
+// ~2,780 fsynced batches/s; BenchmarkStoreBlockWithKV, the node's whole commit path for 1,000 key-value puts
+// (execute with digest update, block, app writes, one fsync), 53-82 blocks/s = 53,000-82,000 puts/s.
 //
 // # Key layout
 //
