@@ -122,7 +122,7 @@ func (h *Host) handleMsgStream(s network.Stream) {
 		start := time.Now()
 		e, author, r, reason := h.val.check(body, remote, ViaDirect)
 		h.val.observe(source, remote, r, reason, start)
-		if r != Accepted {
+		if r != Accepted || !h.firstDelivery(contentID(body)) {
 			continue
 		}
 		d := Delivery{Envelope: e, Author: author, From: remote, FromReplica: h.replicaIndex(remote), Via: ViaDirect}

@@ -23,8 +23,11 @@ const pubsubSlack = 64 << 10
 
 // messageID is the gossip message ID: the SHA-256 of the message bytes. Identical bytes are one message
 // (the seen cache drops copies); an author who wants to re-publish bumps Envelope.Resend.
-func messageID(m *pb.Message) string {
-	h := sha256.Sum256(m.GetData())
+func messageID(m *pb.Message) string { return contentID(m.GetData()) }
+
+// contentID is the SHA-256 of a message's bytes, the key of the seen caches.
+func contentID(data []byte) string {
+	h := sha256.Sum256(data)
 	return string(h[:])
 }
 
@@ -222,7 +225,11 @@ func (h *Host) deliverGossip(sub *pubsub.Subscription) {
 			continue // our own multicast; the engine handles its own messages itself
 		}
 		d, ok := msg.ValidatorData.(*Delivery)
-		if !ok {
+		id := msg.ID // gossipsub's message ID, computed once by messageID
+		if id == "" {
+			id = messageID(msg.Message)
+		}
+		if !ok || !h.firstDelivery(id) {
 			continue
 		}
 		select {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/libp2p/go-libp2p"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p-pubsub/timecache"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -52,6 +53,7 @@ type Host struct {
 	topicName                    string
 	msgProto, reqProto, pexProto protocol.ID
 
+	seen       timecache.TimeCache // content hashes delivered recently, across gossip and direct streams
 	metrics    *metrics
 	collector  *collector
 	deliveries chan Delivery
@@ -129,10 +131,12 @@ func New(cfg Config) (*Host, error) {
 	}
 	h.val = val
 	h.disc = newDiscovery(h)
+	h.seen = timecache.NewTimeCacheWithStrategy(timecache.Strategy_FirstSeen, cfg.SeenTTL)
 	h.ctx, h.cancel = context.WithCancel(context.Background())
 
 	if err := h.startLibp2p(listen); err != nil {
 		h.cancel()
+		h.seen.Done()
 		return nil, err
 	}
 	// From here on, Close cleans up.
@@ -244,7 +248,7 @@ func (h *Host) limits() rcmgr.ConcreteLimitConfig {
 		PeerDefault: rcmgr.ResourceLimits{
 			Conns: 4, ConnsInbound: 2, ConnsOutbound: 2,
 			Streams: 64, StreamsInbound: 32, StreamsOutbound: 32,
-			Memory: rcmgr.LimitVal64(int64(4 * h.cfg.MaxClientMessageSize)),
+			Memory: rcmgr.LimitVal64(int64(max(64<<20, 4*h.cfg.MaxClientMessageSize))),
 		},
 		Peer: make(map[peer.ID]rcmgr.ResourceLimits, n),
 	}
@@ -281,6 +285,7 @@ func (h *Host) Close() error {
 			errs = append(errs, h.lh.Close())
 		}
 		h.wg.Wait()
+		h.seen.Done()
 		if h.collector != nil {
 			h.cfg.Registerer.Unregister(h.collector)
 		}
@@ -363,6 +368,16 @@ func (h *Host) WaitForReplicas(ctx context.Context, want int) error {
 		case <-waitTick():
 		}
 	}
+}
+
+// firstDelivery records a message's content hash and reports whether it is new: an envelope with the
+// same bytes delivered within SeenTTL, by gossip or by a direct stream, is dropped as a duplicate.
+func (h *Host) firstDelivery(id string) bool {
+	if h.seen.Add(id) {
+		return true
+	}
+	h.metrics.duplicate()
+	return false
 }
 
 // replicaIndex returns p's replica index or -1.

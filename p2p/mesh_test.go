@@ -30,7 +30,7 @@ func testFullMesh(t *testing.T, n int, listen []string) {
 	for i, h := range hosts {
 		inboxes[i] = collect(t, h)
 	}
-	took := waitMesh(t, hosts, 30*time.Second)
+	took := waitMesh(t, hosts, 60*time.Second)
 	t.Logf("%d hosts with one bootstrap each: full mesh after %s", n, took.Round(time.Millisecond))
 
 	for i, h := range hosts {

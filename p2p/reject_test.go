@@ -9,10 +9,10 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p"
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
-	pubsub "github.com/libp2p/go-libp2p-pubsub"
 
 	"github.com/p2pbft/p2pbft/identity"
 	"github.com/p2pbft/p2pbft/wire"
@@ -184,8 +184,9 @@ func TestGossipRejectsBadMessages(t *testing.T) {
 		if got := s.ForPeer(r.h.ID(), Rejected); got != total {
 			t.Errorf("host %d: %d rejections counted against the rogue, want %d", i, got, total)
 		}
-		if got := s.ForPeer(r.h.ID(), Accepted); got != 1 {
-			t.Errorf("host %d: %d accepted from the rogue, want 1", i, got)
+		// The valid message may reach a host first through another honest host: count it from anyone.
+		if got := s.Total(Accepted, ReasonNone); got != 1 {
+			t.Errorf("host %d: %d accepted, want 1", i, got)
 		}
 		if n := inboxes[i].count(nil); n != 1 {
 			t.Errorf("host %d: %d deliveries, want only the valid one: %+v", i, n, inboxes[i].all())
