@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/p2pbft/p2pbft/pbft"
 	"github.com/p2pbft/p2pbft/wire"
 )
 
@@ -42,7 +43,8 @@ type Block struct {
 	Prev wire.Digest
 	// View is the view in which this replica saw the batch commit (the view of the COMMITs in Cert).
 	View uint64
-	// BatchDigest is sha256 over the IDs (wire.Envelope.ID) of the request envelopes in Batch, in order.
+	// BatchDigest is pbft.BatchDigest over the IDs (wire.Envelope.ID) of the request envelopes in Batch, in
+	// order: the digest the COMMITs of Cert sign.
 	BatchDigest wire.Digest
 	// AppDigest is the application's state digest after executing the batch.
 	AppDigest wire.Digest
@@ -144,17 +146,10 @@ func DecodeBlock(data []byte) (*Block, error) {
 	return b, nil
 }
 
-// BatchDigest returns sha256 over the envelope IDs in order: the digest PBFT agrees on for a batch. An
-// empty batch (a null batch) digests to sha256 of the empty string.
-func BatchDigest(ids []wire.Digest) wire.Digest {
-	h := sha256.New()
-	for i := range ids {
-		h.Write(ids[i][:])
-	}
-	var d wire.Digest
-	h.Sum(d[:0])
-	return d
-}
+// BatchDigest returns the digest PBFT agrees on for a batch of request envelopes with these IDs (in order):
+// pbft.BatchDigest, so that the COMMITs of a block's certificate sign exactly Block.BatchDigest. An empty batch
+// (a null batch) digests to pbft.NullDigest.
+func BatchDigest(ids []wire.Digest) wire.Digest { return pbft.BatchDigest(ids) }
 
 // DecodeBatch decodes the request envelopes of a block's batch, checking that each is a well-formed request
 // envelope (not its signature: that is the certificate's and the engine's business).

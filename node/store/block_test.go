@@ -5,6 +5,7 @@ import (
 	"errors"
 	"testing"
 
+	"github.com/p2pbft/p2pbft/pbft"
 	"github.com/p2pbft/p2pbft/wire"
 )
 
@@ -126,17 +127,13 @@ func TestBatchDigestDefinition(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var cat []byte
-	for _, e := range envs {
-		id := e.ID()
-		cat = append(cat, id[:]...)
-	}
 	ids := []wire.Digest{envs[0].ID(), envs[1].ID(), envs[2].ID()}
-	if BatchDigest(ids) != wire.Digest(sha256Sum(cat)) {
-		t.Fatal("batch digest is not sha256 over the concatenated IDs")
+	// The block's batch digest is the one the COMMITs of its certificate sign.
+	if BatchDigest(ids) != pbft.BatchDigest(ids) {
+		t.Fatal("batch digest is not pbft.BatchDigest over the IDs")
 	}
-	if BatchDigest(nil) != wire.Digest(sha256Sum(nil)) {
-		t.Fatal("null batch digest is not sha256 of nothing")
+	if BatchDigest(nil) != pbft.NullDigest {
+		t.Fatal("null batch digest is not pbft.NullDigest")
 	}
 }
 

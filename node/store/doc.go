@@ -11,7 +11,7 @@
 //   - The chain: one Block per committed batch, at height = PBFT sequence number (dense; a null batch is an
 //     empty block), linked by hash to the one before, with the batch's request envelopes, the application
 //     state digest after it and the commit certificate. Block.Verify checks everything the store can (height,
-//     link, batch digest = sha256 over the request envelope IDs, envelope shapes and kinds) and then calls the
+//     link, batch digest = pbft.BatchDigest of the request envelope IDs, envelope shapes and kinds) and then calls the
 //     engine's certificate check, which is injected (CertCheck). Store.Block, Store.Head, Store.Blocks and
 //     Store.VerifyChain read it.
 //   - The application's namespace (Store.AppStorage, Batch.App): an ordered key space lent to the
