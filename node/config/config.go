@@ -40,6 +40,7 @@ type Config struct {
 	P2P        P2P        `toml:"p2p"`
 	Consensus  Consensus  `toml:"consensus"`
 	API        API        `toml:"api"`
+	StateSync  StateSync  `toml:"state_sync"`
 	Store      Store      `toml:"store"`
 	Log        Log        `toml:"log"`
 	Experiment Experiment `toml:"experiment"`
@@ -57,7 +58,17 @@ type P2P struct {
 	MDNS bool `toml:"mdns"`
 	// MaxMessageSize bounds one consensus message on the wire, in bytes.
 	MaxMessageSize int `toml:"max_message_size"`
+	// Broadcast is how consensus messages addressed to every replica travel: "direct" (one direct stream
+	// to each replica) or "gossip" (the chain's gossipsub topic). Messages to one replica always take a
+	// direct stream.
+	Broadcast string `toml:"broadcast"`
 }
+
+// Broadcast paths.
+const (
+	BroadcastDirect = "direct"
+	BroadcastGossip = "gossip"
+)
 
 // Consensus configures the PBFT engine. Durations are converted to engine ticks of length Tick.
 type Consensus struct {
@@ -81,6 +92,20 @@ type Consensus struct {
 	// ViewChangeTimeout is how long to wait for a NEW-VIEW after a quorum of VIEW-CHANGEs; it doubles on
 	// every further view change without progress.
 	ViewChangeTimeout time.Duration `toml:"view_change_timeout"`
+	// RetransmitTimeout is how long a replica that makes no progress waits before it resends its own
+	// messages and asks a peer for what it is missing.
+	RetransmitTimeout time.Duration `toml:"retransmit_timeout"`
+}
+
+// StateSync configures how a replica that fell behind fetches the state from its peers.
+type StateSync struct {
+	// ChunkBytes is the size of the snapshot chunks (and client-table parts) asked for at a time.
+	ChunkBytes int `toml:"chunk_bytes"`
+	// BlockSyncMax: a replica at most this many blocks behind the checkpoint it syncs to replays the
+	// blocks (each checked against its commit certificate) instead of copying the whole state.
+	BlockSyncMax uint64 `toml:"block_sync_max"`
+	// RequestTimeout bounds one request to a peer; a peer that does not answer in time is skipped.
+	RequestTimeout time.Duration `toml:"request_timeout"`
 }
 
 // API configures the HTTP/JSON API and metrics.
@@ -125,6 +150,7 @@ func Default() Config {
 			Bootstrap:      []string{},
 			External:       []string{},
 			MaxMessageSize: 4 << 20,
+			Broadcast:      BroadcastDirect,
 		},
 		Consensus: Consensus{
 			Tick:               10 * time.Millisecond,
@@ -136,6 +162,12 @@ func Default() Config {
 			MaxInFlight:        8,
 			RequestTimeout:     2 * time.Second,
 			ViewChangeTimeout:  2 * time.Second,
+			RetransmitTimeout:  100 * time.Millisecond,
+		},
+		StateSync: StateSync{
+			ChunkBytes:     1 << 20,
+			BlockSyncMax:   256,
+			RequestTimeout: 10 * time.Second,
 		},
 		API:   API{HTTP: "127.0.0.1:26680"},
 		Store: Store{Dir: DataDir, Sync: true},
@@ -218,6 +250,11 @@ func (c Config) Validate() error {
 	if c.P2P.MaxMessageSize < 64<<10 || c.P2P.MaxMessageSize > 64<<20 {
 		bad("p2p.max_message_size", "%d not in [64 KiB, 64 MiB]", c.P2P.MaxMessageSize)
 	}
+	switch c.P2P.Broadcast {
+	case BroadcastDirect, BroadcastGossip:
+	default:
+		bad("p2p.broadcast", "%q is not one of %s, %s", c.P2P.Broadcast, BroadcastDirect, BroadcastGossip)
+	}
 	cs := c.Consensus
 	if cs.Tick < time.Millisecond || cs.Tick > time.Second {
 		bad("consensus.tick", "%s not in [1ms, 1s]", cs.Tick)
@@ -225,8 +262,11 @@ func (c Config) Validate() error {
 	if cs.CheckpointInterval == 0 {
 		bad("consensus.checkpoint_interval", "must be positive")
 	}
-	if cs.Window < cs.CheckpointInterval || (cs.CheckpointInterval > 0 && cs.Window%cs.CheckpointInterval != 0) {
-		bad("consensus.window", "%d must be a positive multiple of checkpoint_interval %d (2x is usual)", cs.Window, cs.CheckpointInterval)
+	if cs.Window < 2*cs.CheckpointInterval || (cs.CheckpointInterval > 0 && cs.Window%cs.CheckpointInterval != 0) {
+		bad("consensus.window", "%d must be a multiple of checkpoint_interval %d and at least twice it (2x is usual)", cs.Window, cs.CheckpointInterval)
+	}
+	if cs.Window > 1<<16 {
+		bad("consensus.window", "%d exceeds %d", cs.Window, 1<<16)
 	}
 	if cs.BatchMaxRequests < 1 {
 		bad("consensus.batch_max_requests", "must be at least 1")
@@ -245,6 +285,16 @@ func (c Config) Validate() error {
 	}
 	if cs.ViewChangeTimeout < 2*cs.Tick {
 		bad("consensus.view_change_timeout", "%s must be at least two ticks (%s)", cs.ViewChangeTimeout, 2*cs.Tick)
+	}
+	if cs.RetransmitTimeout < cs.Tick {
+		bad("consensus.retransmit_timeout", "%s must be at least one tick (%s)", cs.RetransmitTimeout, cs.Tick)
+	}
+	ss := c.StateSync
+	if ss.ChunkBytes < 4<<10 || ss.ChunkBytes > c.P2P.MaxMessageSize/2 {
+		bad("state_sync.chunk_bytes", "%d not in [4 KiB, p2p.max_message_size/2 = %d]", ss.ChunkBytes, c.P2P.MaxMessageSize/2)
+	}
+	if ss.RequestTimeout < 100*time.Millisecond {
+		bad("state_sync.request_timeout", "%s is shorter than 100ms", ss.RequestTimeout)
 	}
 	if c.Store.Dir == "" {
 		bad("store.dir", "empty")

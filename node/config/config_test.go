@@ -65,17 +65,21 @@ func TestDecodeRejectsUnknownKeys(t *testing.T) {
 
 func TestValidateNamesBadField(t *testing.T) {
 	cases := map[string]func(c *Config){
-		"consensus.window":        func(c *Config) { c.Consensus.Window = 33 },
-		"consensus.tick":          func(c *Config) { c.Consensus.Tick = 0 },
-		"log.level":               func(c *Config) { c.Log.Level = "loud" },
-		"p2p.listen":              func(c *Config) { c.P2P.Listen = nil },
-		"consensus.max_in_flight": func(c *Config) { c.Consensus.MaxInFlight = 1000 },
+		"consensus.window":             func(c *Config) { c.Consensus.Window = 33 },
+		"consensus.window ":            func(c *Config) { c.Consensus.Window = 32 }, // a multiple of K, but below 2K
+		"consensus.tick":               func(c *Config) { c.Consensus.Tick = 0 },
+		"log.level":                    func(c *Config) { c.Log.Level = "loud" },
+		"p2p.listen":                   func(c *Config) { c.P2P.Listen = nil },
+		"consensus.max_in_flight":      func(c *Config) { c.Consensus.MaxInFlight = 1000 },
+		"p2p.broadcast":                func(c *Config) { c.P2P.Broadcast = "carrier-pigeon" },
+		"state_sync.chunk_bytes":       func(c *Config) { c.StateSync.ChunkBytes = 10 },
+		"consensus.retransmit_timeout": func(c *Config) { c.Consensus.RetransmitTimeout = 0 },
 	}
 	for field, mutate := range cases {
 		c := Default()
 		mutate(&c)
 		err := c.Validate()
-		if err == nil || !strings.Contains(err.Error(), field) {
+		if err == nil || !strings.Contains(err.Error(), strings.TrimSpace(field)) {
 			t.Errorf("%s: err = %v", field, err)
 		}
 	}

@@ -35,6 +35,10 @@ external = {{list .P2P.External}}
 mdns = {{.P2P.MDNS}}
 # Largest consensus message accepted on the wire, in bytes (64 KiB to 64 MiB).
 max_message_size = {{.P2P.MaxMessageSize}}
+# How consensus messages for every replica travel: "direct" (a direct stream to each replica; the cheapest
+# in CPU when replicas are fully connected, which the node keeps them) or "gossip" (the chain's gossipsub
+# topic, which also relays through other replicas). Messages to one replica always use a direct stream.
+broadcast = {{q .P2P.Broadcast}}
 
 [consensus]
 # The engine's unit of time; every timer is rounded up to whole ticks.
@@ -56,6 +60,17 @@ request_timeout = {{q .Consensus.RequestTimeout.String}}
 # How long to wait for the NEW-VIEW once a quorum asked for a view change; doubles at every further
 # view change without progress.
 view_change_timeout = {{q .Consensus.ViewChangeTimeout.String}}
+# A replica that makes no progress for this long resends its own messages and asks a peer for what it lacks.
+retransmit_timeout = {{q .Consensus.RetransmitTimeout.String}}
+
+[state_sync]
+# A replica that fell behind a stable checkpoint copies the state from its peers: a snapshot of the
+# application and the client table, in parts of this many bytes, checked against the certified checkpoint.
+chunk_bytes = {{.StateSync.ChunkBytes}}
+# Up to this many blocks behind, it replays the blocks instead (each checked against its commit certificate).
+block_sync_max = {{.StateSync.BlockSyncMax}}
+# How long to wait for one answer from a peer before asking another.
+request_timeout = {{q .StateSync.RequestTimeout.String}}
 
 [api]
 # HTTP/JSON API and Prometheus /metrics. Loopback by default; empty disables it.
