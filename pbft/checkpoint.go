@@ -186,7 +186,7 @@ func (r *Replica) moveStable(c stableCheckpoint) {
 			if s.committedBatch() != nil {
 				r.tail[k] = s
 			}
-		case !s.committed:
+		case !s.committed || k > r.lastDelivered+2*r.cfg.Window:
 			delete(r.slots, k)
 		}
 	}

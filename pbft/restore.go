@@ -59,7 +59,7 @@ func Restart(cfg Config, p *Persisted, applied uint64) (*Replica, error) {
 	}
 	// Slots at or below the stable checkpoint were kept for the replay above, or to deliver.
 	for seq, s := range r.slots {
-		if seq <= r.stable.seq && (seq <= applied || !s.committed) {
+		if seq <= r.stable.seq && (seq <= applied || !s.committed || seq > applied+2*r.cfg.Window) {
 			delete(r.slots, seq)
 		}
 	}
@@ -73,7 +73,6 @@ func Restart(cfg Config, p *Persisted, applied uint64) (*Replica, error) {
 	} else if r.ownVC != nil {
 		r.resend(Broadcast, r.ownVC)
 		r.vcResendAt = uint64(r.cfg.RetransmitTimeout)
-		r.nvDeadline = r.timeout(r.cfg.NewViewTimeout)
 	}
 	r.tryDeliver()
 	if r.lastDelivered < r.stable.seq {

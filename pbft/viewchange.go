@@ -48,7 +48,7 @@ func (r *Replica) startViewChange(v uint64) {
 	r.progressed = false
 	r.vcQuorum = false
 	r.stopRequestTimer()
-	r.nvDeadline = r.now + r.timeout(r.cfg.NewViewTimeout)
+	r.nvDeadline = 0
 	r.vcResendAt = r.now + uint64(r.cfg.RetransmitTimeout)
 	r.latestVC[r.id] = &vcInfo{view: v, id: e.ID(), env: e, vc: vc}
 	r.stats.ViewChanges++
@@ -231,22 +231,31 @@ func (r *Replica) checkJoin() {
 	}
 }
 
-// checkVCQuorum restarts the NEW-VIEW timer when a quorum of VIEW-CHANGEs for our view is in, and lets the new
-// primary send its NEW-VIEW.
+// checkVCQuorum starts the NEW-VIEW timer once a quorum of replicas is in our view or beyond (they all left
+// the previous view), and lets the new primary send its NEW-VIEW once a quorum of VIEW-CHANGEs for exactly
+// our view is in. A replica never times out of a view alone: one that got ahead waits for the others (who
+// time out toward it, or join it by the f+1 rule), so timeouts cannot make correct replicas chase each
+// other through the views.
 func (r *Replica) checkVCQuorum() {
 	if r.active {
 		return
 	}
-	vcs := r.viewChangesFor(r.view)
-	if len(vcs) < r.q {
-		return
-	}
 	if !r.vcQuorum {
-		r.vcQuorum = true
-		r.nvDeadline = r.now + r.timeout(r.cfg.NewViewTimeout)
+		n := 0
+		for _, l := range r.latestVC {
+			if l != nil && l.view >= r.view {
+				n++
+			}
+		}
+		if n >= r.q {
+			r.vcQuorum = true
+			r.nvDeadline = r.now + r.timeout(r.cfg.NewViewTimeout)
+		}
 	}
 	if r.isPrimary() {
-		r.sendNewView(vcs[:r.q])
+		if vcs := r.viewChangesFor(r.view); len(vcs) >= r.q {
+			r.sendNewView(vcs[:r.q])
+		}
 	}
 }
 

@@ -194,6 +194,7 @@ func (c *Cluster) heal() {
 	c.tracef("heal")
 	c.net.healAll()
 	for _, n := range c.nodes {
+		n.crashMidReady = false
 		if !n.up && !n.silent() {
 			n.restart()
 		}

@@ -170,7 +170,7 @@ func (o *observer) checkBounds(n *node) {
 	cfg := o.c.config(n.idx).WithDefaults()
 	L := int(cfg.Window)
 	switch {
-	case st.Slots > 2*L+cfg.FetchBatch:
+	case st.Slots > 3*L:
 		o.violation("bounds: %s holds %d slots (window %d)", n.name, st.Slots, L)
 	case st.Pending > cfg.MaxPendingRequests:
 		o.violation("bounds: %s holds %d pending requests", n.name, st.Pending)
