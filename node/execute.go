@@ -1,0 +1,248 @@
+package node
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/p2pbft/p2pbft/node/app"
+	"github.com/p2pbft/p2pbft/node/store"
+	"github.com/p2pbft/p2pbft/pbft"
+	"github.com/p2pbft/p2pbft/wire"
+)
+
+// execute runs committed batches through the application and makes each one a block: the block (with its
+// commit certificate), the application's writes for it and its results go into one fsynced store batch, so
+// a block and the state after it are durable together. Batches are committed in one store batch per Ready,
+// cut at checkpoint heights so the application can keep a snapshot of each checkpoint. Only then is the
+// engine told (Executed), which signs the replies and the checkpoints.
+//
+// While a snapshot restore is in progress the application cannot execute: the batches wait in n.deferred
+// (the engine allows reporting Executed later) until the restore is installed (the engine then forgets
+// them) or aborted.
+func (n *Node) execute(committed []pbft.CommittedBatch) error {
+	n.deferred = append(n.deferred, committed...)
+	return n.runDeferred()
+}
+
+// runDeferred executes the batches waiting in n.deferred, unless a restore is in progress.
+func (n *Node) runDeferred() error {
+	if len(n.deferred) == 0 {
+		return nil
+	}
+	n.appMu.Lock()
+	defer n.appMu.Unlock()
+	if n.restoring.Load() {
+		return nil
+	}
+	committed := n.deferred
+	n.deferred = nil
+	return n.executeLocked(committed)
+}
+
+// executeLocked executes committed batches; the caller holds appMu.
+func (n *Node) executeLocked(committed []pbft.CommittedBatch) error {
+	type outcome struct {
+		seq     uint64
+		results [][]byte
+		digest  wire.Digest
+	}
+	outs := make([]outcome, 0, len(committed))
+	start := time.Now()
+	var b *store.Batch
+	defer func() {
+		if b != nil {
+			b.Close()
+		}
+	}()
+	var lastDigest wire.Digest
+	var lastHeight uint64
+	requests, blocks := 0, 0
+	for i := range committed {
+		cb := &committed[i]
+		if cb.AlreadyApplied {
+			rec := n.replayed[cb.Seq]
+			if rec == nil {
+				return fmt.Errorf("node: the engine replays block %d, but its results are not in the store", cb.Seq)
+			}
+			if len(rec.Results) != len(cb.Execute) {
+				return fmt.Errorf("node: block %d: %d stored results for %d requests", cb.Seq, len(rec.Results), len(cb.Execute))
+			}
+			delete(n.replayed, cb.Seq)
+			outs = append(outs, outcome{cb.Seq, rec.Results, rec.Digest})
+			continue
+		}
+		if b == nil {
+			b = n.store.NewBatch()
+		}
+		reqs := make([]app.Request, len(cb.Execute))
+		for j, r := range cb.Execute {
+			reqs[j] = app.Request{Client: r.Client, Op: r.Op}
+		}
+		out, err := n.app.Execute(cb.Seq, reqs)
+		if err != nil {
+			return fmt.Errorf("node: application failed on block %d: %w", cb.Seq, err)
+		}
+		if len(out.Results) != len(reqs) {
+			return fmt.Errorf("node: application returned %d results for the %d requests of block %d", len(out.Results), len(reqs), cb.Seq)
+		}
+		blk, err := newBlock(cb, b.Head().Hash, out.Digest)
+		if err != nil {
+			return err
+		}
+		if err := b.AppendBlock(blk); err != nil {
+			return fmt.Errorf("node: store block %d: %w", cb.Seq, err)
+		}
+		rec, err := encodeResults(&resultsRecord{Seq: cb.Seq, Digest: out.Digest, Results: out.Results})
+		if err != nil {
+			return err
+		}
+		if err := b.AppendRecord(cb.Seq, rec); err != nil {
+			return err
+		}
+		outs = append(outs, outcome{cb.Seq, out.Results, out.Digest})
+		lastHeight, lastDigest = cb.Seq, out.Digest
+		requests += len(reqs)
+		blocks++
+		n.metrics.batchRequests.Observe(float64(len(cb.Batch)))
+		if cb.Seq%n.ckptK == 0 || i == len(committed)-1 {
+			if err := n.commitBlocks(b); err != nil {
+				return err
+			}
+			b = nil
+			if cb.Seq%n.ckptK == 0 {
+				if err := n.app.TakeSnapshot(cb.Seq); err != nil {
+					n.log.Warn("application snapshot at checkpoint", "height", cb.Seq, "err", err)
+				} else {
+					n.keptSnaps[cb.Seq] = true
+				}
+			}
+		}
+	}
+	if lastHeight > 0 {
+		n.metrics.executeSeconds.Observe(time.Since(start).Seconds())
+		n.metrics.blocks.Add(float64(blocks))
+		n.metrics.requests.Add(float64(requests))
+		n.publish(lastHeight, lastDigest)
+	}
+	for _, o := range outs {
+		if err := n.rep.Executed(o.seq, o.results, o.digest); err != nil {
+			return fmt.Errorf("node: %w", err)
+		}
+	}
+	return nil
+}
+
+// commitBlocks adds the application's writes to b and commits it.
+func (n *Node) commitBlocks(b *store.Batch) error {
+	if err := n.app.Commit(b.App()); err != nil {
+		return fmt.Errorf("node: application commit: %w", err)
+	}
+	if err := b.Commit(); err != nil {
+		return fmt.Errorf("node: commit blocks: %w", err)
+	}
+	return nil
+}
+
+// newBlock builds the block of a committed batch.
+func newBlock(cb *pbft.CommittedBatch, prev, appDigest wire.Digest) (*store.Block, error) {
+	blk := &store.Block{Height: cb.Seq, Prev: prev, View: cb.View, BatchDigest: cb.Digest, AppDigest: appDigest,
+		Batch: make([][]byte, len(cb.Batch)), Cert: make([][]byte, len(cb.Cert))}
+	for i, e := range cb.Batch {
+		data, err := e.Marshal()
+		if err != nil {
+			return nil, fmt.Errorf("node: encode block %d: %w", cb.Seq, err)
+		}
+		blk.Batch[i] = data
+	}
+	for i, e := range cb.Cert {
+		data, err := e.WithoutBody().Marshal()
+		if err != nil {
+			return nil, fmt.Errorf("node: encode block %d: %w", cb.Seq, err)
+		}
+		blk.Cert[i] = data
+	}
+	return blk, nil
+}
+
+// catchUpApp brings an application that is behind the chain (one that keeps its state in memory, or lost
+// part of it) up to the chain's head before the engine starts: it replays the stored blocks through Execute
+// and Commit, checking each digest against the block. Which requests of a block execute depends on the
+// client table (a client's request executes once, in timestamp order); the replay rebuilds that filter from
+// the blocks, so it needs them all from block 1.
+func (n *Node) catchUpApp(p *pbft.Persisted) error {
+	info, err := n.app.Info()
+	if err != nil {
+		return fmt.Errorf("node: application info: %w", err)
+	}
+	head := n.store.Head()
+	switch {
+	case info.Height == head.Height:
+		return nil
+	case info.Height > head.Height:
+		return fmt.Errorf("node: the application is at height %d, ahead of the chain (head %d): its state was not written with the blocks; restore its data or start from an empty data directory",
+			info.Height, head.Height)
+	}
+	n.log.Info("application behind the chain: replaying blocks", "app_height", info.Height, "head", head.Height)
+	var snapSeq uint64
+	if p != nil && p.HardState.Snapshot != nil {
+		snapSeq = p.HardState.Snapshot.Seq
+	}
+	last := make(map[string]uint64) // client -> last executed timestamp
+	next := uint64(1)
+	b := n.store.NewBatch()
+	defer func() { b.Close() }()
+	for blk, err := range n.store.Blocks(1, head.Height) {
+		if err != nil {
+			return err
+		}
+		if blk.Height != next {
+			return fmt.Errorf("node: the application is at height %d and the chain lacks block %d (this replica copied a snapshot past it); the application must keep its state durably (app.Application.Commit)",
+				info.Height, next)
+		}
+		next++
+		envs, err := store.DecodeBatch(blk.Batch)
+		if err != nil {
+			return fmt.Errorf("node: stored block %d: %w", blk.Height, err)
+		}
+		var reqs []app.Request
+		for _, e := range envs {
+			r, err := pbft.DecodeRequest(e.Payload)
+			if err != nil {
+				return fmt.Errorf("node: stored block %d: %w", blk.Height, err)
+			}
+			c := string(e.Author)
+			if r.Timestamp <= last[c] {
+				continue
+			}
+			last[c] = r.Timestamp
+			reqs = append(reqs, app.Request{Client: e.Author, Op: r.Op})
+		}
+		if blk.Height <= info.Height {
+			continue
+		}
+		out, err := n.app.Execute(blk.Height, reqs)
+		if err != nil {
+			return fmt.Errorf("node: replay block %d: %w", blk.Height, err)
+		}
+		if out.Digest != blk.AppDigest {
+			return fmt.Errorf("node: replay block %d: application digest %s, the block says %s (the application is not deterministic, or its state was changed)",
+				blk.Height, out.Digest, blk.AppDigest)
+		}
+		if blk.Height > snapSeq {
+			n.replayed[blk.Height] = &resultsRecord{Seq: blk.Height, Digest: out.Digest, Results: out.Results}
+		}
+		if blk.Height%64 == 0 || blk.Height == head.Height {
+			if err := n.app.Commit(b.App()); err != nil {
+				return fmt.Errorf("node: replay: application commit: %w", err)
+			}
+			if err := b.Commit(); err != nil {
+				return err
+			}
+			b = n.store.NewBatch()
+		}
+	}
+	if next != head.Height+1 {
+		return fmt.Errorf("node: replay: the chain ends at %d, its head says %d", next-1, head.Height)
+	}
+	return nil
+}

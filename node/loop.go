@@ -1,0 +1,335 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/p2pbft/p2pbft/node/store"
+	"github.com/p2pbft/p2pbft/p2p"
+	"github.com/p2pbft/p2pbft/pbft"
+	"github.com/p2pbft/p2pbft/wire"
+)
+
+// maxDrain bounds the inputs the loop takes in one round before it handles the engine's output: enough to
+// turn a burst into one Ready (one fsync, one batch of sends), few enough to keep ticks on time.
+const maxDrain = 512
+
+// statsEvery is how often the loop publishes the engine's counters for metrics and Status.
+const statsEvery = 250 * time.Millisecond
+
+// Run runs the replica until ctx ends or a fatal error (a failed disk write, an application error), then
+// shuts down cleanly: it stops the state transfer, the p2p host and every goroutine it started, closes the
+// store, and returns. It returns nil after a shutdown that ctx asked for. Run may be called once.
+func (n *Node) Run(ctx context.Context) error {
+	n.lifeMu.Lock()
+	if n.runState != notRun {
+		n.lifeMu.Unlock()
+		return fmt.Errorf("node: Run: %w (a node runs once)", ErrStopped)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	n.runState, n.cancelRun, n.runCtx = running, cancel, ctx
+	n.lifeMu.Unlock()
+
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		n.ingress(ctx)
+	}()
+	n.log.Info("replica started", "chain", n.chainID, "peer", n.key.PeerID(), "n", n.n, "f", n.f,
+		"view", n.soft.View, "height", n.store.Head().Height, "addrs", n.host.Addrs())
+	close(n.started)
+	err := n.loop(ctx)
+	if err != nil {
+		n.log.Error("replica stopped by a fatal error", "err", err)
+	}
+	cancel()
+	n.stopSync()
+	wg.Wait()
+
+	n.lifeMu.Lock()
+	n.runState = finished
+	n.lifeMu.Unlock()
+	close(n.stopped)
+	n.closeOnce.Do(func() { n.closeErr = n.release() })
+	n.log.Info("replica stopped", "height", n.store.Head().Height)
+	close(n.runDone)
+	return errors.Join(err, n.closeErr)
+}
+
+// ingress moves verified deliveries from the p2p host to the loop. On the way it verifies the client
+// requests inside pre-prepares that are not verified yet (requests sent only to the primary), in batches on
+// the verifier pool, so that the engine finds them in the signature cache instead of verifying them on the
+// loop.
+func (n *Node) ingress(ctx context.Context) {
+	for {
+		select {
+		case d := <-n.host.Deliveries():
+			if d.Envelope.Kind == wire.KindPrePrepare && len(d.Envelope.Body) > 0 {
+				if reqs, err := pbft.DecodeBatch(d.Envelope.Body); err == nil {
+					_ = n.pool.VerifyBatch(reqs) // failures are the engine's to find and report
+				}
+			}
+			select {
+			case n.inbox <- d:
+			case <-ctx.Done():
+				return
+			}
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// loop is the replica's event loop: it feeds the engine ticks, messages, client requests and the results of
+// state transfer, and handles the engine's output after every round of inputs.
+func (n *Node) loop(ctx context.Context) error {
+	ticker := time.NewTicker(n.cfg.Consensus.Tick)
+	defer ticker.Stop()
+	for {
+		if err := n.runDeferred(); err != nil {
+			return err
+		}
+		if err := n.processReady(); err != nil {
+			return err
+		}
+		n.maybePublishStats()
+		var err error
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-ticker.C:
+			n.rep.Tick()
+		case d := <-n.inbox:
+			n.step(d)
+		case p := <-n.proposals:
+			n.propose(p)
+		case ev := <-n.syncCh:
+			err = n.onSyncEvent(ev)
+		}
+		if err != nil {
+			return err
+		}
+	drain:
+		for range maxDrain {
+			select {
+			case d := <-n.inbox:
+				n.step(d)
+			case p := <-n.proposals:
+				n.propose(p)
+			default:
+				break drain
+			}
+		}
+	}
+}
+
+// step hands the engine one verified message from a peer.
+func (n *Node) step(d p2p.Delivery) {
+	err := n.rep.Step(d.Envelope)
+	n.metrics.stepped(d.Envelope.Kind, err)
+}
+
+// processReady handles the engine's output until it has none.
+func (n *Node) processReady() error {
+	for n.rep.HasReady() {
+		rd := n.rep.Ready()
+		if err := n.handleReady(&rd, nil); err != nil {
+			return err
+		}
+		n.rep.Advance()
+	}
+	return nil
+}
+
+// handleReady handles one Ready in the engine's order: persist, send, reply, execute, state transfer, soft
+// state. If b is not nil, the Ready's records are written into it (the caller's writes commit atomically
+// with them).
+func (n *Node) handleReady(rd *pbft.Ready, b *store.Batch) error {
+	if err := n.persist(rd, b); err != nil {
+		return err
+	}
+	for _, m := range rd.Messages {
+		n.send(m)
+	}
+	for _, r := range rd.Replies {
+		n.reply(r)
+	}
+	if len(rd.Committed) > 0 {
+		if err := n.execute(rd.Committed); err != nil {
+			return err
+		}
+	}
+	if rd.SoftState != nil {
+		n.onSoftState(*rd.SoftState)
+	}
+	if rd.StateTransfer != nil {
+		n.startSync(*rd.StateTransfer)
+	}
+	return nil
+}
+
+// persist makes the Ready's hard state, log entries and truncation durable in one fsynced batch, before any
+// message of the Ready leaves.
+func (n *Node) persist(rd *pbft.Ready, b *store.Batch) error {
+	if rd.HardState == nil && len(rd.Entries) == 0 && rd.Truncate == 0 && b == nil {
+		return nil
+	}
+	start := time.Now()
+	if b == nil {
+		b = n.store.NewBatch()
+	}
+	defer b.Close()
+	if rd.HardState != nil {
+		data, err := rd.HardState.Marshal()
+		if err != nil {
+			return fmt.Errorf("node: encode hard state: %w", err)
+		}
+		if err := b.SetHardState(data); err != nil {
+			return err
+		}
+	}
+	for i := range rd.Entries {
+		data, err := encodeEntry(&rd.Entries[i])
+		if err != nil {
+			return fmt.Errorf("node: encode log entry: %w", err)
+		}
+		if err := b.AppendRecord(rd.Entries[i].Seq, data); err != nil {
+			return err
+		}
+	}
+	if rd.Truncate > 0 {
+		if err := b.TruncateLog(rd.Truncate); err != nil {
+			return err
+		}
+	}
+	if err := b.Commit(); err != nil {
+		return fmt.Errorf("node: persist consensus state: %w", err)
+	}
+	n.metrics.persistSeconds.Observe(time.Since(start).Seconds())
+	if rd.HardState != nil {
+		n.onHardState(rd.HardState)
+	}
+	return nil
+}
+
+// send is the one place consensus messages leave the node: to one replica over a direct stream, to all of
+// them over direct streams or gossip (p2p.broadcast). An experiment that makes a replica misbehave wraps
+// this function.
+func (n *Node) send(m pbft.Message) {
+	var err error
+	path := "direct"
+	switch {
+	case m.To != pbft.Broadcast:
+		err = n.host.SendToReplica(m.To, m.Env)
+	case n.cfg.P2P.Broadcast == "gossip":
+		path = "gossip"
+		err = n.host.Multicast(n.runCtx, m.Env)
+	default:
+		err = n.host.BroadcastDirect(m.Env)
+	}
+	n.metrics.sent(m.Env.Kind, path, err)
+	if err != nil && n.runCtx.Err() == nil {
+		n.log.Debug("send failed", "kind", m.Env.Kind, "to", m.To, "err", err)
+	}
+}
+
+// onSoftState logs and publishes a change of the replica's mode, view or watermarks.
+func (n *Node) onSoftState(s pbft.SoftState) {
+	old := n.soft
+	n.soft = s
+	switch {
+	case s.Status == pbft.StatusViewChange && (old.Status != pbft.StatusViewChange || s.View != old.View):
+		n.log.Warn("view change: suspecting the primary", "view", s.View, "from_view", old.View,
+			"old_primary", old.Primary, "new_primary", s.Primary, "executed", s.LastExecuted)
+	case s.Status != pbft.StatusViewChange && old.Status == pbft.StatusViewChange:
+		n.log.Info("entered new view", "view", s.View, "primary", s.Primary, "executed", s.LastExecuted)
+	case s.View != old.View:
+		n.log.Info("moved to view", "view", s.View, "primary", s.Primary)
+	}
+	if s.Status == pbft.StatusSyncing && old.Status != pbft.StatusSyncing {
+		n.log.Info("behind the stable checkpoint: syncing", "view", s.View, "stable", s.Stable, "executed", s.LastExecuted)
+	}
+	if s.Stable != old.Stable {
+		n.log.Debug("checkpoint stable", "view", s.View, "seq", s.Stable, "window", fmt.Sprintf("(%d, %d]", s.Low, s.High))
+	}
+	n.publishSoft()
+}
+
+// onHardState keeps the engine's snapshot for serving state transfers and releases the application
+// snapshots no longer needed: the node keeps the last two stable checkpoints (a peer that started copying
+// the older one can finish) and the checkpoints above them.
+func (n *Node) onHardState(hs *pbft.HardState) {
+	s := hs.Snapshot
+	if s == nil || s.Seq == 0 {
+		return
+	}
+	n.snapMu.Lock()
+	if _, ok := n.snaps[s.Seq]; ok {
+		n.snapMu.Unlock()
+		return
+	}
+	n.snaps[s.Seq] = s
+	var keep uint64 // the older of the two kept
+	for seq := range n.snaps {
+		if seq < s.Seq && seq > keep {
+			keep = seq
+		}
+	}
+	for seq := range n.snaps {
+		if seq < keep {
+			delete(n.snaps, seq)
+		}
+	}
+	n.snapMu.Unlock()
+	if keep == 0 {
+		keep = s.Seq
+	}
+	n.appMu.Lock()
+	defer n.appMu.Unlock()
+	for h := range n.keptSnaps {
+		if h >= keep {
+			continue
+		}
+		if err := n.app.ReleaseSnapshot(h); err != nil {
+			n.log.Warn("release application snapshot", "height", h, "err", err)
+			continue
+		}
+		delete(n.keptSnaps, h)
+	}
+}
+
+// publish records the durable height and application digest for Status and the API.
+func (n *Node) publish(height uint64, digest wire.Digest) {
+	ps := &publicState{soft: n.soft, height: height, appDigest: digest}
+	if old := n.state.Load(); old != nil {
+		ps.stats, ps.sync = old.stats, old.sync
+	}
+	n.state.Store(ps)
+	n.filterV.Store(&filterView{view: n.soft.View, active: n.soft.Status != pbft.StatusViewChange, stable: n.soft.Stable})
+}
+
+func (n *Node) publishSoft() {
+	old := n.state.Load()
+	n.publish(old.height, old.appDigest)
+}
+
+func (n *Node) maybePublishStats() {
+	now := time.Now().UnixNano()
+	if now-n.lastStatsPub < int64(statsEvery) {
+		return
+	}
+	n.lastStatsPub = now
+	old := n.state.Load()
+	ps := *old
+	ps.stats = n.rep.Stats()
+	if n.sync != nil {
+		ps.sync = n.sync.status()
+	} else {
+		ps.sync = nil
+	}
+	n.state.Store(&ps)
+}

@@ -1,0 +1,385 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/multiformats/go-multiaddr"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/p2pbft/p2pbft/identity"
+	"github.com/p2pbft/p2pbft/node/app"
+	"github.com/p2pbft/p2pbft/node/app/kv"
+	"github.com/p2pbft/p2pbft/node/config"
+	"github.com/p2pbft/p2pbft/node/store"
+	"github.com/p2pbft/p2pbft/p2p"
+	"github.com/p2pbft/p2pbft/pbft"
+	"github.com/p2pbft/p2pbft/wire"
+)
+
+// ClientKeyFile is the name, inside the home directory, of the client key the node holds for its HTTP API
+// (see ClientKey).
+const ClientKeyFile = "client_key"
+
+// Options are the node's run-time dependencies; the zero value is usable.
+type Options struct {
+	// App is the replicated application. Nil: the built-in key-value store (package kv), kept in the
+	// node's store.
+	App app.Application
+	// Logger receives the node's logs. Nil: slog.Default().
+	Logger *slog.Logger
+	// Registry receives every collector of the node and of its p2p host. Nil: a new registry (see
+	// Gatherer).
+	Registry *prometheus.Registry
+}
+
+// ErrStopped is returned by calls that need the event loop once the node has stopped (or before Run).
+var ErrStopped = errors.New("node: stopped")
+
+// Node is one running replica. Create it with New, run it with Run; Status, Submit, Query and the other
+// methods are safe for concurrent use.
+type Node struct {
+	cfg       config.Config
+	log       *slog.Logger
+	key       *identity.Key
+	clientKey *identity.Key
+	genesis   *identity.Genesis
+	chainID   string
+	self      int
+	n, f      int
+	ckptK     uint64
+
+	store    *store.Store
+	app      app.Application
+	querier  app.Querier
+	appMu    sync.Mutex // serializes application calls between the loop and the state-transfer goroutine
+	host     *p2p.Host
+	registry *prometheus.Registry
+	metrics  *metrics
+
+	sigs     *sigCache
+	vstats   *verifyStats
+	pool     *verifyPool
+	verifier *cachedVerifier // the engine's
+	idv      *identity.Verifier
+
+	// Loop-owned state.
+	rep          *pbft.Replica
+	replayed     map[uint64]*resultsRecord // results of blocks the engine will replay after a restart
+	soft         pbft.SoftState
+	sync         *syncer
+	lastStatsPub int64
+	keptSnaps    map[uint64]bool       // application snapshots taken and not released (checkpoint heights)
+	deferred     []pbft.CommittedBatch // committed batches held back while a restore is in progress
+	restoring    atomic.Bool           // a snapshot restore is in progress (set and cleared under appMu)
+
+	// Loop inputs.
+	inbox     chan p2p.Delivery
+	proposals chan *proposal
+	syncCh    chan syncEvent
+
+	waiters waiterTable
+
+	// Published for other goroutines.
+	state   atomic.Pointer[publicState]
+	filterV atomic.Pointer[filterView]
+	snapMu  sync.Mutex
+	snaps   map[uint64]*pbft.Snapshot // the engine's part of the snapshots this replica serves
+
+	// Lifecycle.
+	lifeMu    sync.Mutex
+	runState  int                // notRun, running, finished
+	cancelRun context.CancelFunc // while running
+	runCtx    context.Context    // the context of Run; cancelled when the loop stops
+	started   chan struct{}      // closed once the loop runs
+	stopped   chan struct{}      // closed once the loop stopped (or Close was called on a node never run)
+	runDone   chan struct{}      // closed when Run returns
+	closeOnce sync.Once
+	closeErr  error
+}
+
+const (
+	notRun = iota
+	running
+	finished
+)
+
+// publicState is the replica's state as the loop last published it.
+type publicState struct {
+	soft      pbft.SoftState
+	height    uint64 // last executed block, durable
+	appDigest wire.Digest
+	stats     pbft.Stats
+	sync      *SyncStatus
+}
+
+// New loads the node's key and genesis from its home directory, opens its store and application, starts
+// its p2p host (listening) and restores its replica from the store. Run starts the replica.
+func New(cfg config.Config, opts Options) (*Node, error) {
+	if cfg.Home == "" {
+		return nil, errors.New("node: no home directory given (use --home DIR, created by `p2pbft init`)")
+	}
+	if st, err := os.Stat(cfg.Home); err != nil {
+		return nil, fmt.Errorf("node: home directory %s: %w (create it with `p2pbft init --home %s`)", cfg.Home, err, cfg.Home)
+	} else if !st.IsDir() {
+		return nil, fmt.Errorf("node: home %s is not a directory", cfg.Home)
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	keyPath := cfg.Path(cfg.Key)
+	key, err := identity.LoadKey(keyPath)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("node: no node key at %s (create one with `p2pbft init --home %s`)", keyPath, cfg.Home)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("node: %w", err)
+	}
+	genPath := cfg.Path(cfg.Genesis)
+	genesis, err := identity.LoadGenesis(genPath)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("node: no genesis at %s (build one with `p2pbft genesis` and copy it there)", genPath)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("node: %w", err)
+	}
+	self, ok := genesis.IndexOfPeer(key.PeerID())
+	if !ok {
+		ids := make([]string, genesis.N())
+		for i := range ids {
+			ids[i] = genesis.PeerID(i).String()
+		}
+		return nil, fmt.Errorf("node: the genesis %s (chain %s) does not list this node (peer ID %s, key %s); its replicas are %s",
+			genPath, genesis.ChainID(), key.PeerID(), keyPath, strings.Join(ids, ", "))
+	}
+	clientKey, _, err := identity.GenerateOrLoadKey(filepath.Join(cfg.Home, ClientKeyFile))
+	if err != nil {
+		return nil, fmt.Errorf("node: client key: %w", err)
+	}
+	reg := opts.Registry
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	n := &Node{
+		cfg:       cfg,
+		log:       log.With("replica", self),
+		key:       key,
+		clientKey: clientKey,
+		genesis:   genesis,
+		chainID:   genesis.ChainID(),
+		self:      self,
+		n:         genesis.N(),
+		f:         genesis.F(),
+		ckptK:     cfg.Consensus.CheckpointInterval,
+		registry:  reg,
+		keptSnaps: make(map[uint64]bool),
+		inbox:     make(chan p2p.Delivery, 1024),
+		proposals: make(chan *proposal, 1024),
+		syncCh:    make(chan syncEvent),
+		snaps:     make(map[uint64]*pbft.Snapshot),
+		started:   make(chan struct{}),
+		stopped:   make(chan struct{}),
+		runDone:   make(chan struct{}),
+		runCtx:    context.Background(),
+	}
+	n.waiters.m = make(map[waitKey][]*waiter)
+	if err := n.open(opts); err != nil {
+		n.release()
+		return nil, err
+	}
+	return n, nil
+}
+
+// open does the part of New that acquires resources; on error the caller releases what was opened.
+func (n *Node) open(opts Options) error {
+	cfg := n.cfg
+	st, err := store.Open(cfg.Path(cfg.Store.Dir), store.Options{Genesis: n.genesis.Digest(), Logger: n.log,
+		UnsafeNoSync: !cfg.Store.Sync})
+	if err != nil {
+		return fmt.Errorf("node: %w", err)
+	}
+	n.store = st
+	n.app = opts.App
+	if n.app == nil {
+		a, err := kv.Open(st.AppStorage())
+		if err != nil {
+			return fmt.Errorf("node: %w", err)
+		}
+		n.app = a
+	}
+	n.querier, _ = n.app.(app.Querier)
+
+	persisted, results, err := loadPersisted(st)
+	if err != nil {
+		return err
+	}
+	n.replayed = results
+	if err := n.catchUpApp(persisted); err != nil {
+		return err
+	}
+	info, err := n.app.Info()
+	if err != nil {
+		return fmt.Errorf("node: application info: %w", err)
+	}
+
+	idv, err := n.genesis.NewVerifier()
+	if err != nil {
+		return fmt.Errorf("node: %w", err)
+	}
+	n.idv = idv
+	n.sigs = newSigCache(1 << 17)
+	n.vstats = new(verifyStats)
+	n.pool = newVerifyPool(idv, n.sigs, n.vstats, max(1, runtime.GOMAXPROCS(0)))
+	n.verifier = &cachedVerifier{v: idv, cache: n.sigs, stats: n.vstats}
+
+	rep, err := pbft.Restart(n.engineConfig(), persisted, info.Height)
+	if err != nil {
+		return fmt.Errorf("node: restore the replica (application at height %d): %w", info.Height, err)
+	}
+	n.rep = rep
+	n.soft = rep.Status()
+	if persisted != nil {
+		if s := persisted.HardState.Snapshot; s != nil && s.Seq > 0 {
+			n.snaps[s.Seq] = s
+		}
+		n.log.Info("replica restored from the store", "view", n.soft.View, "stable", n.soft.Stable,
+			"applied", info.Height, "log_entries", len(persisted.Entries), "head", st.Head().Height)
+	}
+	if snaps, err := n.app.Snapshots(); err == nil {
+		for _, s := range snaps {
+			n.keptSnaps[s.Height] = true
+		}
+	}
+	n.publish(info.Height, info.Digest)
+
+	n.metrics, err = newMetrics(n)
+	if err != nil {
+		return err
+	}
+	host, err := p2p.New(p2p.Config{
+		Key:            n.key,
+		Genesis:        n.genesis,
+		Verifier:       n.pool,
+		Filter:         n.filter,
+		Logger:         n.log,
+		Registerer:     n.registry,
+		ListenAddrs:    cfg.P2P.Listen,
+		Bootstrap:      cfg.P2P.Bootstrap,
+		MDNS:           cfg.P2P.MDNS,
+		MaxMessageSize: cfg.P2P.MaxMessageSize,
+	})
+	if err != nil {
+		if strings.Contains(err.Error(), "address already in use") {
+			return fmt.Errorf("node: cannot listen on %s: address already in use (is another node running with this configuration? change p2p.listen): %w",
+				strings.Join(cfg.P2P.Listen, ", "), err)
+		}
+		return fmt.Errorf("node: %w", err)
+	}
+	n.host = host
+	host.SetRequestHandler(n.handleRequest)
+	return nil
+}
+
+// engineConfig maps the node configuration onto the engine's.
+func (n *Node) engineConfig() pbft.Config {
+	cs := n.cfg.Consensus
+	batchTimeout := 0
+	if cs.BatchTimeout >= cs.Tick {
+		// Below one tick the engine cuts a batch as soon as its pipeline has room, which makes batches
+		// grow with the load by themselves; a longer timeout waits for fuller batches.
+		batchTimeout = cs.Ticks(cs.BatchTimeout)
+	}
+	return pbft.Config{
+		ChainID:            n.chainID,
+		Replicas:           n.genesis.PublicKeys(),
+		Signer:             n.key,
+		Verifier:           n.verifier,
+		CheckpointInterval: cs.CheckpointInterval,
+		Window:             cs.Window,
+		MaxBatchRequests:   cs.BatchMaxRequests,
+		MaxBatchBytes:      cs.BatchMaxBytes,
+		BatchTimeout:       batchTimeout,
+		PipelineDepth:      cs.MaxInFlight,
+		RequestTimeout:     cs.Ticks(cs.RequestTimeout),
+		NewViewTimeout:     cs.Ticks(cs.ViewChangeTimeout),
+		RetransmitTimeout:  cs.Ticks(cs.RetransmitTimeout),
+	}
+}
+
+// release closes whatever New opened. It is safe on a partly opened node.
+func (n *Node) release() error {
+	var errs []error
+	if n.host != nil {
+		errs = append(errs, n.host.Close())
+	}
+	if n.pool != nil {
+		n.pool.close()
+	}
+	if n.metrics != nil {
+		n.metrics.unregister()
+	}
+	if n.store != nil {
+		errs = append(errs, n.store.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// Close stops the node if it runs (and waits for Run to return), and releases its resources: the p2p
+// host, the store and the application's storage with it. Run releases them itself when it returns, so
+// Close is needed only for a node that was never run, or to stop one from outside its context. It is
+// idempotent.
+func (n *Node) Close() error {
+	n.lifeMu.Lock()
+	switch n.runState {
+	case running:
+		cancel := n.cancelRun
+		n.lifeMu.Unlock()
+		cancel()
+		<-n.runDone
+		return n.closeErr
+	case notRun:
+		n.runState = finished
+		close(n.stopped)
+	}
+	n.lifeMu.Unlock()
+	n.closeOnce.Do(func() { n.closeErr = n.release() })
+	return n.closeErr
+}
+
+// Started returns a channel closed once the node listens and its event loop runs.
+func (n *Node) Started() <-chan struct{} { return n.started }
+
+// Stopped returns a channel closed once the event loop has stopped.
+func (n *Node) Stopped() <-chan struct{} { return n.stopped }
+
+// Replica returns this node's replica index in the genesis.
+func (n *Node) Replica() int { return n.self }
+
+// Genesis returns the replica set.
+func (n *Node) Genesis() *identity.Genesis { return n.genesis }
+
+// ClientKey returns the client key the node holds (home/client_key, created on first start), with which
+// its HTTP API signs transactions submitted as plain JSON.
+func (n *Node) ClientKey() *identity.Key { return n.clientKey }
+
+// Addrs returns the node's dialable addresses, each ending in /p2p/<peer-id>.
+func (n *Node) Addrs() []multiaddr.Multiaddr { return n.host.Addrs() }
+
+// Host returns the node's p2p host (for diagnostics and tools; do not close it).
+func (n *Node) Host() *p2p.Host { return n.host }
+
+// Gatherer returns the registry the node's (and its p2p host's) collectors are registered on.
+func (n *Node) Gatherer() prometheus.Gatherer { return n.registry }

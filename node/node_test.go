@@ -1,0 +1,75 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/p2pbft/p2pbft/node/app/kv"
+)
+
+// Four replicas commit requests from concurrent clients; every client gets f+1 matching replies, and the
+// replicas end with the same chain and the same application digest.
+func TestClusterCommits(t *testing.T) {
+	c := newCluster(t, 4, nil)
+	c.startAll()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	const clients, each = 8, 15
+	var wg sync.WaitGroup
+	errs := make(chan error, clients)
+	for i := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cl := c.client(fmt.Sprint(i))
+			for j := range each {
+				r, err := cl.do(ctx, putOp(t, fmt.Sprintf("k%d-%d", i, j), "v"))
+				if err != nil {
+					errs <- fmt.Errorf("client %d request %d: %w", i, j, err)
+					return
+				}
+				res, err := kv.DecodeResult(r.Result)
+				if err != nil || res.Status != kv.StatusOK {
+					errs <- fmt.Errorf("client %d request %d: result %+v, %v", i, j, res, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	h := c.nodes[0].Status().Height
+	c.waitHeight(h, 20*time.Second)
+	c.checkAgreement()
+	var digest string
+	for _, n := range c.running() {
+		st := n.Status()
+		if digest == "" {
+			digest = st.AppDigest
+		}
+		if st.Height == h && st.AppDigest != digest {
+			t.Fatalf("replica %d: app digest %s at %d, replica 0 has %s", n.self, st.AppDigest, h, digest)
+		}
+		if st.Mode != "normal" || len(st.Peers) != 3 {
+			t.Fatalf("replica %d: status %+v", n.self, st)
+		}
+	}
+	// Every value is readable at every replica without consensus.
+	for _, n := range c.running() {
+		q, _ := kv.EncodeOp(kv.Get([]byte("k3-7")))
+		ans, _, err := n.Query(q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := kv.DecodeResult(ans)
+		if err != nil || !res.Exists || string(res.Value) != "v" {
+			t.Fatalf("replica %d: query answered %+v, %v", n.self, res, err)
+		}
+	}
+}

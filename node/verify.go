@@ -1,0 +1,331 @@
+package node
+
+import (
+	"errors"
+	"slices"
+	"sync"
+	"sync/atomic"
+
+	"github.com/p2pbft/p2pbft/wire"
+)
+
+// Signature verification is the node's main CPU cost (MEASURED-LIMITS.md): every client request is
+// verified by every replica that sees it. Three pieces make sure each signature is checked once per
+// replica, off the event loop where possible, and in batches when there is a queue:
+//
+//   - sigCache remembers verified signatures (envelope ID and signature bytes), shared by everything
+//     below;
+//   - verifyPool is the wire.Verifier the p2p host uses for every inbound envelope (and the node for
+//     requests submitted through its API and batches it pre-verifies): a few workers that each take
+//     whatever is queued, up to maxVerifyBatch, and check it with one batch verification. At low load a
+//     worker finds one envelope and verifies it at once, so batching adds no latency;
+//   - cachedVerifier is the engine's wire.Verifier (pbft.Config.Verifier): it consults the cache first and
+//     verifies the rest inline, so requests verified at ingress and certificates whose votes arrived one by
+//     one cost nothing on the loop.
+
+// maxVerifyBatch bounds one batch verification: past a few hundred, batching saves little more
+// (identity's benchmarks: ~26 µs per signature at 64, ~22 at 256) and latency grows.
+const maxVerifyBatch = 256
+
+// sigKey names a verified signature: the envelope's ID (its signed content) and the signature bytes, so an
+// authentic statement with mangled signature bytes is never taken for verified.
+type sigKey struct {
+	id  wire.Digest
+	sig [wire.SignatureSize]byte
+}
+
+func sigKeyOf(e *wire.Envelope) (sigKey, bool) {
+	var k sigKey
+	if e == nil || len(e.Sig) != wire.SignatureSize {
+		return k, false
+	}
+	k.id = e.ID()
+	copy(k.sig[:], e.Sig)
+	return k, true
+}
+
+// sigCache is a bounded set of verified signatures: two generations of maps, the older dropped whole when
+// the newer fills. Safe for concurrent use.
+type sigCache struct {
+	mu       sync.Mutex
+	size     int
+	cur, old map[sigKey]struct{}
+}
+
+func newSigCache(size int) *sigCache {
+	return &sigCache{size: size, cur: make(map[sigKey]struct{})}
+}
+
+func (c *sigCache) has(k sigKey) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.cur[k]; ok {
+		return true
+	}
+	_, ok := c.old[k]
+	return ok
+}
+
+func (c *sigCache) add(k sigKey) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.cur) >= c.size {
+		c.old, c.cur = c.cur, make(map[sigKey]struct{}, c.size/4)
+	}
+	c.cur[k] = struct{}{}
+}
+
+// verifyStats counts the pool's and the engine verifier's work, for metrics and tests.
+type verifyStats struct {
+	verified  atomic.Uint64 // signatures checked with cryptography
+	cacheHits atomic.Uint64 // signatures found in the cache
+	batches   atomic.Uint64 // batch verifications (of 2 or more signatures)
+	failed    atomic.Uint64 // signatures that did not verify
+}
+
+// errVerifierClosed is returned by a pool that is shutting down.
+var errVerifierClosed = errors.New("node: signature verifier stopped")
+
+type verifyJob struct {
+	e    *wire.Envelope
+	key  sigKey
+	done chan error
+}
+
+// verifyPool verifies envelopes on a few worker goroutines, batching whatever is queued. It implements
+// wire.Verifier.
+type verifyPool struct {
+	v     wire.Verifier
+	cache *sigCache
+	stats *verifyStats
+	jobs  chan *verifyJob
+	quit  chan struct{}
+	wg    sync.WaitGroup
+	once  sync.Once
+}
+
+func newVerifyPool(v wire.Verifier, cache *sigCache, stats *verifyStats, workers int) *verifyPool {
+	p := &verifyPool{v: v, cache: cache, stats: stats, jobs: make(chan *verifyJob, 4*maxVerifyBatch),
+		quit: make(chan struct{})}
+	for range max(1, workers) {
+		p.wg.Add(1)
+		go p.work()
+	}
+	return p
+}
+
+// close stops the workers; waiting and later calls fail with errVerifierClosed.
+func (p *verifyPool) close() {
+	p.once.Do(func() {
+		close(p.quit)
+		p.wg.Wait()
+	})
+}
+
+func (p *verifyPool) work() {
+	defer p.wg.Done()
+	batch := make([]*verifyJob, 0, maxVerifyBatch)
+	envs := make([]*wire.Envelope, 0, maxVerifyBatch)
+	for {
+		batch, envs = batch[:0], envs[:0]
+		select {
+		case j := <-p.jobs:
+			batch = append(batch, j)
+		case <-p.quit:
+			return
+		}
+	drain:
+		for len(batch) < maxVerifyBatch {
+			select {
+			case j := <-p.jobs:
+				batch = append(batch, j)
+			default:
+				break drain
+			}
+		}
+		for _, j := range batch {
+			envs = append(envs, j.e)
+		}
+		var failed []int
+		if len(envs) == 1 {
+			if p.v.Verify(envs[0]) != nil {
+				failed = []int{0}
+			}
+		} else {
+			p.stats.batches.Add(1)
+			if err := p.v.VerifyBatch(envs); err != nil {
+				var be *wire.BatchError
+				if errors.As(err, &be) {
+					failed = be.Failed
+				} else {
+					failed = make([]int, len(envs))
+					for i := range failed {
+						failed[i] = i
+					}
+				}
+			}
+		}
+		p.stats.verified.Add(uint64(len(envs)))
+		p.stats.failed.Add(uint64(len(failed)))
+		fi := 0
+		for i, j := range batch {
+			if fi < len(failed) && failed[fi] == i {
+				fi++
+				j.done <- wire.ErrBadSignature
+				continue
+			}
+			p.cache.add(j.key)
+			j.done <- nil
+		}
+	}
+}
+
+// submit queues e unless its signature is cached; it returns nil for a cached one.
+func (p *verifyPool) submit(e *wire.Envelope) (*verifyJob, error) {
+	k, ok := sigKeyOf(e)
+	if !ok {
+		return nil, wire.ErrBadSignature
+	}
+	if p.cache.has(k) {
+		p.stats.cacheHits.Add(1)
+		return nil, nil
+	}
+	j := &verifyJob{e: e, key: k, done: make(chan error, 1)}
+	select {
+	case p.jobs <- j:
+		return j, nil
+	case <-p.quit:
+		return nil, errVerifierClosed
+	}
+}
+
+func (p *verifyPool) wait(j *verifyJob) error {
+	select {
+	case err := <-j.done:
+		return err
+	case <-p.quit:
+		// A worker may have answered just before quitting.
+		select {
+		case err := <-j.done:
+			return err
+		default:
+			return errVerifierClosed
+		}
+	}
+}
+
+// Verify implements wire.Verifier.
+func (p *verifyPool) Verify(e *wire.Envelope) error {
+	j, err := p.submit(e)
+	if err != nil || j == nil {
+		return err
+	}
+	return p.wait(j)
+}
+
+// VerifyBatch implements wire.Verifier: the envelopes are queued together, so the workers verify them in
+// batches (in parallel when there are several workers).
+func (p *verifyPool) VerifyBatch(es []*wire.Envelope) error {
+	jobs := make([]*verifyJob, len(es))
+	var failed []int
+	for i, e := range es {
+		j, err := p.submit(e)
+		if errors.Is(err, errVerifierClosed) {
+			return err
+		}
+		if err != nil {
+			failed = append(failed, i)
+		}
+		jobs[i] = j
+	}
+	for i, j := range jobs {
+		if j == nil {
+			continue
+		}
+		if err := p.wait(j); err != nil {
+			if errors.Is(err, errVerifierClosed) {
+				return err
+			}
+			failed = append(failed, i)
+		}
+	}
+	if len(failed) == 0 {
+		return nil
+	}
+	slices.Sort(failed)
+	return &wire.BatchError{Failed: failed}
+}
+
+// cachedVerifier is the engine's verifier: cache first, then inline verification (the engine calls it
+// from the event loop, for what was not verified at ingress).
+type cachedVerifier struct {
+	v     wire.Verifier
+	cache *sigCache
+	stats *verifyStats
+}
+
+func (c *cachedVerifier) Verify(e *wire.Envelope) error {
+	k, ok := sigKeyOf(e)
+	if !ok {
+		return wire.ErrBadSignature
+	}
+	if c.cache.has(k) {
+		c.stats.cacheHits.Add(1)
+		return nil
+	}
+	c.stats.verified.Add(1)
+	if err := c.v.Verify(e); err != nil {
+		c.stats.failed.Add(1)
+		return err
+	}
+	c.cache.add(k)
+	return nil
+}
+
+func (c *cachedVerifier) VerifyBatch(es []*wire.Envelope) error {
+	var todo []*wire.Envelope
+	var idx []int
+	var keys []sigKey
+	var failed []int
+	for i, e := range es {
+		k, ok := sigKeyOf(e)
+		if !ok {
+			failed = append(failed, i)
+			continue
+		}
+		if c.cache.has(k) {
+			c.stats.cacheHits.Add(1)
+			continue
+		}
+		todo, idx, keys = append(todo, e), append(idx, i), append(keys, k)
+	}
+	bad := map[int]bool{}
+	if len(todo) > 0 {
+		c.stats.verified.Add(uint64(len(todo)))
+		if len(todo) > 1 {
+			c.stats.batches.Add(1)
+		}
+		if err := c.v.VerifyBatch(todo); err != nil {
+			var be *wire.BatchError
+			if !errors.As(err, &be) {
+				return err
+			}
+			for _, f := range be.Failed {
+				bad[f] = true
+			}
+		}
+		for j, i := range idx {
+			if bad[j] {
+				failed = append(failed, i)
+				continue
+			}
+			c.cache.add(keys[j])
+		}
+	}
+	if len(failed) == 0 {
+		return nil
+	}
+	c.stats.failed.Add(uint64(len(failed)))
+	slices.Sort(failed)
+	return &wire.BatchError{Failed: failed}
+}
