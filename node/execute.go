@@ -100,6 +100,9 @@ func (n *Node) executeLocked(committed []pbft.CommittedBatch) error {
 			return err
 		}
 		outs = append(outs, outcome{cb.Seq, out.Results, out.Digest})
+		if n.hooks != nil && n.hooks.executed != nil {
+			n.hooks.executed(cb.Seq)
+		}
 		lastHeight, lastDigest = cb.Seq, out.Digest
 		requests += len(reqs)
 		blocks++

@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -13,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	"go.uber.org/goleak"
 
 	"github.com/p2pbft/p2pbft/identity"
@@ -56,9 +59,8 @@ func (w tWriter) Write(p []byte) (int, error) {
 
 func testKey(t testing.TB, name string) *identity.Key {
 	t.Helper()
-	seed := make([]byte, 32)
-	copy(seed, name)
-	k, err := identity.NewKeyFromSeed(seed)
+	seed := sha256.Sum256([]byte(name))
+	k, err := identity.NewKeyFromSeed(seed[:])
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,12 +78,15 @@ type cluster struct {
 	nodes   []*Node
 	cancels []context.CancelFunc
 	errs    []chan error
+	hooks   []*hooks
+	value   string // the value load puts (default "v")
 }
 
 // newCluster prepares n replicas; mutate adjusts every replica's configuration. Nothing runs yet.
 func newCluster(t testing.TB, n int, mutate func(*config.Config)) *cluster {
 	t.Helper()
-	c := &cluster{t: t, nodes: make([]*Node, n), cancels: make([]context.CancelFunc, n), errs: make([]chan error, n)}
+	c := &cluster{t: t, nodes: make([]*Node, n), cancels: make([]context.CancelFunc, n), errs: make([]chan error, n),
+		hooks: make([]*hooks, n)}
 	reps := make([]identity.Replica, n)
 	for i := range n {
 		k := testKey(t, fmt.Sprintf("%s-replica-%d", t.Name(), i))
@@ -144,6 +149,7 @@ func (c *cluster) start(i int) *Node {
 	if err != nil {
 		c.t.Fatalf("start replica %d: %v", i, err)
 	}
+	n.hooks = c.hooks[i]
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
 	go func() { errc <- n.Run(ctx) }()
@@ -278,7 +284,8 @@ func putOp(t testing.TB, k, v string) []byte {
 }
 
 func (cl *client) request(op []byte) *wire.Envelope {
-	cl.ts++
+	// Unix nanoseconds, strictly increasing: a client key reused by a later phase still moves forward.
+	cl.ts = max(cl.ts+1, uint64(time.Now().UnixNano()))
 	e, err := pbft.NewRequest(cl.key, testChain, cl.ts, op)
 	if err != nil {
 		cl.c.t.Fatal(err)
@@ -337,6 +344,46 @@ func (cl *client) submit(ctx context.Context, req *wire.Envelope) (*pbft.Reply, 
 		}
 	}
 	return nil, fmt.Errorf("no f+1 matching replies: %w", errors.Join(errList...))
+}
+
+// load runs clients concurrently, each doing `each` puts one after the other; keys are prefixed.
+func (c *cluster) load(ctx context.Context, prefix string, clients, each int) error {
+	var wg sync.WaitGroup
+	errs := make(chan error, clients)
+	for i := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cl := c.client(fmt.Sprintf("%s-%d", prefix, i))
+			for j := range each {
+				v := c.value
+				if v == "" {
+					v = "v"
+				}
+				if _, err := cl.do(ctx, putOp(c.t, fmt.Sprintf("%s-%d-%d", prefix, i, j), v)); err != nil {
+					errs <- fmt.Errorf("client %s-%d request %d: %w", prefix, i, j, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	return errors.Join(func() (out []error) {
+		for err := range errs {
+			out = append(out, err)
+		}
+		return
+	}()...)
+}
+
+// counterValue reads a counter.
+func counterValue(c prometheus.Counter) float64 {
+	var m dto.Metric
+	if err := c.Write(&m); err != nil {
+		return -1
+	}
+	return m.GetCounter().GetValue()
 }
 
 // waitFor polls cond until it holds or the deadline passes (never a fixed sleep the test relies on).

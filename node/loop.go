@@ -152,6 +152,11 @@ func (n *Node) handleReady(rd *pbft.Ready, b *store.Batch) error {
 	if err := n.persist(rd, b); err != nil {
 		return err
 	}
+	if n.hooks != nil && n.hooks.afterPersist != nil {
+		if err := n.hooks.afterPersist(rd); err != nil {
+			return err
+		}
+	}
 	for _, m := range rd.Messages {
 		n.send(m)
 	}
@@ -220,6 +225,9 @@ func (n *Node) persist(rd *pbft.Ready, b *store.Batch) error {
 // them over direct streams or gossip (p2p.broadcast). An experiment that makes a replica misbehave wraps
 // this function.
 func (n *Node) send(m pbft.Message) {
+	if n.hooks != nil && n.hooks.sent != nil {
+		n.hooks.sent(m)
+	}
 	var err error
 	path := "direct"
 	switch {

@@ -95,6 +95,9 @@ type Node struct {
 	snapMu  sync.Mutex
 	snaps   map[uint64]*pbft.Snapshot // the engine's part of the snapshots this replica serves
 
+	// hooks are test instrumentation; nil in production.
+	hooks *hooks
+
 	// Lifecycle.
 	lifeMu    sync.Mutex
 	runState  int                // notRun, running, finished
@@ -105,6 +108,17 @@ type Node struct {
 	runDone   chan struct{}      // closed when Run returns
 	closeOnce sync.Once
 	closeErr  error
+}
+
+// hooks let tests watch the loop and simulate crashes at chosen points.
+type hooks struct {
+	// afterPersist runs after a Ready's records are durable and before its messages leave; an error stops
+	// the loop there, as a crash would.
+	afterPersist func(rd *pbft.Ready) error
+	// sent sees every consensus message handed to the network.
+	sent func(m pbft.Message)
+	// executed sees every block the application executed (not the replays of already applied ones).
+	executed func(seq uint64)
 }
 
 const (

@@ -59,6 +59,7 @@ type syncer struct {
 	cancel  context.CancelFunc
 	done    chan struct{}
 	bytes   atomic.Uint64
+	chunks  atomic.Uint64
 	blocks  atomic.Uint64
 	peer    atomic.Int64
 	bad     map[int]bool // peers that failed a check in this transfer
@@ -137,7 +138,7 @@ func (s *syncer) run(ctx context.Context) {
 			n.metrics.syncs.WithLabelValues(method, "ok").Inc()
 			d := time.Since(s.started)
 			n.log.Info("state transfer done", "target", st.Seq, "method", method, "blocks_behind", st.Seq-st.Applied,
-				"seconds", fmt.Sprintf("%.2f", d.Seconds()), "bytes", s.bytes.Load(), "blocks_fetched", s.blocks.Load(),
+				"seconds", fmt.Sprintf("%.2f", d.Seconds()), "bytes", s.bytes.Load(), "chunks", s.chunks.Load(), "blocks_fetched", s.blocks.Load(),
 				"blocks_per_s", fmt.Sprintf("%.0f", float64(st.Seq-st.Applied)/d.Seconds()))
 			return
 		}
@@ -476,6 +477,7 @@ func (s *syncer) fetchChunks(ctx context.Context, providers []manifest, restore 
 		failures = 0
 		used[pv.peer] = true
 		chunks++
+		s.chunks.Add(1)
 		s.bytes.Add(uint64(len(resp.Data)))
 		n.metrics.syncBytes.Add(float64(len(resp.Data)))
 		if time.Since(lastLog) >= 2*time.Second {

@@ -1,0 +1,80 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/p2pbft/p2pbft/node/config"
+	"github.com/p2pbft/p2pbft/node/store"
+)
+
+// loadUntil runs rounds of load until replica i executed at least h.
+func (c *cluster) loadUntil(ctx context.Context, i int, h uint64, prefix string) {
+	c.t.Helper()
+	for round := 0; c.nodes[i].Status().Height < h; round++ {
+		if err := c.load(ctx, fmt.Sprintf("%s%d", prefix, round), 8, 5); err != nil {
+			c.t.Fatal(err)
+		}
+	}
+}
+
+// A replica that missed many requests catches up through state transfer: by copying a snapshot (far
+// behind) or by replaying blocks (a few checkpoints behind), checked against the certified checkpoint,
+// and then takes part again.
+func TestCatchUpStateTransfer(t *testing.T) {
+	for _, tc := range []struct {
+		method       string
+		blockSyncMax uint64
+	}{{"snapshot", 0}, {"blocks", 1 << 20}} {
+		t.Run(tc.method, func(t *testing.T) {
+			c := newCluster(t, 4, func(cfg *config.Config) {
+				cfg.StateSync.BlockSyncMax = tc.blockSyncMax
+				cfg.StateSync.ChunkBytes = 4 << 10 // many chunks and table parts
+			})
+			c.value = strings.Repeat("x", 300) // a state of many 4 KiB chunks
+			c.startAll()
+			ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+			defer cancel()
+			if err := c.load(ctx, "a", 4, 3); err != nil {
+				t.Fatal(err)
+			}
+			c.stop(3)
+			behind := c.nodes[0].Status().Height
+			w := c.cfgs[0].Consensus.Window
+			c.loadUntil(ctx, 0, behind+3*w+5, "b")
+			c.start(3)
+			c.waitConnected(30 * time.Second)
+			h := c.nodes[0].Status().Height
+			c.waitHeight(h, 60*time.Second)
+			n3 := c.nodes[3]
+			// The syncer counts its success once the loop took the last page, a moment after it executed it.
+			waitFor(t, 10*time.Second, "a "+tc.method+" state transfer", func() bool {
+				return counterValue(n3.metrics.syncs.WithLabelValues(tc.method, "ok")) >= 1
+			})
+			_, err := n3.Block(behind + 1)
+			switch tc.method {
+			case "snapshot":
+				if !errors.Is(err, store.ErrNotFound) {
+					t.Fatalf("after a snapshot, block %d: err = %v, want not found (below the jump)", behind+1, err)
+				}
+			case "blocks":
+				if err != nil {
+					t.Fatalf("after replaying blocks, block %d: %v", behind+1, err)
+				}
+			}
+			// It takes part again: commits go on with all four.
+			if err := c.load(ctx, "c", 4, 5); err != nil {
+				t.Fatal(err)
+			}
+			c.waitHeight(c.nodes[0].Status().Height, 30*time.Second)
+			c.checkAgreement()
+			if a, b := c.nodes[0].Status(), n3.Status(); a.Height == b.Height && a.AppDigest != b.AppDigest {
+				t.Fatalf("app digests differ at %d", a.Height)
+			}
+		})
+	}
+}
