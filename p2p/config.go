@@ -101,17 +101,21 @@ type Config struct {
 
 // Dissemination tunes gossipsub.
 type Dissemination struct {
-	// Mode is "direct" (the default: replicas are gossipsub direct peers of each other; every valid message
-	// is forwarded to every replica at once) or "mesh" (replicas form an ordinary gossipsub mesh of degree
-	// MeshDegree, with a high application score so that they are preferred, and IDONTWANT for large
-	// messages). See the package documentation for the measurements behind the default.
+	// Mode is "mesh" (the default: replicas form a gossipsub mesh of degree MeshDegree, with a high
+	// application score so that they are preferred; large messages use IDONTWANT; every publisher floods
+	// its own messages to all replicas) or "direct" (replicas are gossipsub direct peers of each other:
+	// every valid message is forwarded to every replica, no mesh to maintain, but n-2 duplicate copies of
+	// each message and no graylisting of a misbehaving replica). See the package documentation for the
+	// measurements behind the default.
 	Mode string `toml:"mode"`
 	// PubsubSigning makes gossipsub sign every message with the host key (StrictSign) on top of the
 	// envelope's own signature. Off by default (StrictNoSign): the envelope signature already
 	// authenticates the author, and a second signature costs a verification per hop (measured in the
 	// package benchmarks).
 	PubsubSigning bool `toml:"pubsub_signing"`
-	// MeshDegree is gossipsub's D in mesh mode. Default min(n-1, 8), at least 2 (gossipsub's minimum).
+	// MeshDegree is gossipsub's D in mesh mode. Default min(n-1, 6), at least 2 (gossipsub's minimum).
+	// Publishers flood their own messages to every replica, so the mesh only carries the forwarded
+	// copies that cover a broken link; a larger D buys redundancy with duplicate traffic.
 	MeshDegree int `toml:"mesh_degree"`
 	// Heartbeat is gossipsub's heartbeat interval. Default 700ms.
 	Heartbeat time.Duration `toml:"heartbeat"`
@@ -150,9 +154,9 @@ func (c Config) WithDefaults() Config {
 	setDefault(&c.QueueSize, max(minQueueSize, 3*n*c.Window))
 	setDefault(&c.SeenTTL, DefaultSeenTTL)
 	if c.Dissemination.Mode == "" {
-		c.Dissemination.Mode = ModeDirect
+		c.Dissemination.Mode = ModeMesh
 	}
-	setDefault(&c.Dissemination.MeshDegree, max(2, min(n-1, 8)))
+	setDefault(&c.Dissemination.MeshDegree, max(2, min(n-1, 6)))
 	setDefault(&c.Dissemination.Heartbeat, 700*time.Millisecond)
 	setDefault(&c.StreamTimeout, 10*time.Second)
 	setDefault(&c.StreamIdleTimeout, 5*time.Minute)

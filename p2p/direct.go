@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
@@ -237,8 +238,9 @@ func (h *Host) Request(ctx context.Context, to peer.ID, req *wire.Envelope) (*wi
 	body, err := readFrame(s, h.cfg.MaxMessageSize+1)
 	if err != nil {
 		s.Reset()
-		if ctx.Err() != nil {
-			return nil, fmt.Errorf("p2p: request to %s: %w", to, ctx.Err())
+		if ctx.Err() != nil || !time.Now().Before(deadline) {
+			// The stream deadline is the context's; report it as the context's error.
+			return nil, fmt.Errorf("p2p: request to %s: %w", to, context.DeadlineExceeded)
 		}
 		return nil, fmt.Errorf("p2p: request to %s: read response: %w", to, err)
 	}
@@ -351,12 +353,23 @@ type sender struct {
 	h  *Host
 	to peer.ID
 	q  chan []byte
+
+	mu sync.Mutex // guards st against the reset on shutdown
 	st network.Stream
 }
 
 func (s *sender) run() {
 	h := s.h
 	defer h.wg.Done()
+	// On shutdown, reset the stream so that a write blocked on a slow peer returns at once.
+	stop := context.AfterFunc(h.ctx, func() {
+		s.mu.Lock()
+		if s.st != nil {
+			s.st.Reset()
+		}
+		s.mu.Unlock()
+	})
+	defer stop()
 	idle := time.NewTimer(senderIdle)
 	defer idle.Stop()
 	defer s.closeStream(false)
@@ -390,18 +403,28 @@ func (s *sender) run() {
 
 func (s *sender) write(data []byte) bool {
 	h := s.h
-	if s.st == nil {
+	s.mu.Lock()
+	st := s.st
+	s.mu.Unlock()
+	if st == nil {
 		ctx, cancel := context.WithTimeout(network.WithNoDial(h.ctx, "p2pbft direct send"), h.cfg.StreamTimeout)
-		st, err := h.lh.NewStream(ctx, s.to, h.msgProto)
+		var err error
+		st, err = h.lh.NewStream(ctx, s.to, h.msgProto)
 		cancel()
 		if err != nil {
 			h.log.Debug("direct send: no stream", "peer", s.to, "err", err)
 			return false
 		}
+		s.mu.Lock()
 		s.st = st
+		s.mu.Unlock()
+		if h.ctx.Err() != nil { // shutdown began while we opened it
+			s.closeStream(true)
+			return false
+		}
 	}
-	_ = s.st.SetWriteDeadline(time.Now().Add(h.cfg.StreamTimeout))
-	if err := writeFrame(s.st, data); err != nil {
+	_ = st.SetWriteDeadline(time.Now().Add(h.cfg.StreamTimeout))
+	if err := writeFrame(st, data); err != nil {
 		h.log.Debug("direct send: write failed", "peer", s.to, "err", err)
 		s.closeStream(true)
 		return false
@@ -410,13 +433,16 @@ func (s *sender) write(data []byte) bool {
 }
 
 func (s *sender) closeStream(reset bool) {
-	if s.st == nil {
+	s.mu.Lock()
+	st := s.st
+	s.st = nil
+	s.mu.Unlock()
+	if st == nil {
 		return
 	}
 	if reset {
-		s.st.Reset()
+		st.Reset()
 	} else {
-		s.st.Close()
+		st.Close()
 	}
-	s.st = nil
 }

@@ -293,11 +293,46 @@ func TestConfigValidation(t *testing.T) {
 	if err := c.Validate(); err != nil {
 		t.Fatalf("defaults do not validate: %v", err)
 	}
-	if c.QueueSize != 256 || c.Dissemination.Mode != ModeDirect || c.SeenTTL != DefaultSeenTTL {
+	if c.QueueSize != 256 || c.Dissemination.Mode != ModeMesh || c.SeenTTL != DefaultSeenTTL {
 		t.Fatalf("unexpected defaults: %+v", c)
 	}
 	if _, err := New(Config{Key: keys[0]}); err == nil {
 		t.Fatal("New without genesis succeeded")
 	}
 	_ = peer.ID("")
+}
+
+// TestCloseWithStalledPeer: a peer that stops reading must not hold up Close (writes blocked on its flow
+// control are reset), and no goroutine may be left behind (TestMain checks with goleak).
+func TestCloseWithStalledPeer(t *testing.T) {
+	keys := testKeys(t, "stall", 2)
+	g := testGenesis(t, "stall-chain", keys)
+	hosts := startChain(t, keys, g, func(i int, c *Config) { c.StreamTimeout = time.Minute; c.QueueSize = 8 })
+	waitMesh(t, hosts, 20*time.Second)
+	// Nobody reads hosts[1].Deliveries(): its stream reader blocks once the channel is full, and then
+	// hosts[0]'s writes block on flow control (yamux windows hold up to 16 MiB) and its queue fills.
+	big := strings.Repeat("z", 256<<10)
+	i := 0
+	waitFor(t, 30*time.Second, "sender stalled: receiver full, send queue full", func() bool {
+		i++ // distinct messages: identical bytes would be dropped as duplicates
+		if err := hosts[0].SendToReplica(1, seal(t, keys[0], g.ChainID(), wire.KindCommit, fmt.Sprint(i, big))); err != nil && !errors.Is(err, ErrQueueFull) {
+			t.Fatal(err)
+		}
+		hosts[0].sendMu.Lock()
+		s := hosts[0].senders[hosts[1].ID()]
+		hosts[0].sendMu.Unlock()
+		return len(hosts[1].deliveries) == cap(hosts[1].deliveries) && s != nil && len(s.q) == cap(s.q)
+	})
+	start := time.Now()
+	if err := hosts[0].Close(); err != nil {
+		t.Logf("close: %v", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("Close took %s with a stalled peer", d)
+	}
+	start = time.Now()
+	hosts[1].Close()
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("Close of the stalled receiver took %s", d)
+	}
 }

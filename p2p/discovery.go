@@ -13,6 +13,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peerstore"
 	"github.com/libp2p/go-libp2p/core/record"
 	"github.com/libp2p/go-libp2p/p2p/discovery/mdns"
+	"github.com/libp2p/go-libp2p/p2p/net/swarm"
 
 	"github.com/p2pbft/p2pbft/wire"
 )
@@ -128,7 +129,7 @@ func (d *discovery) step() {
 	d.mu.Lock()
 	var due []peer.ID
 	missing, connectedReplicas := 0, 0
-	for p, s := range d.peers {
+	for _, s := range d.peers {
 		if s.replica >= 0 {
 			if s.connected {
 				connectedReplicas++
@@ -136,11 +137,13 @@ func (d *discovery) step() {
 				missing++
 			}
 		}
+	}
+	for p, s := range d.peers {
 		if s.connected || s.dialing || now.Before(s.next) {
 			continue
 		}
 		if s.replica < 0 && s.everUp && connectedReplicas > 0 {
-			continue // a bootstrap peer has done its job
+			continue // a bootstrap peer that is not a replica has done its job
 		}
 		s.dialing = true
 		due = append(due, p)
@@ -168,8 +171,14 @@ func (d *discovery) step() {
 
 func (d *discovery) dial(p peer.ID) {
 	h := d.h
-	ctx, cancel := context.WithTimeout(network.WithForceDirectDial(h.ctx, "p2pbft redial"), h.cfg.DialTimeout)
+	ctx, cancel := context.WithTimeout(h.ctx, h.cfg.DialTimeout)
 	defer cancel()
+	// We keep our own backoff; the swarm's per-address backoff would lock out for minutes a replica that
+	// comes back on the same address. (Clearing it beats network.WithForceDirectDial, whose dial path
+	// races with swarm shutdown in go-libp2p v0.51.)
+	if sw, ok := h.lh.Network().(*swarm.Swarm); ok {
+		sw.Backoff().Clear(p)
+	}
 	err := h.lh.Connect(ctx, peer.AddrInfo{ID: p})
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -374,6 +383,8 @@ func (h *Host) handlePEX(s network.Stream) {
 		return
 	}
 	defer release()
+	stop := context.AfterFunc(h.ctx, func() { s.Reset() })
+	defer stop()
 	_ = s.SetDeadline(time.Now().Add(h.cfg.StreamTimeout))
 	body, err := readFrame(s, 64<<10)
 	if err != nil {

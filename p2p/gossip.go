@@ -131,8 +131,10 @@ func (h *Host) scoreParams() *pubsub.PeerScoreParams {
 		SkipAtomicValidation: true,
 		Topics: map[string]*pubsub.TopicScoreParams{
 			h.topicName: {
-				SkipAtomicValidation:           true,
-				TopicWeight:                    1,
+				SkipAtomicValidation: true,
+				TopicWeight:          1,
+				// P1 is off (weight 0), but gossipsub divides by the quantum whenever a peer is in the mesh.
+				TimeInMeshQuantum:              time.Second,
 				InvalidMessageDeliveriesWeight: -10,
 				InvalidMessageDeliveriesDecay:  0.9,
 			},

@@ -282,9 +282,13 @@ func (h *Host) Close() error {
 			h.lh.RemoveStreamHandler(h.msgProto)
 			h.lh.RemoveStreamHandler(h.reqProto)
 			h.lh.RemoveStreamHandler(h.pexProto)
+		}
+		// Our goroutines all watch h.ctx (their streams are reset when it ends), so they finish before
+		// the libp2p host closes: no dial or stream of ours races with the swarm shutting down.
+		h.wg.Wait()
+		if h.lh != nil {
 			errs = append(errs, h.lh.Close())
 		}
-		h.wg.Wait()
 		h.seen.Done()
 		if h.collector != nil {
 			h.cfg.Registerer.Unregister(h.collector)

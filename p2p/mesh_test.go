@@ -10,22 +10,37 @@ import (
 )
 
 func TestFullMesh4(t *testing.T) {
-	testFullMesh(t, 4, localTCPQUIC)
+	testFullMesh(t, 4, localTCPQUIC, nil)
+}
+
+// TestFullMesh4DirectMode runs the same with replicas as gossipsub direct peers instead of a mesh.
+func TestFullMesh4DirectMode(t *testing.T) {
+	testFullMesh(t, 4, localTCP, func(c *Config) { c.Dissemination.Mode = ModeDirect })
+}
+
+// TestFullMesh4PubsubSigning runs the same with gossipsub's own signatures on (StrictSign).
+func TestFullMesh4PubsubSigning(t *testing.T) {
+	testFullMesh(t, 4, localTCP, func(c *Config) { c.Dissemination.PubsubSigning = true })
 }
 
 func TestFullMesh10(t *testing.T) {
 	if testing.Short() {
 		t.Skip("10 hosts: skipped in -short mode")
 	}
-	testFullMesh(t, 10, localTCP)
+	testFullMesh(t, 10, localTCP, nil)
 }
 
 // testFullMesh starts n hosts that each know one bootstrap address (the previous host), waits until every
 // host is connected to and shares the topic with every other, and multicasts from every host.
-func testFullMesh(t *testing.T, n int, listen []string) {
+func testFullMesh(t *testing.T, n int, listen []string, mutate func(*Config)) {
 	keys := testKeys(t, "mesh", n)
 	g := testGenesis(t, "mesh-chain", keys)
-	hosts := startChain(t, keys, g, func(i int, c *Config) { c.ListenAddrs = listen })
+	hosts := startChain(t, keys, g, func(i int, c *Config) {
+		c.ListenAddrs = listen
+		if mutate != nil {
+			mutate(c)
+		}
+	})
 	inboxes := make([]*inbox, n)
 	for i, h := range hosts {
 		inboxes[i] = collect(t, h)
@@ -68,4 +83,21 @@ func testFullMesh(t *testing.T, n int, listen []string) {
 			t.Fatalf("host %d: %d connected replicas, want %d", i, got, n-1)
 		}
 	}
+}
+
+// TestSeedNodeBootstrap: replicas that know only a seed node (a host outside the genesis, which does not
+// gossip) find each other through its peer exchange.
+func TestSeedNodeBootstrap(t *testing.T) {
+	keys := testKeys(t, "seeded", 4)
+	seedKey := testKeys(t, "seed", 1)[0]
+	g := testGenesis(t, "seeded-chain", keys)
+	seed := startHost(t, baseConfig(t, seedKey, g))
+	hosts := make([]*Host, len(keys))
+	for i, k := range keys {
+		cfg := baseConfig(t, k, g)
+		cfg.Bootstrap = []string{seed.Addrs()[0].String()}
+		hosts[i] = startHost(t, cfg)
+	}
+	took := waitMesh(t, hosts, 30*time.Second)
+	t.Logf("4 replicas bootstrapped from a seed node: full mesh after %s", took.Round(time.Millisecond))
 }
