@@ -1,0 +1,406 @@
+package client
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/p2pbft/p2pbft/pbft"
+)
+
+func TestFakeRepliesOpen(t *testing.T) {
+	k := seedKey(t, "open")
+	client := seedKey(t, "open-client").PublicKey()
+	e, err := makeReply(t, k, "c", 3, 9, 2, client, 77, []byte("res"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := pbft.OpenReply(e)
+	if err != nil {
+		t.Fatalf("the test's reply format diverged from pbft's: %v", err)
+	}
+	if r.View != 3 || r.Seq != 9 || r.Replica != 2 || r.Timestamp != 77 || string(r.Result) != "res" || !bytes.Equal(r.Client, client) {
+		t.Fatalf("opened %+v", r)
+	}
+}
+
+func TestDoNormalCaseAsksPrimaryAndFBackups(t *testing.T) {
+	c := startCluster(t, "normal", 4)
+	// A retry timeout far longer than the test: only the first round may happen, however loaded the
+	// machine is.
+	cl := c.client(t, "normal-client", func(cfg *Config) { cfg.RetryTimeout = time.Minute; cfg.MaxRetryTimeout = time.Minute })
+	for i := range 20 {
+		op := fmt.Sprintf("op-%d", i)
+		before := c.replicas[0].count()
+		rep, err := cl.Do(ctxT(t, 10*time.Second), []byte(op))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(rep.Result) != "ok:"+op || len(rep.Replicas) < 2 || rep.Transmissions != 1 {
+			t.Fatalf("reply %+v", rep)
+		}
+		if c.replicas[0].count() != before+1 {
+			t.Fatalf("request %d did not go to the primary", i)
+		}
+	}
+	// Every request went to exactly f+1 = 2 replicas: the primary and one backup.
+	if got := c.totalArrivals(); got != 40 {
+		t.Fatalf("%d transmissions for 20 requests, want 40 (primary + f backups)", got)
+	}
+	st := cl.Stats()
+	if st.Accepted != 20 || st.Broadcasts != 0 || st.BadReplies != 0 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+func TestTimestampsIncreaseAcrossSessionsAndRestarts(t *testing.T) {
+	base := seedKey(t, "ts")
+	now := time.Unix(100, 0)
+	p, err := newSessions(base, 3, func() time.Time { return now })
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := p.Session(1)
+	a, b := s.NextTimestamp(), s.NextTimestamp()
+	if a != uint64(now.UnixNano()) || b != a+1 {
+		t.Fatalf("timestamps %d, %d with a frozen clock", a, b)
+	}
+	now = now.Add(-time.Hour) // the clock steps back: still increasing within the process
+	if c := s.NextTimestamp(); c != b+1 {
+		t.Fatalf("after a clock step back: %d, want %d", c, b+1)
+	}
+	now = time.Unix(200, 0)
+	if c := s.NextTimestamp(); c != uint64(now.UnixNano()) {
+		t.Fatalf("after the clock moved on: %d", c)
+	}
+	// A "restarted" pool (fresh state) derives the same keys and starts from the clock.
+	p2, _ := newSessions(base, 3, func() time.Time { return now.Add(time.Second) })
+	for i := range 3 {
+		if !p.Session(i).Key().Equal(p2.Session(i).Key()) {
+			t.Fatalf("session %d key differs across pools", i)
+		}
+		if p2.Session(i).NextTimestamp() <= uint64(now.UnixNano()) {
+			t.Fatal("restarted session reused a timestamp")
+		}
+	}
+	if !p.Session(0).Key().Equal(base) {
+		t.Fatal("session 0 is not the client key")
+	}
+	seen := map[string]bool{}
+	for i := range 3 {
+		id := p.Session(i).Key().PeerID().String()
+		if seen[id] {
+			t.Fatalf("session %d repeats a key", i)
+		}
+		seen[id] = true
+	}
+	other, _ := DeriveSessionKey(seedKey(t, "ts-other"), 1)
+	if other.Equal(p.Session(1).Key()) {
+		t.Fatal("two client keys derived the same session key")
+	}
+}
+
+// f Byzantine replicas that sign a wrong result must never make the client accept it.
+func TestByzantineWrongResultNotAccepted(t *testing.T) {
+	for _, tc := range []struct {
+		n         int
+		byzantine []int
+	}{
+		{4, []int{1}},    // a backup
+		{4, []int{0}},    // the primary
+		{7, []int{0, 3}}, // f = 2 colluding, the primary among them
+		{7, []int{2, 5}}, // f = 2 colluding backups
+	} {
+		t.Run(fmt.Sprintf("n%d-%v", tc.n, tc.byzantine), func(t *testing.T) {
+			c := startCluster(t, fmt.Sprintf("byz-%d-%d", tc.n, tc.byzantine[0]), tc.n)
+			for _, b := range tc.byzantine {
+				c.replicas[b].setMode(wrongResult)
+			}
+			cl := c.client(t, "byz-client", nil)
+			for i := range 10 {
+				op := fmt.Sprintf("op-%d", i)
+				rep, err := cl.Do(ctxT(t, 20*time.Second), []byte(op))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if string(rep.Result) != "ok:"+op {
+					t.Fatalf("accepted %q from replicas %v", rep.Result, rep.Replicas)
+				}
+				for _, r := range rep.Replicas {
+					for _, b := range tc.byzantine {
+						if r == b {
+							t.Fatalf("Byzantine replica %d counted among the agreeing %v", b, rep.Replicas)
+						}
+					}
+				}
+				if len(rep.Replicas) < c.g.F()+1 {
+					t.Fatalf("accepted with %d replicas", len(rep.Replicas))
+				}
+			}
+		})
+	}
+}
+
+// Replies that are forged, carry a bad proof, name another replica or answer another timestamp are
+// rejected; the client still completes with the correct replicas.
+func TestInvalidRepliesRejected(t *testing.T) {
+	for _, m := range []mode{forged, badProof, otherTS, otherReplica, refuse} {
+		t.Run(fmt.Sprint(m), func(t *testing.T) {
+			c := startCluster(t, fmt.Sprintf("invalid-%d", m), 4)
+			c.replicas[0].setMode(m) // the primary misbehaves: the first round cannot reach a quorum
+			cl := c.client(t, "invalid-client", nil)
+			rep, err := cl.Do(ctxT(t, 20*time.Second), []byte("x"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(rep.Result) != "ok:x" {
+				t.Fatalf("accepted %q", rep.Result)
+			}
+			for _, r := range rep.Replicas {
+				if r == 0 {
+					t.Fatalf("misbehaving replica counted: %v", rep.Replicas)
+				}
+			}
+			st := cl.Stats()
+			if st.Broadcasts != 1 {
+				t.Fatalf("stats %+v: want one broadcast after the primary failed", st)
+			}
+			if m != refuse && m != forged && st.BadReplies == 0 {
+				t.Fatalf("stats %+v: bad reply not counted", st)
+			}
+		})
+	}
+}
+
+// A silent primary: the client waits RetryTimeout, then sends the same request (same timestamp) to every
+// replica and completes with the backups.
+func TestSilentPrimaryBroadcastSameTimestamp(t *testing.T) {
+	c := startCluster(t, "silent", 4)
+	c.replicas[0].setMode(silent)
+	cl := c.client(t, "silent-client", nil)
+	start := time.Now()
+	rep, err := cl.Do(ctxT(t, 20*time.Second), []byte("s"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if time.Since(start) < 200*time.Millisecond || rep.Transmissions < 2 {
+		t.Fatalf("completed after %s in %d rounds: before the retry timeout?", time.Since(start), rep.Transmissions)
+	}
+	if string(rep.Result) != "ok:s" {
+		t.Fatalf("result %q", rep.Result)
+	}
+	var ts uint64
+	got := 0
+	for i, r := range c.replicas {
+		arr := r.arrivalsCopy()
+		if len(arr) > 0 {
+			got++
+		} else if i == 0 || slices.Contains(rep.Replicas, i) {
+			t.Fatalf("replica %d never got the request", i)
+		}
+		for _, a := range arr {
+			if ts == 0 {
+				ts = a.ts
+			}
+			if a.ts != ts {
+				t.Fatalf("replica %d got timestamp %d, others %d: a retry must reuse the timestamp", i, a.ts, ts)
+			}
+		}
+	}
+	if got < 3 {
+		t.Fatalf("%d replicas got the request: the primary and a quorum of backups at least", got)
+	}
+	if rep.Timestamp != ts {
+		t.Fatalf("reply timestamp %d, sent %d", rep.Timestamp, ts)
+	}
+}
+
+// A primary that is down: its stream fails at once and the client broadcasts without waiting.
+func TestDeadPrimaryBroadcastsAtOnce(t *testing.T) {
+	c := startCluster(t, "dead", 4)
+	cl := c.client(t, "dead-client", func(cfg *Config) { cfg.RetryTimeout = 10 * time.Second; cfg.MaxRetryTimeout = 10 * time.Second })
+	c.replicas[0].host.Close()
+	rep, err := cl.Do(ctxT(t, 8*time.Second), []byte("d"))
+	if err != nil {
+		t.Fatalf("with the primary down and a 10s retry timeout: %v", err)
+	}
+	if string(rep.Result) != "ok:d" {
+		t.Fatalf("result %q", rep.Result)
+	}
+}
+
+// The client follows the view the replicas report: after they report view 1 it sends to replica 1 first.
+func TestLearnsViewFromReplies(t *testing.T) {
+	c := startCluster(t, "view", 4)
+	for _, r := range c.replicas {
+		r.view.Store(1)
+	}
+	cl := c.client(t, "view-client", nil)
+	if _, err := cl.Do(ctxT(t, 10*time.Second), []byte("a")); err != nil {
+		t.Fatal(err)
+	}
+	if cl.View() != 1 {
+		t.Fatalf("view %d after replies in view 1", cl.View())
+	}
+	before := c.replicas[1].count()
+	if _, err := cl.Do(ctxT(t, 10*time.Second), []byte("b")); err != nil {
+		t.Fatal(err)
+	}
+	if c.replicas[1].count() != before+1 {
+		t.Fatal("second request did not go to the primary of view 1")
+	}
+	// One replica claiming a huge view does not move the client: f+1 must reach it.
+	c.replicas[2].view.Store(1000)
+	for i := range 5 {
+		if _, err := cl.Do(ctxT(t, 10*time.Second), []byte(fmt.Sprint(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if cl.View() != 1 {
+		t.Fatalf("one replica moved the client to view %d", cl.View())
+	}
+}
+
+// Several goroutines share a client over several hosts: every request succeeds with its own result.
+func TestConcurrentSessions(t *testing.T) {
+	c := startCluster(t, "conc", 4)
+	cl := c.client(t, "conc-client", func(cfg *Config) { cfg.Sessions = 12; cfg.SessionsPerHost = 5 })
+	if len(cl.hosts) != 3 {
+		t.Fatalf("%d hosts for 12 sessions at 5 per host", len(cl.hosts))
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 200)
+	sessions := sync.Map{}
+	for g := range 20 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 10 {
+				op := fmt.Sprintf("g%d-%d", g, i)
+				rep, err := cl.Do(ctxT(t, 20*time.Second), []byte(op))
+				if err != nil {
+					errs <- err
+					return
+				}
+				if string(rep.Result) != "ok:"+op {
+					errs <- fmt.Errorf("op %s got %q", op, rep.Result)
+					return
+				}
+				sessions.Store(rep.Session, true)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	n := 0
+	sessions.Range(func(_, _ any) bool { n++; return true })
+	if n < 2 {
+		t.Fatalf("only %d sessions used by 20 goroutines", n)
+	}
+	if got := cl.Stats().Accepted; got != 200 {
+		t.Fatalf("accepted %d of 200", got)
+	}
+}
+
+// The session pool hands a session to one holder at a time.
+func TestSessionsExclusive(t *testing.T) {
+	p, err := NewSessions(seedKey(t, "excl"), 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var held [4]atomic.Int32
+	var wg sync.WaitGroup
+	for range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 200 {
+				s := p.Acquire(nil)
+				if held[s.Index()].Add(1) != 1 {
+					t.Errorf("session %d held twice", s.Index())
+				}
+				held[s.Index()].Add(-1)
+				p.Release(s)
+			}
+		}()
+	}
+	wg.Wait()
+	if p.Busy() != 0 {
+		t.Fatalf("%d sessions still busy", p.Busy())
+	}
+	done := make(chan struct{})
+	for range 4 {
+		if p.Acquire(done) == nil {
+			t.Fatal("free session not handed out")
+		}
+	}
+	close(done)
+	if p.Acquire(done) != nil || p.TryAcquire() != nil {
+		t.Fatal("a fifth session handed out of four")
+	}
+}
+
+func TestContextEndIsUnknownOutcome(t *testing.T) {
+	c := startCluster(t, "ctx", 4)
+	for _, r := range c.replicas {
+		r.setMode(silent)
+	}
+	cl := c.client(t, "ctx-client", nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	_, err := cl.Do(ctx, []byte("lost"))
+	if !errors.Is(err, ErrUnknownOutcome) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("err = %v", err)
+	}
+	// The session is free again; the client is closed cleanly while a request is outstanding.
+	done := make(chan error, 1)
+	go func() {
+		_, err := cl.Do(context.Background(), []byte("outstanding"))
+		done <- err
+	}()
+	waitUntil(t, 10*time.Second, func() bool { return c.replicas[0].count() >= 2 })
+	cl.Close()
+	if err := <-done; !errors.Is(err, ErrClosed) {
+		t.Fatalf("outstanding Do after Close: %v", err)
+	}
+	if _, err := cl.Do(context.Background(), []byte("after")); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Do after Close: %v", err)
+	}
+}
+
+func TestConfigErrors(t *testing.T) {
+	c := startCluster(t, "cfg", 4)
+	replicaKey := seedKey(t, "cfg-replica-2")
+	for name, cfg := range map[string]Config{
+		"no key":      {Genesis: c.g},
+		"no genesis":  {Key: seedKey(t, "k")},
+		"replica key": {Key: replicaKey, Genesis: c.g},
+		"bad retry":   {Key: seedKey(t, "k"), Genesis: c.g, RetryTimeout: 2 * time.Second, MaxRetryTimeout: time.Second},
+		"bad boot":    {Key: seedKey(t, "k"), Genesis: c.g, Bootstrap: []string{"/ip4/1.2.3.4/tcp/1"}},
+	} {
+		if cl, err := New(cfg); err == nil {
+			cl.Close()
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}
+
+func waitUntil(t *testing.T, d time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met in time")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

@@ -1,0 +1,303 @@
+package client
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/p2pbft/p2pbft/identity"
+	"github.com/p2pbft/p2pbft/p2p"
+	"github.com/p2pbft/p2pbft/pbft"
+	"github.com/p2pbft/p2pbft/wire"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		goleak.IgnoreAnyFunction("github.com/ipfs/go-log/v2/writer.(*MirrorWriter).logRoutine"),
+		goleak.IgnoreTopFunction("github.com/libp2p/go-libp2p/p2p/transport/quicreuse.(*reuse).gc"),
+	)
+}
+
+// testLogger logs to the test log when CLIENT_TEST_LOG is set, and nowhere otherwise.
+func testLogger(t testing.TB) *slog.Logger {
+	if os.Getenv("CLIENT_TEST_LOG") == "" {
+		return slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+type tWriter struct{ t testing.TB }
+
+func (w tWriter) Write(p []byte) (int, error) { w.t.Log(string(p)); return len(p), nil }
+
+func seedKey(t testing.TB, name string) *identity.Key {
+	t.Helper()
+	seed := make([]byte, 32)
+	copy(seed, name)
+	k, err := identity.NewKeyFromSeed(seed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// Behaviours of a fake replica.
+type mode int32
+
+const (
+	honest       mode = iota
+	wrongResult       // a validly signed reply with another result
+	silent            // accepts the request and never answers
+	refuse            // answers with an error
+	forged            // a reply signed by another replica's key
+	badProof          // a signed header whose Merkle root does not match the result in the body
+	otherTS           // a validly signed reply for another timestamp
+	otherReplica      // a reply whose header names another replica index
+)
+
+func (m mode) String() string {
+	return [...]string{"honest", "wrong-result", "silent", "refuse", "forged", "bad-proof", "other-ts", "other-replica"}[m]
+}
+
+type arrival struct {
+	client string
+	ts     uint64
+}
+
+type clientRow struct {
+	ts     uint64
+	seq    uint64
+	result []byte
+}
+
+// fakeReplica answers requests on a real p2p host the way a replica does: it executes each client's
+// requests once, in timestamp order, and answers a repeat with the cached result. Its "application"
+// answers op with "ok:"+op. Its mode makes it misbehave.
+type fakeReplica struct {
+	t     testing.TB
+	i     int
+	key   *identity.Key
+	other *identity.Key // another replica's key, for forged replies
+	host  *p2p.Host
+	chain string
+	mode  atomic.Int32
+	view  atomic.Uint64
+	// exec, if set, is the replica's application (called under mu, once per executed request);
+	// otherwise the result is "ok:"+op.
+	exec func(client string, ts uint64, op []byte) []byte
+
+	mu       sync.Mutex
+	arrivals []arrival
+	table    map[string]*clientRow
+	seq      uint64
+}
+
+func (r *fakeReplica) setMode(m mode) { r.mode.Store(int32(m)) }
+
+func (r *fakeReplica) setExec(f func(client string, ts uint64, op []byte) []byte) {
+	r.mu.Lock()
+	r.exec = f
+	r.mu.Unlock()
+}
+
+func (r *fakeReplica) count() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.arrivals)
+}
+
+func (r *fakeReplica) arrivalsCopy() []arrival {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]arrival(nil), r.arrivals...)
+}
+
+func (r *fakeReplica) handle(ctx context.Context, d p2p.Delivery) (*wire.Envelope, error) {
+	e := d.Envelope
+	if e.Kind != wire.KindRequest {
+		return nil, fmt.Errorf("kind %s is not a request", e.Kind)
+	}
+	req, err := pbft.DecodeRequest(e.Payload)
+	if err != nil {
+		return nil, err
+	}
+	client := string(e.Author)
+	r.mu.Lock()
+	r.arrivals = append(r.arrivals, arrival{client: client, ts: req.Timestamp})
+	r.mu.Unlock()
+
+	switch mode(r.mode.Load()) {
+	case silent:
+		<-ctx.Done()
+		return nil, ctx.Err()
+	case refuse:
+		return nil, errors.New("refused")
+	}
+	r.mu.Lock()
+	row := r.table[client]
+	var seq uint64
+	var result []byte
+	switch {
+	case row != nil && req.Timestamp < row.ts:
+		r.mu.Unlock()
+		return nil, errors.New("stale request")
+	case row != nil && req.Timestamp == row.ts:
+		seq, result = row.seq, row.result
+	default:
+		r.seq++
+		seq, result = r.seq, append([]byte("ok:"), req.Op...)
+		if r.exec != nil {
+			result = r.exec(client, req.Timestamp, req.Op)
+		}
+		r.table[client] = &clientRow{ts: req.Timestamp, seq: seq, result: result}
+	}
+	r.mu.Unlock()
+
+	signer, idx, ts := r.key, r.i, req.Timestamp
+	root := (*wire.Digest)(nil)
+	switch mode(r.mode.Load()) {
+	case wrongResult:
+		result = append([]byte("evil:"), req.Op...)
+	case forged:
+		signer = r.other
+	case otherTS:
+		ts--
+	case otherReplica:
+		idx = (idx + 1) % 4
+	case badProof:
+		d := replyLeaf(e.Author, ts, []byte("something else"))
+		root = &d
+	}
+	return makeReply(r.t, signer, r.chain, r.view.Load(), seq, idx, e.Author, ts, result, root)
+}
+
+// replyLeaf is pbft's reply leaf hash (see pbft/reply.go). makeReply's replies are checked with
+// pbft.OpenReply in TestFakeRepliesOpen, so a divergence from the real format fails that test.
+func replyLeaf(client []byte, ts uint64, result []byte) wire.Digest {
+	h := sha256.New()
+	var b [8]byte
+	h.Write([]byte{0})
+	h.Write([]byte("p2pbft/reply/v1\x00"))
+	binary.BigEndian.PutUint64(b[:], uint64(len(client)))
+	h.Write(b[:])
+	h.Write(client)
+	binary.BigEndian.PutUint64(b[:], ts)
+	h.Write(b[:])
+	binary.BigEndian.PutUint64(b[:], uint64(len(result)))
+	h.Write(b[:])
+	h.Write(result)
+	var d wire.Digest
+	h.Sum(d[:0])
+	return d
+}
+
+// makeReply builds a one-leaf KindReply envelope, as a replica sends for a batch of one request. root
+// overrides the signed root (to forge a bad proof).
+func makeReply(t testing.TB, signer *identity.Key, chain string, view, seq uint64, replica int, client []byte, ts uint64, result []byte, root *wire.Digest) (*wire.Envelope, error) {
+	leaf := replyLeaf(client, ts, result)
+	if root == nil {
+		root = &leaf
+	}
+	hdr, err := wire.Marshal(&pbft.ReplyHeader{View: view, Seq: seq, Replica: uint32(replica), Count: 1, Root: *root})
+	if err != nil {
+		return nil, err
+	}
+	env, err := wire.Seal(signer, chain, wire.KindReply, hdr)
+	if err != nil {
+		return nil, err
+	}
+	body, err := wire.Marshal(&pbft.ReplyProof{Index: 0, Client: client, Timestamp: ts, Result: result})
+	if err != nil {
+		return nil, err
+	}
+	env.Body = body
+	return env, nil
+}
+
+type cluster struct {
+	g        *identity.Genesis
+	replicas []*fakeReplica
+	addrs    []string
+}
+
+// startCluster starts n fake replicas on 127.0.0.1. The genesis lists no addresses: clients bootstrap
+// from the replicas' multiaddrs.
+func startCluster(t *testing.T, name string, n int) *cluster {
+	t.Helper()
+	keys := make([]*identity.Key, n)
+	reps := make([]identity.Replica, n)
+	for i := range keys {
+		keys[i] = seedKey(t, fmt.Sprintf("%s-replica-%d", name, i))
+		reps[i] = identity.Replica{Name: fmt.Sprintf("r%d", i), PeerID: keys[i].PeerID()}
+	}
+	g, err := identity.NewGenesis(name, reps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &cluster{g: g}
+	for i, k := range keys {
+		h, err := p2p.New(p2p.Config{
+			Key: k, Genesis: g, Logger: testLogger(t).With("replica", i),
+			ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"},
+			RedialMin:   50 * time.Millisecond, RedialMax: time.Second,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { h.Close() })
+		r := &fakeReplica{t: t, i: i, key: k, other: keys[(i+1)%n], host: h, chain: name,
+			table: make(map[string]*clientRow)}
+		h.SetRequestHandler(r.handle)
+		c.replicas = append(c.replicas, r)
+		c.addrs = append(c.addrs, h.Addrs()[0].String())
+	}
+	return c
+}
+
+func (c *cluster) client(t *testing.T, name string, mutate func(*Config)) *Client {
+	t.Helper()
+	cfg := Config{
+		Key: seedKey(t, name), Genesis: c.g, Bootstrap: c.addrs, Logger: testLogger(t).With("client", name),
+		ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"}, RetryTimeout: 200 * time.Millisecond,
+		MaxRetryTimeout: time.Second,
+	}
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	cl, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cl.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := cl.WaitConnected(ctx, c.g.N()); err != nil {
+		t.Fatal(err)
+	}
+	return cl
+}
+
+func (c *cluster) totalArrivals() int {
+	n := 0
+	for _, r := range c.replicas {
+		n += r.count()
+	}
+	return n
+}
+
+func ctxT(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
