@@ -3,6 +3,7 @@ package p2p
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -77,10 +78,15 @@ func testFullMesh(t *testing.T, n int, listen []string, mutate func(*Config)) {
 			t.Fatalf("host %d got multicasts from %v", i, seen)
 		}
 	}
-	// Every host reports the others as up.
+	// Every host reports the others as up, and the connection manager protects them.
 	for i, h := range hosts {
 		if got := len(h.ConnectedReplicas()); got != n-1 {
 			t.Fatalf("host %d: %d connected replicas, want %d", i, got, n-1)
+		}
+		for j, o := range hosts {
+			if i != j && !h.cm.IsProtected(o.ID(), "p2pbft-replica") {
+				t.Fatalf("host %d: replica %d not protected by the connection manager", i, j)
+			}
 		}
 	}
 }
@@ -100,4 +106,26 @@ func TestSeedNodeBootstrap(t *testing.T) {
 	}
 	took := waitMesh(t, hosts, 30*time.Second)
 	t.Logf("4 replicas bootstrapped from a seed node: full mesh after %s", took.Round(time.Millisecond))
+}
+
+// TestQUICOnly: hosts that listen and bootstrap on QUIC only.
+func TestQUICOnly(t *testing.T) {
+	keys := testKeys(t, "quic", 3)
+	g := testGenesis(t, "quic-chain", keys)
+	hosts := startChain(t, keys, g, func(i int, c *Config) {
+		c.ListenAddrs = []string{"/ip4/127.0.0.1/udp/0/quic-v1"}
+	})
+	for _, h := range hosts {
+		for _, a := range h.Addrs() {
+			if !strings.Contains(a.String(), "/quic-v1/") {
+				t.Fatalf("non-QUIC address %s", a)
+			}
+		}
+	}
+	waitMesh(t, hosts, 20*time.Second)
+	in := collect(t, hosts[2])
+	if err := hosts[0].Multicast(context.Background(), seal(t, keys[0], g.ChainID(), wire.KindPrepare, "over quic")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "delivery over QUIC", func() bool { return in.count(payloadIs("over quic")) == 1 })
 }
