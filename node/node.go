@@ -256,7 +256,10 @@ func (n *Node) open(opts Options) error {
 	n.idv = idv
 	n.sigs = newSigCache(1 << 17)
 	n.vstats = new(verifyStats)
-	n.pool = newVerifyPool(idv, n.sigs, n.vstats, max(1, runtime.GOMAXPROCS(0)))
+	// Half the cores: a busy worker leaves the other half to the goroutines that queue signatures (stream
+	// handlers, gossip validators), so queues build up and batches form (BenchmarkVerifyPool: with as many
+	// workers as cores, each worker takes signatures one by one as they come and batching is lost).
+	n.pool = newVerifyPool(idv, n.sigs, n.vstats, max(1, runtime.GOMAXPROCS(0)/2))
 	n.verifier = &cachedVerifier{v: idv, cache: n.sigs, stats: n.vstats}
 
 	rep, err := pbft.Restart(n.engineConfig(), persisted, info.Height)
@@ -281,6 +284,9 @@ func (n *Node) open(opts Options) error {
 
 	n.metrics, err = newMetrics(n)
 	if err != nil {
+		return err
+	}
+	if err := checkListenAddrs(cfg.P2P.Listen); err != nil {
 		return err
 	}
 	host, err := p2p.New(p2p.Config{
