@@ -17,17 +17,10 @@ import (
 	"github.com/p2pbft/p2pbft/wire"
 )
 
+// TestMain fails the package if any goroutine outlives the tests: every goroutine a Host or its libraries
+// start must end with Close. No exceptions are configured.
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m, leakOptions()...)
-}
-
-// leakOptions ignores the few goroutines libraries start once per process and never stop.
-func leakOptions() []goleak.Option {
-	return []goleak.Option{
-		// go-libp2p's shared mDNS / log machinery and quic-go's global state are per process, not per host.
-		goleak.IgnoreAnyFunction("github.com/ipfs/go-log/v2/writer.(*MirrorWriter).logRoutine"),
-		goleak.IgnoreTopFunction("github.com/libp2p/go-libp2p/p2p/transport/quicreuse.(*reuse).gc"),
-	}
+	goleak.VerifyTestMain(m)
 }
 
 // testLogger logs to the test log when P2P_TEST_LOG is set, and nowhere otherwise.
