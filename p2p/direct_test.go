@@ -164,12 +164,19 @@ func TestClientStreamLimits(t *testing.T) {
 	s3, err := c.LibP2P().NewStream(ctx, h.ID(), h.msgProto)
 	if err == nil {
 		writeFrame(s3, marshal(t, seal(t, client, g.ChainID(), wire.KindRequest, "third")))
-		defer s3.Close()
 	}
 	waitFor(t, 10*time.Second, "third stream refused", func() bool { return h.Stats().Drops[DropStreamLimit] == 1 })
 	for _, s := range open {
 		s.Close()
 	}
+	if s3 != nil {
+		s3.Close()
+	}
+	waitFor(t, 10*time.Second, "client streams released", func() bool {
+		h.streamsMu.Lock()
+		defer h.streamsMu.Unlock()
+		return h.clientStreamsPer[c.ID()] == 0
+	})
 	// Frames above the client limit are refused from their header.
 	if err := c.SendTo(h.ID(), seal(t, client, g.ChainID(), wire.KindRequest, strings.Repeat("y", 4096))); err != nil {
 		t.Fatal(err)
