@@ -13,10 +13,15 @@ import (
 // rootOptions are the flags every subcommand shares.
 type rootOptions struct {
 	home string
+	// logs routes go-libp2p's logs; nil in tests (then they are left alone).
+	logs *libp2pLogs
 }
 
-func newRootCmd() *cobra.Command {
-	opts := &rootOptions{}
+// newRootCmd builds the command tree (for tests: go-libp2p's logs are left alone).
+func newRootCmd() *cobra.Command { return newRootCmdWith(nil) }
+
+func newRootCmdWith(logs *libp2pLogs) *cobra.Command {
+	opts := &rootOptions{logs: logs}
 	root := &cobra.Command{
 		Use:   "p2pbft",
 		Short: "A PBFT replica over libp2p",
@@ -41,6 +46,10 @@ By hand, per node:
 		newKeygenCmd(),
 		newIDCmd(opts),
 		newGenesisCmd(),
+		newStartCmd(opts),
+		newStatusCmd(opts),
+		newTxCmd(opts),
+		newTestnetCmd(opts),
 		newVersionCmd(),
 	)
 	return root

@@ -1,0 +1,490 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/p2pbft/p2pbft/client"
+	"github.com/p2pbft/p2pbft/node/config"
+	"github.com/p2pbft/p2pbft/testnet"
+)
+
+type testnetOptions struct {
+	dir         string
+	n           int
+	chainID     string
+	reset       bool
+	bin         string
+	loadRate    float64
+	loadWorkers int
+	noLoad      bool
+	noStdin     bool
+	duration    time.Duration
+	logLevel    string
+	logFormat   string
+	reqTimeout  time.Duration
+}
+
+const defaultTestnetDir = "testnet/run"
+
+func newTestnetCmd(opts *rootOptions) *cobra.Command {
+	o := &testnetOptions{}
+	cmd := &cobra.Command{
+		Use:   "testnet [--dir DIR] [--n 4]",
+		Short: "Run a local testnet of N replicas as separate processes, with a demo load",
+		Long: `testnet starts a local network of N replicas (default 4) on 127.0.0.1, each a separate
+"p2pbft start" process of this same binary, with free ports, and keeps it running until interrupted
+(Ctrl-C stops every replica cleanly). Keys, genesis, configurations, data and logs live under one folder
+(--dir, default ./testnet/run): run the command again and the same network starts again with its chain;
+--reset starts over.
+
+By default it drives a small demo load (key-value puts through the Go client, which waits for f+1
+matching replies) and prints a line per second: chain height, view and primary, committed requests per
+second, each replica's connected peers, and the demo load's acknowledged requests and latency. It prints
+each replica's HTTP API and a ready-to-paste "p2pbft tx" command.
+
+Faults, while it runs: type a command on its standard input,
+
+  kill NAME      kill -9 the replica (a crash)        stop NAME     SIGTERM, a clean stop
+  start NAME     start it again                        restart NAME  stop and start
+  pause NAME     SIGSTOP (a hung replica)              resume NAME   SIGCONT
+  status         every replica's status                help, quit
+
+or, from another terminal, "p2pbft testnet kill node1 --dir DIR" (and stop, start, restart, pause,
+resume, nodes). NAME is node0 ... nodeN-1 (or the index).`,
+		Example: `  go run ./cmd/p2pbft testnet
+  p2pbft testnet --n 7 --dir /tmp/tn --load-rate 200
+  p2pbft testnet kill node0 --dir testnet/run        # from a second terminal
+  p2pbft testnet --duration 30s --no-load              # run for 30 seconds, no demo load`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runTestnet(cmd.Context(), cmd, o, opts)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.dir, "dir", defaultTestnetDir, "the testnet folder (created if missing, reused if it holds a testnet)")
+	f.IntVar(&o.n, "n", 4, "number of replicas, when the folder is created (n = 3f+1 tolerates f faults)")
+	f.StringVar(&o.chainID, "chain-id", "p2pbft-testnet", "chain ID, when the folder is created")
+	f.BoolVar(&o.reset, "reset", false, "delete the testnet in the folder and create a new one")
+	f.StringVar(&o.bin, "bin", "", "the p2pbft binary the replicas run (default: this program)")
+	f.Float64Var(&o.loadRate, "load-rate", 20, "demo load: target requests per second")
+	f.IntVar(&o.loadWorkers, "load-workers", 4, "demo load: concurrent requests")
+	f.BoolVar(&o.noLoad, "no-load", false, "do not drive a demo load")
+	f.BoolVar(&o.noStdin, "no-stdin", false, "do not read commands from standard input")
+	f.DurationVar(&o.duration, "duration", 0, "stop after this long (0: until interrupted)")
+	f.StringVar(&o.logLevel, "log-level", "info", "the replicas' log level (in their node.log), when the folder is created")
+	f.StringVar(&o.logFormat, "log-format", "text", "the replicas' log format, text or json, when the folder is created")
+	f.DurationVar(&o.reqTimeout, "request-timeout", 0, "the replicas' view-change timer, when the folder is created (default: the config default)")
+
+	for _, action := range testnet.Actions {
+		cmd.AddCommand(newTestnetActionCmd(action))
+	}
+	cmd.AddCommand(newTestnetNodesCmd(), newTestnetInitCmd())
+	return cmd
+}
+
+func newTestnetActionCmd(action string) *cobra.Command {
+	var dir string
+	short := map[string]string{
+		testnet.ActionStop:    "Stop a replica of a running testnet cleanly (SIGTERM)",
+		testnet.ActionKill:    "Kill a replica of a running testnet (SIGKILL, a crash)",
+		testnet.ActionStart:   "Start a stopped replica of a running testnet",
+		testnet.ActionRestart: "Restart a replica of a running testnet",
+		testnet.ActionPause:   "Pause a replica of a running testnet (SIGSTOP)",
+		testnet.ActionResume:  "Resume a paused replica (SIGCONT)",
+	}[action]
+	cmd := &cobra.Command{
+		Use:   action + " NAME [--dir DIR]",
+		Short: short,
+		Long: short + `.
+
+It talks to the "p2pbft testnet" that runs the folder, through its control socket (DIR/control.addr),
+so the testnet keeps track of its replicas. NAME is node0 ... nodeN-1, or the index.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, cancel := context.WithTimeout(cmd.Context(), 2*time.Minute)
+			defer cancel()
+			msg, err := testnet.Control(ctx, dir, action, args[0])
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), msg)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&dir, "dir", defaultTestnetDir, "the testnet folder")
+	return cmd
+}
+
+func newTestnetNodesCmd() *cobra.Command {
+	var dir string
+	cmd := &cobra.Command{
+		Use:   "nodes [--dir DIR]",
+		Short: "List the replicas of a testnet folder: running or not, PID, addresses",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, cancel := context.WithTimeout(cmd.Context(), 10*time.Second)
+			defer cancel()
+			out := cmd.OutOrStdout()
+			states, err := testnet.ControlNodes(ctx, dir)
+			if errors.Is(err, testnet.ErrNotRunning) {
+				n, oerr := testnet.Open(dir)
+				if oerr != nil {
+					return oerr
+				}
+				fmt.Fprintf(out, "(no p2pbft testnet runs %s)\n", dir)
+				for _, ni := range n.Nodes() {
+					states = append(states, testnet.NodeState{NodeInfo: ni})
+				}
+			} else if err != nil {
+				return err
+			}
+			for _, s := range states {
+				state := "stopped"
+				if s.Running {
+					state = fmt.Sprintf("running (pid %d)", s.PID)
+				}
+				fmt.Fprintf(out, "%-7s %-18s api http://%-21s %s\n", s.Name, state, s.API, s.Addr)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&dir, "dir", defaultTestnetDir, "the testnet folder")
+	return cmd
+}
+
+func newTestnetInitCmd() *cobra.Command {
+	var dir, chainID string
+	var n int
+	var docker bool
+	cmd := &cobra.Command{
+		Use:   "init --dir DIR [--n 4] [--docker]",
+		Short: "Create a testnet folder without starting it (--docker: for the compose file)",
+		Long: `init writes a testnet folder (keys, genesis, configurations, a client home) and starts nothing.
+
+With --docker the replicas are laid out for containers on a private docker network, as
+testnet/docker/compose.yaml expects: each listens on 0.0.0.0:26656 (TCP and QUIC) and serves its HTTP API
+on 0.0.0.0:26680 inside its container, and the genesis names the replicas by their service names
+(/dns4/node0/tcp/26656, ...). testnet/docker/up.sh runs this for you.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if docker && n != 4 {
+				return errors.New("--docker: the compose file runs 4 replicas; use --n 4 (or extend compose.yaml)")
+			}
+			net, err := testnet.Create(testnet.Config{Dir: dir, N: n, ChainID: chainID, Docker: docker})
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "created testnet %q with %d replicas in %s\n", chainID, net.N(), dir)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&dir, "dir", defaultTestnetDir, "the testnet folder to create")
+	cmd.Flags().IntVar(&n, "n", 4, "number of replicas")
+	cmd.Flags().StringVar(&chainID, "chain-id", "p2pbft-testnet", "chain ID")
+	cmd.Flags().BoolVar(&docker, "docker", false, "lay the folder out for testnet/docker/compose.yaml")
+	return cmd
+}
+
+// selfCommand is how to print "run this program" in instructions: "go run ./cmd/p2pbft" under go run,
+// else the binary's path.
+func selfCommand() string {
+	exe, err := os.Executable()
+	if err != nil {
+		return "p2pbft"
+	}
+	if strings.Contains(exe, "go-build") {
+		return "go run ./cmd/p2pbft"
+	}
+	if p, err := exec.LookPath("p2pbft"); err == nil && p == exe {
+		return "p2pbft"
+	}
+	return exe
+}
+
+func runTestnet(ctx context.Context, cmd *cobra.Command, o *testnetOptions, opts *rootOptions) error {
+	out := cmd.OutOrStdout()
+	fl := cmd.Flags()
+	if o.duration > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, o.duration)
+		defer cancel()
+	}
+	bin := o.bin
+	if bin == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return fmt.Errorf("find this program's binary (give --bin): %w", err)
+		}
+		bin = exe
+	}
+	if o.reset && testnet.Exists(o.dir) {
+		if _, err := testnet.ControlNodes(ctx, o.dir); err == nil {
+			return fmt.Errorf("a p2pbft testnet runs %s: stop it before --reset", o.dir)
+		}
+		if err := os.RemoveAll(o.dir); err != nil {
+			return fmt.Errorf("reset %s: %w", o.dir, err)
+		}
+	}
+	var net *testnet.Network
+	var err error
+	if testnet.Exists(o.dir) {
+		net, err = testnet.Open(o.dir)
+		if err != nil {
+			return err
+		}
+		if fl.Changed("n") && o.n != net.N() {
+			return fmt.Errorf("%s holds a testnet of %d replicas, not %d: add --reset to create a new one", o.dir, net.N(), o.n)
+		}
+		fmt.Fprintf(out, "reusing the testnet in %s (chain %s, %d replicas; --reset starts over)\n", o.dir, net.Genesis().ChainID(), net.N())
+	} else {
+		net, err = testnet.Create(testnet.Config{Dir: o.dir, N: o.n, ChainID: o.chainID,
+			Configure: func(_ int, c *config.Config) {
+				c.Log.Level, c.Log.Format = o.logLevel, o.logFormat
+				if o.reqTimeout > 0 {
+					c.Consensus.RequestTimeout = o.reqTimeout
+				}
+			}})
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "created a testnet of %d replicas in %s (chain %s)\n", net.N(), o.dir, o.chainID)
+	}
+	var printMu sync.Mutex
+	say := func(format string, args ...any) {
+		printMu.Lock()
+		fmt.Fprintf(out, format+"\n", args...)
+		printMu.Unlock()
+	}
+	stopping := make(chan struct{})
+	net.SetProcessOptions(testnet.ProcessOptions{Binary: bin, OnExit: func(i int, err error, expected bool) {
+		select {
+		case <-stopping:
+			return
+		default:
+		}
+		if !expected {
+			say("!! node%d exited on its own (%v); last lines of %s:\n%s", i, err, net.LogPath(i), net.LogTail(i, 8))
+		}
+	}})
+
+	ctlCtx, stopCtl := context.WithCancel(context.Background())
+	ctlDone := make(chan error, 1)
+	go func() { ctlDone <- net.ServeControl(ctlCtx) }()
+	defer func() {
+		stopCtl()
+		<-ctlDone
+	}()
+
+	say("starting %d replicas (binary %s) ...", net.N(), bin)
+	shutdown := func() {
+		close(stopping)
+		say("stopping the replicas ...")
+		if err := net.Close(); err != nil {
+			say("%v", err)
+		}
+		say("stopped. The chain is kept in %s: run the same command to continue, add --reset to start over.", o.dir)
+	}
+	if err := net.Start(ctx); err != nil {
+		shutdown()
+		return err
+	}
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	if err := net.WaitConnected(wctx); err != nil {
+		say("warning: %v", err)
+	}
+	cancel()
+	printEndpoints(out, net, o.dir)
+
+	var load *testnet.Load
+	var cl *client.Client
+	if !o.noLoad && o.loadRate > 0 {
+		cl, err = net.NewClient(nil, slog.New(slog.NewTextHandler(io.Discard, nil)), func(c *client.Config) {
+			c.Sessions = max(1, o.loadWorkers)
+		})
+		if err != nil {
+			shutdown()
+			return err
+		}
+		load, err = testnet.StartLoad(ctx, testnet.LoadConfig{Client: cl, Workers: max(1, o.loadWorkers), Rate: o.loadRate, Prefix: "demo", OpTimeout: 10 * time.Second})
+		if err != nil {
+			cl.Close()
+			shutdown()
+			return err
+		}
+		say("demo load: %.0f puts/s from %d concurrent clients, each accepted on f+1 matching replies", o.loadRate, o.loadWorkers)
+	}
+
+	quit := make(chan struct{})
+	var quitOnce sync.Once
+	if !o.noStdin {
+		go readCommands(ctx, net, say, func() { quitOnce.Do(func() { close(quit) }) })
+	}
+	live(ctx, quit, net, load, say)
+
+	if load != nil {
+		load.Stop()
+		acked, failed, _ := load.Counts()
+		say("demo load: %d puts acknowledged, %d failed", acked, failed)
+		cl.Close()
+	}
+	shutdown()
+	return nil
+}
+
+func printEndpoints(w io.Writer, net *testnet.Network, dir string) {
+	self := selfCommand()
+	abs, _ := filepath.Abs(dir)
+	fmt.Fprintf(w, "\ntestnet %q: %d replicas (f=%d), files in %s\n", net.Genesis().ChainID(), net.N(), net.Genesis().F(), abs)
+	for i, ni := range net.Nodes() {
+		fmt.Fprintf(w, "  %-6s pid %-7d api %-28s log %s\n", ni.Name, net.PID(i), net.APIURL(i), net.LogPath(i))
+		fmt.Fprintf(w, "         p2p %s\n", ni.Addr)
+	}
+	fmt.Fprintf(w, "\ntry, in another terminal:\n")
+	fmt.Fprintf(w, "  %s tx --home %s put hello world\n", self, net.ClientHome())
+	fmt.Fprintf(w, "  %s tx --home %s get hello\n", self, net.ClientHome())
+	fmt.Fprintf(w, "  %s status --api-url %s\n", self, net.APIURL(0))
+	fmt.Fprintf(w, "  curl -s %s/v1/blocks/latest\n", net.APIURL(0))
+	fmt.Fprintf(w, "  %s testnet kill node0 --dir %s      (or type: kill node0)\n", self, dir)
+	fmt.Fprintf(w, "type help for commands; Ctrl-C stops the testnet\n\n")
+}
+
+// readCommands applies the commands typed on standard input.
+func readCommands(ctx context.Context, net *testnet.Network, say func(string, ...any), quit func()) {
+	sc := bufio.NewScanner(os.Stdin)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) == 0 {
+			continue
+		}
+		switch fields[0] {
+		case "help", "?":
+			say("commands: %s NAME; status; quit   (NAME: node0 ... node%d)", strings.Join(testnet.Actions, "|"), net.N()-1)
+		case "quit", "exit":
+			quit()
+			return
+		case "status":
+			for i, st := range net.Statuses(ctx) {
+				if st == nil {
+					say("  node%d  down", i)
+					continue
+				}
+				say("  node%d  view %d primary %d mode %-11s height %-6d stable %-6d peers %d pending %d", i, st.View, st.Primary, st.Mode, st.Height, st.StableCheckpoint, len(st.Peers), st.Pending)
+			}
+		default:
+			if !slices.Contains(testnet.Actions, fields[0]) || len(fields) != 2 {
+				say("unknown command %q: type help", sc.Text())
+				continue
+			}
+			go func() {
+				start := time.Now()
+				if err := net.Do(ctx, fields[0], fields[1]); err != nil {
+					say("%s %s: %v", fields[0], fields[1], err)
+					return
+				}
+				say("%s %s: done in %s", fields[0], fields[1], time.Since(start).Round(time.Millisecond))
+			}()
+		}
+	}
+}
+
+// live prints a line per second until ctx ends or quit closes.
+func live(ctx context.Context, quit <-chan struct{}, net *testnet.Network, load *testnet.Load, say func(string, ...any)) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	// Per replica: the executed-requests counter and when it was read, so a replica that missed a poll
+	// (or restarted, resetting its counter) does not distort the rate.
+	prev := make([]float64, net.N())
+	prevAt := make([]time.Time, net.N())
+	start := time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-quit:
+			return
+		case <-t.C:
+		}
+		qctx, cancel := context.WithTimeout(ctx, 900*time.Millisecond)
+		sts := net.Statuses(qctx)
+		rate := 0.0
+		var mu sync.Mutex
+		var wg sync.WaitGroup
+		for i := range net.N() {
+			if sts[i] == nil {
+				continue
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				m, err := net.Metrics(qctx, i)
+				if err != nil {
+					return
+				}
+				v, now := m["p2pbft_requests_executed_total"], time.Now()
+				mu.Lock()
+				if d, dt := v-prev[i], now.Sub(prevAt[i]).Seconds(); !prevAt[i].IsZero() && d >= 0 && dt >= 0.5 {
+					rate = max(rate, d/dt)
+				}
+				prev[i], prevAt[i] = v, now
+				mu.Unlock()
+			}()
+		}
+		wg.Wait()
+		cancel()
+		var height, view uint64
+		primary, up := -1, 0
+		peers := make([]string, net.N())
+		modes := map[string]int{}
+		for i, st := range sts {
+			if st == nil {
+				peers[i] = "-"
+				continue
+			}
+			up++
+			peers[i] = fmt.Sprint(len(st.Peers))
+			modes[st.Mode]++
+			if st.Height > height {
+				height = st.Height
+			}
+			if st.View >= view {
+				view, primary = st.View, st.Primary
+			}
+		}
+		line := fmt.Sprintf("[%s] height %-6d view %-3d primary node%-2d committed %6.1f req/s  peers %s  up %d/%d",
+			fmtElapsed(time.Since(start)), height, view, primary, rate, strings.Join(peers, " "), up, net.N())
+		if modes["view-change"] > 0 || modes["syncing"] > 0 {
+			line += fmt.Sprintf("  (view-change %d, syncing %d)", modes["view-change"], modes["syncing"])
+		}
+		if load != nil {
+			n, d, p50, p99 := load.Interval()
+			line += fmt.Sprintf("  | load %5.1f ok/s p50 %s p99 %s", float64(n)/d.Seconds(), fmtMs(p50), fmtMs(p99))
+		}
+		say("%s", line)
+	}
+}
+
+func fmtElapsed(d time.Duration) string {
+	s := int(d.Seconds())
+	return fmt.Sprintf("%02d:%02d", s/60, s%60)
+}
+
+func fmtMs(d time.Duration) string {
+	if d == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.1fms", float64(d.Microseconds())/1000)
+}

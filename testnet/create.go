@@ -1,0 +1,338 @@
+package testnet
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/multiformats/go-multiaddr"
+
+	"github.com/p2pbft/p2pbft/identity"
+	"github.com/p2pbft/p2pbft/node/config"
+)
+
+// File names inside a testnet folder.
+const (
+	ManifestFile = "testnet.json"
+	GenesisFile  = "genesis.toml"
+	ClientDir    = "client"
+	ControlFile  = "control.addr"
+	LogFile      = "node.log"
+	// CLIKeyFile is the client key `p2pbft tx` uses in a home (see cmd/p2pbft).
+	CLIKeyFile = "cli_key"
+)
+
+// Config describes a testnet to create.
+type Config struct {
+	// Dir is the testnet folder. Required.
+	Dir string
+	// N is the number of replicas. Default 4.
+	N int
+	// ChainID names the chain. Default "p2pbft-testnet".
+	ChainID string
+	// Host is the IP address replicas listen on. Default 127.0.0.1.
+	Host string
+	// Docker lays the folder out for containers instead (see CreateDocker).
+	Docker bool
+	// Configure, if set, adjusts each replica's configuration before it is written (tests shorten
+	// timeouts, experiments change batching).
+	Configure func(i int, c *config.Config)
+}
+
+// NodeInfo is one replica of the manifest.
+type NodeInfo struct {
+	Name    string `json:"name"`
+	Home    string `json:"home"` // relative to the testnet folder
+	PeerID  string `json:"peer_id"`
+	P2PPort int    `json:"p2p_port"`
+	// API is the host:port of the replica's HTTP API.
+	API string `json:"api"`
+	// Addr is the replica's TCP multiaddr with its peer ID: a bootstrap address.
+	Addr string `json:"addr"`
+	// PID is the process running the replica, 0 if none was started (or it was stopped).
+	PID int `json:"pid,omitempty"`
+}
+
+// Manifest describes a testnet folder; it is DIR/testnet.json.
+type Manifest struct {
+	ChainID string     `json:"chain_id"`
+	Created time.Time  `json:"created"`
+	Docker  bool       `json:"docker,omitempty"`
+	Nodes   []NodeInfo `json:"nodes"`
+}
+
+// Network is a testnet folder and the replica processes started from it.
+type Network struct {
+	dir     string
+	genesis *identity.Genesis
+
+	mu    sync.Mutex
+	man   Manifest
+	procs []*proc
+	po    ProcessOptions
+}
+
+func newNetwork(dir string, g *identity.Genesis, man Manifest) *Network {
+	n := &Network{dir: dir, genesis: g, man: man, procs: make([]*proc, len(man.Nodes))}
+	n.SetProcessOptions(ProcessOptions{})
+	return n
+}
+
+// Exists reports whether dir holds a testnet (a manifest).
+func Exists(dir string) bool {
+	_, err := os.Stat(filepath.Join(dir, ManifestFile))
+	return err == nil
+}
+
+// Create writes a new testnet folder: keys, genesis, configurations, a client home and the manifest. It
+// refuses a folder that already holds a testnet.
+func Create(cfg Config) (*Network, error) {
+	if cfg.Dir == "" {
+		return nil, errors.New("testnet: no folder given")
+	}
+	if cfg.N == 0 {
+		cfg.N = 4
+	}
+	if cfg.N < 1 || cfg.N > 64 {
+		return nil, fmt.Errorf("testnet: %d replicas: want 1 to 64", cfg.N)
+	}
+	if cfg.ChainID == "" {
+		cfg.ChainID = "p2pbft-testnet"
+	}
+	if cfg.Host == "" {
+		cfg.Host = "127.0.0.1"
+	}
+	if err := identity.ValidateChainID(cfg.ChainID); err != nil {
+		return nil, fmt.Errorf("testnet: %w", err)
+	}
+	if Exists(cfg.Dir) {
+		return nil, fmt.Errorf("testnet: %s already holds a testnet (%s); open it, or remove the folder", cfg.Dir, ManifestFile)
+	}
+	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
+		return nil, fmt.Errorf("testnet: %w", err)
+	}
+	man := Manifest{ChainID: cfg.ChainID, Created: time.Now().UTC().Truncate(time.Second), Docker: cfg.Docker}
+	var ports []int
+	if !cfg.Docker {
+		var err error
+		if ports, err = FreePorts(cfg.Host, 2*cfg.N); err != nil {
+			return nil, err
+		}
+	}
+	keys := make([]*identity.Key, cfg.N)
+	reps := make([]identity.Replica, cfg.N)
+	for i := range cfg.N {
+		name := fmt.Sprintf("node%d", i)
+		home := filepath.Join(cfg.Dir, name)
+		if err := os.MkdirAll(home, 0o700); err != nil {
+			return nil, fmt.Errorf("testnet: %w", err)
+		}
+		k, _, err := identity.GenerateOrLoadKey(filepath.Join(home, config.KeyFile))
+		if err != nil {
+			return nil, fmt.Errorf("testnet: %w", err)
+		}
+		keys[i] = k
+		ni := NodeInfo{Name: name, Home: name, PeerID: k.PeerID().String()}
+		var tcp multiaddr.Multiaddr
+		if cfg.Docker {
+			ni.P2PPort = 26656
+			ni.API = fmt.Sprintf("127.0.0.1:%d", 26680+i) // published by the compose file
+			tcp = multiaddr.StringCast(fmt.Sprintf("/dns4/%s/tcp/26656", name))
+		} else {
+			ni.P2PPort = ports[2*i]
+			ni.API = net.JoinHostPort(cfg.Host, strconv.Itoa(ports[2*i+1]))
+			tcp = multiaddr.StringCast(fmt.Sprintf("/ip4/%s/tcp/%d", cfg.Host, ni.P2PPort))
+		}
+		ni.Addr = tcp.String() + "/p2p/" + ni.PeerID
+		reps[i] = identity.Replica{Name: name, PeerID: k.PeerID(), Addrs: []multiaddr.Multiaddr{tcp}}
+		man.Nodes = append(man.Nodes, ni)
+	}
+	g, err := identity.NewGenesis(cfg.ChainID, reps)
+	if err != nil {
+		return nil, fmt.Errorf("testnet: %w", err)
+	}
+	for i, ni := range man.Nodes {
+		home := filepath.Join(cfg.Dir, ni.Home)
+		c := config.Default()
+		c.Home = home
+		c.Moniker = ni.Name
+		if cfg.Docker {
+			c.P2P.Listen = []string{"/ip4/0.0.0.0/tcp/26656", "/ip4/0.0.0.0/udp/26656/quic-v1"}
+			c.API.HTTP = "0.0.0.0:26680"
+		} else {
+			c.P2P.Listen = []string{
+				fmt.Sprintf("/ip4/%s/tcp/%d", cfg.Host, ni.P2PPort),
+				fmt.Sprintf("/ip4/%s/udp/%d/quic-v1", cfg.Host, ni.P2PPort),
+			}
+			c.API.HTTP = ni.API
+		}
+		if i > 0 {
+			// The genesis lists every address; the bootstrap shows how a node joins knowing one peer.
+			c.P2P.Bootstrap = []string{man.Nodes[0].Addr}
+		}
+		if cfg.Configure != nil {
+			cfg.Configure(i, &c)
+		}
+		if err := c.Validate(); err != nil {
+			return nil, fmt.Errorf("testnet: %s: %w", ni.Name, err)
+		}
+		b, err := config.Commented(c)
+		if err != nil {
+			return nil, err
+		}
+		if err := os.WriteFile(filepath.Join(home, config.ConfigFile), b, 0o644); err != nil {
+			return nil, fmt.Errorf("testnet: %w", err)
+		}
+		if err := g.Save(filepath.Join(home, config.GenesisFile)); err != nil {
+			return nil, fmt.Errorf("testnet: %w", err)
+		}
+	}
+	if err := g.Save(filepath.Join(cfg.Dir, GenesisFile)); err != nil {
+		return nil, fmt.Errorf("testnet: %w", err)
+	}
+	clientHome := filepath.Join(cfg.Dir, ClientDir)
+	if err := g.Save(filepath.Join(clientHome, config.GenesisFile)); err != nil {
+		return nil, fmt.Errorf("testnet: %w", err)
+	}
+	if _, _, err := identity.GenerateOrLoadKey(filepath.Join(clientHome, CLIKeyFile)); err != nil {
+		return nil, fmt.Errorf("testnet: %w", err)
+	}
+	n := newNetwork(cfg.Dir, g, man)
+	if err := n.saveManifest(); err != nil {
+		return nil, err
+	}
+	return n, nil
+}
+
+// Open reads an existing testnet folder.
+func Open(dir string) (*Network, error) {
+	data, err := os.ReadFile(filepath.Join(dir, ManifestFile))
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("testnet: %s holds no testnet (no %s); create one with `p2pbft testnet --dir %s`", dir, ManifestFile, dir)
+		}
+		return nil, fmt.Errorf("testnet: %w", err)
+	}
+	var man Manifest
+	if err := json.Unmarshal(data, &man); err != nil {
+		return nil, fmt.Errorf("testnet: %s: %w", filepath.Join(dir, ManifestFile), err)
+	}
+	if len(man.Nodes) == 0 {
+		return nil, fmt.Errorf("testnet: %s lists no replicas", filepath.Join(dir, ManifestFile))
+	}
+	g, err := identity.LoadGenesis(filepath.Join(dir, GenesisFile))
+	if err != nil {
+		return nil, fmt.Errorf("testnet: %w", err)
+	}
+	if g.N() != len(man.Nodes) || g.ChainID() != man.ChainID {
+		return nil, fmt.Errorf("testnet: %s and %s disagree (chain or replica count)", ManifestFile, GenesisFile)
+	}
+	for i, ni := range man.Nodes {
+		if g.PeerID(i).String() != ni.PeerID {
+			return nil, fmt.Errorf("testnet: %s: replica %d is %s in the manifest and %s in the genesis", dir, i, ni.PeerID, g.PeerID(i))
+		}
+	}
+	return newNetwork(dir, g, man), nil
+}
+
+func (n *Network) saveManifest() error {
+	b, err := json.MarshalIndent(n.man, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp := filepath.Join(n.dir, "."+ManifestFile+".tmp")
+	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
+		return fmt.Errorf("testnet: write manifest: %w", err)
+	}
+	if err := os.Rename(tmp, filepath.Join(n.dir, ManifestFile)); err != nil {
+		return fmt.Errorf("testnet: write manifest: %w", err)
+	}
+	return nil
+}
+
+// Dir returns the testnet folder.
+func (n *Network) Dir() string { return n.dir }
+
+// Genesis returns the replica set.
+func (n *Network) Genesis() *identity.Genesis { return n.genesis }
+
+// N returns the number of replicas.
+func (n *Network) N() int { return len(n.man.Nodes) }
+
+// Nodes returns the manifest's replicas (with the PIDs of running ones).
+func (n *Network) Nodes() []NodeInfo {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return append([]NodeInfo(nil), n.man.Nodes...)
+}
+
+// Home returns replica i's home directory.
+func (n *Network) Home(i int) string { return filepath.Join(n.dir, n.man.Nodes[i].Home) }
+
+// ClientHome returns the client home (genesis and cli_key) for `p2pbft tx --home`.
+func (n *Network) ClientHome() string { return filepath.Join(n.dir, ClientDir) }
+
+// LogPath returns replica i's log file.
+func (n *Network) LogPath(i int) string { return filepath.Join(n.Home(i), LogFile) }
+
+// APIURL returns replica i's HTTP API base URL.
+func (n *Network) APIURL(i int) string { return "http://" + n.man.Nodes[i].API }
+
+// Index returns the index of the replica named name ("node2", or "2").
+func (n *Network) Index(name string) (int, bool) {
+	for i, ni := range n.man.Nodes {
+		if ni.Name == name {
+			return i, true
+		}
+	}
+	if i, err := strconv.Atoi(name); err == nil && i >= 0 && i < len(n.man.Nodes) {
+		return i, true
+	}
+	return 0, false
+}
+
+// Bootstrap returns every replica's bootstrap multiaddr.
+func (n *Network) Bootstrap() []string {
+	out := make([]string, len(n.man.Nodes))
+	for i, ni := range n.man.Nodes {
+		out[i] = ni.Addr
+	}
+	return out
+}
+
+// FreePorts returns k distinct ports on host that are free for both TCP and UDP right now.
+func FreePorts(host string, k int) ([]int, error) {
+	var ports []int
+	var hold []func()
+	defer func() {
+		for _, h := range hold {
+			h()
+		}
+	}()
+	for attempts := 0; len(ports) < k; attempts++ {
+		if attempts > 50*k {
+			return nil, fmt.Errorf("testnet: could not find %d free ports on %s", k, host)
+		}
+		l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+		if err != nil {
+			return nil, fmt.Errorf("testnet: find a free port on %s: %w", host, err)
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		u, err := net.ListenPacket("udp", net.JoinHostPort(host, strconv.Itoa(port)))
+		if err != nil {
+			l.Close()
+			continue
+		}
+		// Keep both open until every port is chosen, so none is handed out twice.
+		hold = append(hold, func() { l.Close(); u.Close() })
+		ports = append(ports, port)
+	}
+	return ports, nil
+}

@@ -1,0 +1,196 @@
+package testnet
+
+import (
+	"bufio"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/p2pbft/p2pbft/client"
+	"github.com/p2pbft/p2pbft/identity"
+	"github.com/p2pbft/p2pbft/node"
+	"github.com/p2pbft/p2pbft/node/api"
+	"github.com/p2pbft/p2pbft/node/store"
+)
+
+var httpClient = &http.Client{Timeout: 5 * time.Second}
+
+func (n *Network) get(ctx context.Context, i int, path string) ([]byte, int, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, n.APIURL(i)+path, nil)
+	if err != nil {
+		return nil, 0, err
+	}
+	resp, err := httpClient.Do(req)
+	if err != nil {
+		return nil, 0, fmt.Errorf("testnet: %s: %w", n.man.Nodes[i].Name, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 256<<20))
+	if err != nil {
+		return nil, resp.StatusCode, fmt.Errorf("testnet: %s: %w", n.man.Nodes[i].Name, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		var er api.ErrorResponse
+		if json.Unmarshal(b, &er) == nil && er.Error != "" {
+			return b, resp.StatusCode, fmt.Errorf("testnet: %s %s: %d: %s", n.man.Nodes[i].Name, path, resp.StatusCode, er.Error)
+		}
+		return b, resp.StatusCode, fmt.Errorf("testnet: %s %s: %s", n.man.Nodes[i].Name, path, resp.Status)
+	}
+	return b, resp.StatusCode, nil
+}
+
+// Status reads replica i's status from its HTTP API.
+func (n *Network) Status(ctx context.Context, i int) (node.Status, error) {
+	var st node.Status
+	b, _, err := n.get(ctx, i, "/v1/status")
+	if err != nil {
+		return st, err
+	}
+	if err := json.Unmarshal(b, &st); err != nil {
+		return st, fmt.Errorf("testnet: %s status: %w", n.man.Nodes[i].Name, err)
+	}
+	return st, nil
+}
+
+// Statuses reads the status of every running replica; entries of replicas that do not run or do not
+// answer are nil.
+func (n *Network) Statuses(ctx context.Context) []*node.Status {
+	out := make([]*node.Status, n.N())
+	done := make(chan struct{}, n.N())
+	for i := range n.N() {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			if !n.Running(i) {
+				return
+			}
+			if st, err := n.Status(ctx, i); err == nil {
+				out[i] = &st
+			}
+		}()
+	}
+	for range n.N() {
+		<-done
+	}
+	return out
+}
+
+// Metrics reads replica i's Prometheus metrics: the value of every sample without labels, and the sum
+// over labels for the others, by metric name.
+func (n *Network) Metrics(ctx context.Context, i int) (map[string]float64, error) {
+	b, _, err := n.get(ctx, i, "/metrics")
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]float64)
+	sc := bufio.NewScanner(strings.NewReader(string(b)))
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		sp := strings.LastIndexByte(line, ' ')
+		if sp < 0 {
+			continue
+		}
+		name := line[:sp]
+		if j := strings.IndexByte(name, '{'); j >= 0 {
+			name = name[:j]
+		}
+		v, err := strconv.ParseFloat(line[sp+1:], 64)
+		if err != nil {
+			continue
+		}
+		out[name] += v
+	}
+	return out, sc.Err()
+}
+
+// Block reads block h from replica i, decoded from the API's raw encoding.
+func (n *Network) Block(ctx context.Context, i int, h uint64) (*store.Block, error) {
+	b, _, err := n.get(ctx, i, fmt.Sprintf("/v1/blocks/%d", h))
+	if err != nil {
+		return nil, err
+	}
+	var bj api.Block
+	if err := json.Unmarshal(b, &bj); err != nil {
+		return nil, err
+	}
+	raw, err := base64.StdEncoding.DecodeString(bj.Raw)
+	if err != nil {
+		return nil, err
+	}
+	return store.DecodeBlock(raw)
+}
+
+// WaitFor polls cond every tick until it returns nil or ctx ends; the error then says what was awaited
+// and cond's last error.
+func WaitFor(ctx context.Context, what string, tick time.Duration, cond func() error) error {
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	var last error
+	for {
+		if last = cond(); last == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("testnet: waiting for %s: %w (last: %v)", what, ctx.Err(), last)
+		case <-t.C:
+		}
+	}
+}
+
+// WaitConnected waits until every running replica is healthy and connected to every other running one.
+func (n *Network) WaitConnected(ctx context.Context) error {
+	return WaitFor(ctx, "a fully connected network", 100*time.Millisecond, func() error {
+		sts := n.Statuses(ctx)
+		running := 0
+		for i := range n.N() {
+			if n.Running(i) {
+				running++
+			}
+		}
+		for i, st := range sts {
+			if !n.Running(i) {
+				continue
+			}
+			if st == nil {
+				return fmt.Errorf("%s does not answer", n.man.Nodes[i].Name)
+			}
+			if len(st.Peers) < running-1 {
+				return fmt.Errorf("%s is connected to %d of %d replicas", n.man.Nodes[i].Name, len(st.Peers), running-1)
+			}
+		}
+		return nil
+	})
+}
+
+// NewClient returns a Go client of the testnet, bootstrapped from every replica; mutate adjusts its
+// configuration (Sessions, RetryTimeout, ...). key nil: a new random client key.
+func (n *Network) NewClient(key *identity.Key, log *slog.Logger, mutate func(*client.Config)) (*client.Client, error) {
+	if key == nil {
+		var err error
+		if key, err = identity.GenerateKey(); err != nil {
+			return nil, err
+		}
+	}
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	cfg := client.Config{Key: key, Genesis: n.genesis, Bootstrap: n.Bootstrap(), Logger: log}
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	return client.New(cfg)
+}
+
+var errNotRunning = errors.New("not running")
