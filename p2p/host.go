@@ -357,16 +357,22 @@ func (h *Host) MeshPeers() []int {
 	return out
 }
 
-// WaitForReplicas blocks until this host is connected to, and shares the gossip topic with, at least want
-// other replicas, or ctx ends.
+// WaitForReplicas blocks until this host is connected to, and (if it gossips) shares the topic with, at
+// least want other replicas, or ctx ends.
 func (h *Host) WaitForReplicas(ctx context.Context, want int) error {
+	reachable := func() int {
+		if h.topic == nil {
+			return len(h.ConnectedReplicas())
+		}
+		return len(h.MeshPeers())
+	}
 	for {
-		if len(h.MeshPeers()) >= want {
+		if reachable() >= want {
 			return nil
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("p2p: %d of %d replicas reachable: %w", len(h.MeshPeers()), want, ctx.Err())
+			return fmt.Errorf("p2p: %d of %d replicas reachable: %w", reachable(), want, ctx.Err())
 		case <-h.ctx.Done():
 			return ErrClosed
 		case <-waitTick():

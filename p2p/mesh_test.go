@@ -3,10 +3,14 @@ package p2p
 import (
 	"context"
 	"fmt"
+	"net"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/multiformats/go-multiaddr"
+
+	"github.com/p2pbft/p2pbft/identity"
 	"github.com/p2pbft/p2pbft/wire"
 )
 
@@ -128,4 +132,37 @@ func TestQUICOnly(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, 10*time.Second, "delivery over QUIC", func() bool { return in.count(payloadIs("over quic")) == 1 })
+}
+
+// TestGenesisAddresses: with addresses in the genesis, no bootstrap list is needed.
+func TestGenesisAddresses(t *testing.T) {
+	keys := testKeys(t, "gaddr", 3)
+	reps := make([]identity.Replica, len(keys))
+	for i, k := range keys {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		l.Close()
+		reps[i] = identity.Replica{PeerID: k.PeerID(),
+			Addrs: []multiaddr.Multiaddr{multiaddr.StringCast(fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", port))}}
+	}
+	g, err := identity.NewGenesis("gaddr-chain", reps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hosts := make([]*Host, len(keys))
+	for i, k := range keys {
+		cfg := baseConfig(t, k, g)
+		cfg.ListenAddrs = []string{reps[i].Addrs[0].String()}
+		hosts[i] = startHost(t, cfg)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for _, h := range hosts {
+		if err := h.WaitForReplicas(ctx, 2); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
