@@ -10,123 +10,120 @@ import (
 	"github.com/p2pbft/p2pbft/wire"
 )
 
-// execute runs committed batches through the application and makes each one a block: the block (with its
-// commit certificate), the application's writes for it and its results go into one fsynced store batch, so
-// a block and the state after it are durable together. Batches are committed in one store batch per Ready,
-// cut at checkpoint heights so the application can keep a snapshot of each checkpoint. Only then is the
-// engine told (Executed), which signs the replies and the checkpoints.
-//
-// While a snapshot restore is in progress the application cannot execute: the batches wait in n.deferred
-// (the engine allows reporting Executed later) until the restore is installed (the engine then forgets
-// them) or aborted.
-func (n *Node) execute(committed []pbft.CommittedBatch) error {
-	n.deferred = append(n.deferred, committed...)
-	return n.runDeferred()
+// outcome is what an executed block produced, reported to the engine (Executed) once the block is
+// durable.
+type outcome struct {
+	seq     uint64
+	results [][]byte
+	digest  wire.Digest
 }
 
-// runDeferred executes the batches waiting in n.deferred, unless a restore is in progress.
-func (n *Node) runDeferred() error {
+// executeInto runs the committed batches waiting in n.deferred through the application and makes each one
+// a block, written into *bp together with the application's writes (app.Application.Commit) and the
+// block's results: a block and the state after it become durable together, in the same fsynced batch as
+// the Ready's consensus records. At checkpoint heights the batch is committed at once and replaced, so the
+// application can keep a snapshot of the checkpoint (TakeSnapshot needs the state durable). The caller
+// commits *bp and then reports the outcomes (reportExecuted).
+//
+// While a snapshot restore is in progress the application cannot execute: the batches stay in n.deferred
+// (the engine allows reporting Executed later) until the restore is installed (the engine then forgets
+// them) or aborted.
+func (n *Node) executeInto(bp **store.Batch) ([]outcome, error) {
 	if len(n.deferred) == 0 {
-		return nil
+		return nil, nil
 	}
 	n.appMu.Lock()
 	defer n.appMu.Unlock()
 	if n.restoring.Load() {
-		return nil
+		return nil, nil
 	}
 	committed := n.deferred
 	n.deferred = nil
-	return n.executeLocked(committed)
-}
-
-// executeLocked executes committed batches; the caller holds appMu.
-func (n *Node) executeLocked(committed []pbft.CommittedBatch) error {
-	type outcome struct {
-		seq     uint64
-		results [][]byte
-		digest  wire.Digest
-	}
 	outs := make([]outcome, 0, len(committed))
 	start := time.Now()
-	var b *store.Batch
-	defer func() {
-		if b != nil {
-			b.Close()
-		}
-	}()
-	var lastDigest wire.Digest
-	var lastHeight uint64
+	dirty := false // blocks executed since the application's last Commit
 	requests, blocks := 0, 0
 	for i := range committed {
 		cb := &committed[i]
 		if cb.AlreadyApplied {
 			rec := n.replayed[cb.Seq]
 			if rec == nil {
-				return fmt.Errorf("node: the engine replays block %d, but its results are not in the store", cb.Seq)
+				return nil, fmt.Errorf("node: the engine replays block %d, but its results are not in the store", cb.Seq)
 			}
 			if len(rec.Results) != len(cb.Execute) {
-				return fmt.Errorf("node: block %d: %d stored results for %d requests", cb.Seq, len(rec.Results), len(cb.Execute))
+				return nil, fmt.Errorf("node: block %d: %d stored results for %d requests", cb.Seq, len(rec.Results), len(cb.Execute))
 			}
 			delete(n.replayed, cb.Seq)
 			outs = append(outs, outcome{cb.Seq, rec.Results, rec.Digest})
 			continue
 		}
-		if b == nil {
-			b = n.store.NewBatch()
-		}
+		b := *bp
 		reqs := make([]app.Request, len(cb.Execute))
 		for j, r := range cb.Execute {
 			reqs[j] = app.Request{Client: r.Client, Op: r.Op}
 		}
 		out, err := n.app.Execute(cb.Seq, reqs)
 		if err != nil {
-			return fmt.Errorf("node: application failed on block %d: %w", cb.Seq, err)
+			return nil, fmt.Errorf("node: application failed on block %d: %w", cb.Seq, err)
 		}
 		if len(out.Results) != len(reqs) {
-			return fmt.Errorf("node: application returned %d results for the %d requests of block %d", len(out.Results), len(reqs), cb.Seq)
+			return nil, fmt.Errorf("node: application returned %d results for the %d requests of block %d", len(out.Results), len(reqs), cb.Seq)
 		}
 		blk, err := newBlock(cb, b.Head().Hash, out.Digest)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if err := b.AppendBlock(blk); err != nil {
-			return fmt.Errorf("node: store block %d: %w", cb.Seq, err)
+			return nil, fmt.Errorf("node: store block %d: %w", cb.Seq, err)
 		}
 		rec, err := encodeResults(&resultsRecord{Seq: cb.Seq, Digest: out.Digest, Results: out.Results})
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if err := b.AppendRecord(cb.Seq, rec); err != nil {
-			return err
+			return nil, err
 		}
+		dirty = true
 		outs = append(outs, outcome{cb.Seq, out.Results, out.Digest})
 		if n.hooks != nil && n.hooks.executed != nil {
 			n.hooks.executed(cb.Seq)
 		}
-		lastHeight, lastDigest = cb.Seq, out.Digest
 		requests += len(reqs)
 		blocks++
 		n.metrics.batchRequests.Observe(float64(len(cb.Batch)))
-		if cb.Seq%n.ckptK == 0 || i == len(committed)-1 {
+		if cb.Seq%n.ckptK == 0 {
 			if err := n.commitBlocks(b); err != nil {
-				return err
+				return nil, err
 			}
-			b = nil
-			if cb.Seq%n.ckptK == 0 {
-				if err := n.app.TakeSnapshot(cb.Seq); err != nil {
-					n.log.Warn("application snapshot at checkpoint", "height", cb.Seq, "err", err)
-				} else {
-					n.keptSnaps[cb.Seq] = true
-				}
+			dirty = false
+			*bp = n.store.NewBatch()
+			if err := n.app.TakeSnapshot(cb.Seq); err != nil {
+				n.log.Warn("application snapshot at checkpoint", "height", cb.Seq, "err", err)
+			} else {
+				n.keptSnaps[cb.Seq] = true
 			}
 		}
 	}
-	if lastHeight > 0 {
+	if dirty {
+		if err := n.app.Commit((*bp).App()); err != nil {
+			return nil, fmt.Errorf("node: application commit: %w", err)
+		}
+	}
+	if blocks > 0 {
 		n.metrics.executeSeconds.Observe(time.Since(start).Seconds())
 		n.metrics.blocks.Add(float64(blocks))
 		n.metrics.requests.Add(float64(requests))
-		n.publish(lastHeight, lastDigest)
 	}
+	return outs, nil
+}
+
+// reportExecuted tells the engine about executed blocks whose batch is durable, in order.
+func (n *Node) reportExecuted(outs []outcome) error {
+	if len(outs) == 0 {
+		return nil
+	}
+	last := outs[len(outs)-1]
+	n.publish(last.seq, last.digest)
 	for _, o := range outs {
 		if err := n.rep.Executed(o.seq, o.results, o.digest); err != nil {
 			return fmt.Errorf("node: %w", err)

@@ -146,11 +146,33 @@ func (n *Node) processReady() error {
 }
 
 // handleReady handles one Ready in the engine's order: persist, send, reply, execute, state transfer, soft
-// state. If b is not nil, the Ready's records are written into it (the caller's writes commit atomically
-// with them).
+// state, with one refinement: the committed batches are executed (in memory) before the Ready's records
+// are committed, so that their blocks become durable in the same fsync as the records, and the engine
+// hears of them (Executed) after the sends. A replica thus pays one fsync per round instead of two, and
+// messages still never leave before what they promise is durable. If b is not nil, the Ready's writes go
+// into it (the caller's writes commit atomically with them).
 func (n *Node) handleReady(rd *pbft.Ready, b *store.Batch) error {
-	if err := n.persist(rd, b); err != nil {
+	start := time.Now()
+	if b == nil {
+		b = n.store.NewBatch()
+	}
+	defer func() { b.Close() }()
+	if err := n.writeRecords(rd, b); err != nil {
 		return err
+	}
+	n.deferred = append(n.deferred, rd.Committed...)
+	outs, err := n.executeInto(&b)
+	if err != nil {
+		return err
+	}
+	if !b.Empty() {
+		if err := b.Commit(); err != nil {
+			return fmt.Errorf("node: persist: %w", err)
+		}
+		n.metrics.persistSeconds.Observe(time.Since(start).Seconds())
+	}
+	if rd.HardState != nil {
+		n.onHardState(rd.HardState)
 	}
 	if n.hooks != nil && n.hooks.afterPersist != nil {
 		if err := n.hooks.afterPersist(rd); err != nil {
@@ -163,10 +185,8 @@ func (n *Node) handleReady(rd *pbft.Ready, b *store.Batch) error {
 	for _, r := range rd.Replies {
 		n.reply(r)
 	}
-	if len(rd.Committed) > 0 {
-		if err := n.execute(rd.Committed); err != nil {
-			return err
-		}
+	if err := n.reportExecuted(outs); err != nil {
+		return err
 	}
 	if rd.SoftState != nil {
 		n.onSoftState(*rd.SoftState)
@@ -177,17 +197,16 @@ func (n *Node) handleReady(rd *pbft.Ready, b *store.Batch) error {
 	return nil
 }
 
-// persist makes the Ready's hard state, log entries and truncation durable in one fsynced batch, before any
-// message of the Ready leaves.
-func (n *Node) persist(rd *pbft.Ready, b *store.Batch) error {
-	if rd.HardState == nil && len(rd.Entries) == 0 && rd.Truncate == 0 && b == nil {
+// runDeferred executes batches held back during a restore that has ended without installing.
+func (n *Node) runDeferred() error {
+	if len(n.deferred) == 0 || n.restoring.Load() {
 		return nil
 	}
-	start := time.Now()
-	if b == nil {
-		b = n.store.NewBatch()
-	}
-	defer b.Close()
+	return n.handleReady(&pbft.Ready{}, nil)
+}
+
+// writeRecords writes the Ready's hard state, log entries and log truncation into b.
+func (n *Node) writeRecords(rd *pbft.Ready, b *store.Batch) error {
 	if rd.HardState != nil {
 		data, err := rd.HardState.Marshal()
 		if err != nil {
@@ -210,13 +229,6 @@ func (n *Node) persist(rd *pbft.Ready, b *store.Batch) error {
 		if err := b.TruncateLog(rd.Truncate); err != nil {
 			return err
 		}
-	}
-	if err := b.Commit(); err != nil {
-		return fmt.Errorf("node: persist consensus state: %w", err)
-	}
-	n.metrics.persistSeconds.Observe(time.Since(start).Seconds())
-	if rd.HardState != nil {
-		n.onHardState(rd.HardState)
 	}
 	return nil
 }

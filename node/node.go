@@ -260,6 +260,7 @@ func (n *Node) open(opts Options) error {
 	// handlers, gossip validators), so queues build up and batches form (BenchmarkVerifyPool: with as many
 	// workers as cores, each worker takes signatures one by one as they come and batching is lost).
 	n.pool = newVerifyPool(idv, n.sigs, n.vstats, max(1, runtime.GOMAXPROCS(0)/2))
+	n.pool.pinned = func(author []byte) bool { _, ok := n.genesis.IndexOfKey(author); return ok }
 	n.verifier = &cachedVerifier{v: idv, cache: n.sigs, stats: n.vstats}
 
 	rep, err := pbft.Restart(n.engineConfig(), persisted, info.Height)

@@ -1,0 +1,120 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/p2pbft/p2pbft/node/config"
+	"github.com/p2pbft/p2pbft/pbft"
+	"github.com/p2pbft/p2pbft/wire"
+)
+
+// BenchmarkCluster measures the commit throughput of four in-process replicas (real libp2p hosts on
+// 127.0.0.1, real pebble stores with fsync) under b.N requests from many concurrent clients. Each client
+// has one request outstanding (PBFT's rule), submits it to every replica (Submit, the in-process form of
+// the client protocol) and moves on once f+1 replicas executed it. Requests are signed before the timer
+// starts; the replicas verify every signature. Run it with a fixed count, for example
+//
+//	go test -run '^$' -bench Cluster -benchtime 20000x ./node/
+func BenchmarkCluster(b *testing.B) {
+	for _, sync := range []bool{true, false} {
+		for _, clients := range []int{256, 1024} {
+			for _, path := range []string{config.BroadcastDirect, config.BroadcastGossip} {
+				b.Run(fmt.Sprintf("fsync=%v/clients=%d/broadcast=%s", sync, clients, path), func(b *testing.B) {
+					benchCluster(b, clients, func(cfg *config.Config) {
+						cfg.P2P.Broadcast = path
+						cfg.Consensus = config.Default().Consensus
+						cfg.Store.Sync = sync
+					})
+				})
+			}
+		}
+	}
+}
+
+func benchCluster(b *testing.B, clients int, mutate func(*config.Config)) {
+	c := newCluster(b, 4, mutate)
+	c.startAll()
+	per := (b.N + clients - 1) / clients
+	reqs := make([][]*wire.Envelope, clients)
+	for i := range reqs {
+		cl := c.client(fmt.Sprint(i))
+		for j := range per {
+			reqs[i] = append(reqs[i], cl.request(putOp(b, fmt.Sprintf("key-%d-%d", i, j), "value-of-some-length")))
+		}
+	}
+	f := c.genesis.F()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	b.ResetTimer()
+	start := time.Now()
+	var wg sync.WaitGroup
+	for i := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for _, req := range reqs[i] {
+				if err := submitQuorum(ctx, c.nodes, req, f+1); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	el := time.Since(start)
+	b.StopTimer()
+	total := clients * per
+	b.ReportMetric(float64(total)/el.Seconds(), "req/s")
+	n0 := c.nodes[0]
+	if blocks := counterValue(n0.metrics.blocks); blocks > 0 {
+		b.ReportMetric(counterValue(n0.metrics.requests)/blocks, "req/block")
+	}
+	b.ReportMetric(float64(n0.vstats.verified.Load())/float64(total), "verifies/req")
+	for name, h := range map[string]prometheus.Histogram{"persist-ms": n0.metrics.persistSeconds, "exec-ms": n0.metrics.executeSeconds} {
+		var m dto.Metric
+		if h.Write(&m) == nil && m.GetHistogram().GetSampleCount() > 0 {
+			hm := m.GetHistogram()
+			b.ReportMetric(1000*hm.GetSampleSum()/float64(hm.GetSampleCount()), name)
+			b.ReportMetric(float64(hm.GetSampleCount())/el.Seconds(), name[:len(name)-3]+"/s")
+		}
+	}
+}
+
+// submitQuorum submits req to every replica and returns once `need` of them executed it.
+func submitQuorum(ctx context.Context, nodes []*Node, req *wire.Envelope, need int) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan error, len(nodes))
+	for _, n := range nodes {
+		go func() {
+			_, err := n.Submit(ctx, req)
+			done <- err
+		}()
+	}
+	ok, failed := 0, 0
+	var last error
+	for range nodes {
+		if err := <-done; err != nil {
+			failed++
+			last = err
+		} else {
+			ok++
+		}
+		if ok >= need {
+			return nil
+		}
+		if failed > len(nodes)-need {
+			return last
+		}
+	}
+	return last
+}
+
+var _ = pbft.Quorum
