@@ -220,7 +220,7 @@ func checkChainOnce(t *testing.T, net *Network, i int, acks []Ack) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	seen := make(map[string]uint64)        // client/timestamp -> height
+	seen := make(map[string]uint64)         // client/timestamp -> height
 	keys := make(map[string]int, len(acks)) // key -> writes in the chain
 	for h := uint64(1); h <= st.Height; h++ {
 		b, err := net.Block(ctx, i, h)
