@@ -63,19 +63,43 @@ func (n *Node) Run(ctx context.Context) error {
 // ingress moves verified deliveries from the p2p host to the loop. On the way it verifies the client
 // requests inside pre-prepares that are not verified yet (requests sent only to the primary), in batches on
 // the verifier pool, so that the engine finds them in the signature cache instead of verifying them on the
-// loop.
+// loop. That happens beside the stream of other messages (at most maxPreverify pre-prepares at a time),
+// which therefore may overtake the pre-prepare; the engine keeps votes that arrive before their
+// pre-prepare.
 func (n *Node) ingress(ctx context.Context) {
+	const maxPreverify = 8
+	sem := make(chan struct{}, maxPreverify)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	forward := func(d p2p.Delivery) bool {
+		select {
+		case n.inbox <- d:
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}
 	for {
 		select {
 		case d := <-n.host.Deliveries():
 			if d.Envelope.Kind == wire.KindPrePrepare && len(d.Envelope.Body) > 0 {
-				if reqs, err := pbft.DecodeBatch(d.Envelope.Body); err == nil {
-					_ = n.pool.VerifyBatch(reqs) // failures are the engine's to find and report
+				if reqs, err := pbft.DecodeBatch(d.Envelope.Body); err == nil && !n.pool.allCached(reqs) {
+					select {
+					case sem <- struct{}{}:
+					case <-ctx.Done():
+						return
+					}
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						defer func() { <-sem }()
+						_ = n.pool.VerifyBatch(reqs) // failures are the engine's to find and report
+						forward(d)
+					}()
+					continue
 				}
 			}
-			select {
-			case n.inbox <- d:
-			case <-ctx.Done():
+			if !forward(d) {
 				return
 			}
 		case <-ctx.Done():
@@ -129,6 +153,9 @@ func (n *Node) loop(ctx context.Context) error {
 
 // step hands the engine one verified message from a peer.
 func (n *Node) step(d p2p.Delivery) {
+	if n.hooks != nil && n.hooks.stepped != nil {
+		n.hooks.stepped(d.Envelope)
+	}
 	err := n.rep.Step(d.Envelope)
 	n.metrics.stepped(d.Envelope.Kind, err)
 }

@@ -119,6 +119,8 @@ type hooks struct {
 	sent func(m pbft.Message)
 	// executed sees every block the application executed (not the replays of already applied ones).
 	executed func(seq uint64)
+	// stepped sees every message handed to the engine.
+	stepped func(e *wire.Envelope)
 }
 
 const (

@@ -45,6 +45,12 @@ func (tr *tracer) hooks(i int) *hooks {
 			tr.mark(fmt.Sprintf("%d/%s/%d", i, m.Env.Kind, seq))
 		},
 		executed: func(seq uint64) { tr.mark(fmt.Sprintf("%d/exec/%d", i, seq)) },
+		stepped: func(e *wire.Envelope) {
+			if e.Kind == wire.KindPrePrepare {
+				p, _ := pbft.DecodePrePrepare(e.Payload)
+				tr.mark(fmt.Sprintf("%d/recv-pp/%d", i, p.Seq))
+			}
+		},
 	}
 }
 
@@ -87,7 +93,7 @@ func BenchmarkTrace(b *testing.B) {
 	}
 	wg.Wait()
 	b.StopTimer()
-	var d1, d2, d3, d4 []float64
+	var d0, d1, d2, d3, d4 []float64
 	for seq := uint64(10); seq < 200; seq++ {
 		pp, ok := tr.ev[fmt.Sprintf("0/pre-prepare/%d", seq)]
 		p1, ok1 := tr.ev[fmt.Sprintf("1/prepare/%d", seq)]
@@ -96,6 +102,9 @@ func BenchmarkTrace(b *testing.B) {
 		e0, ok4 := tr.ev[fmt.Sprintf("0/exec/%d", seq)]
 		if !(ok && ok1 && ok2 && ok3 && ok4) {
 			continue
+		}
+		if r1, ok := tr.ev[fmt.Sprintf("1/recv-pp/%d", seq)]; ok {
+			d0 = append(d0, r1.Sub(pp).Seconds()*1000)
 		}
 		d1 = append(d1, p1.Sub(pp).Seconds()*1000)
 		d2 = append(d2, c1.Sub(p1).Seconds()*1000)
@@ -109,6 +118,7 @@ func BenchmarkTrace(b *testing.B) {
 		sort.Float64s(x)
 		return x[len(x)/2]
 	}
+	b.ReportMetric(med(d0), "pp->recv-ms")
 	b.ReportMetric(med(d1), "pp->prep-ms")
 	b.ReportMetric(med(d2), "prep->commit-ms")
 	b.ReportMetric(med(d3), "commit->exec-ms")

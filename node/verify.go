@@ -86,10 +86,13 @@ type verifyStats struct {
 // errVerifierClosed is returned by a pool that is shutting down.
 var errVerifierClosed = errors.New("node: signature verifier stopped")
 
+// verifyJob is one signature to check; done is closed once err is set. Callers asking for a signature that
+// is already queued share its job.
 type verifyJob struct {
 	e    *wire.Envelope
 	key  sigKey
-	done chan error
+	err  error
+	done chan struct{}
 }
 
 // verifyPool verifies envelopes on a few worker goroutines, batching whatever is queued. It implements
@@ -103,11 +106,14 @@ type verifyPool struct {
 	quit   chan struct{}
 	wg     sync.WaitGroup
 	once   sync.Once
+
+	mu       sync.Mutex
+	inflight map[sigKey]*verifyJob
 }
 
 func newVerifyPool(v wire.Verifier, cache *sigCache, stats *verifyStats, workers int) *verifyPool {
 	p := &verifyPool{v: v, cache: cache, stats: stats, jobs: make(chan *verifyJob, 4*maxVerifyBatch),
-		quit: make(chan struct{})}
+		quit: make(chan struct{}), inflight: make(map[sigKey]*verifyJob)}
 	for range max(1, workers) {
 		p.wg.Add(1)
 		go p.work()
@@ -169,19 +175,23 @@ func (p *verifyPool) work() {
 		p.stats.verified.Add(uint64(len(envs)))
 		p.stats.failed.Add(uint64(len(failed)))
 		fi := 0
+		p.mu.Lock()
 		for i, j := range batch {
 			if fi < len(failed) && failed[fi] == i {
 				fi++
-				j.done <- wire.ErrBadSignature
-				continue
+				j.err = wire.ErrBadSignature
+			} else {
+				p.cache.add(j.key)
 			}
-			p.cache.add(j.key)
-			j.done <- nil
+			delete(p.inflight, j.key)
+			close(j.done)
 		}
+		p.mu.Unlock()
 	}
 }
 
-// submit queues e unless its signature is cached; it returns nil for a cached one.
+// submit queues e unless its signature is cached (it returns nil then) or already queued (it returns the
+// queued job).
 func (p *verifyPool) submit(e *wire.Envelope) (*verifyJob, error) {
 	k, ok := sigKeyOf(e)
 	if !ok {
@@ -191,24 +201,34 @@ func (p *verifyPool) submit(e *wire.Envelope) (*verifyJob, error) {
 		p.stats.cacheHits.Add(1)
 		return nil, nil
 	}
-	j := &verifyJob{e: e, key: k, done: make(chan error, 1)}
+	p.mu.Lock()
+	if j := p.inflight[k]; j != nil {
+		p.mu.Unlock()
+		p.stats.cacheHits.Add(1)
+		return j, nil
+	}
+	j := &verifyJob{e: e, key: k, done: make(chan struct{})}
+	p.inflight[k] = j
+	p.mu.Unlock()
 	select {
 	case p.jobs <- j:
 		return j, nil
 	case <-p.quit:
+		p.mu.Lock()
+		delete(p.inflight, k)
+		p.mu.Unlock()
 		return nil, errVerifierClosed
 	}
 }
 
 func (p *verifyPool) wait(j *verifyJob) error {
 	select {
-	case err := <-j.done:
-		return err
+	case <-j.done:
+		return j.err
 	case <-p.quit:
-		// A worker may have answered just before quitting.
 		select {
-		case err := <-j.done:
-			return err
+		case <-j.done: // answered just before quitting
+			return j.err
 		default:
 			return errVerifierClosed
 		}
@@ -273,6 +293,17 @@ func (p *verifyPool) VerifyBatch(es []*wire.Envelope) error {
 	}
 	slices.Sort(failed)
 	return &wire.BatchError{Failed: failed}
+}
+
+// allCached reports whether every envelope's signature is known to be valid.
+func (p *verifyPool) allCached(es []*wire.Envelope) bool {
+	for _, e := range es {
+		k, ok := sigKeyOf(e)
+		if !ok || !p.cache.has(k) {
+			return false
+		}
+	}
+	return true
 }
 
 // cachedVerifier is the engine's verifier: cache first, then inline verification (the engine calls it
