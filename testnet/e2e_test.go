@@ -20,7 +20,7 @@ func TestE2ECrashes(t *testing.T) {
 	if err := net.WaitConnected(ctxFor(t, 30*time.Second)); err != nil {
 		t.Fatal(err)
 	}
-	c := newClient(t, net, 8)
+	c := newClient(t, net, 8, 4)
 
 	// 1,000 requests.
 	start := time.Now()
@@ -103,4 +103,105 @@ func TestE2ECrashes(t *testing.T) {
 	// Replica 1 never copied a snapshot, so it holds the whole chain.
 	checkChainOnce(t, net, backups[0], acks)
 	t.Logf("all 4 replicas agree at height %d and hold all %d acknowledged writes", h, len(acks))
+}
+
+// TestE2EFaultyPrimary: the same checks with one faulty replica, the primary of view 0: silent (its
+// process is stopped with SIGSTOP: connections stay open, nothing answers) or Byzantine (an impostor with
+// its key and address that sends garbage and answers clients with wrong results). With n = 4 the three
+// correct replicas are exactly the quorum: they change view, commit 1,000 requests with the same chain and
+// digest, then are all killed with kill -9 under load and restarted, and no acknowledged write is lost.
+// (Killing a second replica would exceed f = 1.)
+func TestE2EFaultyPrimary(t *testing.T) {
+	needE2E(t)
+	for _, mode := range []string{"silent", "garbage"} {
+		t.Run(mode, func(t *testing.T) {
+			net := newNet(t, 4)
+			correct := []int{1, 2, 3}
+			var byz *byzantine
+			switch mode {
+			case "silent":
+				if err := net.Start(ctxFor(t, 90*time.Second)); err != nil {
+					t.Fatal(err)
+				}
+				if err := net.WaitConnected(ctxFor(t, 30*time.Second)); err != nil {
+					t.Fatal(err)
+				}
+				if err := net.Pause(0); err != nil {
+					t.Fatal(err)
+				}
+			case "garbage":
+				byz = startByzantine(t, net, 0, 1)
+				for _, i := range correct {
+					if err := net.StartNode(ctxFor(t, 90*time.Second), i); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			c := newClient(t, net, 8, 3)
+			start := time.Now()
+			l1, _ := StartLoad(ctxFor(t, 3*time.Minute), LoadConfig{Client: c, Workers: 8, MaxOps: 1000, Unique: true, Prefix: "first", OpTimeout: 2 * time.Minute})
+			l1.Wait()
+			acked1, failed, lastErr := l1.Counts()
+			if acked1 != 1000 || failed != 0 {
+				t.Fatalf("first load: %d acknowledged, %d failed (last: %v)", acked1, failed, lastErr)
+			}
+			t.Logf("1,000 requests committed in %s with a %s primary", time.Since(start).Round(time.Millisecond), mode)
+			st, err := net.Status(ctxFor(t, 10*time.Second), 1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st.View == 0 {
+				t.Fatalf("still in view 0 with a %s primary", mode)
+			}
+			h := waitAgree(t, net, correct, 30*time.Second)
+			t.Logf("the correct replicas agree at height %d in view %d", h, st.View)
+
+			l2, _ := StartLoad(ctxFor(t, 5*time.Minute), LoadConfig{Client: c, Workers: 4, Unique: true, Prefix: "second", OpTimeout: 2 * time.Minute})
+			defer l2.Stop()
+			waitMoreAcks(t, l2, 50, 60*time.Second, "load before the crash")
+			for _, i := range correct {
+				if err := net.Kill(i); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for _, i := range correct {
+				if err := net.StartNode(ctxFor(t, 90*time.Second), i); err != nil {
+					t.Fatal(err)
+				}
+			}
+			waitMoreAcks(t, l2, 100, 2*time.Minute, "commits after restarting the correct replicas")
+			l2.Stop()
+			acked2, failed2, lastErr2 := l2.Counts()
+			if failed2 != 0 {
+				t.Fatalf("second load: %d failed (last: %v)", failed2, lastErr2)
+			}
+			h = waitAgree(t, net, correct, 60*time.Second)
+			acks := append(l1.Acked(), l2.Acked()...)
+			for _, i := range correct {
+				checkAcked(t, net, i, acks)
+			}
+			checkChainOnce(t, net, 1, acks)
+			t.Logf("after kill -9 of the correct replicas: they agree at height %d and hold all %d acknowledged writes (%d in the second load)", h, len(acks), acked2)
+
+			switch mode {
+			case "silent":
+				// Woken up, the silent replica catches up and agrees.
+				if err := net.Resume(0); err != nil {
+					t.Fatal(err)
+				}
+				h = waitAgree(t, net, []int{0, 1, 2, 3}, 2*time.Minute)
+				t.Logf("the resumed replica caught up: all 4 agree at height %d", h)
+			case "garbage":
+				if byz.replies.Load() == 0 || byz.sent.Load() == 0 {
+					t.Fatalf("the Byzantine replica answered %d requests and sent %d garbage messages", byz.replies.Load(), byz.sent.Load())
+				}
+				t.Logf("the Byzantine replica sent %d garbage messages and %d wrong replies; none was accepted", byz.sent.Load(), byz.replies.Load())
+				for _, i := range correct {
+					if !net.Running(i) {
+						t.Fatalf("node%d is not running", i)
+					}
+				}
+			}
+		})
+	}
 }

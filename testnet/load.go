@@ -22,7 +22,8 @@ type LoadConfig struct {
 	// Rate is the target of requests per second over all workers; 0 runs closed-loop, as fast as the
 	// replies come.
 	Rate float64
-	// MaxOps stops the load after this many acknowledged requests (0: until Stop or the context ends).
+	// MaxOps stops the load after this many requests were issued (0: until Stop or the context ends);
+	// Wait returns when all of them are answered or abandoned.
 	MaxOps int
 	// Prefix starts every key. Default "load".
 	Prefix string
@@ -55,6 +56,7 @@ type Load struct {
 	wg     sync.WaitGroup
 
 	mu       sync.Mutex
+	issued   int
 	acks     []Ack
 	failed   int
 	lastErr  error
@@ -62,7 +64,7 @@ type Load struct {
 	windowAt time.Time
 }
 
-// StartLoad starts a load; it runs until ctx ends, Stop is called, or MaxOps requests are acknowledged.
+// StartLoad starts a load; it runs until ctx ends, Stop is called, or MaxOps requests are done.
 func StartLoad(ctx context.Context, cfg LoadConfig) (*Load, error) {
 	if cfg.Client == nil {
 		return nil, errors.New("testnet: load: no client")
@@ -138,6 +140,13 @@ func (l *Load) work(ctx context.Context, w int, tokens <-chan struct{}) {
 		if ctx.Err() != nil {
 			return
 		}
+		l.mu.Lock()
+		if l.cfg.MaxOps > 0 && l.issued >= l.cfg.MaxOps {
+			l.mu.Unlock()
+			return
+		}
+		l.issued++
+		l.mu.Unlock()
 		var key, value string
 		if l.cfg.Unique {
 			key = fmt.Sprintf("%s-%d-%d", l.cfg.Prefix, w, i)
@@ -163,12 +172,7 @@ func (l *Load) work(ctx context.Context, w int, tokens <-chan struct{}) {
 			l.acks = append(l.acks, Ack{Key: key, Value: value, Height: rep.Seq, Latency: lat, At: time.Now()})
 			l.window = append(l.window, lat)
 		}
-		done := l.cfg.MaxOps > 0 && len(l.acks) >= l.cfg.MaxOps
 		l.mu.Unlock()
-		if done {
-			l.cancel()
-			return
-		}
 	}
 }
 
