@@ -300,6 +300,10 @@ func (n *Node) onSoftState(s pbft.SoftState) {
 	if s.Status == pbft.StatusSyncing && old.Status != pbft.StatusSyncing {
 		n.log.Info("behind the stable checkpoint: syncing", "view", s.View, "stable", s.Stable, "executed", s.LastExecuted)
 	}
+	if s.Status != pbft.StatusSyncing && n.sync != nil {
+		// Caught up (by the transfer, or by itself): a transfer still running has nothing left to do.
+		n.stopSync()
+	}
 	if s.Stable != old.Stable {
 		n.log.Debug("checkpoint stable", "view", s.View, "seq", s.Stable, "window", fmt.Sprintf("(%d, %d]", s.Low, s.High))
 	}

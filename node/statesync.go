@@ -131,15 +131,20 @@ func (s *syncer) run(ctx context.Context) {
 		} else {
 			err = s.syncSnapshot(ctx)
 		}
-		if ctx.Err() != nil {
-			return
-		}
 		if err == nil {
 			n.metrics.syncs.WithLabelValues(method, "ok").Inc()
 			d := time.Since(s.started)
 			n.log.Info("state transfer done", "target", st.Seq, "method", method, "blocks_behind", st.Seq-st.Applied,
 				"seconds", fmt.Sprintf("%.2f", d.Seconds()), "bytes", s.bytes.Load(), "chunks", s.chunks.Load(), "blocks_fetched", s.blocks.Load(),
 				"blocks_per_s", fmt.Sprintf("%.0f", float64(st.Seq-st.Applied)/d.Seconds()))
+			return
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		if errors.Is(err, pbft.ErrNotSyncing) || errors.Is(err, pbft.ErrStale) {
+			// The replica caught up by itself, or syncs to a later checkpoint now (a new transfer follows).
+			n.log.Info("state transfer no longer needed", "target", st.Seq, "reason", err)
 			return
 		}
 		n.metrics.syncs.WithLabelValues(method, "failed").Inc()
@@ -209,7 +214,12 @@ func (s *syncer) toLoop(ctx context.Context, ev syncEvent, res chan error) error
 	case err := <-res:
 		return err
 	case <-ctx.Done():
-		return ctx.Err()
+		select {
+		case err := <-res: // the loop answered, then stopped the transfer (it is done)
+			return err
+		default:
+			return ctx.Err()
+		}
 	}
 }
 
@@ -552,12 +562,12 @@ func (n *Node) installSnapshot(ev *snapshotEvent) error {
 	}
 	n.keptSnaps[ev.seq] = true
 	n.publish(ev.seq, ev.appDigest)
+	ev.res <- nil // installed: whatever fails from here on stops the node
 	rd := n.rep.Ready()
 	if err := n.handleReady(&rd, b); err != nil {
 		return err
 	}
 	n.rep.Advance()
-	ev.res <- nil
 	// The anchor block itself, so this replica can serve manifests for this checkpoint.
 	bf := n.store.NewBatch()
 	defer bf.Close()
