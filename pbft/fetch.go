@@ -371,7 +371,9 @@ func (r *Replica) commitByCert(seq, view uint64, digest wire.Digest, b *batch, c
 	}
 	s := r.slotFor(seq)
 	if s.committed {
-		if s.cert.digest == digest && s.batch(digest) == nil {
+		if s.cert.digest != digest {
+			r.stats.SafetyAlarms++ // two commit certificates for one sequence number
+		} else if s.batch(digest) == nil {
 			r.attachBatch(s, b)
 		}
 		return

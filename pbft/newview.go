@@ -189,6 +189,11 @@ func (r *Replica) enterNewView(v uint64, nv *wire.Envelope, plan newViewPlan, pp
 			continue
 		}
 		s := r.slotFor(seq)
+		if s.committed && s.cert.digest != plan.digest[i] {
+			// The new view orders another batch where this replica committed one: with at most f faulty
+			// replicas this cannot happen. Count it loudly; the driver should alert.
+			r.stats.SafetyAlarms++
+		}
 		s.advance(v)
 		s.pp, s.digest = pps[i].WithoutBody(), plan.digest[i]
 		entry := pps[i].WithoutBody()

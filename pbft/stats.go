@@ -61,6 +61,9 @@ type Stats struct {
 	Fetches            uint64 // KindFetch messages sent
 	Retransmits        uint64
 	Divergences        uint64 // own checkpoint contradicted a certified one
+	// SafetyAlarms counts proofs that more than f replicas are faulty: a NEW-VIEW or a commit certificate
+	// that contradicts a batch this replica committed. It stays zero while at most f replicas are faulty.
+	SafetyAlarms uint64
 
 	// Gauges.
 	Slots           int

@@ -14,10 +14,17 @@ type byzantine struct {
 	n    *node
 	kind Fault
 	seen []*wire.Envelope // recently received messages, for replays
+	// A forging primary stalls after a few batches now and then, to force a view change right after it
+	// led a view, and then claims in its VIEW-CHANGE that the null batch prepared at the last sequence
+	// number it assigned: with the view it led, such a certificate would win in the NEW-VIEW.
+	stallView  uint64
+	stallAfter int
+	ppInView   map[uint64]int
+	lastPP     map[uint64]uint64
 }
 
 func newByzantine(c *Cluster, n *node, kind Fault) *byzantine {
-	return &byzantine{c: c, n: n, kind: kind}
+	return &byzantine{c: c, n: n, kind: kind, ppInView: map[uint64]int{}, lastPP: map[uint64]uint64{}, stallView: ^uint64(0)}
 }
 
 func (b *byzantine) key() wire.Signer { return b.c.keys[b.n.idx] }
@@ -147,9 +154,24 @@ func (b *byzantine) forge(m pbft.Message) []pbft.Message {
 	rng := b.c.rng
 	out := []pbft.Message{m}
 	switch m.Env.Kind {
+	case wire.KindPrePrepare:
+		p, err := pbft.DecodePrePrepare(m.Env.Payload)
+		if err != nil || len(m.Env.Body) == 0 {
+			break
+		}
+		if _, ok := b.ppInView[p.View]; !ok && rng.IntN(3) != 0 {
+			b.stallView, b.stallAfter = p.View, 1+rng.IntN(4)
+		}
+		if p.View == b.stallView && b.ppInView[p.View] >= b.stallAfter {
+			return nil // stall: the backups will time out
+		}
+		b.ppInView[p.View]++
+		b.lastPP[p.View] = max(b.lastPP[p.View], p.Seq)
 	case wire.KindViewChange:
-		if vc, err := pbft.DecodeViewChange(m.Env.Payload); err == nil && rng.IntN(2) == 0 {
-			out = []pbft.Message{{To: m.To, Env: b.seal(wire.KindViewChange, b.fakeViewChange(vc))}}
+		if vc, err := pbft.DecodeViewChange(m.Env.Payload); err == nil {
+			if _, led := b.lastPP[vc.View-1]; led || rng.IntN(2) == 0 {
+				out = []pbft.Message{{To: m.To, Env: b.seal(wire.KindViewChange, b.fakeViewChange(vc))}}
+			}
 		}
 	case wire.KindFetchReply:
 		if fr, err := pbft.DecodeFetchReply(m.Env.Payload); err == nil && len(fr.Slots) > 0 && len(fr.Slots[0].Cert) > 0 {
@@ -170,10 +192,10 @@ func (b *byzantine) forge(m pbft.Message) []pbft.Message {
 	return out
 }
 
-// fakeViewChange adds a fabricated prepared certificate: a pre-prepare for a null batch at a sequence
+// fakeViewChange adds a fabricated prepared certificate: a pre-prepare for a made-up batch at a sequence
 // number above the stable checkpoint, signed by this replica as if it were primary of the highest view below
 // the new one that it leads, with forged prepares (or too few). A correct replica must reject the whole
-// VIEW-CHANGE; one that accepted it would replace a committed batch with the null batch.
+// VIEW-CHANGE; one that accepted it would replace a committed batch.
 func (b *byzantine) fakeViewChange(vc *pbft.ViewChange) *pbft.ViewChange {
 	rng := b.c.rng
 	n := uint64(b.c.opt.N)
@@ -188,15 +210,31 @@ func (b *byzantine) fakeViewChange(vc *pbft.ViewChange) *pbft.ViewChange {
 	if !found {
 		return vc
 	}
+	// Best target: a sequence number that prepared in a view older than v, so the fake wins outright;
+	// otherwise the last one this replica assigned in v (a tie on the view, decided by the digests).
 	seq := vc.StableSeq + 1 + uint64(rng.IntN(int(b.c.opt.Window)))
-	pp := b.seal(wire.KindPrePrepare, &pbft.PrePrepare{View: v, Seq: seq, Digest: pbft.NullDigest})
+	if last, ok := b.lastPP[v]; ok && last > vc.StableSeq && last <= vc.StableSeq+b.c.opt.Window {
+		seq = last
+	}
+	var older []uint64
+	for _, pc := range vc.Prepared {
+		if p, err := pbft.DecodePrePrepare(pc.PrePrepare.Payload); err == nil && p.View < v {
+			older = append(older, p.Seq)
+		}
+	}
+	if len(older) > 0 {
+		seq = older[rng.IntN(len(older))]
+	}
+	// The smallest digest there is wins every tie on the view.
+	fake := wire.Digest{31: 1}
+	pp := b.seal(wire.KindPrePrepare, &pbft.PrePrepare{View: v, Seq: seq, Digest: fake})
 	var prepares []*wire.Envelope
 	q := pbft.Quorum(b.c.opt.N)
 	for _, j := range b.others() {
 		if len(prepares) >= q-1 || rng.IntN(4) == 0 {
 			continue
 		}
-		e := b.seal(wire.KindPrepare, &pbft.Prepare{View: v, Seq: seq, Digest: pbft.NullDigest})
+		e := b.seal(wire.KindPrepare, &pbft.Prepare{View: v, Seq: seq, Digest: fake})
 		e.Author = b.c.pubs[j] // forged: signed with our key
 		prepares = append(prepares, e)
 	}

@@ -167,6 +167,12 @@ func (o *observer) onHardState(n *node, hs *pbft.HardState) {
 // checkBounds checks the memory bounds and that nothing outside (h, H] entered the log.
 func (o *observer) checkBounds(n *node) {
 	st := n.rep.Stats()
+	if st.SafetyAlarms > 0 && n.correct() {
+		o.violation("agreement: %s saw a NEW-VIEW or certificate contradicting a batch it committed", n.name)
+	}
+	if st.Divergences > 0 && n.correct() {
+		o.violation("checkpoints: %s's state diverged from a certified checkpoint", n.name)
+	}
 	cfg := o.c.config(n.idx).WithDefaults()
 	L := int(cfg.Window)
 	switch {
