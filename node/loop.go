@@ -302,6 +302,9 @@ func (n *Node) onSoftState(s pbft.SoftState) {
 	}
 	if s.Status != pbft.StatusSyncing && n.sync != nil {
 		// Caught up (by the transfer, or by itself): a transfer still running has nothing left to do.
+		if s.LastExecuted >= n.sync.target.Seq {
+			n.sync.caughtUp.Store(true)
+		}
 		n.stopSync()
 	}
 	if s.Stable != old.Stable {

@@ -64,6 +64,9 @@ type syncer struct {
 	peer    atomic.Int64
 	bad     map[int]bool // peers that failed a check in this transfer
 	rot     int
+	// caughtUp is set when the loop stops the transfer because the replica holds the target state (the
+	// transfer delivered it, or the engine's own catching up overtook it).
+	caughtUp atomic.Bool
 }
 
 func (s *syncer) finished() bool {
@@ -131,7 +134,7 @@ func (s *syncer) run(ctx context.Context) {
 		} else {
 			err = s.syncSnapshot(ctx)
 		}
-		if err == nil {
+		if err == nil || s.caughtUp.Load() {
 			n.metrics.syncs.WithLabelValues(method, "ok").Inc()
 			d := time.Since(s.started)
 			n.log.Info("state transfer done", "target", st.Seq, "method", method, "blocks_behind", st.Seq-st.Applied,
