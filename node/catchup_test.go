@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/p2pbft/p2pbft/node/config"
+	"github.com/p2pbft/p2pbft/node/statesync"
 	"github.com/p2pbft/p2pbft/node/store"
 )
 
@@ -76,5 +78,80 @@ func TestCatchUpStateTransfer(t *testing.T) {
 				t.Fatalf("app digests differ at %d", a.Height)
 			}
 		})
+	}
+}
+
+// Peers that lie during a state transfer are skipped: replica 0 serves well-formed chunks of the wrong
+// state (caught by the certified digest when the restore finishes), replica 1 first a manifest whose
+// anchor block links elsewhere (outvoted: f+1 manifests must agree on it), then garbage chunks (refused
+// one by one, the transfer moving on to another peer from the same cursor). Replica 3 still copies the
+// right state.
+func TestCatchUpDespiteLyingPeers(t *testing.T) {
+	c := newCluster(t, 4, func(cfg *config.Config) {
+		cfg.StateSync.BlockSyncMax = 0
+		cfg.StateSync.ChunkBytes = 4 << 10
+	})
+	c.value = strings.Repeat("y", 200)
+	var lied0, lied1 atomic.Int32
+	c.hooks[0] = &hooks{serve: func(r *statesync.Response) error {
+		if r.Type == statesync.TypeChunk {
+			lied0.Add(1)
+			r.Data, r.More = []byte{0x81, 0x80}, false // a valid, empty last chunk: the state ends early
+		}
+		return nil
+	}}
+	c.hooks[1] = &hooks{serve: func(r *statesync.Response) error {
+		switch r.Type {
+		case statesync.TypeChunk:
+			lied1.Add(1)
+			r.Data = []byte("garbage")
+		case statesync.TypeManifest:
+			if lied0.Load() > 0 {
+				return nil // honest manifests later, so that the garbage chunks get asked for
+			}
+			blk, err := store.DecodeBlock(r.Block)
+			if err != nil {
+				return err
+			}
+			blk.Prev[0] ^= 1 // the certificate still checks out; the hash does not agree with the others'
+			r.Block, _ = blk.Marshal()
+		}
+		return nil
+	}}
+	// The honest replica serves chunks only once the liars had their turn, so the transfer meets them.
+	c.hooks[2] = &hooks{serve: func(r *statesync.Response) error {
+		if r.Type == statesync.TypeChunk && (lied0.Load() == 0 || lied1.Load() == 0) {
+			return errors.New("busy")
+		}
+		return nil
+	}}
+	c.startAll()
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	if err := c.load(ctx, "a", 4, 3); err != nil {
+		t.Fatal(err)
+	}
+	c.stop(3)
+	behind := c.nodes[0].Status().Height
+	c.loadUntil(ctx, 0, behind+3*c.cfgs[0].Consensus.Window+5, "b")
+	n3 := c.start(3)
+	c.waitConnected(30 * time.Second)
+	c.waitHeight(c.nodes[0].Status().Height, 60*time.Second)
+	waitFor(t, 10*time.Second, "a snapshot state transfer", func() bool {
+		return counterValue(n3.metrics.syncs.WithLabelValues("snapshot", "ok")) >= 1
+	})
+	if err := c.load(ctx, "c", 2, 3); err != nil {
+		t.Fatal(err)
+	}
+	c.waitHeight(c.nodes[0].Status().Height, 30*time.Second)
+	c.checkAgreement()
+	if lied0.Load() == 0 {
+		t.Fatal("the transfer never asked the peer serving the wrong state")
+	}
+	if got := counterValue(n3.metrics.syncs.WithLabelValues("snapshot", "failed")); got < 1 {
+		t.Fatalf("%v failed attempts: the wrong state was not caught", got)
+	}
+	if lied1.Load() == 0 {
+		t.Fatal("the transfer never asked the peer serving garbage chunks")
 	}
 }

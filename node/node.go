@@ -20,6 +20,7 @@ import (
 	"github.com/p2pbft/p2pbft/node/app"
 	"github.com/p2pbft/p2pbft/node/app/kv"
 	"github.com/p2pbft/p2pbft/node/config"
+	"github.com/p2pbft/p2pbft/node/statesync"
 	"github.com/p2pbft/p2pbft/node/store"
 	"github.com/p2pbft/p2pbft/p2p"
 	"github.com/p2pbft/p2pbft/pbft"
@@ -121,6 +122,8 @@ type hooks struct {
 	executed func(seq uint64)
 	// stepped sees every message handed to the engine.
 	stepped func(e *wire.Envelope)
+	// serve may change a state-transfer response before it is signed (a lying peer), or refuse it.
+	serve func(r *statesync.Response) error
 }
 
 const (

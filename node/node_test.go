@@ -2,7 +2,9 @@ package node
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -59,6 +61,26 @@ func TestClusterCommits(t *testing.T) {
 		if st.Mode != "normal" || len(st.Peers) != 3 {
 			t.Fatalf("replica %d: status %+v", n.self, st)
 		}
+	}
+	// Metrics: the node's and the p2p host's families are on the registry.
+	mfs, err := c.nodes[1].Gatherer().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	have := map[string]bool{}
+	for _, mf := range mfs {
+		have[mf.GetName()] = true
+	}
+	for _, name := range []string{"p2pbft_blocks_committed_total", "p2pbft_requests_executed_total", "p2pbft_batch_requests",
+		"p2pbft_request_latency_seconds", "p2pbft_view_changes_total", "p2pbft_consensus_messages_total",
+		"p2pbft_consensus_sends_total", "p2pbft_height", "p2pbft_view", "p2pbft_mode", "p2pbft_stable_checkpoint",
+		"p2pbft_signatures_verified_total", "p2pbft_p2p_messages_total", "p2pbft_p2p_connected_replicas"} {
+		if !have[name] {
+			t.Errorf("metric %s missing", name)
+		}
+	}
+	if js, err := json.Marshal(c.nodes[1].Status()); err != nil || !strings.Contains(string(js), `"mode":"normal"`) {
+		t.Fatalf("status JSON %s, %v", js, err)
 	}
 	// Every value is readable at every replica without consensus.
 	for _, n := range c.running() {

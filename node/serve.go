@@ -108,5 +108,10 @@ func (n *Node) serveState(r *statesync.Request) (*wire.Envelope, error) {
 	default:
 		return nil, errors.New("node: unknown state request")
 	}
+	if n.hooks != nil && n.hooks.serve != nil {
+		if err := n.hooks.serve(resp); err != nil {
+			return nil, err
+		}
+	}
 	return statesync.NewResponse(n.key, n.chainID, resp)
 }

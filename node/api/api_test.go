@@ -490,3 +490,64 @@ func TestServeAndAddrInUse(t *testing.T) {
 		t.Fatal("still listening after Serve returned")
 	}
 }
+
+// fakeRelay records the requests relayed to other replicas.
+type fakeRelay struct {
+	mu    sync.Mutex
+	calls map[int][]wire.Digest
+	all   chan struct{}
+	once  sync.Once
+}
+
+func (r *fakeRelay) Peers() []int { return []int{0, 2, 3} }
+
+func (r *fakeRelay) Send(ctx context.Context, i int, req *wire.Envelope) error {
+	r.mu.Lock()
+	r.calls[i] = append(r.calls[i], req.ID())
+	if len(r.calls) == 3 {
+		r.once.Do(func() { close(r.all) })
+	}
+	r.mu.Unlock()
+	<-ctx.Done() // a replica answers once it executed: here, never before the test is done
+	return ctx.Err()
+}
+
+// A transaction the local replica does not execute in time (its primary is gone, say) is relayed to
+// every other replica, so that they too start their view-change timers; one that executes at once is not.
+func TestRelayOnTimeout(t *testing.T) {
+	relay := &fakeRelay{calls: map[int][]wire.Digest{}, all: make(chan struct{})}
+	e := newEnv(t, Options{Relay: relay, RetryTimeout: 50 * time.Millisecond})
+	var r TxResponse
+	if code := e.tx(`{"op":{"type":"put","key":"fast","value":"1"}}`, &r); code != 200 {
+		t.Fatalf("fast put: %d", code)
+	}
+	relay.mu.Lock()
+	if len(relay.calls) != 0 {
+		t.Fatalf("a transaction that executed at once was relayed: %v", relay.calls)
+	}
+	relay.mu.Unlock()
+
+	// The local replica executes only once every other replica has been sent the request.
+	e.f.submitFn = func(ctx context.Context, env *wire.Envelope) (*wire.Envelope, error) {
+		select {
+		case <-relay.all:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		req, err := e.f.check(env)
+		if err != nil {
+			return nil, err
+		}
+		return e.f.execute(env, req)
+	}
+	if code := e.tx(`{"op":{"type":"put","key":"slow","value":"2"}}`, &r); code != 200 || r.Result.Status != "ok" {
+		t.Fatalf("slow put: %d %+v", code, r)
+	}
+	relay.mu.Lock()
+	defer relay.mu.Unlock()
+	for _, i := range relay.Peers() {
+		if len(relay.calls[i]) != 1 || hexDigest(relay.calls[i][0]) != r.ID {
+			t.Fatalf("replica %d was relayed %v, want the request %s once", i, relay.calls[i], r.ID)
+		}
+	}
+}

@@ -177,7 +177,7 @@ func (s *Server) submitEnvelope(ctx context.Context, w http.ResponseWriter, env 
 		writeJSON(w, http.StatusAccepted, s.accepted(env))
 		return
 	}
-	reply, err := s.b.Submit(ctx, env)
+	reply, err := s.submit(ctx, env)
 	if err != nil {
 		s.fail(w, err)
 		return
@@ -206,7 +206,7 @@ func (s *Server) submitOp(ctx context.Context, w http.ResponseWriter, op []byte,
 	}
 	if wait {
 		defer s.sessions.Release(sess)
-		reply, err := s.b.Submit(ctx, env)
+		reply, err := s.submit(ctx, env)
 		if err != nil {
 			s.fail(w, err)
 			return
@@ -227,7 +227,7 @@ func (s *Server) submitOp(ctx context.Context, w http.ResponseWriter, op []byte,
 		defer cancel()
 		// Submitting the same envelope again waits for its execution (a replica treats the repeat as a
 		// duplicate of the pending request, or answers it from its reply cache).
-		if _, err := s.b.Submit(ctx, env); err != nil && s.ctx.Err() == nil {
+		if _, err := s.submit(ctx, env); err != nil && s.ctx.Err() == nil {
 			s.log.Warn("async transaction did not execute in time", "client", sess.Key().PeerID(), "err", err)
 		}
 	}()

@@ -18,6 +18,7 @@ import (
 	"github.com/p2pbft/p2pbft/identity"
 	"github.com/p2pbft/p2pbft/node"
 	"github.com/p2pbft/p2pbft/node/store"
+	"github.com/p2pbft/p2pbft/p2p"
 	"github.com/p2pbft/p2pbft/wire"
 )
 
@@ -53,6 +54,46 @@ type Options struct {
 	MaxBodyBytes int64
 	// Logger receives the API's logs. Default slog.Default().
 	Logger *slog.Logger
+	// Relay makes a submission known to the other replicas when the local replica has not executed it
+	// after RetryTimeout (see Relay). Default: the backend's p2p host, if it has one (*node.Node does).
+	Relay Relay
+	// RetryTimeout is how long a submission waits for the local replica before it is relayed to the
+	// others; relays repeat at this interval, doubling up to 8s. Default 1s.
+	RetryTimeout time.Duration
+}
+
+// Relay sends a request to other replicas: PBFT's client broadcast on timeout, which the API does on
+// behalf of the transactions it submits. A replica forwards a client request only to the primary, so if
+// the primary is faulty, only replicas that know the request will start their view-change timers: a
+// request that reached one replica alone could wait forever.
+type Relay interface {
+	// Peers returns the replicas to relay to (all but the local one).
+	Peers() []int
+	// Send sends the request to replica i and returns when it answered (its reply is not used: the API
+	// returns the local replica's).
+	Send(ctx context.Context, i int, req *wire.Envelope) error
+}
+
+// hostRelay relays over the node's p2p host (the request protocol).
+type hostRelay struct {
+	h    *p2p.Host
+	g    *identity.Genesis
+	self int
+}
+
+func (r hostRelay) Peers() []int {
+	var out []int
+	for i := range r.g.N() {
+		if i != r.self {
+			out = append(out, i)
+		}
+	}
+	return out
+}
+
+func (r hostRelay) Send(ctx context.Context, i int, req *wire.Envelope) error {
+	_, err := r.h.Request(ctx, r.g.PeerID(i), req)
+	return err
 }
 
 func (o Options) withDefaults() Options {
@@ -73,6 +114,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
+	}
+	if o.RetryTimeout <= 0 {
+		o.RetryTimeout = time.Second
 	}
 	return o
 }
@@ -111,6 +155,14 @@ func New(b Backend, opts Options) (*Server, error) {
 	v, err := g.NewVerifier()
 	if err != nil {
 		return nil, fmt.Errorf("api: %w", err)
+	}
+	if opts.Relay == nil {
+		if hb, ok := b.(interface {
+			Host() *p2p.Host
+			Replica() int
+		}); ok && hb.Host() != nil {
+			opts.Relay = hostRelay{h: hb.Host(), g: g, self: hb.Replica()}
+		}
 	}
 	s := &Server{b: b, opts: opts, log: opts.Logger.With("component", "api"), chainID: g.ChainID(), g: g,
 		verifier: v, sessions: sessions}
@@ -204,4 +256,61 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	<-errc
 	s.Close()
 	return nil
+}
+
+// submit hands a request to the local replica and waits for its reply. If the reply does not come within
+// RetryTimeout, the request is relayed to every other replica (again at growing intervals, to those whose
+// earlier relay ended), so that a faulty primary is replaced: see Relay.
+func (s *Server) submit(ctx context.Context, env *wire.Envelope) (*wire.Envelope, error) {
+	type result struct {
+		env *wire.Envelope
+		err error
+	}
+	local := make(chan result, 1)
+	go func() {
+		r, err := s.b.Submit(ctx, env)
+		local <- result{r, err}
+	}()
+	if s.opts.Relay == nil {
+		r := <-local
+		return r.env, r.err
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	peers := s.opts.Relay.Peers()
+	pending := make(map[int]bool, len(peers))
+	ended := make(chan int, len(peers))
+	retry := s.opts.RetryTimeout
+	timer := time.NewTimer(retry)
+	defer timer.Stop()
+	for {
+		select {
+		case r := <-local:
+			return r.env, r.err
+		case i := <-ended:
+			pending[i] = false
+		case <-timer.C:
+			n := 0
+			for _, i := range peers {
+				if pending[i] {
+					continue
+				}
+				pending[i] = true
+				n++
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					if err := s.opts.Relay.Send(rctx, i, env); err != nil && rctx.Err() == nil {
+						s.log.Debug("relay to a replica failed", "replica", i, "err", err)
+					}
+					ended <- i
+				}()
+			}
+			s.log.Debug("transaction not executed yet: relayed to the other replicas", "sent", n, "after", retry)
+			retry = min(2*retry, 8*time.Second)
+			timer.Reset(retry)
+		}
+	}
 }
