@@ -1,12 +1,14 @@
 package node
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/p2pbft/p2pbft/identity"
+	"github.com/p2pbft/p2pbft/node/app/kv"
 	"github.com/p2pbft/p2pbft/node/config"
 )
 
@@ -59,4 +61,45 @@ func TestNewErrors(t *testing.T) {
 
 	// After those failures the replica still starts from its home (start waits for Started).
 	c.start(3)
+}
+
+// After Run returns, the node refuses work with ErrStopped instead of touching its closed store; Run runs
+// once; Close on a node never run releases it.
+func TestLifecycle(t *testing.T) {
+	c := newCluster(t, 4, nil)
+	n := c.start(0)
+	c.stop(0)
+	if err := n.Run(t.Context()); !errors.Is(err, ErrStopped) {
+		t.Fatalf("second Run: %v", err)
+	}
+	if _, err := n.Block(1); !errors.Is(err, ErrStopped) {
+		t.Fatalf("Block after stop: %v", err)
+	}
+	q, _ := kv.EncodeOp(kv.Get([]byte("k")))
+	if _, _, err := n.Query(q); !errors.Is(err, ErrStopped) {
+		t.Fatalf("Query after stop: %v", err)
+	}
+	cl := c.client("late")
+	if _, err := n.Submit(t.Context(), cl.request(putOp(t, "k", "v"))); !errors.Is(err, ErrStopped) {
+		t.Fatalf("Submit after stop: %v", err)
+	}
+	if st := n.Status(); st.Replica != 0 || st.ChainID != testChain {
+		t.Fatalf("status after stop: %+v", st)
+	}
+	// A node that is never run: Close releases its store, so the home can be opened again.
+	m, err := New(c.cfgs[1], Options{Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Run(t.Context()); !errors.Is(err, ErrStopped) {
+		t.Fatalf("Run after Close: %v", err)
+	}
+	m2, err := New(c.cfgs[1], Options{Logger: testLogger(t)})
+	if err != nil {
+		t.Fatalf("reopen after Close: %v", err)
+	}
+	m2.Close()
 }

@@ -109,6 +109,9 @@ type Node struct {
 	runDone   chan struct{}      // closed when Run returns
 	closeOnce sync.Once
 	closeErr  error
+	// readMu keeps reads from other goroutines (Query, Block) off a store that is closing.
+	readMu sync.RWMutex
+	closed bool
 }
 
 // hooks let tests watch the loop and simulate crashes at chosen points.
@@ -351,6 +354,9 @@ func (n *Node) release() error {
 	if n.host != nil {
 		errs = append(errs, n.host.Close())
 	}
+	n.readMu.Lock()
+	n.closed = true
+	n.readMu.Unlock()
 	if n.pool != nil {
 		n.pool.close()
 	}

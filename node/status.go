@@ -104,6 +104,11 @@ func (n *Node) Query(q []byte) ([]byte, uint64, error) {
 	if n.querier == nil {
 		return nil, 0, ErrNoQuerier
 	}
+	n.readMu.RLock()
+	defer n.readMu.RUnlock()
+	if n.closed {
+		return nil, 0, ErrStopped
+	}
 	return n.querier.Query(q)
 }
 
@@ -112,6 +117,11 @@ func (n *Node) Query(q []byte) ([]byte, uint64, error) {
 func (n *Node) Block(height uint64) (*store.Block, error) {
 	if height == 0 {
 		return nil, fmt.Errorf("node: block 0: %w (blocks start at 1)", store.ErrNotFound)
+	}
+	n.readMu.RLock()
+	defer n.readMu.RUnlock()
+	if n.closed {
+		return nil, ErrStopped
 	}
 	return n.store.Block(height)
 }
