@@ -2,10 +2,10 @@ package testnet
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -193,4 +193,33 @@ func (n *Network) NewClient(key *identity.Key, log *slog.Logger, mutate func(*cl
 	return client.New(cfg)
 }
 
-var errNotRunning = errors.New("not running")
+// Put writes key=value through replica i's HTTP API and waits until that replica executed it.
+func (n *Network) Put(ctx context.Context, i int, key, value string) error {
+	body, _ := json.Marshal(api.TxRequest{Op: &api.Op{Type: "put", Key: key, Value: value}})
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, n.APIURL(i)+"/v1/tx", bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	hc := &http.Client{}
+	if d, ok := ctx.Deadline(); ok {
+		hc.Timeout = time.Until(d)
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return fmt.Errorf("testnet: %s: %w", n.man.Nodes[i].Name, err)
+	}
+	defer resp.Body.Close()
+	var tr api.TxResponse
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("testnet: %s: put: %s: %s", n.man.Nodes[i].Name, resp.Status, strings.TrimSpace(string(b)))
+	}
+	if err := json.Unmarshal(b, &tr); err != nil {
+		return err
+	}
+	if tr.Result == nil || tr.Result.Status != "ok" {
+		return fmt.Errorf("testnet: %s: put: result %+v", n.man.Nodes[i].Name, tr.Result)
+	}
+	return nil
+}
