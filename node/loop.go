@@ -260,9 +260,9 @@ func (n *Node) writeRecords(rd *pbft.Ready, b *store.Batch) error {
 	return nil
 }
 
-// send is the one place consensus messages leave the node: to one replica over a direct stream, to all of
-// them over direct streams or gossip (p2p.broadcast). An experiment that makes a replica misbehave wraps
-// this function.
+// send is the one place consensus messages leave the node: to one replica over a direct stream; to all of
+// them over direct streams or gossip, by kind (p2p.broadcast, p2p.gossip_kinds). An experiment that makes
+// a replica misbehave wraps this function.
 func (n *Node) send(m pbft.Message) {
 	if n.hooks != nil && n.hooks.sent != nil {
 		n.hooks.sent(m)
@@ -272,7 +272,7 @@ func (n *Node) send(m pbft.Message) {
 	switch {
 	case m.To != pbft.Broadcast:
 		err = n.host.SendToReplica(m.To, m.Env)
-	case n.cfg.P2P.Broadcast == "gossip":
+	case n.gossipKinds[m.Env.Kind]:
 		path = "gossip"
 		err = n.host.Multicast(n.runCtx, m.Env)
 	default:

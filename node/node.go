@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -58,6 +59,8 @@ type Node struct {
 	self      int
 	n, f      int
 	ckptK     uint64
+	// gossipKinds are the kinds broadcast over gossip (the rest over direct streams).
+	gossipKinds map[wire.Kind]bool
 
 	store    *store.Store
 	app      app.Application
@@ -218,6 +221,12 @@ func New(cfg config.Config, opts Options) (*Node, error) {
 		runCtx:    context.Background(),
 	}
 	n.waiters.m = make(map[waitKey][]*waiter)
+	n.gossipKinds = make(map[wire.Kind]bool)
+	for k := wire.Kind(1); k < 32; k++ {
+		if cfg.P2P.Broadcast == config.BroadcastGossip || slices.Contains(cfg.P2P.GossipKinds, k.String()) {
+			n.gossipKinds[k] = true
+		}
+	}
 	if err := n.open(opts); err != nil {
 		n.release()
 		return nil, err

@@ -30,6 +30,11 @@ func TestPrimaryStopViewChange(t *testing.T) {
 		if st.View == 0 || st.Primary == 0 || st.Mode != "normal" {
 			t.Fatalf("replica %d after the view change: %+v", n.self, st)
 		}
+		// View changes travel by gossip (p2p.gossip_kinds), the normal case by direct streams.
+		if counterValue(n.metrics.sends.WithLabelValues("view-change", "gossip", "ok")) < 1 ||
+			counterValue(n.metrics.sends.WithLabelValues("commit", "direct", "ok")) < 1 {
+			t.Fatalf("replica %d: view changes not gossiped or commits not sent directly", n.self)
+		}
 	}
 	c.start(0)
 	c.waitConnected(30 * time.Second)

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -62,7 +63,14 @@ type P2P struct {
 	// to each replica) or "gossip" (the chain's gossipsub topic). Messages to one replica always take a
 	// direct stream.
 	Broadcast string `toml:"broadcast"`
+	// GossipKinds are consensus message kinds broadcast over gossip whatever Broadcast says: rare
+	// messages whose delivery matters more than their cost, which gossip relays through other replicas
+	// when two replicas cannot reach each other directly.
+	GossipKinds []string `toml:"gossip_kinds"`
 }
+
+// ConsensusKinds are the message kinds a replica broadcasts (the names GossipKinds takes).
+var ConsensusKinds = []string{"pre-prepare", "prepare", "commit", "checkpoint", "view-change", "new-view"}
 
 // Broadcast paths.
 const (
@@ -151,6 +159,7 @@ func Default() Config {
 			External:       []string{},
 			MaxMessageSize: 4 << 20,
 			Broadcast:      BroadcastDirect,
+			GossipKinds:    []string{"view-change", "new-view"},
 		},
 		Consensus: Consensus{
 			Tick:               10 * time.Millisecond,
@@ -254,6 +263,11 @@ func (c Config) Validate() error {
 	case BroadcastDirect, BroadcastGossip:
 	default:
 		bad("p2p.broadcast", "%q is not one of %s, %s", c.P2P.Broadcast, BroadcastDirect, BroadcastGossip)
+	}
+	for _, k := range c.P2P.GossipKinds {
+		if !slices.Contains(ConsensusKinds, k) {
+			bad("p2p.gossip_kinds", "%q is not one of %s", k, strings.Join(ConsensusKinds, ", "))
+		}
 	}
 	cs := c.Consensus
 	if cs.Tick < time.Millisecond || cs.Tick > time.Second {

@@ -39,6 +39,10 @@ max_message_size = {{.P2P.MaxMessageSize}}
 # in CPU when replicas are fully connected, which the node keeps them) or "gossip" (the chain's gossipsub
 # topic, which also relays through other replicas). Messages to one replica always use a direct stream.
 broadcast = {{q .P2P.Broadcast}}
+# Message kinds broadcast over gossip whatever "broadcast" says: rare ones whose delivery matters more than
+# their cost, since gossip relays them through other replicas when two replicas cannot reach each other.
+# Kinds: pre-prepare, prepare, commit, checkpoint, view-change, new-view.
+gossip_kinds = {{list .P2P.GossipKinds}}
 
 [consensus]
 # The engine's unit of time; every timer is rounded up to whole ticks.
