@@ -327,6 +327,7 @@ func (r *Replica) Tick() {
 func (r *Replica) afterInput() {
 	r.tryDeliver()
 	r.maybePropose()
+	r.tryDeliver() // a single replica (n=1) commits its own proposals at once
 }
 
 // HasReady reports whether Ready has something for the driver. It is false while a Ready is out and Advance

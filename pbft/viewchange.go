@@ -184,6 +184,13 @@ func (r *Replica) validViewChange(e *wire.Envelope, vc *ViewChange) (*ViewChange
 }
 
 func (r *Replica) onViewChange(e *wire.Envelope, from int) error {
+	if l := r.latestVC[from]; l != nil && l.id == e.ID() {
+		// A retransmission of what we hold: skip the decoding.
+		if l.view < r.view || (l.view == r.view && r.active) {
+			r.serveNewView(from)
+		}
+		return r.reject(e.Kind, ReasonDuplicate, nil)
+	}
 	vc, err := DecodeViewChange(e.Payload)
 	if err != nil {
 		return r.reject(e.Kind, ReasonMalformed, err)

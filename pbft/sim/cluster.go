@@ -39,6 +39,7 @@ type Cluster struct {
 
 	net   network
 	obs   *observer
+	cfgs  []pbft.Config
 	trace io.Writer
 	// Configure, if set, adjusts every replica's configuration (tests use it).
 	Configure func(*pbft.Config)
@@ -123,6 +124,15 @@ func NewCluster(opt Options, trace io.Writer) *Cluster {
 
 // config returns replica i's configuration.
 func (c *Cluster) config(i int) pbft.Config {
+	if c.cfgs == nil {
+		for j := 0; j < c.opt.N; j++ {
+			c.cfgs = append(c.cfgs, c.makeConfig(j))
+		}
+	}
+	return c.cfgs[i]
+}
+
+func (c *Cluster) makeConfig(i int) pbft.Config {
 	cfg := pbft.Config{
 		ChainID:            chainID,
 		Replicas:           c.pubs,
@@ -143,7 +153,7 @@ func (c *Cluster) config(i int) pbft.Config {
 	if c.Configure != nil {
 		c.Configure(&cfg)
 	}
-	return cfg
+	return cfg.WithDefaults()
 }
 
 // Run runs the simulation to its end and returns the result.
@@ -180,6 +190,11 @@ func (c *Cluster) tick() {
 			}
 			n.rep.Tick()
 			n.process()
+		}
+	}
+	for _, n := range c.nodes {
+		if n.up {
+			c.obs.checkBounds(n)
 		}
 	}
 	if c.now > c.healAt && c.obs.done() {
@@ -349,9 +364,6 @@ func (n *node) process() {
 			n.c.tracef("%s %+v", n.name, *rd.SoftState)
 		}
 		n.rep.Advance()
-	}
-	if n.up {
-		n.c.obs.checkBounds(n)
 	}
 }
 

@@ -173,7 +173,7 @@ func (o *observer) checkBounds(n *node) {
 	if st.Divergences > 0 && n.correct() {
 		o.violation("checkpoints: %s's state diverged from a certified checkpoint", n.name)
 	}
-	cfg := o.c.config(n.idx).WithDefaults()
+	cfg := o.c.config(n.idx)
 	L := int(cfg.Window)
 	switch {
 	case st.Slots > 3*L:
