@@ -80,7 +80,7 @@ resume, nodes). NAME is node0 ... nodeN-1 (or the index).`,
 	f.StringVar(&o.chainID, "chain-id", "p2pbft-testnet", "chain ID, when the folder is created")
 	f.BoolVar(&o.reset, "reset", false, "delete the testnet in the folder and create a new one")
 	f.StringVar(&o.bin, "bin", "", "the p2pbft binary the replicas run (default: this program)")
-	f.Float64Var(&o.loadRate, "load-rate", 20, "demo load: target requests per second")
+	f.Float64Var(&o.loadRate, "load-rate", 20, "demo load: target requests per second; 0 runs closed-loop, as fast as replies come")
 	f.IntVar(&o.loadWorkers, "load-workers", 4, "demo load: concurrent requests")
 	f.BoolVar(&o.noLoad, "no-load", false, "do not drive a demo load")
 	f.BoolVar(&o.noStdin, "no-stdin", false, "do not read commands from standard input")
@@ -311,7 +311,8 @@ func runTestnet(ctx context.Context, cmd *cobra.Command, o *testnetOptions, opts
 
 	var load *testnet.Load
 	var cl *client.Client
-	if !o.noLoad && o.loadRate > 0 {
+	loadStart := time.Now()
+	if !o.noLoad {
 		cl, err = net.NewClient(nil, slog.New(slog.NewTextHandler(io.Discard, nil)), func(c *client.Config) {
 			c.Sessions = max(1, o.loadWorkers)
 		})
@@ -325,7 +326,11 @@ func runTestnet(ctx context.Context, cmd *cobra.Command, o *testnetOptions, opts
 			shutdown()
 			return err
 		}
-		say("demo load: %.0f puts/s from %d concurrent clients, each accepted on f+1 matching replies", o.loadRate, o.loadWorkers)
+		if o.loadRate > 0 {
+			say("demo load: %.0f puts/s from %d concurrent clients, each accepted on f+1 matching replies", o.loadRate, o.loadWorkers)
+		} else {
+			say("load: %d concurrent clients, closed loop (each sends its next put when the last is accepted on f+1 matching replies)", o.loadWorkers)
+		}
 	}
 
 	quit := make(chan struct{})
@@ -337,8 +342,17 @@ func runTestnet(ctx context.Context, cmd *cobra.Command, o *testnetOptions, opts
 
 	if load != nil {
 		load.Stop()
-		acked, failed, _ := load.Counts()
-		say("demo load: %d puts acknowledged, %d failed", acked, failed)
+		elapsed := time.Since(loadStart)
+		acks := load.Acked()
+		_, failed, _ := load.Counts()
+		lat := make([]time.Duration, len(acks))
+		for i, a := range acks {
+			lat[i] = a.Latency
+		}
+		slices.Sort(lat)
+		say("load: %d puts acknowledged in %s (%.1f/s), %d failed; latency p50 %s p90 %s p99 %s max %s",
+			len(acks), elapsed.Round(time.Millisecond), float64(len(acks))/elapsed.Seconds(), failed,
+			fmtMs(testnet.Percentile(lat, 0.5)), fmtMs(testnet.Percentile(lat, 0.9)), fmtMs(testnet.Percentile(lat, 0.99)), fmtMs(testnet.Percentile(lat, 1)))
 		cl.Close()
 	}
 	shutdown()

@@ -107,8 +107,12 @@ func TestTxPutGetDeleteCAS(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// curl -d sends JSON as application/x-www-form-urlencoded.
+	if code := e.do("POST", "/v1/tx", "application/x-www-form-urlencoded", []byte(`{"op":{"type":"get","key":"color"}}`), &r); code != 200 || r.Result.Value != "red" {
+		t.Fatalf("curl-style post: %d %+v", code, r)
+	}
 	var kvr KVResponse
-	if code := e.do("GET", "/v1/kv/color", "", nil, &kvr); code != 200 || !kvr.Found || kvr.Value != "red" || kvr.Height != 1 {
+	if code := e.do("GET", "/v1/kv/color", "", nil, &kvr); code != 200 || !kvr.Found || kvr.Value != "red" || kvr.Height != 2 {
 		t.Fatalf("local get: %d %+v", code, kvr)
 	}
 	if code := e.do("GET", "/v1/kv/nope", "", nil, &kvr); code != 404 || kvr.Found {

@@ -116,7 +116,8 @@ func (s *Server) handleTx(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		s.submitEnvelope(ctx, w, env, wait)
-	case "application/json":
+	case "application/json", "application/x-www-form-urlencoded":
+		// (The second is what `curl -d` sends by default; the body is JSON all the same.)
 		var req TxRequest
 		dec := json.NewDecoder(strings.NewReader(string(body)))
 		dec.DisallowUnknownFields()
