@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -24,7 +25,7 @@ import (
 //	go test -run '^$' -bench Cluster -benchtime 20000x ./node/
 func BenchmarkCluster(b *testing.B) {
 	for _, sync := range []bool{true, false} {
-		for _, clients := range []int{256, 1024} {
+		for _, clients := range []int{64, 256, 1024} {
 			for _, path := range []string{config.BroadcastDirect, config.BroadcastGossip} {
 				b.Run(fmt.Sprintf("fsync=%v/clients=%d/broadcast=%s", sync, clients, path), func(b *testing.B) {
 					benchCluster(b, clients, func(cfg *config.Config) {
@@ -52,6 +53,7 @@ func benchCluster(b *testing.B, clients int, mutate func(*config.Config)) {
 	f := c.genesis.F()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
+	lat := make([][]time.Duration, clients)
 	b.ResetTimer()
 	start := time.Now()
 	var wg sync.WaitGroup
@@ -60,16 +62,27 @@ func benchCluster(b *testing.B, clients int, mutate func(*config.Config)) {
 		go func() {
 			defer wg.Done()
 			for _, req := range reqs[i] {
+				t0 := time.Now()
 				if err := submitQuorum(ctx, c.nodes, req, f+1); err != nil {
 					b.Error(err)
 					return
 				}
+				lat[i] = append(lat[i], time.Since(t0))
 			}
 		}()
 	}
 	wg.Wait()
 	el := time.Since(start)
 	b.StopTimer()
+	var all []time.Duration
+	for _, l := range lat {
+		all = append(all, l...)
+	}
+	slices.Sort(all)
+	if len(all) > 0 {
+		b.ReportMetric(float64(all[len(all)/2].Microseconds())/1000, "p50-ms")
+		b.ReportMetric(float64(all[len(all)*99/100].Microseconds())/1000, "p99-ms")
+	}
 	total := clients * per
 	b.ReportMetric(float64(total)/el.Seconds(), "req/s")
 	n0 := c.nodes[0]

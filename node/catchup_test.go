@@ -68,8 +68,14 @@ func TestCatchUpStateTransfer(t *testing.T) {
 					t.Fatalf("after replaying blocks, block %d: %v", behind+1, err)
 				}
 			}
-			// It takes part again: commits go on with all four.
+			// It takes part again: commits go on with all four; and it restarts from what it copied.
 			if err := c.load(ctx, "c", 4, 5); err != nil {
+				t.Fatal(err)
+			}
+			c.stop(3)
+			n3 = c.start(3)
+			c.waitConnected(30 * time.Second)
+			if err := c.load(ctx, "d", 4, 5); err != nil {
 				t.Fatal(err)
 			}
 			c.waitHeight(c.nodes[0].Status().Height, 30*time.Second)

@@ -82,6 +82,17 @@ func TestClusterCommits(t *testing.T) {
 	if js, err := json.Marshal(c.nodes[1].Status()); err != nil || !strings.Contains(string(js), `"mode":"normal"`) {
 		t.Fatalf("status JSON %s, %v", js, err)
 	}
+	// Old application snapshots are released as checkpoints become stable: a replica keeps the last two
+	// stable ones and any above them.
+	for _, n := range c.running() {
+		snaps, err := n.app.Snapshots()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(snaps) == 0 || len(snaps) > 2+int(c.cfgs[0].Consensus.Window/c.cfgs[0].Consensus.CheckpointInterval) {
+			t.Fatalf("replica %d keeps %d application snapshots: %v", n.self, len(snaps), snaps)
+		}
+	}
 	// Every value is readable at every replica without consensus.
 	for _, n := range c.running() {
 		q, _ := kv.EncodeOp(kv.Get([]byte("k3-7")))

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"flag"
 	"fmt"
 	"sort"
 	"sync"
@@ -54,22 +55,27 @@ func (tr *tracer) hooks(i int) *hooks {
 	}
 }
 
-// BenchmarkClusterPhases is a diagnostic: it runs the same load as BenchmarkCluster (1024 clients, no
-// fsync) and reports, as medians over the sequence numbers 10-199, where a batch's time goes: from the
+// BenchmarkClusterPhases is a diagnostic: it runs the same load as BenchmarkCluster (-phases.clients,
+// -phases.fsync) and reports, as medians over the sequence numbers 10-199, where a batch's time goes: from the
 // primary sending the pre-prepare to replica 1 handing it to its engine (pp->recv: transport and ingress),
 // to replica 1 sending its prepare (pp->prep), its commit (prep->commit) and executing it (commit->exec),
 // and from pre-prepare to execution at the primary (pp->exec0).
 //
 //	go test -run '^$' -bench ClusterPhases -benchtime 10000x ./node/
+var (
+	phasesClients = flag.Int("phases.clients", 1024, "BenchmarkClusterPhases: concurrent clients")
+	phasesSync    = flag.Bool("phases.fsync", false, "BenchmarkClusterPhases: fsync the store")
+)
+
 func BenchmarkClusterPhases(b *testing.B) {
 	tr := &tracer{ev: map[string]time.Time{}}
 	var c *cluster
 	mut := func(cfg *config.Config) {
 		cfg.Consensus = config.Default().Consensus
-		cfg.Store.Sync = false
+		cfg.Store.Sync = *phasesSync
 	}
 	_ = c
-	clients := 1024
+	clients := *phasesClients
 	cc := newCluster(b, 4, mut)
 	for i := range 4 {
 		cc.hooks[i] = tr.hooks(i)
