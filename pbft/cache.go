@@ -1,6 +1,10 @@
 package pbft
 
-import "github.com/p2pbft/p2pbft/wire"
+import (
+	"crypto/sha256"
+
+	"github.com/p2pbft/p2pbft/wire"
+)
 
 // verifiedKey names a checked signature: the envelope ID (its signed content) and the signature bytes. The
 // signature is part of the key so that an authentic statement carrying mangled signature bytes is not taken
@@ -55,3 +59,17 @@ func (c *verifiedCache) add(id wire.Digest, e *wire.Envelope) {
 }
 
 func (c *verifiedCache) len() int { return len(c.cur) + len(c.old) }
+
+// envelopeID computes e.ID() without allocating: sha256 over the same signed string.
+func envelopeID(e *wire.Envelope) wire.Digest {
+	pd := e.PayloadDigest()
+	var buf [len(wire.DomainTag) + 2 + wire.MaxChainIDLen + 2 + 2 + wire.PublicKeySize + 32]byte
+	b := append(buf[:0], wire.DomainTag...)
+	b = append(b, byte(len(e.ChainID)>>8), byte(len(e.ChainID)))
+	b = append(b, e.ChainID...)
+	b = append(b, byte(e.Kind>>8), byte(e.Kind))
+	b = append(b, byte(len(e.Author)>>8), byte(len(e.Author)))
+	b = append(b, e.Author...)
+	b = append(b, pd[:]...)
+	return sha256.Sum256(b)
+}

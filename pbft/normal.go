@@ -102,7 +102,7 @@ func (r *Replica) parseBatch(body []byte) (*batch, error) {
 	reqs := make([]*request, len(envs))
 	ids := make([]wire.Digest, len(envs))
 	for i, e := range envs {
-		q, err := r.checkRequest(e, false)
+		q, err := r.checkRequest(e)
 		if err != nil {
 			return nil, fmt.Errorf("request %d: %w", i, err)
 		}
@@ -126,12 +126,13 @@ func (r *Replica) checkBatch(body []byte, digest wire.Digest, verifySigs bool) (
 	if verifySigs {
 		var todo []*wire.Envelope
 		for _, q := range b.reqs {
-			if !r.vcache.has(q.id, q.env) {
+			if !r.verifiedRequest(q) {
 				todo = append(todo, q.env)
 			}
 		}
 		if len(todo) > 0 {
-			if err := r.verifyEnvelopes(todo); err != nil {
+			// Not cached: learnRequests makes them pending, which remembers they were verified.
+			if err := r.verify(todo, false); err != nil {
 				return nil, fmt.Errorf("request signature: %w", err)
 			}
 		}
@@ -195,7 +196,7 @@ func (r *Replica) onPrePrepare(e *wire.Envelope, from int) error {
 	}
 	s.pp, s.digest = e.WithoutBody(), p.Digest
 	s.addBatch(b)
-	r.vcache.add(e.ID(), e)
+	r.vcache.add(envelopeID(e), e)
 	r.persist(Entry{Seq: p.Seq, Env: e})
 	r.learnRequests(b)
 	r.sendPrepare(s)
@@ -279,7 +280,7 @@ func (r *Replica) onVote(e *wire.Envelope, from int) error {
 		return r.reject(e.Kind, ReasonDuplicate, nil)
 	}
 	votes[from] = vote{env: e.WithoutBody(), digest: d}
-	r.vcache.add(e.ID(), e)
+	r.vcache.add(envelopeID(e), e)
 	r.persist(Entry{Seq: seq, Env: e.WithoutBody()})
 	r.checkPrepared(s)
 	r.checkCommitted(s)

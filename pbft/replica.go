@@ -424,16 +424,19 @@ func (r *Replica) sign(kind wire.Kind, payload any) (*wire.Envelope, error) {
 		return nil, err
 	}
 	// Our own messages end up in certificates we check later.
-	r.vcache.add(e.ID(), e)
+	r.vcache.add(envelopeID(e), e)
 	return e, nil
 }
 
 // verifyEnvelopes checks the signatures of embedded envelopes, using and filling the verified cache.
-func (r *Replica) verifyEnvelopes(es []*wire.Envelope) error {
+func (r *Replica) verifyEnvelopes(es []*wire.Envelope) error { return r.verify(es, true) }
+
+// verify checks signatures not known to be valid; remember adds the valid ones to the verified cache.
+func (r *Replica) verify(es []*wire.Envelope, remember bool) error {
 	var todo []*wire.Envelope
 	var ids []wire.Digest
 	for _, e := range es {
-		id := e.ID()
+		id := envelopeID(e)
 		if !r.vcache.has(id, e) {
 			todo = append(todo, e)
 			ids = append(ids, id)
@@ -452,8 +455,10 @@ func (r *Replica) verifyEnvelopes(es []*wire.Envelope) error {
 	if err != nil {
 		return err
 	}
-	for i, e := range todo {
-		r.vcache.add(ids[i], e)
+	if remember {
+		for i, e := range todo {
+			r.vcache.add(ids[i], e)
+		}
 	}
 	return nil
 }

@@ -1,6 +1,7 @@
 package pbft
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 
@@ -160,9 +161,9 @@ func requestSize(e *wire.Envelope) int {
 	return len(e.Payload) + len(e.ChainID) + len(e.Author) + len(e.Sig) + 16
 }
 
-// checkRequest checks a client request envelope and returns its parsed form. verified says the signature was
-// already checked (by the driver, or because a certificate covers it).
-func (r *Replica) checkRequest(e *wire.Envelope, verified bool) (*request, error) {
+// checkRequest checks a client request envelope's form and returns its parsed form (the pending one if this
+// replica holds the same request). It does not check the signature.
+func (r *Replica) checkRequest(e *wire.Envelope) (*request, error) {
 	if e.Kind != wire.KindRequest || e.ChainID != r.cfg.ChainID {
 		return nil, errors.New("not a request of this chain")
 	}
@@ -174,25 +175,31 @@ func (r *Replica) checkRequest(e *wire.Envelope, verified bool) (*request, error
 	if err != nil {
 		return nil, err
 	}
-	id := e.ID()
-	if pr := r.pending.byID[id]; pr != nil {
+	id := envelopeID(e)
+	if pr := r.pending.byID[id]; pr != nil && bytes.Equal(pr.req.env.Sig, e.Sig) {
 		return pr.req, nil
 	}
-	req := &request{env: e, id: id, client: string(e.Author), ts: p.Timestamp, op: p.Op, size: size}
-	if verified {
-		r.vcache.add(id, e)
+	return &request{env: e, id: id, client: string(e.Author), ts: p.Timestamp, op: p.Op, size: size}, nil
+}
+
+// verifiedRequest reports whether a request's signature is known to be valid: pending requests were
+// verified when they arrived (by the driver or by Propose), others may be in the verified cache.
+func (r *Replica) verifiedRequest(q *request) bool {
+	if pr := r.pending.byID[q.id]; pr != nil && pr.req == q {
+		return true
 	}
-	return req, nil
+	return r.vcache.has(q.id, q.env)
 }
 
 // stepRequest handles a client request from the network (driverVerified) or from Propose.
 func (r *Replica) stepRequest(e *wire.Envelope, driverVerified, fromClient bool) error {
-	req, err := r.checkRequest(e, driverVerified)
+	req, err := r.checkRequest(e)
 	if err != nil {
 		return r.reject(wire.KindRequest, ReasonMalformed, err)
 	}
-	if !driverVerified && !r.vcache.has(req.id, e) {
-		if err := r.verifyEnvelopes([]*wire.Envelope{e}); err != nil {
+	if !driverVerified && !r.verifiedRequest(req) {
+		// Pending requests remember that they were verified; no need for the cache.
+		if err := r.verify([]*wire.Envelope{e}, false); err != nil {
 			return r.reject(wire.KindRequest, ReasonBadSignature, err)
 		}
 	}

@@ -50,7 +50,7 @@ func (r *Replica) startViewChange(v uint64) {
 	r.stopRequestTimer()
 	r.nvDeadline = 0
 	r.vcResendAt = r.now + uint64(r.cfg.RetransmitTimeout)
-	r.latestVC[r.id] = &vcInfo{view: v, id: e.ID(), env: e, vc: vc}
+	r.latestVC[r.id] = &vcInfo{view: v, id: envelopeID(e), env: e, vc: vc}
 	r.stats.ViewChanges++
 	r.send(Broadcast, e)
 	r.checkVCQuorum()
@@ -163,7 +163,7 @@ func (r *Replica) checkPreparedCert(pc *PreparedCert, below uint64) (pcertInfo, 
 // validViewChange decodes and validates a VIEW-CHANGE envelope, caching the result by envelope ID.
 // vc, if not nil, is the already decoded payload.
 func (r *Replica) validViewChange(e *wire.Envelope, vc *ViewChange) (*ViewChange, error) {
-	id := e.ID()
+	id := envelopeID(e)
 	if cached, ok := r.vcValid[id]; ok && r.vcache.has(id, e) {
 		return cached, nil
 	}
@@ -184,7 +184,7 @@ func (r *Replica) validViewChange(e *wire.Envelope, vc *ViewChange) (*ViewChange
 }
 
 func (r *Replica) onViewChange(e *wire.Envelope, from int) error {
-	if l := r.latestVC[from]; l != nil && l.id == e.ID() {
+	if l := r.latestVC[from]; l != nil && l.id == envelopeID(e) {
 		// A retransmission of what we hold: skip the decoding.
 		if l.view < r.view || (l.view == r.view && r.active) {
 			r.serveNewView(from)
@@ -201,7 +201,7 @@ func (r *Replica) onViewChange(e *wire.Envelope, from int) error {
 		return r.reject(e.Kind, ReasonStaleView, nil)
 	}
 	if l := r.latestVC[from]; l != nil && vc.View <= l.view {
-		if vc.View == l.view && l.id == e.ID() {
+		if vc.View == l.view && l.id == envelopeID(e) {
 			return r.reject(e.Kind, ReasonDuplicate, nil)
 		}
 		return r.reject(e.Kind, ReasonStaleView, nil)
@@ -209,8 +209,8 @@ func (r *Replica) onViewChange(e *wire.Envelope, from int) error {
 	if _, err := r.validViewChange(e, vc); err != nil {
 		return r.reject(e.Kind, ReasonBadCertificate, err)
 	}
-	r.vcache.add(e.ID(), e)
-	r.latestVC[from] = &vcInfo{view: vc.View, id: e.ID(), env: e.WithoutBody(), vc: vc}
+	r.vcache.add(envelopeID(e), e)
+	r.latestVC[from] = &vcInfo{view: vc.View, id: envelopeID(e), env: e.WithoutBody(), vc: vc}
 	r.checkJoin()
 	r.checkVCQuorum()
 	return nil

@@ -167,12 +167,12 @@ func TestNewViewValidation(t *testing.T) {
 	forgedVC.Sig = append([]byte(nil), vcs[3].Sig...)
 	forgedVC.Sig[5] ^= 1
 	bad := map[string]*wire.Envelope{
-		"wrong digest":       nv(vcs[:3], pp(1, wire.Digest{9})),
+		"wrong digest":        nv(vcs[:3], pp(1, wire.Digest{9})),
 		"missing pre-prepare": nv(vcs[:3]),
-		"extra pre-prepare":  nv(vcs[:3], pp(1, d), pp(2, NullDigest)),
-		"duplicate author":   nv([]*wire.Envelope{vcs[0], vcs[0], vcs[1]}, pp(1, d)),
-		"too few":            nv(vcs[:2], pp(1, d)),
-		"forged view change": nv([]*wire.Envelope{vcs[0], vcs[1], &forgedVC}, pp(1, d)),
+		"extra pre-prepare":   nv(vcs[:3], pp(1, d), pp(2, NullDigest)),
+		"duplicate author":    nv([]*wire.Envelope{vcs[0], vcs[0], vcs[1]}, pp(1, d)),
+		"too few":             nv(vcs[:2], pp(1, d)),
+		"forged view change":  nv([]*wire.Envelope{vcs[0], vcs[1], &forgedVC}, pp(1, d)),
 	}
 	for name, e := range bad {
 		err := tn.step(2, e)
