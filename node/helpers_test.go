@@ -19,6 +19,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/p2pbft/p2pbft/identity"
+	"github.com/p2pbft/p2pbft/node/app"
 	"github.com/p2pbft/p2pbft/node/app/kv"
 	"github.com/p2pbft/p2pbft/node/config"
 	"github.com/p2pbft/p2pbft/pbft"
@@ -80,6 +81,10 @@ type cluster struct {
 	errs    []chan error
 	hooks   []*hooks
 	value   string // the value load puts (default "v")
+	// newApp, if set, gives replica i its application at every start (nil: the built-in kv); opFor the
+	// operation load submits (nil: a kv put).
+	newApp func(i int) app.Application
+	opFor  func(key, value string) []byte
 }
 
 // newCluster prepares n replicas; mutate adjusts every replica's configuration. Nothing runs yet.
@@ -145,7 +150,11 @@ func (c *cluster) start(i int) *Node {
 			cfg.P2P.Bootstrap = append(cfg.P2P.Bootstrap, o.Addrs()[0].String())
 		}
 	}
-	n, err := New(cfg, Options{Logger: testLogger(c.t).With("node", i)})
+	opts := Options{Logger: testLogger(c.t).With("node", i)}
+	if c.newApp != nil {
+		opts.App = c.newApp(i)
+	}
+	n, err := New(cfg, opts)
 	if err != nil {
 		c.t.Fatalf("start replica %d: %v", i, err)
 	}
@@ -360,7 +369,11 @@ func (c *cluster) load(ctx context.Context, prefix string, clients, each int) er
 				if v == "" {
 					v = "v"
 				}
-				if _, err := cl.do(ctx, putOp(c.t, fmt.Sprintf("%s-%d-%d", prefix, i, j), v)); err != nil {
+				op := putOp(c.t, fmt.Sprintf("%s-%d-%d", prefix, i, j), v)
+				if c.opFor != nil {
+					op = c.opFor(fmt.Sprintf("%s-%d-%d", prefix, i, j), v)
+				}
+				if _, err := cl.do(ctx, op); err != nil {
 					errs <- fmt.Errorf("client %s-%d request %d: %w", prefix, i, j, err)
 					return
 				}
