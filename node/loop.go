@@ -102,6 +102,10 @@ func (n *Node) ingress(ctx context.Context) {
 			if !forward(d) {
 				return
 			}
+		case <-n.host.Events():
+			// The host logs replicas coming and going; the engine's retransmissions and fetches repair what
+			// a replica missed while away, so the loop needs no nudge. Reading keeps the host from counting
+			// the events as dropped.
 		case <-ctx.Done():
 			return
 		}
