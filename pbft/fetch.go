@@ -49,6 +49,12 @@ func (r *Replica) tickRepair() {
 		r.retransmitOwn()
 		r.sendFetch(false)
 		r.fetchAt = r.now + rt
+		if r.lastProgress < r.now-min(r.now, 8*rt) {
+			// Eight rounds without progress: forget what others claimed to have executed (a faulty
+			// replica may lie); real work announces itself again with new messages.
+			r.highestSeen = max(r.lastDelivered, r.stable.seq)
+			r.lastProgress = r.now
+		}
 		return
 	}
 	if r.now >= r.lastProgress+r.probeInterval && r.now >= r.probeAt {

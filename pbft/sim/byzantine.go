@@ -1,6 +1,9 @@
 package sim
 
 import (
+	"bytes"
+	"slices"
+
 	"github.com/p2pbft/p2pbft/pbft"
 	"github.com/p2pbft/p2pbft/wire"
 )
@@ -21,10 +24,14 @@ type byzantine struct {
 	stallAfter int
 	ppInView   map[uint64]int
 	lastPP     map[uint64]uint64
+	// An equivocating new primary builds its NEW-VIEW from the VIEW-CHANGEs that carry the fewest prepared
+	// certificates (any quorum of valid ones is allowed), to drop every batch it can.
+	vcs map[uint64]map[string]*wire.Envelope
 }
 
 func newByzantine(c *Cluster, n *node, kind Fault) *byzantine {
-	return &byzantine{c: c, n: n, kind: kind, ppInView: map[uint64]int{}, lastPP: map[uint64]uint64{}, stallView: ^uint64(0)}
+	return &byzantine{c: c, n: n, kind: kind, ppInView: map[uint64]int{}, lastPP: map[uint64]uint64{}, stallView: ^uint64(0),
+		vcs: map[uint64]map[string]*wire.Envelope{}}
 }
 
 func (b *byzantine) key() wire.Signer { return b.c.keys[b.n.idx] }
@@ -43,6 +50,15 @@ func (b *byzantine) seal(kind wire.Kind, payload any) *wire.Envelope {
 
 // observe records a received message for later replay.
 func (b *byzantine) observe(e *wire.Envelope) {
+	if e.Kind == wire.KindViewChange && b.kind == FaultEquivocate {
+		if vc, err := pbft.DecodeViewChange(e.Payload); err == nil {
+			if b.vcs[vc.View] == nil {
+				b.vcs[vc.View] = map[string]*wire.Envelope{}
+			}
+			b.vcs[vc.View][string(e.Author)] = e.WithoutBody()
+			delete(b.vcs, vc.View-10)
+		}
+	}
 	if b.kind != FaultStale && b.kind != FaultForge {
 		return
 	}
@@ -79,11 +95,16 @@ func (b *byzantine) transform(m pbft.Message) []pbft.Message {
 // equivocate sends a different batch or vote to a random part of the replicas.
 func (b *byzantine) equivocate(m pbft.Message) []pbft.Message {
 	rng := b.c.rng
-	if m.To != pbft.Broadcast || rng.IntN(3) == 0 {
+	if m.To != pbft.Broadcast || (rng.IntN(3) == 0 && m.Env.Kind != wire.KindNewView) {
 		return []pbft.Message{m}
 	}
 	var alt *wire.Envelope
 	switch m.Env.Kind {
+	case wire.KindNewView:
+		if nv := b.sparseNewView(m.Env); nv != nil {
+			return []pbft.Message{{To: m.To, Env: nv}}
+		}
+		return []pbft.Message{m}
 	case wire.KindPrePrepare:
 		p, err := pbft.DecodePrePrepare(m.Env.Payload)
 		if err != nil || len(m.Env.Body) == 0 {
@@ -298,4 +319,78 @@ func (b *byzantine) onTick() {
 		}
 		b.c.net.sendReplica(b.n, pbft.Message{To: pbft.Broadcast, Env: e})
 	}
+}
+
+// sparseNewView rebuilds a NEW-VIEW from the quorum of VIEW-CHANGEs with the fewest prepared certificates,
+// recomputing the pre-prepares by the protocol's rule so that backups accept it.
+func (b *byzantine) sparseNewView(e *wire.Envelope) *wire.Envelope {
+	nv, err := pbft.DecodeNewView(e.Payload)
+	if err != nil {
+		return nil
+	}
+	pool := map[string]*wire.Envelope{}
+	for _, v := range nv.ViewChanges {
+		pool[string(v.Author)] = v
+	}
+	for k, v := range b.vcs[nv.View] {
+		pool[k] = v
+	}
+	type cand struct {
+		env *wire.Envelope
+		vc  *pbft.ViewChange
+	}
+	var cands []cand
+	for _, env := range pool {
+		if vc, err := pbft.DecodeViewChange(env.Payload); err == nil && vc.View == nv.View {
+			cands = append(cands, cand{env, vc})
+		}
+	}
+	q := pbft.Quorum(b.c.opt.N)
+	if len(cands) < q {
+		return nil
+	}
+	slices.SortFunc(cands, func(x, y cand) int {
+		if d := len(x.vc.Prepared) - len(y.vc.Prepared); d != 0 {
+			return d
+		}
+		return bytes.Compare(x.env.Author, y.env.Author)
+	})
+	cands = cands[:q]
+	var stableSeq uint64
+	best := map[uint64]struct {
+		view uint64
+		d    wire.Digest
+	}{}
+	for _, c := range cands {
+		stableSeq = max(stableSeq, c.vc.StableSeq)
+	}
+	maxS := stableSeq
+	for _, c := range cands {
+		for _, pc := range c.vc.Prepared {
+			p, err := pbft.DecodePrePrepare(pc.PrePrepare.Payload)
+			if err != nil || p.Seq <= stableSeq {
+				continue
+			}
+			o, ok := best[p.Seq]
+			if !ok || p.View > o.view || (p.View == o.view && bytes.Compare(p.Digest[:], o.d[:]) < 0) {
+				best[p.Seq] = struct {
+					view uint64
+					d    wire.Digest
+				}{p.View, p.Digest}
+			}
+			maxS = max(maxS, p.Seq)
+		}
+	}
+	out := &pbft.NewView{View: nv.View}
+	for _, c := range cands {
+		out.ViewChanges = append(out.ViewChanges, c.env)
+	}
+	for seq := stableSeq + 1; seq <= maxS; seq++ {
+		d := pbft.NullDigest
+		if o, ok := best[seq]; ok {
+			d = o.d
+		}
+		out.PrePrepares = append(out.PrePrepares, b.seal(wire.KindPrePrepare, &pbft.PrePrepare{View: nv.View, Seq: seq, Digest: d}))
+	}
+	return b.seal(wire.KindNewView, out)
 }
