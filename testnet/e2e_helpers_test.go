@@ -69,10 +69,15 @@ func needE2E(t *testing.T) {
 
 func quietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
-// testConfig shortens the timers so that faults heal quickly.
+// testConfig sets the view-change timers: short enough that faults heal quickly, long enough that a
+// loaded CI machine (requests slowed to hundreds of milliseconds) does not make a replica suspect a correct
+// primary alone. (A replica that does stays in view-change mode until the others change view too, as PBFT
+// prescribes, and would then not agree with them.)
+const testRequestTimeout = 3 * time.Second
+
 func testConfig(_ int, c *config.Config) {
-	c.Consensus.RequestTimeout = time.Second
-	c.Consensus.ViewChangeTimeout = time.Second
+	c.Consensus.RequestTimeout = testRequestTimeout
+	c.Consensus.ViewChangeTimeout = 2 * time.Second
 	c.Log.Level = "info"
 }
 

@@ -48,7 +48,7 @@ func TestE2ECrashes(t *testing.T) {
 	}
 	backups := slices.DeleteFunc(slices.Clone(all), func(i int) bool { return i == primary })
 	vc := firstCommitInView(t, net, backups, view+1, 60*time.Second)
-	t.Logf("primary node%d killed (kill -9) in view %d: first commit in a later view after %s (request timeout 1s)", primary, view, vc.Round(time.Millisecond))
+	t.Logf("primary node%d killed (kill -9) in view %d: first commit in a later view after %s (request timeout %s)", primary, view, vc.Round(time.Millisecond), testRequestTimeout)
 	waitMoreAcks(t, l2, 100, 60*time.Second, "commits in the new view")
 
 	// Restart it: it catches up while the load goes on.
