@@ -230,6 +230,7 @@ func (s *syncer) toLoop(ctx context.Context, ev syncEvent, res chan error) error
 func (s *syncer) syncBlocks(ctx context.Context) error {
 	n := s.n
 	next := s.target.Applied + 1
+	lastLog := time.Now()
 	for next <= s.target.Seq {
 		peers := s.peers()
 		if len(peers) == 0 {
@@ -264,6 +265,12 @@ func (s *syncer) syncBlocks(ctx context.Context) error {
 		s.blocks.Add(uint64(len(page)))
 		n.metrics.syncBlocks.Add(float64(len(page)))
 		next += uint64(len(page))
+		if time.Since(lastLog) >= 2*time.Second {
+			lastLog = time.Now()
+			el := time.Since(s.started).Seconds()
+			n.log.Info("state transfer progress", "target", s.target.Seq, "at", next-1,
+				"blocks_per_s", fmt.Sprintf("%.0f", float64(s.blocks.Load())/el))
+		}
 	}
 	return nil
 }
