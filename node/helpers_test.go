@@ -256,6 +256,9 @@ func (c *cluster) checkAgreement() {
 	}
 	h := ref.Head()
 	for _, n := range live {
+		if a := n.state.Load().stats.SafetyAlarms; a > 0 {
+			c.t.Fatalf("replica %d raised %d safety alarms", n.self, a)
+		}
 		for height := h; height >= 1 && height+64 > h; height-- {
 			a, errA := ref.Block(height)
 			b, errB := n.Block(height)

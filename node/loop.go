@@ -384,6 +384,14 @@ func (n *Node) maybePublishStats() {
 	old := n.state.Load()
 	ps := *old
 	ps.stats = n.rep.Stats()
+	if ps.stats.SafetyAlarms > old.stats.SafetyAlarms {
+		n.log.Error("safety alarm: a NEW-VIEW or commit certificate contradicts a committed batch, so more than f replicas are faulty",
+			"view", ps.soft.View, "alarms", ps.stats.SafetyAlarms)
+	}
+	if ps.stats.Divergences > old.stats.Divergences {
+		n.log.Warn("own checkpoint contradicts the certified one: fetching the certified state", "view", ps.soft.View,
+			"stable", ps.soft.Stable)
+	}
 	if n.sync != nil {
 		ps.sync = n.sync.status()
 	} else {

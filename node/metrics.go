@@ -128,6 +128,7 @@ type engineCollector struct {
 	height, view, primary, stable, mode, pending, slots       *prometheus.Desc
 	viewChanges, newViews, stableCkpts, transfers, installed  *prometheus.Desc
 	certCommits, executed, fetches, retransmits, divergences  *prometheus.Desc
+	safetyAlarms, buffered, future                            *prometheus.Desc
 	rejected, verified, cacheHits, verifyBatches, verifyFails *prometheus.Desc
 }
 
@@ -136,24 +137,28 @@ func newEngineCollector(n *Node) *engineCollector {
 		return prometheus.NewDesc(name, help, labels, nil)
 	}
 	return &engineCollector{
-		n:             n,
-		height:        d("p2pbft_height", "Last executed (and durable) block."),
-		view:          d("p2pbft_view", "Current view."),
-		primary:       d("p2pbft_primary", "Primary of the current view (replica index)."),
-		stable:        d("p2pbft_stable_checkpoint", "Last stable checkpoint (the low watermark)."),
-		mode:          d("p2pbft_mode", "1 for the replica's current mode.", "mode"),
-		pending:       d("p2pbft_pending_requests", "Client requests known and not executed."),
-		slots:         d("p2pbft_slots", "Sequence numbers the engine holds state for."),
-		viewChanges:   d("p2pbft_view_changes_total", "VIEW-CHANGE messages this replica sent (views it tried to move to)."),
-		newViews:      d("p2pbft_new_views_total", "Views entered through a NEW-VIEW."),
-		stableCkpts:   d("p2pbft_stable_checkpoints_total", "Checkpoints that became stable."),
-		transfers:     d("p2pbft_state_transfers_requested_total", "State transfers the engine asked for."),
-		installed:     d("p2pbft_snapshots_installed_total", "Snapshots installed by state transfer."),
-		certCommits:   d("p2pbft_certificate_commits_total", "Batches committed on a fetched commit certificate (catching up)."),
-		executed:      d("p2pbft_engine_executed_requests_total", "Requests the engine saw executed (replays after restarts included)."),
-		fetches:       d("p2pbft_fetches_total", "FETCH messages sent to repair missing state."),
-		retransmits:   d("p2pbft_retransmits_total", "Retransmissions of own messages."),
-		divergences:   d("p2pbft_divergences_total", "Own checkpoints that contradicted a certified one."),
+		n:           n,
+		height:      d("p2pbft_height", "Last executed (and durable) block."),
+		view:        d("p2pbft_view", "Current view."),
+		primary:     d("p2pbft_primary", "Primary of the current view (replica index)."),
+		stable:      d("p2pbft_stable_checkpoint", "Last stable checkpoint (the low watermark)."),
+		mode:        d("p2pbft_mode", "1 for the replica's current mode.", "mode"),
+		pending:     d("p2pbft_pending_requests", "Client requests known and not executed."),
+		slots:       d("p2pbft_slots", "Sequence numbers the engine holds state for."),
+		viewChanges: d("p2pbft_view_changes_total", "VIEW-CHANGE messages this replica sent (views it tried to move to)."),
+		newViews:    d("p2pbft_new_views_total", "Views entered through a NEW-VIEW."),
+		stableCkpts: d("p2pbft_stable_checkpoints_total", "Checkpoints that became stable."),
+		transfers:   d("p2pbft_state_transfers_requested_total", "State transfers the engine asked for."),
+		installed:   d("p2pbft_snapshots_installed_total", "Snapshots installed by state transfer."),
+		certCommits: d("p2pbft_certificate_commits_total", "Batches committed on a fetched commit certificate (catching up)."),
+		executed:    d("p2pbft_engine_executed_requests_total", "Requests the engine saw executed (replays after restarts included)."),
+		fetches:     d("p2pbft_fetches_total", "FETCH messages sent to repair missing state."),
+		retransmits: d("p2pbft_retransmits_total", "Retransmissions of own messages."),
+		divergences: d("p2pbft_divergences_total", "Own checkpoints that contradicted a certified one."),
+		safetyAlarms: d("p2pbft_safety_alarms_total",
+			"Proofs that more than f replicas are faulty (a NEW-VIEW or certificate contradicting a committed batch). Zero while at most f are."),
+		buffered:      d("p2pbft_buffered_messages_total", "Messages kept for a view not entered yet."),
+		future:        d("p2pbft_future_messages", "Messages held for views not entered yet."),
 		rejected:      d("p2pbft_engine_rejected_total", "Messages and calls the engine did not use, by reason.", "reason"),
 		verified:      d("p2pbft_signatures_verified_total", "Signatures checked with cryptography (ingress and engine)."),
 		cacheHits:     d("p2pbft_signature_cache_hits_total", "Signatures found already verified."),
@@ -165,7 +170,8 @@ func newEngineCollector(n *Node) *engineCollector {
 func (c *engineCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.height, c.view, c.primary, c.stable, c.mode, c.pending, c.slots,
 		c.viewChanges, c.newViews, c.stableCkpts, c.transfers, c.installed, c.certCommits, c.executed, c.fetches,
-		c.retransmits, c.divergences, c.rejected, c.verified, c.cacheHits, c.verifyBatches, c.verifyFails} {
+		c.retransmits, c.divergences, c.rejected, c.verified, c.cacheHits, c.verifyBatches, c.verifyFails,
+		c.safetyAlarms, c.buffered, c.future} {
 		ch <- d
 	}
 }
@@ -205,6 +211,9 @@ func (c *engineCollector) Collect(ch chan<- prometheus.Metric) {
 	ct(c.fetches, s.Fetches)
 	ct(c.retransmits, s.Retransmits)
 	ct(c.divergences, s.Divergences)
+	ct(c.safetyAlarms, s.SafetyAlarms)
+	ct(c.buffered, s.Buffered)
+	g(c.future, float64(s.Future))
 	for r, v := range s.Rejected {
 		ct(c.rejected, v, string(r))
 	}
