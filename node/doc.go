@@ -73,6 +73,28 @@
 // loop only the rare unseen signature costs cryptography. The p2p filter drops stale normal-case messages
 // and checkpoints (below the stable checkpoint or from an older view) before any signature check.
 //
+// # Measured
+//
+// On the 2-core development VM, shared with other engineers' builds, simulations and end-to-end tests (load
+// average 6-11 during the runs), so wall-clock rates vary by 2-3x between runs:
+//
+//	go test -run '^$' -bench 'Cluster/fsync=true/clients=1024/broadcast=direct' -benchtime 10000x ./node/
+//	  four in-process replicas (real libp2p on 127.0.0.1, pebble with fsync), 1024 closed-loop clients:
+//	  650-3000 committed requests/s over the runs; 64-84 requests per block; CPU 540-555 µs per request for
+//	  the whole process (four replicas and the clients), i.e. ~135 µs per replica and request, ~1.1
+//	  signature verifications per request and replica.
+//	go test -run '^$' -bench 'Cluster/fsync=true/clients=1024' -benchtime 10000x ./node/
+//	  broadcast over direct streams beat gossip in every paired run (1.2x-2.6x), hence the default; view
+//	  changes and new views still go by gossip (p2p.gossip_kinds) for its relaying.
+//	go test ./node/ -run TestCatchUpLarge -catchup.requests 100000 -v
+//	  a replica down for 100,352 requests (~1,400-1,500 blocks) caught up by snapshot (4.1 MB) in 1.3-2.5 s
+//	  (40,000-79,000 requests/s); with -catchup.method blocks, replaying the blocks took 5.5 s (18,000
+//	  requests/s, execution-bound).
+//
+// Each round of the loop costs one fsync, which on this shared disk took 4-20 ms (p2pbft_persist_seconds):
+// throughput comes from batching (batches grow with the number of waiting requests) and pipelining, not
+// from more rounds.
+//
 // # Observability
 //
 // Logs go through log/slog with the replica index on every line and the view on every consensus line:
