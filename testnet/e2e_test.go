@@ -31,7 +31,7 @@ func TestE2ECrashes(t *testing.T) {
 		t.Fatalf("first load: %d acknowledged, %d failed (last: %v)", acked1, failed, lastErr)
 	}
 	t.Logf("1,000 requests committed in %s (8 concurrent clients, client under the test's build flags)", time.Since(start).Round(time.Millisecond))
-	h := waitAgree(t, net, all, 30*time.Second)
+	h := waitAgree(t, net, all, 90*time.Second)
 	t.Logf("all 4 replicas agree at height %d", h)
 
 	// Kill the primary under load: commits resume in the next view.
@@ -95,7 +95,7 @@ func TestE2ECrashes(t *testing.T) {
 	}
 	t.Logf("second load: %d acknowledged (%d before every replica was killed), 0 failed", acked2, before)
 
-	h = waitAgree(t, net, all, 60*time.Second)
+	h = waitAgree(t, net, all, 90*time.Second)
 	acks := append(l1.Acked(), l2.Acked()...)
 	for _, i := range all {
 		checkAcked(t, net, i, acks)
@@ -161,7 +161,7 @@ func TestE2EFaultyPrimary(t *testing.T) {
 			if st.View == 0 {
 				t.Fatalf("still in view 0 with a %s primary", mode)
 			}
-			h := waitAgree(t, net, correct, 30*time.Second)
+			h := waitAgree(t, net, correct, 90*time.Second)
 			t.Logf("the correct replicas agree at height %d in view %d", h, st.View)
 
 			l2, _ := StartLoad(ctxFor(t, 5*time.Minute), LoadConfig{Client: c, Workers: 4, Unique: true, Prefix: "second", OpTimeout: 2 * time.Minute})
@@ -183,7 +183,7 @@ func TestE2EFaultyPrimary(t *testing.T) {
 			if failed2 != 0 {
 				t.Fatalf("second load: %d failed (last: %v)", failed2, lastErr2)
 			}
-			h = waitAgree(t, net, correct, 60*time.Second)
+			h = waitAgree(t, net, correct, 90*time.Second)
 			acks := append(l1.Acked(), l2.Acked()...)
 			for _, i := range correct {
 				checkAcked(t, net, i, acks)
