@@ -3,6 +3,7 @@ package pbft
 import (
 	"encoding/binary"
 	"fmt"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -168,4 +169,144 @@ func cpuTime() time.Duration {
 		return 0
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// BenchmarkCoreParallel runs each replica on its own goroutine, as each node runs its own event loop, so
+// the replicas share the machine's cores; messages go through unbounded in-memory queues.
+func BenchmarkCoreParallel(b *testing.B) {
+	b.Run("n=4/batch=1000/primary", func(b *testing.B) { benchParallel(b, 4, 1000) })
+}
+
+type pitem struct {
+	env     *wire.Envelope
+	propose bool
+}
+
+type inbox struct {
+	mu    sync.Mutex
+	items []pitem
+	wake  chan struct{}
+}
+
+func (q *inbox) put(it pitem) {
+	q.mu.Lock()
+	q.items = append(q.items, it)
+	q.mu.Unlock()
+	select {
+	case q.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (q *inbox) take() []pitem {
+	q.mu.Lock()
+	items := q.items
+	q.items = nil
+	q.mu.Unlock()
+	return items
+}
+
+func benchParallel(b *testing.B, n, batch int) {
+	keys := make([]*wiretest.Key, n)
+	pubs := make([][]byte, n)
+	for i := range keys {
+		keys[i] = wiretest.NewKey(fmt.Sprintf("replica-%d", i))
+		pubs[i] = keys[i].PublicKey()
+	}
+	reg := wiretest.NewRegistry(keys...)
+	total := (b.N + batch - 1) / batch * batch
+	// A client has one request outstanding: the feeder keeps at most `ahead` batches in flight and there
+	// are that many batches' worth of clients.
+	const ahead = 16
+	clients := ahead * batch
+	ck := make([]*wiretest.Key, clients)
+	for c := range ck {
+		ck[c] = wiretest.NewKey(fmt.Sprintf("client-%d", c))
+		reg.Add(ck[c])
+	}
+	reqs := make([]*wire.Envelope, total)
+	for i := range reqs {
+		reqs[i], _ = NewRequest(ck[i%clients], "bench", uint64(i/clients+1), []byte("set k v"))
+	}
+	reps := make([]*Replica, n)
+	boxes := make([]*inbox, n)
+	for i := range reps {
+		r, err := New(Config{ChainID: "bench", Replicas: pubs, Signer: keys[i], Verifier: reg,
+			MaxBatchRequests: batch, BatchTimeout: 1 << 30, MaxPendingRequests: total + batch, VerifiedCacheSize: 1 << 20})
+		if err != nil {
+			b.Fatal(err)
+		}
+		reps[i] = r
+		boxes[i] = &inbox{wake: make(chan struct{}, 1)}
+	}
+	want := uint64(total / batch)
+	var wg sync.WaitGroup
+	progress := make(chan uint64, 1<<16)
+	loop := func(i int) {
+		defer wg.Done()
+		r := reps[i]
+		for {
+			for r.HasReady() {
+				rd := r.Ready()
+				for _, m := range rd.Messages {
+					for j := range boxes {
+						if j != i && (m.To == Broadcast || m.To == j) {
+							e := &wire.Envelope{ChainID: m.Env.ChainID, Kind: m.Env.Kind, Author: m.Env.Author,
+								Payload: m.Env.Payload, Sig: m.Env.Sig, Body: m.Env.Body}
+							boxes[j].put(pitem{env: e})
+						}
+					}
+				}
+				for _, cb := range rd.Committed {
+					res := make([][]byte, len(cb.Execute))
+					for k := range res {
+						res[k] = []byte("ok")
+					}
+					var d wire.Digest
+					binary.BigEndian.PutUint64(d[:], cb.Seq)
+					if err := r.Executed(cb.Seq, res, d); err != nil {
+						panic(err)
+					}
+					if i == 0 {
+						progress <- cb.Seq
+					}
+				}
+				r.Advance()
+			}
+			if r.lastExecuted >= want {
+				return
+			}
+			<-boxes[i].wake
+			for _, it := range boxes[i].take() {
+				if it.propose {
+					_ = r.Propose(it.env)
+				} else {
+					_ = r.Step(it.env)
+				}
+			}
+		}
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	cpu0 := cpuTime()
+	start := time.Now()
+	for i := range reps {
+		wg.Add(1)
+		go loop(i)
+	}
+	var executed uint64
+	for lo := 0; lo < total; lo += batch {
+		for uint64(lo/batch) >= executed+ahead {
+			executed = <-progress
+		}
+		for _, e := range reqs[lo : lo+batch] {
+			boxes[0].put(pitem{env: e, propose: true})
+		}
+	}
+	wg.Wait()
+	el := time.Since(start)
+	cpu := cpuTime() - cpu0
+	b.StopTimer()
+	b.ReportMetric(float64(total)/el.Seconds(), "req/s")
+	b.ReportMetric(float64(cpu.Nanoseconds())/float64(total), "cpu-ns/req")
 }

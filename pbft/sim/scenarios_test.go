@@ -40,7 +40,7 @@ func TestByzantineBehaviours(t *testing.T) {
 	for _, kind := range []Fault{FaultSilent, FaultEquivocate, FaultForge, FaultStale, FaultTwins} {
 		for _, n := range []int{4, 7} {
 			for _, who := range []int{0, n - 1} {
-				for seed := int64(1); seed <= 3; seed++ {
+				for seed := int64(1); seed <= scenarioSeeds; seed++ {
 					o := scenario(seed, n, nil, map[int]Fault{who: kind})
 					r := runScenario(t, o)
 					s := r.Stats
@@ -73,11 +73,11 @@ func TestNetworkAndCrashFaults(t *testing.T) {
 	all := []Fault{FaultLoss, FaultDup, FaultDelay, FaultPartition, FaultAsym, FaultCrash}
 	for _, n := range []int{4, 7} {
 		for _, f := range all {
-			for seed := int64(1); seed <= 3; seed++ {
+			for seed := int64(1); seed <= scenarioSeeds; seed++ {
 				runScenario(t, scenario(seed, n, []Fault{f}, nil))
 			}
 		}
-		for seed := int64(1); seed <= 5; seed++ {
+		for seed := int64(1); seed <= 1+2*scenarioSeeds; seed++ {
 			r := runScenario(t, scenario(seed, n, all, nil))
 			if r.Stats.StableCheckpoints == 0 {
 				t.Errorf("n=%d seed %d: no checkpoint became stable", n, seed)
