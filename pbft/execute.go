@@ -23,6 +23,11 @@ func (r *Replica) tryDeliver() {
 		}
 		r.deliver(s.seq, s.cert, b, false)
 		s.delivered = true
+		if s.seq <= r.stable.seq {
+			// Caught up below the stable checkpoint: the slot is garbage now (kept to serve peers).
+			delete(r.slots, s.seq)
+			r.tail[s.seq] = s
+		}
 	}
 }
 

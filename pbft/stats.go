@@ -67,6 +67,7 @@ type Stats struct {
 
 	// Gauges.
 	Slots           int
+	Tail            int // committed batches kept below the stable checkpoint to serve lagging peers
 	Pending         int
 	Future          int
 	CheckpointVotes int
@@ -82,6 +83,7 @@ func (r *Replica) Stats() Stats {
 	s := r.stats
 	s.Rejected = maps.Clone(r.stats.Rejected)
 	s.Slots = len(r.slots)
+	s.Tail = len(r.tail)
 	s.Pending = r.pending.len()
 	for _, f := range r.future {
 		s.Future += len(f)

@@ -177,7 +177,9 @@ func (o *observer) checkBounds(n *node) {
 	L := int(cfg.Window)
 	switch {
 	case st.Slots > 3*L:
-		o.violation("bounds: %s holds %d slots (window %d)", n.name, st.Slots, L)
+		o.violation("bounds: %s holds %d slots (window %d, %+v)", n.name, st.Slots, L, n.rep.Status())
+	case st.Tail > 3*L:
+		o.violation("bounds: %s keeps %d committed batches below its window", n.name, st.Tail)
 	case st.Pending > cfg.MaxPendingRequests:
 		o.violation("bounds: %s holds %d pending requests", n.name, st.Pending)
 	case st.Future > o.c.opt.N*cfg.MaxFutureMessages:
