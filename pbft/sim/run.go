@@ -65,8 +65,8 @@ type Campaign struct {
 }
 
 // RunSeeds runs seeds [first, first+count) on `workers` goroutines (0: GOMAXPROCS). progress, if not nil, is
-// called (from the workers, serialized) after each run.
-func RunSeeds(first, count int64, ns []int, faults []Fault, workers int, progress func(done int64, r *Result)) *Campaign {
+// called (from the workers, serialized) after each run; when it returns false no further seeds start.
+func RunSeeds(first, count int64, ns []int, faults []Fault, workers int, progress func(done int64, r *Result) bool) *Campaign {
 	if workers <= 0 {
 		workers = runtime.GOMAXPROCS(0)
 	}
@@ -86,8 +86,8 @@ func RunSeeds(first, count int64, ns []int, faults []Fault, workers int, progres
 				r := RunSeed(first+i, ns, faults, nil)
 				mu.Lock()
 				camp.add(r)
-				if progress != nil {
-					progress(camp.Seeds, r)
+				if progress != nil && !progress(camp.Seeds, r) {
+					next.Store(count)
 				}
 				mu.Unlock()
 			}

@@ -33,6 +33,7 @@ func newCommand() *cobra.Command {
 		replay  int64
 		trace   bool
 		every   time.Duration
+		stopAt  int
 	)
 	cmd := &cobra.Command{
 		Use:   "pbftsim",
@@ -63,7 +64,7 @@ seed (with --trace, every notable event).`,
 			if cmd.Flags().Changed("replay") {
 				return runOne(replay, ns, fs, trace)
 			}
-			return runCampaign(first, seeds, ns, fs, workers, every)
+			return runCampaign(first, seeds, ns, fs, workers, every, stopAt)
 		},
 	}
 	f := cmd.Flags()
@@ -75,6 +76,7 @@ seed (with --trace, every notable event).`,
 	f.Int64Var(&replay, "replay", 0, "run only this seed and print its result")
 	f.BoolVar(&trace, "trace", false, "with --replay: print the event trace")
 	f.DurationVar(&every, "progress", 5*time.Second, "progress report interval")
+	f.IntVar(&stopAt, "stop-after", 0, "stop the campaign after this many failing seeds (0: run them all)")
 	return cmd
 }
 
@@ -112,12 +114,12 @@ func runOne(seed int64, ns []int, fs []sim.Fault, trace bool) error {
 	return nil
 }
 
-func runCampaign(first, count int64, ns []int, fs []sim.Fault, workers int, every time.Duration) error {
+func runCampaign(first, count int64, ns []int, fs []sim.Fault, workers int, every time.Duration, stopAt int) error {
 	start := time.Now()
 	last := start
 	fmt.Printf("running %d seeds from %d, n in %v, faults %v, %d workers\n", count, first, ns, fs, workers)
 	failed := 0
-	camp := sim.RunSeeds(first, count, ns, fs, workers, func(done int64, r *sim.Result) {
+	camp := sim.RunSeeds(first, count, ns, fs, workers, func(done int64, r *sim.Result) bool {
 		if len(r.Violations) > 0 {
 			failed++
 			fmt.Printf("FAIL seed %d (%s): %v\n  replay: %s\n", r.Options.Seed, r.Options, r.Violations[0],
@@ -131,6 +133,11 @@ func runCampaign(first, count int64, ns []int, fs []sim.Fault, workers int, ever
 			fmt.Printf("%d/%d seeds (%.1f%%), %.0f seeds/s, %d failed, elapsed %s, eta %s\n", done, count,
 				100*float64(done)/float64(count), rate, failed, el.Round(time.Second), eta.Round(time.Second))
 		}
+		if stopAt > 0 && failed >= stopAt {
+			fmt.Printf("stopping after %d failing seeds\n", failed)
+			return false
+		}
+		return true
 	})
 	el := time.Since(start)
 	fmt.Printf("\n== report ==\nseeds run:            %d (%s)\nseeds/s:              %.1f\nelapsed:              %s\n",
