@@ -339,3 +339,49 @@ func TestViewChangeBackoff(t *testing.T) {
 		t.Fatal("backoff not capped")
 	}
 }
+
+// Row 11 (NEW-VIEW above the replica) and row 16: a replica that slept through many checkpoints and a view
+// change enters the new view from a NEW-VIEW whose stable checkpoint is above everything it executed, and
+// asks for a state transfer.
+func TestNewViewAboveReplica(t *testing.T) {
+	tn := newNet(t, 4, func(c *Config) { c.MaxBatchRequests = 1 })
+	runLoad(tn, 3, 20)
+	// Everyone but 3 moves to view 1.
+	for i := 0; i < 3; i++ {
+		tn.reps[i].startViewChange(1)
+		tn.drain(i)
+	}
+	tn.filter = silence(3)
+	tn.run()
+	nv := tn.reps[1].newViewEnv
+	if nv == nil || !tn.reps[2].active {
+		t.Fatal("view 1 not entered by the others")
+	}
+	tn.filter = nil
+	if err := tn.step(3, nv); err != nil {
+		t.Fatalf("NEW-VIEW: %v", err)
+	}
+	r := tn.reps[3]
+	if r.view != 1 || !r.active || r.stable.seq < 16 || tn.xfers[3] == nil || r.Status().Status != StatusSyncing {
+		t.Fatalf("after NEW-VIEW: %+v, transfer %+v", r.Status(), tn.xfers[3])
+	}
+}
+
+// A replica that missed the NEW-VIEW gets it again when it retransmits its VIEW-CHANGE.
+func TestMissedNewViewIsServed(t *testing.T) {
+	tn := newNet(t, 4, nil)
+	for i := 0; i < 4; i++ {
+		tn.reps[i].startViewChange(1)
+		tn.drain(i)
+	}
+	tn.filter = func(m tmsg) bool { return !(m.env.Kind == wire.KindNewView && m.to == 3) }
+	tn.run()
+	if tn.reps[3].active || !tn.reps[2].active {
+		t.Fatal("setup: replica 3 should have missed the NEW-VIEW")
+	}
+	tn.filter = nil
+	tn.tick(tn.reps[3].cfg.RetransmitTimeout + 1)
+	if !tn.reps[3].active || tn.reps[3].view != 1 {
+		t.Fatalf("replica 3 still waiting: %+v", tn.reps[3].Status())
+	}
+}
