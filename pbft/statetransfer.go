@@ -115,3 +115,33 @@ func (r *Replica) ApplyCommitted(seq uint64, reqs []*wire.Envelope, cert []*wire
 	r.afterInput()
 	return nil
 }
+
+// LearnCheckpoint hands the core a checkpoint proof the driver got from a peer (a quorum of CHECKPOINT
+// envelopes for one sequence number and digest), for example with a snapshot newer than the one a
+// StateTransfer asked for. The core checks it and, if it is newer than its stable checkpoint, moves to it;
+// if the replica lacks that state, the next Ready carries a StateTransfer for it.
+func (r *Replica) LearnCheckpoint(proof []*wire.Envelope) error {
+	if len(proof) == 0 {
+		return fmt.Errorf("pbft: learn checkpoint: empty proof")
+	}
+	if err := checkEnvelopes(proof); err != nil {
+		return fmt.Errorf("pbft: learn checkpoint: %w", err)
+	}
+	c, err := DecodeCheckpoint(proof[0].Payload)
+	if err != nil {
+		return fmt.Errorf("pbft: learn checkpoint: %w", err)
+	}
+	if c.Seq <= r.stable.seq {
+		return fmt.Errorf("pbft: learn checkpoint %d: %w (stable is %d)", c.Seq, ErrStale, r.stable.seq)
+	}
+	if err := r.checkCheckpointProof(c.Seq, c.Digest, proof); err != nil {
+		return fmt.Errorf("pbft: learn checkpoint %d: %w", c.Seq, err)
+	}
+	r.onCertified(stableCheckpoint{seq: c.Seq, digest: c.Digest, proof: proof})
+	if r.lastDelivered < r.stable.seq && !r.syncing {
+		// The driver is transferring state: do not wait for the catch-up grace period.
+		r.requestTransfer()
+	}
+	r.afterInput()
+	return nil
+}

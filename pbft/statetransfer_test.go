@@ -140,3 +140,31 @@ func TestIdleReplicaCatchesUp(t *testing.T) {
 		t.Fatalf("idle lagging replica executed %d of 3", tn.executed(3))
 	}
 }
+
+// The driver may hand in a newer checkpoint proof it got with a snapshot; the core checks it and retargets.
+func TestLearnCheckpoint(t *testing.T) {
+	tn := newNet(t, 4, func(c *Config) { c.MaxBatchRequests = 1 })
+	runLoad(tn, 3, 14)
+	proof := tn.reps[1].stable.proof
+	forged := append([]*wire.Envelope(nil), proof...)
+	e := *forged[0]
+	e.Sig = append([]byte(nil), e.Sig...)
+	e.Sig[3] ^= 1
+	forged[0] = &e
+	if err := tn.reps[3].LearnCheckpoint(forged); err == nil {
+		t.Fatal("forged proof accepted")
+	}
+	if err := tn.reps[3].LearnCheckpoint(proof[:2]); err == nil {
+		t.Fatal("proof below a quorum accepted")
+	}
+	if err := tn.reps[3].LearnCheckpoint(proof); err != nil {
+		t.Fatal(err)
+	}
+	tn.drain(3)
+	if tn.reps[3].stable.seq != tn.reps[1].stable.seq || tn.xfers[3] == nil || tn.xfers[3].Seq != tn.reps[1].stable.seq {
+		t.Fatalf("stable %d, transfer %+v", tn.reps[3].stable.seq, tn.xfers[3])
+	}
+	if err := tn.reps[3].LearnCheckpoint(proof); !errors.Is(err, ErrStale) {
+		t.Fatalf("same proof again: %v", err)
+	}
+}

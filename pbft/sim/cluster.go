@@ -434,6 +434,13 @@ func (n *node) doStateTransfer() {
 	as, ok1 := p.app.snaps[st.Seq]
 	cs, ok2 := p.coreSnaps[st.Seq]
 	if !ok1 || !ok2 {
+		// The peer moved on: take its newer checkpoint proof, so the next transfer aims at what it holds.
+		if hs, err := pbft.DecodeHardState(p.store.hs); err == nil && hs.StableSeq > st.Seq && len(hs.StableProof) > 0 {
+			if err := n.rep.LearnCheckpoint(hs.StableProof); err == nil {
+				n.c.tracef("%s learned checkpoint %d from %s", n.name, hs.StableSeq, p.name)
+				n.process()
+			}
+		}
 		n.scheduleStateTransfer()
 		return
 	}
