@@ -9,20 +9,23 @@
 // p2p host, client requests and the results of state transfer, up to a few hundred inputs per round, then
 // handles everything the engine produced in one Ready, in the engine's order:
 //
-//  1. persist: the hard state, the log entries and the log truncation go into one store batch, committed
-//     with one fsync, before any message of the Ready leaves (a restarted replica never contradicts what it
-//     sent). Draining many inputs per round turns a burst of messages into one fsync.
+//  1. persist: the hard state, the log entries and the log truncation go into one store batch, durable
+//     (fsynced) before any message of the Ready leaves (a restarted replica never contradicts what it
+//     sent). The loop does not wait for the fsync: it commits the batch asynchronously and hands the
+//     Ready's messages and executed blocks to the outbox (outbox.go), which sends the messages and reports
+//     the blocks to the engine once the batch is durable, in round order. The write-ahead log groups the
+//     syncs of the rounds committed while one runs.
 //  2. send: every consensus message leaves through Node.send, the one place a misbehaving-replica
-//     experiment would wrap: to one replica over a direct stream; to all over direct streams or the
-//     gossip topic (p2p.broadcast).
+//     experiment wraps (experiment.go): to one replica over a direct stream; to all over direct streams or
+//     the gossip topic (p2p.broadcast).
 //  3. replies: a reply goes to the callers waiting for it (see below); replies nobody here waits for are not
 //     even built.
 //  4. execute: committed batches run through the application; each becomes a block (height = sequence
-//     number, linked by hash, with its commit certificate) written in one store batch together with the
-//     application's writes (app.Application.Commit) and the block's results, so a block and the state after
-//     it are durable together. The batch is cut at checkpoint heights, where the application keeps a
-//     snapshot (TakeSnapshot). Only then is the engine told (Executed), which signs the replies and the
-//     checkpoints of the next Ready.
+//     number, linked by hash, with its commit certificate) written in the round's store batch together with
+//     the application's writes (app.Application.Commit) and the block's results, so a block and the state
+//     after it are durable together. The batch is cut at checkpoint heights, where the application keeps a
+//     snapshot (TakeSnapshot). Only once the blocks are durable is the engine told (Executed), which signs
+//     the replies and the checkpoints of a later Ready.
 //  5. state transfer: started when the engine asks (below).
 //  6. soft state: view, mode and watermarks are logged and published for Status and metrics.
 //

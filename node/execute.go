@@ -21,14 +21,15 @@ type outcome struct {
 // executeInto runs the committed batches waiting in n.deferred through the application and makes each one
 // a block, written into *bp together with the application's writes (app.Application.Commit) and the
 // block's results: a block and the state after it become durable together, in the same fsynced batch as
-// the Ready's consensus records. At checkpoint heights the batch is committed at once and replaced, so the
-// application can keep a snapshot of the checkpoint (TakeSnapshot needs the state durable). The caller
-// commits *bp and then reports the outcomes (reportExecuted).
+// the Ready's consensus records. At checkpoint heights the batch is committed at once (its Durable goes
+// into *durable) and replaced, so the application can keep a snapshot of the checkpoint (TakeSnapshot
+// needs the state committed). The caller commits *bp and reports the outcomes (reportExecuted) once
+// everything is durable.
 //
 // While a snapshot restore is in progress the application cannot execute: the batches stay in n.deferred
 // (the engine allows reporting Executed later) until the restore is installed (the engine then forgets
 // them) or aborted.
-func (n *Node) executeInto(bp **store.Batch) ([]outcome, error) {
+func (n *Node) executeInto(bp **store.Batch, durable *[]*store.Durable) ([]outcome, error) {
 	if len(n.deferred) == 0 {
 		return nil, nil
 	}
@@ -92,9 +93,11 @@ func (n *Node) executeInto(bp **store.Batch) ([]outcome, error) {
 		blocks++
 		n.metrics.batchRequests.Observe(float64(len(cb.Batch)))
 		if cb.Seq%n.ckptK == 0 {
-			if err := n.commitBlocks(b); err != nil {
+			d, err := n.commitBlocks(b)
+			if err != nil {
 				return nil, err
 			}
+			*durable = append(*durable, d)
 			dirty = false
 			*bp = n.store.NewBatch()
 			if err := n.app.TakeSnapshot(cb.Seq); err != nil {
@@ -117,14 +120,15 @@ func (n *Node) executeInto(bp **store.Batch) ([]outcome, error) {
 	return outs, nil
 }
 
-// reportExecuted tells the engine about executed blocks whose batch is durable, in order.
-func (n *Node) reportExecuted(outs []outcome) error {
-	if len(outs) == 0 {
+// reportExecuted tells the engine about executed blocks whose batch is durable, in order. Blocks executed
+// before a snapshot was installed (an older epoch) are below the snapshot: the engine has forgotten them.
+func (n *Node) reportExecuted(eb executedBlocks) error {
+	if len(eb.outs) == 0 || eb.epoch != n.execEpoch {
 		return nil
 	}
-	last := outs[len(outs)-1]
+	last := eb.outs[len(eb.outs)-1]
 	n.publish(last.seq, last.digest)
-	for _, o := range outs {
+	for _, o := range eb.outs {
 		if err := n.rep.Executed(o.seq, o.results, o.digest); err != nil {
 			return fmt.Errorf("node: %w", err)
 		}
@@ -132,15 +136,17 @@ func (n *Node) reportExecuted(outs []outcome) error {
 	return nil
 }
 
-// commitBlocks adds the application's writes to b and commits it.
-func (n *Node) commitBlocks(b *store.Batch) error {
+// commitBlocks adds the application's writes to b and commits it (durable once the returned Durable says
+// so; the state is readable at once, which is what TakeSnapshot needs).
+func (n *Node) commitBlocks(b *store.Batch) (*store.Durable, error) {
 	if err := n.app.Commit(b.App()); err != nil {
-		return fmt.Errorf("node: application commit: %w", err)
+		return nil, fmt.Errorf("node: application commit: %w", err)
 	}
-	if err := b.Commit(); err != nil {
-		return fmt.Errorf("node: commit blocks: %w", err)
+	d, err := b.CommitAsync()
+	if err != nil {
+		return nil, fmt.Errorf("node: commit blocks: %w", err)
 	}
-	return nil
+	return d, nil
 }
 
 // newBlock builds the block of a committed batch.

@@ -39,6 +39,11 @@ func (n *Node) Run(ctx context.Context) error {
 		defer wg.Done()
 		n.ingress(ctx)
 	}()
+	outDone := make(chan struct{})
+	go func() {
+		defer close(outDone)
+		n.runOutbox(ctx)
+	}()
 	n.log.Info("replica started", "chain", n.chainID, "peer", n.key.PeerID(), "n", n.n, "f", n.f,
 		"view", n.soft.View, "height", n.store.Head().Height, "addrs", n.host.Addrs())
 	close(n.started)
@@ -46,9 +51,11 @@ func (n *Node) Run(ctx context.Context) error {
 	if err != nil {
 		n.log.Error("replica stopped by a fatal error", "err", err)
 	}
+	n.out.close()
 	cancel()
 	n.stopSync()
 	wg.Wait()
+	<-outDone
 
 	n.lifeMu.Lock()
 	n.runState = finished
@@ -137,6 +144,9 @@ func (n *Node) loop(ctx context.Context) error {
 			n.propose(p)
 		case ev := <-n.syncCh:
 			err = n.onSyncEvent(ev)
+		case eb := <-n.executedCh:
+			err = n.reportExecuted(eb)
+		case err = <-n.fatalCh:
 		}
 		if err != nil {
 			return err
@@ -148,6 +158,10 @@ func (n *Node) loop(ctx context.Context) error {
 				n.step(d)
 			case p := <-n.proposals:
 				n.propose(p)
+			case eb := <-n.executedCh:
+				if err := n.reportExecuted(eb); err != nil {
+					return err
+				}
 			default:
 				break drain
 			}
@@ -177,11 +191,15 @@ func (n *Node) processReady() error {
 }
 
 // handleReady handles one Ready in the engine's order: persist, send, reply, execute, state transfer, soft
-// state, with one refinement: the committed batches are executed (in memory) before the Ready's records
-// are committed, so that their blocks become durable in the same fsync as the records, and the engine
-// hears of them (Executed) after the sends. A replica thus pays one fsync per round instead of two, and
-// messages still never leave before what they promise is durable. If b is not nil, the Ready's writes go
-// into it (the caller's writes commit atomically with them).
+// state, with two refinements. The committed batches are executed (in memory) before the Ready's records
+// are committed, so that their blocks become durable in the same fsync as the records. And the loop does
+// not wait for that fsync: it commits the batch without waiting (store.Batch.CommitAsync) and queues the
+// Ready's messages and executed blocks on the outbox, which sends the messages and reports the blocks to
+// the engine (Executed) once the batch is durable (see outbox.go). Messages thus never leave before what
+// they promise is durable, and the engine signs replies and checkpoints only for durable blocks, while
+// the loop goes on with the next round. Replies go out at once: the engine builds them only for blocks
+// already reported durable. If b is not nil, the Ready's writes go into it (the caller's writes commit
+// atomically with them).
 func (n *Node) handleReady(rd *pbft.Ready, b *store.Batch) error {
 	start := time.Now()
 	if b == nil {
@@ -192,32 +210,30 @@ func (n *Node) handleReady(rd *pbft.Ready, b *store.Batch) error {
 		return err
 	}
 	n.deferred = append(n.deferred, rd.Committed...)
-	outs, err := n.executeInto(&b)
+	var durable []*store.Durable
+	outs, err := n.executeInto(&b, &durable)
 	if err != nil {
 		return err
 	}
 	if !b.Empty() {
-		if err := b.Commit(); err != nil {
+		d, err := b.CommitAsync()
+		if err != nil {
 			return fmt.Errorf("node: persist: %w", err)
 		}
-		n.metrics.persistSeconds.Observe(time.Since(start).Seconds())
+		durable = append(durable, d)
 	}
 	if rd.HardState != nil {
 		n.onHardState(rd.HardState)
 	}
-	if n.hooks != nil && n.hooks.afterPersist != nil {
-		if err := n.hooks.afterPersist(rd); err != nil {
-			return err
-		}
-	}
-	for _, m := range rd.Messages {
-		n.send(m)
-	}
 	for _, r := range rd.Replies {
 		n.reply(r)
 	}
-	if err := n.reportExecuted(outs); err != nil {
-		return err
+	if len(rd.Messages) > 0 || len(outs) > 0 || len(durable) > 0 {
+		it := &outItem{durable: durable, msgs: rd.Messages, outs: outs, epoch: n.execEpoch, start: start}
+		if n.hooks != nil && n.hooks.afterPersist != nil {
+			it.rd = rd
+		}
+		n.out.push(it)
 	}
 	if rd.SoftState != nil {
 		n.onSoftState(*rd.SoftState)

@@ -87,9 +87,17 @@ type Node struct {
 	restoring    atomic.Bool           // a snapshot restore is in progress (set and cleared under appMu)
 
 	// Loop inputs.
-	inbox     chan p2p.Delivery
-	proposals chan *proposal
-	syncCh    chan syncEvent
+	inbox      chan p2p.Delivery
+	proposals  chan *proposal
+	syncCh     chan syncEvent
+	executedCh chan executedBlocks // durable executed blocks, from the outbox
+	fatalCh    chan error          // a failed sync or a simulated crash, from the outbox
+
+	// out holds each round's messages and executed blocks until the round is durable (outbox.go).
+	out outbox
+	// execEpoch counts installed snapshots: blocks executed in an older epoch are below the snapshot and
+	// no longer reported to the engine. Loop-owned.
+	execEpoch uint64
 
 	waiters waiterTable
 
@@ -199,28 +207,31 @@ func New(cfg config.Config, opts Options) (*Node, error) {
 		reg = prometheus.NewRegistry()
 	}
 	n := &Node{
-		cfg:       cfg,
-		log:       log.With("replica", self),
-		key:       key,
-		clientKey: clientKey,
-		genesis:   genesis,
-		chainID:   genesis.ChainID(),
-		self:      self,
-		n:         genesis.N(),
-		f:         genesis.F(),
-		ckptK:     cfg.Consensus.CheckpointInterval,
-		registry:  reg,
-		keptSnaps: make(map[uint64]bool),
-		inbox:     make(chan p2p.Delivery, 1024),
-		proposals: make(chan *proposal, 1024),
-		syncCh:    make(chan syncEvent),
-		snaps:     make(map[uint64]*pbft.Snapshot),
-		started:   make(chan struct{}),
-		stopped:   make(chan struct{}),
-		runDone:   make(chan struct{}),
-		runCtx:    context.Background(),
+		cfg:        cfg,
+		log:        log.With("replica", self),
+		key:        key,
+		clientKey:  clientKey,
+		genesis:    genesis,
+		chainID:    genesis.ChainID(),
+		self:       self,
+		n:          genesis.N(),
+		f:          genesis.F(),
+		ckptK:      cfg.Consensus.CheckpointInterval,
+		registry:   reg,
+		keptSnaps:  make(map[uint64]bool),
+		inbox:      make(chan p2p.Delivery, 1024),
+		proposals:  make(chan *proposal, 1024),
+		syncCh:     make(chan syncEvent),
+		executedCh: make(chan executedBlocks, 64),
+		fatalCh:    make(chan error, 1),
+		snaps:      make(map[uint64]*pbft.Snapshot),
+		started:    make(chan struct{}),
+		stopped:    make(chan struct{}),
+		runDone:    make(chan struct{}),
+		runCtx:     context.Background(),
 	}
 	n.waiters.m = make(map[waitKey][]*waiter)
+	n.out.kick = make(chan struct{}, 1)
 	n.gossipKinds = make(map[wire.Kind]bool)
 	for k := wire.Kind(1); k < 32; k++ {
 		if cfg.P2P.Broadcast == config.BroadcastGossip || slices.Contains(cfg.P2P.GossipKinds, k.String()) {

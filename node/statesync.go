@@ -565,6 +565,7 @@ func (n *Node) installSnapshot(ev *snapshotEvent) error {
 		return fmt.Errorf("node: install snapshot %d: %w", ev.seq, err)
 	}
 	n.deferred = nil
+	n.execEpoch++ // blocks executed before, still on their way to disk, are below the snapshot
 	for h := range n.replayed {
 		if h <= ev.seq {
 			delete(n.replayed, h)

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"sync"
 
 	"github.com/cockroachdb/pebble"
 	"github.com/p2pbft/p2pbft/node/app"
@@ -191,36 +192,94 @@ func (b *Batch) Empty() bool { return b.b.Empty() && !b.moved }
 // Commit applies the batch atomically and, unless the store was opened with UnsafeNoSync, durably (one
 // fsync). It fails with ErrConflict if another batch committed since this one was created.
 func (b *Batch) Commit() error {
-	if err := b.usable(); err != nil {
+	d, err := b.CommitAsync()
+	if err != nil {
 		return err
 	}
-	defer b.Close()
+	return d.Wait()
+}
+
+// CommitAsync applies the batch atomically, like Commit, but returns before it is durable: the writes are
+// visible to readers and to the next batch at once, and the returned Durable's Wait returns once they are
+// on disk. Batches become durable in the order they were committed (they share one write-ahead log, whose
+// fsyncs the database groups: one fsync covers every batch committed while the previous one ran). So a
+// writer can go on building and committing batches while the disk syncs, and hand what may only happen
+// after durability (sending messages) to a goroutine that waits for each Durable in turn. Wait must be
+// called for every Durable before the store is closed. It fails with ErrConflict if another batch
+// committed since this one was created.
+func (b *Batch) CommitAsync() (*Durable, error) {
+	if err := b.usable(); err != nil {
+		return nil, err
+	}
 	s := b.s
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	fail := func(err error) (*Durable, error) {
+		b.Close()
+		return nil, err
+	}
 	if s.closed {
-		return errors.New("store: closed")
+		return fail(errors.New("store: closed"))
 	}
 	if s.epoch != b.epoch {
-		return ErrConflict
+		return fail(ErrConflict)
 	}
 	if b.moved {
 		if err := b.b.Set(keyHead, encodeRef(b.head), nil); err != nil {
-			return fmt.Errorf("store: commit: %w", err)
+			return fail(fmt.Errorf("store: commit: %w", err))
 		}
 	}
 	if b.logUsed {
 		if err := b.b.Set(keyLogNext, binary.BigEndian.AppendUint64(nil, b.logNext), nil); err != nil {
-			return fmt.Errorf("store: commit: %w", err)
+			return fail(fmt.Errorf("store: commit: %w", err))
 		}
 	}
-	if err := b.b.Commit(s.wopts); err != nil {
-		return fmt.Errorf("store: commit: %w", err)
+	b.done = true
+	d := &Durable{}
+	switch {
+	case b.b.Empty():
+		b.b.Close()
+	case s.wopts.Sync:
+		if err := s.db.ApplyNoSyncWait(b.b, s.wopts); err != nil {
+			b.b.Close()
+			return nil, fmt.Errorf("store: commit: %w", err)
+		}
+		d.b = b.b
+	default:
+		err := b.b.Commit(s.wopts)
+		b.b.Close()
+		if err != nil {
+			return nil, fmt.Errorf("store: commit: %w", err)
+		}
 	}
 	s.epoch++
 	s.head = b.head
 	s.logNext = b.logNext
-	return nil
+	return d, nil
+}
+
+// Durable is a committed batch on its way to disk (Batch.CommitAsync).
+type Durable struct {
+	b    *pebble.Batch // nil: nothing to wait for
+	once sync.Once
+	err  error
+}
+
+// Wait returns once the batch is durable, or the error that prevented it (after which the store must not
+// be trusted: stop writing). It may be called more than once, from one goroutine at a time.
+func (d *Durable) Wait() error {
+	d.once.Do(func() {
+		if d.b == nil {
+			return
+		}
+		d.err = d.b.SyncWait()
+		d.b.Close()
+		d.b = nil
+		if d.err != nil {
+			d.err = fmt.Errorf("store: sync: %w", d.err)
+		}
+	})
+	return d.err
 }
 
 // Close drops an uncommitted batch. It is safe to call after Commit.

@@ -1,0 +1,137 @@
+package node
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/p2pbft/p2pbft/node/store"
+	"github.com/p2pbft/p2pbft/pbft"
+)
+
+// The outbox takes the disk's fsync off the event loop without changing what PBFT requires of it: a
+// message leaves only once everything it promises is durable, and the engine hears that a block executed
+// (Executed, after which it signs replies and checkpoints) only once the block is durable.
+//
+// The loop commits each round's store batch with store.Batch.CommitAsync: the writes are applied (visible,
+// ordered in the write-ahead log) at once, and the loop goes on to the next round while the disk syncs.
+// It queues the round's messages and executed blocks here, in round order, together with the Durables of
+// the round's batches. One goroutine (runOutbox) takes the queue in order: it waits until a round's batches
+// are durable, then sends the round's messages (Node.send) and hands its executed blocks back to the loop
+// (Node.reportExecuted). Since batches become durable in commit order, a message never leaves before the
+// records of its own round or of any earlier round, exactly as when the loop fsynced each round itself.
+// What changes is that the rounds no longer wait for each other's fsyncs: the write-ahead log groups the
+// syncs of the rounds committed while one sync runs into the next one, so the disk's latency bounds how
+// long a message waits, not how many rounds a second the replica runs.
+//
+// Replies need no wait here: the engine builds them only after Executed, i.e. for durable blocks.
+
+// outItem is one round's output waiting for durability.
+type outItem struct {
+	durable []*store.Durable
+	rd      *pbft.Ready // for the afterPersist test hook
+	msgs    []pbft.Message
+	outs    []outcome
+	epoch   uint64 // n.execEpoch when the blocks executed
+	start   time.Time
+}
+
+// executedBlocks are durable executed blocks handed back to the loop.
+type executedBlocks struct {
+	outs  []outcome
+	epoch uint64
+}
+
+// outbox is the queue between the loop and runOutbox. It is unbounded: the engine bounds what it has in
+// flight (window, pipeline depth), and the loop must never block on it.
+type outbox struct {
+	mu     sync.Mutex
+	q      []*outItem
+	closed bool
+	kick   chan struct{}
+}
+
+func (o *outbox) push(it *outItem) {
+	o.mu.Lock()
+	o.q = append(o.q, it)
+	o.mu.Unlock()
+	select {
+	case o.kick <- struct{}{}:
+	default:
+	}
+}
+
+// close says no more items will come.
+func (o *outbox) close() {
+	o.mu.Lock()
+	o.closed = true
+	o.mu.Unlock()
+	select {
+	case o.kick <- struct{}{}:
+	default:
+	}
+}
+
+// take returns the queued items, and whether the outbox is closed.
+func (o *outbox) take() ([]*outItem, bool) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	q := o.q
+	o.q = nil
+	return q, o.closed
+}
+
+// runOutbox delivers the outbox in order until the outbox is closed and empty. Once ctx ends, or after a
+// fatal error (a failed sync, a simulated crash), it only waits for the remaining batches to be durable (the
+// store must not close under them) and sends nothing more.
+func (n *Node) runOutbox(ctx context.Context) {
+	failed := false
+	for {
+		items, closed := n.out.take()
+		for _, it := range items {
+			for _, d := range it.durable {
+				if err := d.Wait(); err != nil && !failed {
+					failed = true
+					n.fatal(err)
+				}
+			}
+			if failed || ctx.Err() != nil {
+				continue
+			}
+			if len(it.durable) > 0 {
+				n.metrics.persistSeconds.Observe(time.Since(it.start).Seconds())
+			}
+			if n.hooks != nil && n.hooks.afterPersist != nil && it.rd != nil {
+				if err := n.hooks.afterPersist(it.rd); err != nil {
+					failed = true
+					n.fatal(err)
+					continue
+				}
+			}
+			for _, m := range it.msgs {
+				n.send(m)
+			}
+			if len(it.outs) > 0 {
+				select {
+				case n.executedCh <- executedBlocks{outs: it.outs, epoch: it.epoch}:
+				case <-ctx.Done():
+				}
+			}
+		}
+		if closed && len(items) == 0 {
+			return
+		}
+		if len(items) > 0 {
+			continue // more may have come meanwhile
+		}
+		<-n.out.kick
+	}
+}
+
+// fatal hands an error that must stop the replica to the loop.
+func (n *Node) fatal(err error) {
+	select {
+	case n.fatalCh <- err:
+	default: // one is enough
+	}
+}
