@@ -50,6 +50,7 @@ By hand, per node:
 		newStatusCmd(opts),
 		newTxCmd(opts),
 		newTestnetCmd(opts),
+		newBenchCmd(),
 		newVersionCmd(),
 	)
 	return root

@@ -1,0 +1,358 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/p2pbft/p2pbft/bench"
+	"github.com/p2pbft/p2pbft/node/config"
+)
+
+type benchOptions struct {
+	// Target.
+	dir       string
+	apis      []string
+	genesis   string
+	bootstrap []string
+	n         int
+	workDir   string
+	keep      bool
+	bin       string
+	// Replicas the bench starts.
+	node nodeTuning
+	// Load.
+	load     bench.LoadConfig
+	duration time.Duration
+	opTO     time.Duration
+	retryTO  time.Duration
+	warmup   time.Duration
+	halfLoad bool
+	// Output.
+	out      string
+	jsonOut  bool
+	plot     string
+	progress bool
+}
+
+// nodeTuning are the configuration options a bench or scenario may set on replicas it starts.
+type nodeTuning struct {
+	batchMaxRequests int
+	batchTimeout     time.Duration
+	maxInFlight      int
+	requestTimeout   time.Duration
+	viewChange       time.Duration
+	checkpoint       uint64
+	window           uint64
+	broadcast        string
+	storeSync        bool
+	logLevel         string
+}
+
+func addNodeTuningFlags(fs *pflag.FlagSet, t *nodeTuning) {
+	d := config.Default()
+	fs.IntVar(&t.batchMaxRequests, "batch-max-requests", d.Consensus.BatchMaxRequests, "replicas started here: consensus.batch_max_requests")
+	fs.DurationVar(&t.batchTimeout, "batch-timeout", d.Consensus.BatchTimeout, "replicas started here: consensus.batch_timeout")
+	fs.IntVar(&t.maxInFlight, "max-in-flight", d.Consensus.MaxInFlight, "replicas started here: consensus.max_in_flight (pipelining depth)")
+	fs.DurationVar(&t.requestTimeout, "request-timeout", d.Consensus.RequestTimeout, "replicas started here: consensus.request_timeout (the view-change timer)")
+	fs.DurationVar(&t.viewChange, "view-change-timeout", d.Consensus.ViewChangeTimeout, "replicas started here: consensus.view_change_timeout")
+	fs.Uint64Var(&t.checkpoint, "checkpoint-interval", d.Consensus.CheckpointInterval, "replicas started here: consensus.checkpoint_interval")
+	fs.Uint64Var(&t.window, "window", d.Consensus.Window, "replicas started here: consensus.window")
+	fs.StringVar(&t.broadcast, "broadcast", d.P2P.Broadcast, "replicas started here: p2p.broadcast (direct or gossip)")
+	fs.BoolVar(&t.storeSync, "store-sync", d.Store.Sync, "replicas started here: store.sync (fsync; false breaks crash safety)")
+	fs.StringVar(&t.logLevel, "log-level", "info", "replicas started here: log.level (their logs are in the testnet folder)")
+}
+
+// apply sets the options whose flags were given on a replica's configuration.
+func (t nodeTuning) apply(fs *pflag.FlagSet, c *config.Config) {
+	set := func(name string, do func()) {
+		if fs.Changed(name) {
+			do()
+		}
+	}
+	set("batch-max-requests", func() { c.Consensus.BatchMaxRequests = t.batchMaxRequests })
+	set("batch-timeout", func() { c.Consensus.BatchTimeout = t.batchTimeout })
+	set("max-in-flight", func() { c.Consensus.MaxInFlight = t.maxInFlight })
+	set("request-timeout", func() { c.Consensus.RequestTimeout = t.requestTimeout })
+	set("view-change-timeout", func() { c.Consensus.ViewChangeTimeout = t.viewChange })
+	set("checkpoint-interval", func() { c.Consensus.CheckpointInterval = t.checkpoint })
+	set("window", func() { c.Consensus.Window = t.window })
+	set("broadcast", func() { c.P2P.Broadcast = t.broadcast })
+	set("store-sync", func() { c.Store.Sync = t.storeSync })
+	c.Log.Level = t.logLevel
+}
+
+func newBenchCmd() *cobra.Command {
+	o := &benchOptions{}
+	cmd := &cobra.Command{
+		Use:   "bench [--n 4 | --dir DIR | --api ADDR... --genesis FILE]",
+		Short: "Measure a network: throughput, commit latency, batching, messages, bytes and CPU under load",
+		Long: `bench drives a key-value write load against a p2pbft network and reports what it measured.
+
+The network is one of:
+  --n N                 a new local testnet of N replicas this command starts (the default, n=4) in
+                        --work-dir (a temporary folder, removed afterwards unless --keep)
+  --dir DIR             a local testnet running in folder DIR ("p2pbft testnet --dir DIR")
+  --api ADDR --genesis FILE
+                        replicas given by their HTTP APIs (repeat --api) and the chain's genesis; the
+                        load reaches them over libp2p at the genesis addresses (or --bootstrap)
+
+The load is closed-loop (--clients concurrent clients, each sending its next request when the last was
+accepted) or open-loop (--mode open --rate R: R requests per second offered whatever the replies, from up
+to --clients outstanding requests; latency counts from when a request was due). It stops after
+--duration or --requests, whichever comes first. Each request is a put of --size bytes to a key drawn
+--keys uniform or zipf from --key-space keys. A request is accepted once f+1 replicas sent matching
+signed replies.
+
+So that the load generator does not take the CPU the replicas need, requests are signed before the load
+starts (--presign; the count used and any signed later are reported), and reply signatures are checked
+once per replica and batch (a replica signs one reply header per batch).
+
+Reported, over the window after --warmup: requests accepted per second and the replicas' executed rate;
+commit latency p50/p90/p99/max; requests per block; view changes; consensus messages per request (from
+the replicas' /metrics); bytes per request (the replica processes' TCP byte counters, read with ss, for
+local replicas); CPU per replica (/proc/PID/stat for local processes, process_cpu_seconds_total
+otherwise); the load generator's own CPU. --out DIR writes result.json, result.txt and plot.png
+(latency and throughput over time). --half-load then measures an open loop at half the throughput
+reached (latency at half load).`,
+		Example: `  p2pbft bench                                   # 4 local replicas, 64 closed-loop clients, 20s
+  p2pbft bench --n 7 --clients 128 --duration 30s --out results/n7
+  p2pbft bench --mode open --rate 2000 --duration 30s
+  p2pbft bench --dir testnet/run --requests 50000 --keys zipf
+  p2pbft bench --api 10.0.0.1:26680 --api 10.0.0.2:26680 --genesis genesis.toml --json`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runBench(cmd.Context(), cmd, o)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.dir, "dir", "", "drive the local testnet running in this folder")
+	f.StringArrayVar(&o.apis, "api", nil, "drive the replica whose HTTP API is at ADDR (host:port or URL; repeat for each replica)")
+	f.StringVar(&o.genesis, "genesis", "", "with --api: the chain's genesis file")
+	f.StringArrayVar(&o.bootstrap, "bootstrap", nil, "with --api: a replica's multiaddr to dial besides the genesis addresses (repeat)")
+	f.IntVar(&o.n, "n", 4, "start a local testnet of this many replicas (when neither --dir nor --api is given)")
+	f.StringVar(&o.workDir, "work-dir", "", "folder for the testnet the bench starts (default: a new temporary folder)")
+	f.BoolVar(&o.keep, "keep", false, "keep the testnet folder the bench started (keys, data, logs)")
+	f.StringVar(&o.bin, "bin", "", "the p2pbft binary the started replicas run (default: this program)")
+	addNodeTuningFlags(f, &o.node)
+
+	f.StringVar(&o.load.Mode, "mode", bench.Closed, "closed (concurrent clients) or open (fixed offered rate)")
+	f.IntVar(&o.load.Clients, "clients", 0, "concurrent clients (closed loop), or most requests outstanding (open loop) (default 64 closed, 256 open)")
+	f.Float64Var(&o.load.Rate, "rate", 0, "open loop: offered requests per second")
+	f.DurationVar(&o.duration, "duration", 20*time.Second, "stop issuing requests after this long (0: only --requests bounds the run)")
+	f.IntVar(&o.load.Requests, "requests", 0, "stop issuing requests after this many (0: only --duration bounds the run)")
+	f.DurationVar(&o.warmup, "warmup", 3*time.Second, "leave the first part of the run out of the figures")
+	f.IntVar(&o.load.Size, "size", 100, "bytes of each request's key-value operation")
+	f.StringVar(&o.load.Keys, "keys", bench.KeysUniform, "key distribution: uniform or zipf")
+	f.IntVar(&o.load.KeySpace, "key-space", 100000, "number of distinct keys")
+	f.Float64Var(&o.load.ZipfS, "zipf-s", 1.1, "zipf exponent (> 1)")
+	f.IntVar(&o.load.Presign, "presign", 0, "requests to sign before the load starts (0: enough for the bounds; -1: sign while sending)")
+	f.DurationVar(&o.opTO, "op-timeout", 30*time.Second, "abandon a request not accepted after this long (it counts as failed)")
+	f.DurationVar(&o.retryTO, "retry-timeout", time.Second, "send a request to every replica when f+1 replies did not come in this long")
+	f.Int64Var(&o.load.Seed, "seed", 0, "seed of the key choice (0: random; the result records it)")
+	f.BoolVar(&o.halfLoad, "half-load", false, "afterwards, measure an open loop at half the throughput reached")
+
+	f.StringVar(&o.out, "out", "", "write result.json, result.txt and plot.png (and half-load.*) into this folder")
+	f.BoolVar(&o.jsonOut, "json", false, "print the result as JSON instead of a table")
+	f.StringVar(&o.plot, "plot", "", "write the latency and throughput plot to this file (.png or .svg)")
+	f.BoolVar(&o.progress, "progress", true, "print a progress line every second (on standard error)")
+	return cmd
+}
+
+func runBench(ctx context.Context, cmd *cobra.Command, o *benchOptions) error {
+	out, errOut := cmd.OutOrStdout(), cmd.ErrOrStderr()
+	o.load.Duration = bench.Duration(o.duration)
+	o.load.OpTimeout = bench.Duration(o.opTO)
+	o.load.RetryTimeout = bench.Duration(o.retryTO)
+	if err := o.load.Validate(); err != nil {
+		return err
+	}
+	if o.warmup >= o.duration && o.duration > 0 {
+		return fmt.Errorf("--warmup %s must be shorter than --duration %s", o.warmup, o.duration)
+	}
+	t, cleanup, err := benchTarget(ctx, cmd, o, errOut)
+	if err != nil {
+		return err
+	}
+	defer cleanup()
+	var progress io.Writer
+	if o.progress {
+		progress = errOut
+	}
+	cfg := bench.Config{Load: o.load, Warmup: o.warmup, Progress: progress}
+	fmt.Fprintf(errOut, "bench: %d replicas; %s\n", t.N(), describeLoad(o.load))
+	res, err := bench.Measure(ctx, t, cfg)
+	if err != nil {
+		return err
+	}
+	res.Version = version()
+	results := []*bench.Result{res}
+	names := []string{"result"}
+	if o.halfLoad && ctx.Err() == nil {
+		if res.Throughput <= 0 {
+			return errors.New("--half-load: the first run accepted no request")
+		}
+		half := o.load
+		half.Mode, half.Rate, half.Clients, half.Seed = bench.Open, res.Throughput/2, 0, res.Load.Seed+1
+		if o.load.Requests > 0 {
+			half.Requests = o.load.Requests / 2
+		}
+		fmt.Fprintf(errOut, "bench: half load: %s\n", describeLoad(half))
+		hr, err := bench.Measure(ctx, t, bench.Config{Load: half, Warmup: o.warmup, Progress: progress})
+		if err != nil {
+			return err
+		}
+		hr.Version = version()
+		results = append(results, hr)
+		names = append(names, "half-load")
+	}
+	for k, r := range results {
+		if o.jsonOut {
+			if err := r.JSON(out); err != nil {
+				return err
+			}
+		} else {
+			if k > 0 {
+				fmt.Fprintln(out)
+			}
+			fmt.Fprintf(out, "== %s ==\n", names[k])
+			r.Table(out)
+		}
+	}
+	if o.out != "" {
+		if err := os.MkdirAll(o.out, 0o755); err != nil {
+			return err
+		}
+		for k, r := range results {
+			if err := writeResultFiles(o.out, names[k], r, fmt.Sprintf("p2pbft bench, n=%d: %s", r.N, describeLoad(r.Load))); err != nil {
+				return err
+			}
+		}
+		fmt.Fprintf(errOut, "bench: results in %s\n", o.out)
+	}
+	if o.plot != "" {
+		if err := bench.WritePlot(res, fmt.Sprintf("p2pbft bench, n=%d: %s", res.N, describeLoad(res.Load)), o.plot); err != nil {
+			return err
+		}
+	}
+	return ctx.Err()
+}
+
+// writeResultFiles writes DIR/NAME.json, DIR/NAME.txt and the plot DIR/NAME.png (plot.png for "result").
+func writeResultFiles(dir, name string, r *bench.Result, title string) error {
+	jf, err := os.Create(filepath.Join(dir, name+".json"))
+	if err != nil {
+		return err
+	}
+	if err := r.JSON(jf); err != nil {
+		jf.Close()
+		return err
+	}
+	if err := jf.Close(); err != nil {
+		return err
+	}
+	tf, err := os.Create(filepath.Join(dir, name+".txt"))
+	if err != nil {
+		return err
+	}
+	r.Table(tf)
+	if err := tf.Close(); err != nil {
+		return err
+	}
+	plotName := name + ".png"
+	if name == "result" {
+		plotName = "plot.png"
+	}
+	return bench.WritePlot(r, title, filepath.Join(dir, plotName))
+}
+
+func describeLoad(l bench.LoadConfig) string {
+	s := fmt.Sprintf("closed loop, %d clients", l.Clients)
+	if l.Clients == 0 {
+		s = "closed loop, 64 clients"
+	}
+	if l.Mode == bench.Open {
+		s = fmt.Sprintf("open loop, %.0f req/s", l.Rate)
+	}
+	s += fmt.Sprintf(", %d-byte puts, %s keys", l.Size, l.Keys)
+	if l.Duration > 0 {
+		s += ", " + l.Duration.String()
+	}
+	if l.Requests > 0 {
+		s += fmt.Sprintf(", at most %d requests", l.Requests)
+	}
+	return s
+}
+
+// benchTarget opens the network the flags name, or starts one.
+func benchTarget(ctx context.Context, cmd *cobra.Command, o *benchOptions, errOut io.Writer) (*bench.Target, func(), error) {
+	fl := cmd.Flags()
+	switch {
+	case o.dir != "" && len(o.apis) > 0:
+		return nil, nil, errors.New("give --dir or --api, not both")
+	case o.dir != "":
+		t, err := bench.OpenTestnet(o.dir)
+		if err != nil {
+			return nil, nil, err
+		}
+		for _, nd := range t.Nodes {
+			if nd.PID == 0 {
+				fmt.Fprintf(errOut, "bench: warning: %s has no running process recorded in %s; its CPU comes from its metrics, if any\n", nd.Name, o.dir)
+			}
+		}
+		return t, func() {}, nil
+	case len(o.apis) > 0:
+		if o.genesis == "" {
+			return nil, nil, errors.New("--api needs --genesis FILE (the chain's replica set)")
+		}
+		t, err := bench.FromAPIs(ctx, o.genesis, o.apis, o.bootstrap)
+		if err != nil {
+			return nil, nil, err
+		}
+		return t, func() {}, nil
+	}
+	if o.n < 1 {
+		return nil, nil, fmt.Errorf("--n %d: want at least 1", o.n)
+	}
+	bin := o.bin
+	if bin == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return nil, nil, fmt.Errorf("find this program's binary (give --bin): %w", err)
+		}
+		bin = exe
+	}
+	dir := o.workDir
+	if dir == "" {
+		var err error
+		if dir, err = os.MkdirTemp("", "p2pbft-bench-"); err != nil {
+			return nil, nil, err
+		}
+	}
+	fmt.Fprintf(errOut, "bench: starting %d replicas in %s ...\n", o.n, dir)
+	t, err := bench.StartLocal(ctx, bench.LocalConfig{Dir: dir, N: o.n, Binary: bin,
+		Configure: func(_ int, c *config.Config) { o.node.apply(fl, c) }})
+	if err != nil {
+		if !o.keep && o.workDir == "" {
+			os.RemoveAll(dir)
+		}
+		return nil, nil, err
+	}
+	return t, func() {
+		if err := t.Close(); err != nil {
+			fmt.Fprintf(errOut, "bench: stop the replicas: %v\n", err)
+		}
+		if o.keep || o.workDir != "" {
+			fmt.Fprintf(errOut, "bench: testnet kept in %s\n", dir)
+			return
+		}
+		os.RemoveAll(dir)
+	}, nil
+}
