@@ -71,8 +71,8 @@ func TestKeyChooser(t *testing.T) {
 func TestLoadConfigValidate(t *testing.T) {
 	for _, c := range []LoadConfig{
 		{Mode: "sideways", Duration: Duration(time.Second)},
-		{Mode: Open, Duration: Duration(time.Second)},   // no rate
-		{Mode: Closed},                                  // no bound
+		{Mode: Open, Duration: Duration(time.Second)}, // no rate
+		{Mode: Closed}, // no bound
 		{Mode: Closed, Requests: 10, Workload: Workload{Size: 3}},
 	} {
 		if err := c.Validate(); err == nil {
@@ -279,7 +279,7 @@ func TestWritePlot(t *testing.T) {
 			res.Series.Executed = append(res.Series.Executed, acked*1.02)
 		}
 	}
-	res.Events = []Event{{At: 10 * time.Second, Label: "kill node0 (primary)"}, {At: 13200 * time.Millisecond, Label: "view 1", Kind: EventView},
+	res.Events = []Event{{At: 9980 * time.Millisecond, Label: "view 1", Kind: EventView}, {At: 10 * time.Second, Label: "kill node1 (primary)"}, {At: 13200 * time.Millisecond, Label: "view 1", Kind: EventView},
 		{At: 20 * time.Second, Label: "start node0"}}
 	dir := os.Getenv("BENCH_PLOT_DIR")
 	if dir == "" {
@@ -304,7 +304,7 @@ func TestWritePlot(t *testing.T) {
 	}
 	buf.Reset()
 	res.Table(&buf)
-	if !strings.Contains(buf.String(), "kill node0") {
+	if !strings.Contains(buf.String(), "kill node1 (primary)") {
 		t.Fatalf("table:\n%s", buf.String())
 	}
 }

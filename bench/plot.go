@@ -212,6 +212,10 @@ type eventMarks struct {
 
 func (m *eventMarks) Plot(c draw.Canvas, p *plot.Plot) {
 	trX, _ := p.Transforms(&c)
+	// Labels run upwards from the foot of their line; one that would touch the previous label starts
+	// above it instead.
+	var lastX, lastTop vg.Length
+	first := true
 	for _, e := range m.events {
 		x := trX(e.At.Seconds())
 		if x < c.Min.X || x > c.Max.X {
@@ -224,14 +228,23 @@ func (m *eventMarks) Plot(c draw.Canvas, p *plot.Plot) {
 			line = draw.LineStyle{Color: col, Width: vg.Points(0.8), Dashes: []vg.Length{vg.Points(1), vg.Points(2)}}
 		}
 		c.StrokeLine2(line, x, c.Min.Y, x, c.Max.Y)
-		if m.labels {
-			// Written upwards along the line, from its foot on the latency plot.
-			sty := draw.TextStyle{Color: col, Font: plot.DefaultFont, Handler: plot.DefaultTextHandler}
-			sty.Font.Size = vg.Points(8)
-			sty.Rotation = math.Pi / 2
-			sty.XAlign = draw.XLeft
-			sty.YAlign = draw.YTop
-			c.FillText(sty, vg.Point{X: x + vg.Points(2), Y: c.Min.Y + vg.Points(3)}, e.Label)
+		if !m.labels {
+			continue
 		}
+		sty := draw.TextStyle{Color: col, Font: plot.DefaultFont, Handler: plot.DefaultTextHandler}
+		sty.Font.Size = vg.Points(8)
+		sty.Rotation = math.Pi / 2
+		sty.XAlign = draw.XLeft
+		sty.YAlign = draw.YTop
+		y := c.Min.Y + vg.Points(3)
+		if !first && x-lastX < vg.Points(10) {
+			y = lastTop + vg.Points(6)
+		}
+		w := sty.Width(e.Label)
+		if y+w > c.Max.Y {
+			y = c.Min.Y + vg.Points(3)
+		}
+		c.FillText(sty, vg.Point{X: x + vg.Points(2), Y: y}, e.Label)
+		lastX, lastTop, first = x, y+w, false
 	}
 }

@@ -50,8 +50,9 @@ type Result struct {
 	// per executed request; ReceivedPerRequest: consensus envelopes the replicas accepted from each other.
 	MessagesPerRequest float64 `json:"messages_per_request"`
 	ReceivedPerRequest float64 `json:"received_per_request"`
-	// BytesPerRequest: TCP bytes the replica processes sent (all connections: peers and clients) per
-	// executed request; BytesSource says where they come from ("" if unknown).
+	// BytesPerRequest: TCP bytes the replica processes sent (all connections: peers and clients; the
+	// kernel's bytes_acked read with ss) per executed request; BytesSource says over which replicas ("" if
+	// unknown).
 	BytesPerRequest float64 `json:"bytes_per_request"`
 	BytesSource     string  `json:"bytes_source,omitempty"`
 	// Replicas: CPU per replica.
@@ -207,9 +208,13 @@ func (r *Run) result() *Result {
 				sent += s
 				known++
 			}
-			if known == len(final.pids) {
+			switch {
+			case known == len(final.pids):
 				res.BytesPerRequest = float64(sent) / executed
-				res.BytesSource = "tcp_info (ss): bytes acknowledged on the replica processes' TCP connections"
+				res.BytesSource = "TCP counters of all replicas, via ss"
+			case known > 0:
+				res.BytesPerRequest = float64(sent) / executed
+				res.BytesSource = fmt.Sprintf("TCP counters via ss of %d of %d replicas: the others restarted", known, len(final.pids))
 			}
 		} else if base.tcpErr != nil {
 			res.Notes = append(res.Notes, "bytes per request unknown: "+base.tcpErr.Error())
@@ -390,9 +395,15 @@ func thisMachine() Machine {
 	return m
 }
 
-// JSON writes the result as indented JSON (NaN gaps in the series as null).
+// MarshalJSON encodes the result; gaps (NaN) in the series become -1, which encoding/json accepts.
+func (res *Result) MarshalJSON() ([]byte, error) {
+	type plain Result
+	return json.Marshal((*plain)(res.jsonSafe()))
+}
+
+// JSON writes the result as indented JSON.
 func (res *Result) JSON(w io.Writer) error {
-	b, err := json.MarshalIndent(res.jsonSafe(), "", "  ")
+	b, err := json.MarshalIndent(res, "", "  ")
 	if err != nil {
 		return err
 	}
@@ -440,7 +451,7 @@ func (res *Result) Table(w io.Writer) {
 	fmt.Fprintf(tw, "view changes\t%.0f (highest view %d -> %d)\n", res.ViewChanges, res.ViewStart, res.ViewEnd)
 	fmt.Fprintf(tw, "messages\t%.2f consensus messages sent and %.2f received per request (all replicas)\n", res.MessagesPerRequest, res.ReceivedPerRequest)
 	if res.BytesSource != "" {
-		fmt.Fprintf(tw, "bytes\t%.0f bytes sent per request (all replicas, TCP)\n", res.BytesPerRequest)
+		fmt.Fprintf(tw, "bytes\t%.0f bytes sent per request (%s)\n", res.BytesPerRequest, res.BytesSource)
 	} else {
 		fmt.Fprintf(tw, "bytes\tunknown\n")
 	}

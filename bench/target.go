@@ -299,9 +299,13 @@ func (t *Target) Blocks(ctx context.Context, i int, from uint64, limit int) ([]a
 	return out.Blocks, nil
 }
 
-// Block reads block h of node i with its raw encoding.
+// Block reads block h of node i with its raw encoding; h = 0 reads the latest block (without it).
 func (t *Target) Block(ctx context.Context, i int, h uint64) (*api.Block, error) {
-	b, err := t.get(ctx, t.Nodes[i].API, fmt.Sprintf("/v1/blocks/%d", h))
+	path := fmt.Sprintf("/v1/blocks/%d", h)
+	if h == 0 {
+		path = "/v1/blocks/latest?raw=false"
+	}
+	b, err := t.get(ctx, t.Nodes[i].API, path)
 	if err != nil {
 		return nil, err
 	}

@@ -51,6 +51,7 @@ By hand, per node:
 		newTxCmd(opts),
 		newTestnetCmd(opts),
 		newBenchCmd(),
+		newScenarioCmd(),
 		newVersionCmd(),
 	)
 	return root

@@ -1,0 +1,304 @@
+package scenario
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/hex"
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/p2pbft/p2pbft/bench"
+	"github.com/p2pbft/p2pbft/node/store"
+	"github.com/p2pbft/p2pbft/pbft"
+	"github.com/p2pbft/p2pbft/wire"
+)
+
+// correctLive returns the replicas that were never Byzantine and run (not stopped, not paused) now.
+func (r *runner) correctLive() []int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []int
+	for i := range r.s.N {
+		if _, b := r.byz[i]; !b && !r.down[i] && !r.paused[i] {
+			out = append(out, i)
+		}
+	}
+	return out
+}
+
+// finalChecks: the correct replicas converge, hold the same chain, and every accepted request is in it
+// exactly once.
+func (r *runner) finalChecks(ctx context.Context, res *bench.Result) {
+	replicas := r.correctLive()
+	if len(replicas) == 0 {
+		r.check("chain", false, "no correct replica runs at the end")
+		return
+	}
+	height, err := r.converge(ctx, replicas)
+	if err != nil {
+		r.check("convergence", false, "%v", err)
+	} else {
+		r.check("convergence", true, "%s reached height %d", strings.Join(r.names(replicas), ", "), height)
+	}
+	chains, common, err := r.readChains(ctx, replicas)
+	if err != nil {
+		r.check("same chain", false, "%v", err)
+		return
+	}
+	hashes, detail, err := compareChains(chains, common, r.names(replicas))
+	if err != nil {
+		r.check("same chain", false, "%v", err)
+		return
+	}
+	r.check("same chain", true, "%s", detail)
+	r.checkExactlyOnce(ctx, res, chains, hashes, common)
+}
+
+// converge waits until the replicas report the same height, and returns it.
+func (r *runner) converge(ctx context.Context, replicas []int) (uint64, error) {
+	bound := r.s.Expect.ConvergeWithin.D()
+	ctx, cancel := context.WithTimeout(ctx, bound)
+	defer cancel()
+	tk := time.NewTicker(100 * time.Millisecond)
+	defer tk.Stop()
+	var last string
+	for {
+		var heights []uint64
+		ok := true
+		for _, i := range replicas {
+			st, err := r.t.Status(ctx, i)
+			if err != nil {
+				ok, last = false, err.Error()
+				break
+			}
+			heights = append(heights, st.Height)
+		}
+		if ok && slices.Min(heights) == slices.Max(heights) {
+			return heights[0], nil
+		}
+		if ok {
+			var parts []string
+			for k, i := range replicas {
+				parts = append(parts, fmt.Sprintf("%s %d", r.t.Nodes[i].Name, heights[k]))
+			}
+			last = "heights " + strings.Join(parts, ", ")
+		}
+		select {
+		case <-ctx.Done():
+			return 0, fmt.Errorf("the correct replicas did not reach the same height within %s (last: %s)", bound, last)
+		case <-tk.C:
+		}
+	}
+}
+
+// readChains reads the block hashes of every replica up to the lowest head among them (common).
+func (r *runner) readChains(ctx context.Context, replicas []int) (map[int]map[uint64]string, uint64, error) {
+	var common uint64
+	for k, i := range replicas {
+		st, err := r.t.Status(ctx, i)
+		if err != nil {
+			return nil, 0, err
+		}
+		if k == 0 || st.Height < common {
+			common = st.Height
+		}
+	}
+	chains := make(map[int]map[uint64]string)
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	errs := make([]error, len(replicas))
+	for k, i := range replicas {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			m := make(map[uint64]string)
+			for from := uint64(1); from <= common; from += 100 {
+				bs, err := r.t.Blocks(ctx, i, from, 100)
+				if err != nil {
+					errs[k] = fmt.Errorf("%s: blocks from %d: %w", r.t.Nodes[i].Name, from, err)
+					return
+				}
+				for _, b := range bs {
+					if b.Height <= common {
+						m[b.Height] = b.Hash
+					}
+				}
+			}
+			mu.Lock()
+			chains[i] = m
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return nil, 0, err
+		}
+	}
+	return chains, common, nil
+}
+
+// compareChains checks that at every height the replicas holding a block hold the same one, and that
+// every replica holds the block at the common height. It returns the hash at every height (held by at
+// least one replica).
+func compareChains(chains map[int]map[uint64]string, common uint64, names []string) (map[uint64]string, string, error) {
+	idx := make([]int, 0, len(chains))
+	for i := range chains {
+		idx = append(idx, i)
+	}
+	sort.Ints(idx)
+	hashes := make(map[uint64]string, common)
+	compared := 0
+	for h := uint64(1); h <= common; h++ {
+		holders := 0
+		for _, i := range idx {
+			hash, ok := chains[i][h]
+			if !ok {
+				continue
+			}
+			holders++
+			if prev, ok := hashes[h]; ok && prev != hash {
+				return nil, "", fmt.Errorf("block %d differs: %s… and %s…", h, prev[:min(12, len(prev))], hash[:min(12, len(hash))])
+			}
+			hashes[h] = hash
+		}
+		if holders > 1 {
+			compared++
+		}
+	}
+	var partial []string
+	for k, i := range idx {
+		if _, ok := chains[i][common]; !ok && common > 0 {
+			return nil, "", fmt.Errorf("%s lacks the block at the common height %d", names[k], common)
+		}
+		if n := len(chains[i]); uint64(n) < common {
+			partial = append(partial, fmt.Sprintf("%s holds %d of them (copied a snapshot)", names[k], n))
+		}
+	}
+	detail := fmt.Sprintf("%s hold the same blocks up to height %d (%d heights compared across replicas)", strings.Join(names, ", "), common, compared)
+	if len(partial) > 0 {
+		detail += "; " + strings.Join(partial, "; ")
+	}
+	return hashes, detail, nil
+}
+
+// checkExactlyOnce reads the whole chain (each block from a replica that holds it) and checks that every
+// accepted request executed exactly once. A block holds its batch as ordered; a request ordered twice (a
+// retransmission after a view change) executes only the first time: by the client table's rule, a
+// request executes iff its timestamp is above the last one executed for its client.
+func (r *runner) checkExactlyOnce(ctx context.Context, res *bench.Result, chains map[int]map[uint64]string, hashes map[uint64]string, common uint64) {
+	holder := make(map[uint64]int, common)
+	for h := uint64(1); h <= common; h++ {
+		found := false
+		for i, m := range chains {
+			if _, ok := m[h]; ok {
+				holder[h], found = i, true
+				break
+			}
+		}
+		if !found {
+			r.check("exactly once", false, "no correct replica holds block %d (all copied snapshots): the chain cannot be checked", h)
+			return
+		}
+	}
+	blocks := make([]*store.Block, common+1)
+	work := make(chan uint64)
+	errc := make(chan error, 1)
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for h := range work {
+				b, err := r.t.Block(ctx, holder[h], h)
+				if err == nil {
+					var raw []byte
+					if raw, err = base64.StdEncoding.DecodeString(b.Raw); err == nil {
+						blocks[h], err = store.DecodeBlock(raw)
+					}
+				}
+				if hash := blocks[h].Hash(); err == nil && hex.EncodeToString(hash[:]) != hashes[h] {
+					err = fmt.Errorf("block %d: hash %x, the summaries said %s", h, hash[:], hashes[h])
+				}
+				if err != nil {
+					select {
+					case errc <- fmt.Errorf("block %d from %s: %w", h, r.t.Nodes[holder[h]].Name, err):
+					default:
+					}
+				}
+			}
+		}()
+	}
+	for h := uint64(1); h <= common; h++ {
+		work <- h
+	}
+	close(work)
+	wg.Wait()
+	select {
+	case err := <-errc:
+		r.check("exactly once", false, "%v", err)
+		return
+	default:
+	}
+	type reqKey struct {
+		client string
+		ts     uint64
+	}
+	last := make(map[string]uint64)
+	executed := make(map[reqKey]int)
+	ordered, repeats := 0, 0
+	for h := uint64(1); h <= common; h++ {
+		for _, rb := range blocks[h].Batch {
+			e, err := wire.DecodeEnvelope(rb)
+			if err != nil {
+				r.check("exactly once", false, "block %d: %v", h, err)
+				return
+			}
+			req, err := pbft.DecodeRequest(e.Payload)
+			if err != nil {
+				r.check("exactly once", false, "block %d: %v", h, err)
+				return
+			}
+			ordered++
+			c := string(e.Author)
+			if req.Timestamp <= last[c] {
+				repeats++ // ordered again, not executed again
+				continue
+			}
+			last[c] = req.Timestamp
+			executed[reqKey{c, req.Timestamp}]++
+		}
+	}
+	gen := r.run.Generator()
+	accepted, missing, twice := 0, 0, 0
+	var example string
+	for _, rec := range res.Records() {
+		if !rec.OK {
+			continue
+		}
+		accepted++
+		switch executed[reqKey{string(gen.PublicKey(rec.Session)), rec.TS}] {
+		case 1:
+		case 0:
+			missing++
+			if example == "" {
+				example = fmt.Sprintf("client %d request %d (block %d per its replies) is not in the chain", rec.Session, rec.TS, rec.Height)
+			}
+		default:
+			twice++
+			if example == "" {
+				example = fmt.Sprintf("client %d request %d executed more than once", rec.Session, rec.TS)
+			}
+		}
+	}
+	if missing+twice > 0 {
+		r.check("exactly once", false, "%d of %d accepted requests missing from the chain, %d executed more than once; e.g. %s", missing, accepted, twice, example)
+		return
+	}
+	r.check("exactly once", true, "each of the %d accepted requests executed exactly once in the %d blocks (%d requests ordered, %d of them repeats not executed)",
+		accepted, common, ordered, repeats)
+}
