@@ -127,3 +127,21 @@ func TestConfigValidation(t *testing.T) {
 		t.Fatal("quorum sizes")
 	}
 }
+
+// A request that stays pending does not let the pending set's queues grow with the traffic behind it.
+func TestPendingQueuesStayBounded(t *testing.T) {
+	p := newPendingSet()
+	stuck := &request{id: wire.Digest{1}, client: "stuck", ts: 1}
+	p.add(stuck, 0)
+	for i := 0; i < 10000; i++ {
+		q := &request{id: wire.Digest{2, byte(i), byte(i >> 8)}, client: "c", ts: uint64(i + 1)}
+		pr := p.add(q, 0)
+		p.remove(pr)
+	}
+	if len(p.all) > 200 || len(p.queue) > 200 || p.len() != 1 {
+		t.Fatalf("queues hold %d and %d entries for %d pending", len(p.all), len(p.queue), p.len())
+	}
+	if p.oldest().req != stuck || p.front().req != stuck {
+		t.Fatal("compaction lost the pending request")
+	}
+}

@@ -94,14 +94,26 @@ func (p *pendingSet) removeExecuted(client string, ts uint64) (removed *pendingR
 	return pr
 }
 
+// compact drops deleted entries from the two FIFOs once they make up most of them, so that a request that
+// stays pending at the head cannot make them grow without bound.
 func (p *pendingSet) compact() {
-	if p.qhead > 64 && p.qhead > len(p.queue)/2 {
-		p.queue = append(p.queue[:0:0], p.queue[p.qhead:]...)
-		p.qhead = 0
+	if len(p.queue)-p.qhead > 2*p.qlen+64 {
+		kept := make([]*pendingReq, 0, p.qlen)
+		for _, pr := range p.queue[p.qhead:] {
+			if pr != nil && pr.queued && p.byID[pr.req.id] == pr {
+				kept = append(kept, pr)
+			}
+		}
+		p.queue, p.qhead = kept, 0
 	}
-	if p.ahead > 64 && p.ahead > len(p.all)/2 {
-		p.all = append(p.all[:0:0], p.all[p.ahead:]...)
-		p.ahead = 0
+	if len(p.all)-p.ahead > 2*len(p.byID)+64 {
+		kept := make([]*pendingReq, 0, len(p.byID))
+		for _, pr := range p.all[p.ahead:] {
+			if pr != nil && p.byID[pr.req.id] == pr {
+				kept = append(kept, pr)
+			}
+		}
+		p.all, p.ahead = kept, 0
 	}
 }
 
