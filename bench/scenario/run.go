@@ -485,13 +485,6 @@ func (r *runner) apply(ctx context.Context, k int, e Event) (Step, error) {
 	view := r.currentView(ctx)
 	primary := int(view % uint64(r.s.N))
 	onPrimary := slices.Contains(targets, primary)
-	// What the others have now: the height a returning replica must reach.
-	var others uint64
-	for i, st := range r.statuses(ctx) {
-		if _, b := r.isByz(i); !b && !slices.Contains(targets, i) {
-			others = max(others, st.height)
-		}
-	}
 	label := e.Action
 	if len(targets) > 0 {
 		label += " " + strings.Join(step.Targets, ",")
@@ -509,6 +502,13 @@ func (r *runner) apply(ctx context.Context, k int, e Event) (Step, error) {
 		return step, err
 	}
 	ev := r.run.Mark(label)
+	// What the others have once the action is done: the height a returning replica must reach.
+	var others uint64
+	for i, st := range r.statuses(ctx) {
+		if _, b := r.isByz(i); !b && !slices.Contains(targets, i) {
+			others = max(others, st.height)
+		}
+	}
 	step.AtS = ev.At.Seconds()
 	r.say("[%s] %s", r.clock(), label)
 	r.mu.Lock()
