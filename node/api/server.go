@@ -60,6 +60,10 @@ type Options struct {
 	// RetryTimeout is how long a submission waits for the local replica before it is relayed to the
 	// others; relays repeat at this interval, doubling up to 8s. Default 1s.
 	RetryTimeout time.Duration
+	// Admin enables the experiment endpoints (/admin/partition, /admin/heal; see Partitioner), which
+	// answer only clients on loopback. The backend must implement Partitioner. Off by default: enable it
+	// only for fault-injection experiments ([experiment] admin_api).
+	Admin bool
 }
 
 // Relay sends a request to other replicas: PBFT's client broadcast on timeout, which the API does on
@@ -136,6 +140,8 @@ type Server struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+
+	adminMu sync.Mutex // serializes partition changes
 }
 
 // New builds the API for a replica.
@@ -177,6 +183,13 @@ func New(b Backend, opts Options) (*Server, error) {
 	mux.HandleFunc("/health", s.only(http.MethodGet, s.handleHealth))
 	metrics := promhttp.HandlerFor(b.Gatherer(), promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError})
 	mux.HandleFunc("/metrics", s.only(http.MethodGet, metrics.ServeHTTP))
+	if opts.Admin {
+		p, ok := b.(Partitioner)
+		if !ok {
+			return nil, errNoPartitioner
+		}
+		s.adminRoutes(mux, p)
+	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", fmt.Sprintf("no endpoint %s (see /v1/status, /v1/tx, /v1/kv/{key}, /v1/blocks, /metrics, /health)", r.URL.Path))
 	})

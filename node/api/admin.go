@@ -1,0 +1,116 @@
+package api
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"slices"
+)
+
+// Partitioner is what the experiment endpoints need from a backend: a replica that can cut itself off
+// from other replicas at run time (both directions: no connection to or from them is kept or accepted)
+// and undo it. *node.Node implements it when the node offers partitions.
+type Partitioner interface {
+	// Partition cuts the replica off from the given replicas (indexes in the genesis), replacing any
+	// earlier partition.
+	Partition(peers []int) error
+	// Heal undoes the partition.
+	Heal() error
+}
+
+// PartitionRequest is the body of POST /admin/partition.
+type PartitionRequest struct {
+	// Peers are the replicas (genesis indexes) to cut this replica off from.
+	Peers []int `json:"peers"`
+}
+
+// PartitionResponse answers the admin endpoints: the replicas this replica is cut off from.
+type PartitionResponse struct {
+	Partitioned []int `json:"partitioned"`
+}
+
+// adminRoutes serves the experiment endpoints:
+//
+//	POST /admin/partition   {"peers": [0, 2]}: cut this replica off from replicas 0 and 2
+//	POST /admin/heal        undo the partition
+//	GET  /admin/partition   the replicas this replica is cut off from
+//
+// They answer only clients on loopback, whatever address the API listens on.
+func (s *Server) adminRoutes(mux *http.ServeMux, p Partitioner) {
+	var cut []int // guarded by s.adminMu
+	mux.HandleFunc("/admin/partition", s.loopbackOnly(func(w http.ResponseWriter, r *http.Request) {
+		switch r.Method {
+		case http.MethodGet, http.MethodHead:
+			s.adminMu.Lock()
+			out := PartitionResponse{Partitioned: slices.Clone(cut)}
+			s.adminMu.Unlock()
+			writeJSON(w, http.StatusOK, out)
+			return
+		case http.MethodPost:
+		default:
+			w.Header().Set("Allow", "GET, POST")
+			writeError(w, http.StatusMethodNotAllowed, "method_not_allowed", fmt.Sprintf("%s %s: use GET or POST", r.Method, r.URL.Path))
+			return
+		}
+		var req PartitionRequest
+		dec := json.NewDecoder(io.LimitReader(r.Body, 64<<10))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&req); err != nil {
+			writeError(w, http.StatusBadRequest, "bad_request", "body: want {\"peers\": [replica indexes]}: "+err.Error())
+			return
+		}
+		n, self := s.g.N(), s.b.Status().Replica
+		peers := slices.Clone(req.Peers)
+		slices.Sort(peers)
+		peers = slices.Compact(peers)
+		for _, i := range peers {
+			if i < 0 || i >= n {
+				writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("peer %d: replicas are 0 to %d", i, n-1))
+				return
+			}
+			if i == self {
+				writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("peer %d is this replica", i))
+				return
+			}
+		}
+		s.adminMu.Lock()
+		defer s.adminMu.Unlock()
+		if err := p.Partition(peers); err != nil {
+			s.fail(w, fmt.Errorf("partition: %w", err))
+			return
+		}
+		cut = peers
+		s.log.Warn("experiment: partitioned from replicas by the admin API", "peers", peers)
+		writeJSON(w, http.StatusOK, PartitionResponse{Partitioned: slices.Clone(cut)})
+	}))
+	mux.HandleFunc("/admin/heal", s.loopbackOnly(s.only(http.MethodPost, func(w http.ResponseWriter, r *http.Request) {
+		s.adminMu.Lock()
+		defer s.adminMu.Unlock()
+		if err := p.Heal(); err != nil {
+			s.fail(w, fmt.Errorf("heal: %w", err))
+			return
+		}
+		cut = nil
+		s.log.Warn("experiment: partition healed by the admin API")
+		writeJSON(w, http.StatusOK, PartitionResponse{Partitioned: []int{}})
+	})))
+}
+
+// loopbackOnly refuses requests from clients that are not on loopback.
+func (s *Server) loopbackOnly(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		host, _, err := net.SplitHostPort(r.RemoteAddr)
+		ip := net.ParseIP(host)
+		if err != nil || ip == nil || !ip.IsLoopback() {
+			writeError(w, http.StatusForbidden, "forbidden", "the admin endpoints answer only clients on loopback")
+			return
+		}
+		h(w, r)
+	}
+}
+
+// errNoPartitioner is returned by New when Admin is set and the backend cannot partition.
+var errNoPartitioner = errors.New("api: the admin endpoints need a backend that can partition (api.Partitioner)")
