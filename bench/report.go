@@ -124,7 +124,7 @@ func (r *Run) result() *Result {
 	recs := r.gen.Records()
 	counts := r.gen.Counts()
 	res := &Result{Started: r.start.UTC(), Machine: thisMachine(), Load: r.cfg.Load, N: r.t.N(), F: r.t.Genesis.F(),
-		Nodes: slices.Clone(r.t.Nodes), Issued: counts.Issued, Acked: counts.Acked, Failed: counts.Failed,
+		Nodes: r.t.Snapshot(), Issued: counts.Issued, Acked: counts.Acked, Failed: counts.Failed,
 		Skipped: counts.Skipped, Events: events, records: recs}
 	res.Presigned, _ = r.gen.Presigned()
 	_, pd := r.gen.Presigned()
@@ -219,8 +219,8 @@ func (r *Run) result() *Result {
 		} else if base.tcpErr != nil {
 			res.Notes = append(res.Notes, "bytes per request unknown: "+base.tcpErr.Error())
 		}
-		for i, nd := range r.t.Nodes {
-			u := ReplicaUsage{Name: nd.Name, Cores: -1, MicrosPerRequest: -1}
+		for i := range r.t.Nodes {
+			u := ReplicaUsage{Name: r.t.Nodes[i].Name, Cores: -1, MicrosPerRequest: -1}
 			if i < len(base.cpu) && i < len(final.cpu) && base.cpu[i] >= 0 && final.cpu[i] >= 0 &&
 				(i >= len(final.pids) || base.pids[i] == final.pids[i]) {
 				d := final.cpu[i] - base.cpu[i]

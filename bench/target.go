@@ -12,7 +12,9 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/p2pbft/p2pbft/identity"
@@ -47,6 +49,9 @@ type Target struct {
 	Dir string
 
 	http *http.Client
+	// mu guards the PIDs in Nodes, which change as replicas of an owned testnet restart; read them with
+	// PIDs or Snapshot. The other fields of Nodes do not change.
+	mu sync.Mutex
 }
 
 // N returns the number of replicas.
@@ -177,6 +182,9 @@ func StartLocal(ctx context.Context, cfg LocalConfig) (*Target, error) {
 	}
 	net.SetProcessOptions(testnet.ProcessOptions{Binary: cfg.Binary, Args: cfg.Args, ReadyTimeout: cfg.ReadyTimeout, StopTimeout: 20 * time.Second})
 	t := &Target{Genesis: net.Genesis(), Bootstrap: net.Bootstrap(), Net: net, Owned: true, Dir: cfg.Dir, http: newHTTP()}
+	for i, ni := range net.Nodes() {
+		t.Nodes = append(t.Nodes, Node{Name: ni.Name, Replica: i, API: net.APIURL(i)})
+	}
 	if err := net.Start(ctx); err != nil {
 		net.Close()
 		return nil, err
@@ -187,31 +195,31 @@ func StartLocal(ctx context.Context, cfg LocalConfig) (*Target, error) {
 		net.Close()
 		return nil, err
 	}
-	t.refreshNodes()
+	t.PIDs()
 	return t, nil
 }
 
-// refreshNodes re-reads the PIDs of a local testnet this process runs.
-func (t *Target) refreshNodes() {
-	if t.Net == nil || !t.Owned {
-		return
-	}
-	nodes := t.Net.Nodes()
-	t.Nodes = t.Nodes[:0]
-	for i, ni := range nodes {
-		t.Nodes = append(t.Nodes, Node{Name: ni.Name, Replica: i, API: t.Net.APIURL(i), PID: t.Net.PID(i)})
-	}
-}
-
-// PIDs returns the current process of every node (0 for unknown or stopped), refreshed for a testnet this
+// PIDs returns the current process of every node (0 for unknown or stopped), re-read for a testnet this
 // process runs.
 func (t *Target) PIDs() []int {
-	t.refreshNodes()
+	t.mu.Lock()
+	defer t.mu.Unlock()
 	out := make([]int, len(t.Nodes))
-	for i, n := range t.Nodes {
-		out[i] = n.PID
+	for i := range t.Nodes {
+		if t.Net != nil && t.Owned {
+			t.Nodes[i].PID = t.Net.PID(i)
+		}
+		out[i] = t.Nodes[i].PID
 	}
 	return out
+}
+
+// Snapshot returns a copy of the nodes with their current processes.
+func (t *Target) Snapshot() []Node {
+	t.PIDs()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return slices.Clone(t.Nodes)
 }
 
 // Close stops the replicas if this process started them.

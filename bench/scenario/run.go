@@ -840,7 +840,7 @@ func (r *runner) writeResults(runErr error) error {
 		if err := os.MkdirAll(logs, 0o755); err != nil {
 			errs = append(errs, err)
 		}
-		for i, nd := range r.t.Nodes {
+		for i, nd := range r.t.Snapshot() {
 			if b, err := os.ReadFile(r.t.Net.LogPath(i)); err == nil {
 				if err := os.WriteFile(filepath.Join(logs, nd.Name+".log"), b, 0o644); err != nil {
 					errs = append(errs, err)
