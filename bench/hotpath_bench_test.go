@@ -1,0 +1,202 @@
+package bench
+
+// Hot-path micro-benchmarks that no other package covers: a batch's digest, a client request's signing
+// and decoding, a reply's check by a client (signature, Merkle proof, f+1 quorum), and the load
+// generator's own per-request work. BENCHMARKS.md lists these with every other benchmark of the tree.
+//
+//	go test -run '^$' -bench . -benchmem ./bench/
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"fmt"
+	"testing"
+
+	"github.com/multiformats/go-multiaddr"
+
+	"github.com/p2pbft/p2pbft/identity"
+	"github.com/p2pbft/p2pbft/node/app/kv"
+	"github.com/p2pbft/p2pbft/pbft"
+	"github.com/p2pbft/p2pbft/wire"
+)
+
+func benchKey(b *testing.B, name string) *identity.Key {
+	b.Helper()
+	seed := sha256.Sum256([]byte(name))
+	k, err := identity.NewKeyFromSeed(seed[:])
+	if err != nil {
+		b.Fatal(err)
+	}
+	return k
+}
+
+// BenchmarkBatchDigest: the digest a pre-prepare and every COMMIT carry, over the IDs of a batch's
+// requests (the IDs themselves are computed once per request when it arrives).
+func BenchmarkBatchDigest(b *testing.B) {
+	for _, n := range []int{1, 100, 1000} {
+		ids := make([]wire.Digest, n)
+		for i := range ids {
+			ids[i] = sha256.Sum256([]byte{byte(i), byte(i >> 8)})
+		}
+		b.Run(fmt.Sprintf("requests=%d", n), func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				_ = pbft.BatchDigest(ids)
+			}
+		})
+	}
+}
+
+// BenchmarkEnvelopeID: the ID (sha256 of the signed string) of a fresh 100-byte-payload envelope, as a
+// receiver computes it once per message.
+func BenchmarkEnvelopeID(b *testing.B) {
+	k := benchKey(b, "id")
+	e, _ := wire.Seal(k, "chain", wire.KindPrepare, make([]byte, 100))
+	data, _ := e.Marshal()
+	b.ReportAllocs()
+	for b.Loop() {
+		d, err := wire.DecodeEnvelope(data)
+		if err != nil {
+			b.Fatal(err)
+		}
+		_ = d.ID()
+	}
+}
+
+// BenchmarkRequestSign: a client signs a 100-byte key-value put (what the bench does ahead of a run).
+func BenchmarkRequestSign(b *testing.B) {
+	k := benchKey(b, "client")
+	op, err := buildOp(keyName(7), "s0-r0", 100)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	ts := uint64(1)
+	for b.Loop() {
+		ts++
+		if _, err := pbft.NewRequest(k, "chain", ts, op); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkRequestDecode: a replica decodes a request envelope and its payload, and the operation.
+func BenchmarkRequestDecode(b *testing.B) {
+	k := benchKey(b, "client")
+	op, _ := buildOp(keyName(7), "s0-r0", 100)
+	env, _ := pbft.NewRequest(k, "chain", 42, op)
+	data, _ := env.Marshal()
+	b.ReportAllocs()
+	for b.Loop() {
+		e, err := wire.DecodeEnvelope(data)
+		if err != nil {
+			b.Fatal(err)
+		}
+		r, err := pbft.DecodeRequest(e.Payload)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := kv.DecodeOp(r.Op); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// replyLeaf is pbft's reply leaf (pbft/reply.go), to build replies as a replica does.
+func replyLeaf(client []byte, ts uint64, result []byte) wire.Digest {
+	h := sha256.New()
+	var buf [8]byte
+	h.Write([]byte{0})
+	h.Write([]byte("p2pbft/reply/v1\x00"))
+	binary.BigEndian.PutUint64(buf[:], uint64(len(client)))
+	h.Write(buf[:])
+	h.Write(client)
+	binary.BigEndian.PutUint64(buf[:], ts)
+	h.Write(buf[:])
+	binary.BigEndian.PutUint64(buf[:], uint64(len(result)))
+	h.Write(buf[:])
+	h.Write(result)
+	var d wire.Digest
+	h.Sum(d[:0])
+	return d
+}
+
+// BenchmarkReplyQuorum: a client checks the replies to one request from f+1 = 2 of 4 replicas (reply
+// signature, Merkle proof, matching results), with a plain verifier and with the bench's caching verifier
+// (which a replica's one signature per batch lets hit for every request of the batch but the first).
+func BenchmarkReplyQuorum(b *testing.B) {
+	keys := make([]*identity.Key, 4)
+	reps := make([]identity.Replica, 4)
+	for i := range keys {
+		keys[i] = benchKey(b, fmt.Sprintf("replica-%d", i))
+		reps[i] = identity.Replica{Name: fmt.Sprintf("node%d", i), PeerID: keys[i].PeerID(),
+			Addrs: []multiaddr.Multiaddr{multiaddr.StringCast("/ip4/127.0.0.1/tcp/1")}}
+	}
+	g, err := identity.NewGenesis("chain", reps)
+	if err != nil {
+		b.Fatal(err)
+	}
+	client := benchKey(b, "client").PublicKey()
+	result, _ := kv.EncodeResult(kv.Result{Status: kv.StatusOK})
+	const ts = 77
+	replies := make([][]byte, 2)
+	for i := range replies {
+		hdr, _ := wire.Marshal(&pbft.ReplyHeader{View: 0, Seq: 9, Replica: uint32(i), Count: 1, Root: replyLeaf(client, ts, result)})
+		e, err := wire.Seal(keys[i], "chain", wire.KindReply, hdr)
+		if err != nil {
+			b.Fatal(err)
+		}
+		e.Body, _ = wire.Marshal(&pbft.ReplyProof{Client: client, Timestamp: ts, Result: result})
+		replies[i], _ = e.Marshal()
+	}
+	plain, _ := g.NewVerifier()
+	caching, _ := newCachingVerifier(g)
+	for _, v := range []struct {
+		name string
+		v    wire.Verifier
+	}{{"verifier=plain", plain}, {"verifier=caching", caching}} {
+		b.Run(v.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				col := pbft.NewReplyCollector("chain", g.PublicKeys(), v.v, client)
+				col.Await(ts)
+				var rep *pbft.Reply
+				for _, data := range replies {
+					e, err := wire.DecodeEnvelope(data)
+					if err != nil {
+						b.Fatal(err)
+					}
+					if rep, err = col.Add(e); err != nil {
+						b.Fatal(err)
+					}
+				}
+				if rep == nil {
+					b.Fatal("no quorum")
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkBuildOp: the load generator builds one padded 100-byte put.
+func BenchmarkBuildOp(b *testing.B) {
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := buildOp(keyName(12345), "s12-r345", 100); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkKeyChooser: drawing a key index, uniform and zipf.
+func BenchmarkKeyChooser(b *testing.B) {
+	for _, dist := range []string{KeysUniform, KeysZipf} {
+		k := newKeyChooser(Workload{Keys: dist}.withDefaults(), 1)
+		b.Run(dist, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				_ = k.next()
+			}
+		})
+	}
+}
