@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"slices"
 	"sync"
@@ -26,6 +27,27 @@ import (
 //
 //	go test -run '^$' -bench Cluster -benchtime 20000x ./node/
 //	go test -run '^$' -bench 'Cluster/fsync=true/clients=1/' -benchtime 1000x ./node/
+var (
+	clusterInFlight     = flag.Int("cluster.inflight", 0, "BenchmarkCluster: consensus.max_in_flight (0: the default)")
+	clusterBatchTimeout = flag.Duration("cluster.batchtimeout", -1, "BenchmarkCluster: consensus.batch_timeout (-1: the default)")
+	clusterBatchMax     = flag.Int("cluster.batchmax", 0, "BenchmarkCluster: consensus.batch_max_requests (0: the default)")
+)
+
+// benchConsensus is the default consensus configuration with the benchmark flags on top.
+func benchConsensus() config.Consensus {
+	cs := config.Default().Consensus
+	if *clusterInFlight > 0 {
+		cs.MaxInFlight = *clusterInFlight
+	}
+	if *clusterBatchTimeout >= 0 {
+		cs.BatchTimeout = *clusterBatchTimeout
+	}
+	if *clusterBatchMax > 0 {
+		cs.BatchMaxRequests = *clusterBatchMax
+	}
+	return cs
+}
+
 func BenchmarkCluster(b *testing.B) {
 	for _, sync := range []bool{true, false} {
 		for _, clients := range []int{1, 64, 256, 1024} {
@@ -33,7 +55,7 @@ func BenchmarkCluster(b *testing.B) {
 				b.Run(fmt.Sprintf("fsync=%v/clients=%d/broadcast=%s", sync, clients, path), func(b *testing.B) {
 					benchCluster(b, clients, func(cfg *config.Config) {
 						cfg.P2P.Broadcast = path
-						cfg.Consensus = config.Default().Consensus
+						cfg.Consensus = benchConsensus()
 						cfg.Store.Sync = sync
 					})
 				})
@@ -97,6 +119,10 @@ func benchCluster(b *testing.B, clients int, mutate func(*config.Config)) {
 		b.ReportMetric(counterValue(n0.metrics.requests)/blocks, "req/block")
 	}
 	b.ReportMetric(float64(n0.vstats.verified.Load())/float64(total), "verifies/req")
+	b.ReportMetric(float64(n0.Status().View), "final-view")
+	if v := n0.vstats.verified.Load(); v > 0 {
+		b.ReportMetric(float64(n0.vstats.batched.Load())/float64(v), "batched-frac")
+	}
 	for name, h := range map[string]prometheus.Histogram{"persist-ms": n0.metrics.persistSeconds, "exec-ms": n0.metrics.executeSeconds} {
 		var m dto.Metric
 		if h.Write(&m) == nil && m.GetHistogram().GetSampleCount() > 0 {

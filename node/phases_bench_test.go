@@ -71,7 +71,7 @@ func BenchmarkClusterPhases(b *testing.B) {
 	tr := &tracer{ev: map[string]time.Time{}}
 	var c *cluster
 	mut := func(cfg *config.Config) {
-		cfg.Consensus = config.Default().Consensus
+		cfg.Consensus = benchConsensus()
 		cfg.Store.Sync = *phasesSync
 	}
 	_ = c

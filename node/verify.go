@@ -2,6 +2,7 @@ package node
 
 import (
 	"errors"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -80,6 +81,7 @@ type verifyStats struct {
 	verified  atomic.Uint64 // signatures checked with cryptography
 	cacheHits atomic.Uint64 // signatures found in the cache
 	batches   atomic.Uint64 // batch verifications (of 2 or more signatures)
+	batched   atomic.Uint64 // signatures checked in those batches
 	failed    atomic.Uint64 // signatures that did not verify
 }
 
@@ -141,14 +143,13 @@ func (p *verifyPool) work() {
 		case <-p.quit:
 			return
 		}
-	drain:
-		for len(batch) < maxVerifyBatch {
-			select {
-			case j := <-p.jobs:
-				batch = append(batch, j)
-			default:
-				break drain
-			}
+		p.drain(&batch)
+		if len(batch) < minUsefulBatch {
+			// Requests come in bursts (the clients a block answered send their next ones together), and
+			// the goroutines queueing them may be runnable but not yet running: let them run once
+			// before deciding. An idle system has nobody else to run, so this costs nothing there.
+			runtime.Gosched()
+			p.drain(&batch)
 		}
 		for _, j := range batch {
 			envs = append(envs, j.e)
@@ -160,6 +161,7 @@ func (p *verifyPool) work() {
 			}
 		} else {
 			p.stats.batches.Add(1)
+			p.stats.batched.Add(uint64(len(envs)))
 			if err := p.v.VerifyBatch(envs); err != nil {
 				var be *wire.BatchError
 				if errors.As(err, &be) {
@@ -187,6 +189,22 @@ func (p *verifyPool) work() {
 			close(j.done)
 		}
 		p.mu.Unlock()
+	}
+}
+
+// minUsefulBatch is the smallest batch worth verifying together (identity.Verifier checks fewer one by
+// one: below four, batch verification costs more per signature than single checks).
+const minUsefulBatch = 4
+
+// drain adds to *batch whatever is queued, up to maxVerifyBatch.
+func (p *verifyPool) drain(batch *[]*verifyJob) {
+	for len(*batch) < maxVerifyBatch {
+		select {
+		case j := <-p.jobs:
+			*batch = append(*batch, j)
+		default:
+			return
+		}
 	}
 }
 
@@ -354,6 +372,7 @@ func (c *cachedVerifier) VerifyBatch(es []*wire.Envelope) error {
 		c.stats.verified.Add(uint64(len(todo)))
 		if len(todo) > 1 {
 			c.stats.batches.Add(1)
+			c.stats.batched.Add(uint64(len(todo)))
 		}
 		if err := c.v.VerifyBatch(todo); err != nil {
 			var be *wire.BatchError
