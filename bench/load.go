@@ -40,7 +40,7 @@ type LoadConfig struct {
 	// Workload describes the requests.
 	Workload
 	// Presign is how many requests to sign before the load starts: 0 picks enough for the run's bounds
-	// (Requests, or Rate x Duration, or 10,000/s x Duration for a closed loop, at most 2,000,000); -1
+	// (Requests, or Rate x Duration, or 5,000/s x Duration for a closed loop, at most 2,000,000); -1
 	// signs every request when it is sent. Requests beyond the pre-signed ones are signed when sent, and
 	// counted.
 	Presign int `json:"presign,omitempty" toml:"presign"`
@@ -143,7 +143,7 @@ func (c LoadConfig) presignCount() int {
 	case c.Mode == Open:
 		return min(int(c.Rate*c.Duration.D().Seconds()*1.05)+c.Clients, 2_000_000)
 	default:
-		return min(int(10000*c.Duration.D().Seconds()), 2_000_000)
+		return min(int(5000*c.Duration.D().Seconds())+2*c.Clients, 2_000_000)
 	}
 }
 
