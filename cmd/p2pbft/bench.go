@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -40,6 +41,7 @@ type benchOptions struct {
 	jsonOut  bool
 	plot     string
 	progress bool
+	cpuProf  string
 }
 
 // nodeTuning are the configuration options a bench or scenario may set on replicas it starts.
@@ -163,6 +165,7 @@ reached (latency at half load).`,
 	f.BoolVar(&o.jsonOut, "json", false, "print the result as JSON instead of a table")
 	f.StringVar(&o.plot, "plot", "", "write the latency and throughput plot to this file (.png or .svg)")
 	f.BoolVar(&o.progress, "progress", true, "print a progress line every second (on standard error)")
+	f.StringVar(&o.cpuProf, "cpuprofile", "", "write a CPU profile of the load generator (this process) to this file")
 	return cmd
 }
 
@@ -185,6 +188,20 @@ func runBench(ctx context.Context, cmd *cobra.Command, o *benchOptions) error {
 	var progress io.Writer
 	if o.progress {
 		progress = errOut
+	}
+	if o.cpuProf != "" {
+		pf, err := os.Create(o.cpuProf)
+		if err != nil {
+			return err
+		}
+		if err := pprof.StartCPUProfile(pf); err != nil {
+			pf.Close()
+			return err
+		}
+		defer func() {
+			pprof.StopCPUProfile()
+			pf.Close()
+		}()
 	}
 	cfg := bench.Config{Load: o.load, Warmup: o.warmup, Progress: progress}
 	fmt.Fprintf(errOut, "bench: %d replicas; %s\n", t.N(), describeLoad(o.load))
