@@ -308,3 +308,15 @@ func TestWritePlot(t *testing.T) {
 		t.Fatalf("table:\n%s", buf.String())
 	}
 }
+
+func TestStep125(t *testing.T) {
+	for _, tc := range []struct {
+		v    float64
+		up   bool
+		want float64
+	}{{706, true, 1000}, {2118, true, 5000}, {150, false, 100}, {0.31, false, 0.2}, {4.9, true, 5}, {5, true, 5}, {5, false, 5}, {9.99, false, 5}} {
+		if got := step125(tc.v, tc.up); math.Abs(got-tc.want) > 1e-9 {
+			t.Errorf("step125(%v, %v) = %v, want %v", tc.v, tc.up, got, tc.want)
+		}
+	}
+}

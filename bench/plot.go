@@ -28,6 +28,27 @@ var (
 	colorView     = color.RGBA{R: 120, G: 120, B: 120, A: 255}
 )
 
+// step125 rounds v (> 0) down or up to 1, 2 or 5 times a power of ten.
+func step125(v float64, up bool) float64 {
+	e := math.Floor(math.Log10(v))
+	base := math.Pow(10, e)
+	steps := []float64{1, 2, 5, 10}
+	if up {
+		for _, m := range steps {
+			if m*base >= v*(1-1e-9) {
+				return m * base
+			}
+		}
+		return 10 * base
+	}
+	for k := len(steps) - 1; k >= 0; k-- {
+		if steps[k]*base <= v*(1+1e-9) {
+			return steps[k] * base
+		}
+	}
+	return base
+}
+
 // logTicks125 marks a log axis at 1, 2 and 5 times each power of ten (labelled) and at the other
 // integers times it (unlabelled).
 type logTicks125 struct{}
@@ -90,8 +111,8 @@ func writePlot(w io.Writer, res *Result, title, ext string) error {
 	if math.IsInf(lo, 0) {
 		lo, hi = 0.1, 1
 	}
-	// Whole decades, with room above the data for the legend and the event labels.
-	lat.Y.Min, lat.Y.Max = math.Pow(10, math.Floor(math.Log10(lo))), math.Pow(10, math.Ceil(math.Log10(hi*4)))
+	// 1-2-5 steps around the data, with room above it for the legend.
+	lat.Y.Min, lat.Y.Max = step125(lo/1.2, false), step125(hi*3, true)
 	lat.Y.Tick.Marker = logTicks125{}
 	for _, l := range []struct {
 		ys    []float64

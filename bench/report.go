@@ -330,7 +330,12 @@ func buildSeries(recs []Record, samples []sample, n int) Series {
 			bEnd = time.Duration(b)*bucket + span
 		}
 		s.T = append(s.T, bEnd.Seconds())
-		s.Acked = append(s.Acked, float64(acked[b])/span.Seconds())
+		if span < bucket/2 {
+			// Too short a tail to give a rate (the last replies of a run trickle in): no point.
+			s.Acked = append(s.Acked, math.NaN())
+		} else {
+			s.Acked = append(s.Acked, float64(acked[b])/span.Seconds())
+		}
 		if len(lats[b]) == 0 {
 			s.P50, s.P99, s.Max = append(s.P50, math.NaN()), append(s.P99, math.NaN()), append(s.Max, math.NaN())
 			continue
@@ -401,6 +406,26 @@ func (res *Result) MarshalJSON() ([]byte, error) {
 	return json.Marshal((*plain)(res.jsonSafe()))
 }
 
+// ReadResult reads a result written by JSON (gaps in the series, written as -1, become NaN again).
+func ReadResult(r io.Reader) (*Result, error) {
+	var res Result
+	if err := json.NewDecoder(r).Decode(&res); err != nil {
+		return nil, fmt.Errorf("bench: read result: %w", err)
+	}
+	unfix := func(xs []float64) {
+		for i, x := range xs {
+			if x < 0 {
+				xs[i] = math.NaN()
+			}
+		}
+	}
+	s := &res.Series
+	for _, xs := range [][]float64{s.Acked, s.P50, s.P99, s.Max, s.Executed} {
+		unfix(xs)
+	}
+	return &res, nil
+}
+
 // JSON writes the result as indented JSON.
 func (res *Result) JSON(w io.Writer) error {
 	b, err := json.MarshalIndent(res, "", "  ")
@@ -424,7 +449,7 @@ func (res *Result) jsonSafe() *Result {
 		return out
 	}
 	c.Series.P50, c.Series.P99, c.Series.Max = fix(c.Series.P50), fix(c.Series.P99), fix(c.Series.Max)
-	c.Series.Executed = fix(c.Series.Executed)
+	c.Series.Executed, c.Series.Acked = fix(c.Series.Executed), fix(c.Series.Acked)
 	return &c
 }
 

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -166,7 +168,44 @@ reached (latency at half load).`,
 	f.StringVar(&o.plot, "plot", "", "write the latency and throughput plot to this file (.png or .svg)")
 	f.BoolVar(&o.progress, "progress", true, "print a progress line every second (on standard error)")
 	f.StringVar(&o.cpuProf, "cpuprofile", "", "write a CPU profile of the load generator (this process) to this file")
+	cmd.AddCommand(newBenchPlotCmd())
 	return cmd
+}
+
+func newBenchPlotCmd() *cobra.Command {
+	var title string
+	cmd := &cobra.Command{
+		Use:   "plot RESULT.json OUT.png|OUT.svg",
+		Short: "Draw the plot of a saved result again (a bench result.json, or a scenario run.json)",
+		Args:  cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			res, err := readAnyResult(args[0])
+			if err != nil {
+				return err
+			}
+			if title == "" {
+				title = fmt.Sprintf("p2pbft, n=%d: %s", res.N, describeLoad(res.Load))
+			}
+			return bench.WritePlot(res, title, args[1])
+		},
+	}
+	cmd.Flags().StringVar(&title, "title", "", "the plot's title")
+	return cmd
+}
+
+// readAnyResult reads a bench result, or the figures of a scenario's run.json.
+func readAnyResult(path string) (*bench.Result, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var probe struct {
+		Figures json.RawMessage `json:"figures"`
+	}
+	if json.Unmarshal(b, &probe) == nil && len(probe.Figures) > 0 {
+		b = probe.Figures
+	}
+	return bench.ReadResult(bytes.NewReader(b))
 }
 
 func runBench(ctx context.Context, cmd *cobra.Command, o *benchOptions) error {
