@@ -239,7 +239,7 @@ func TestPercentilesAndSeries(t *testing.T) {
 		{at: 2 * time.Second, executed: []float64{20, 5}, view: []uint64{0, 1}},
 		{at: 3 * time.Second, executed: []float64{-1, 25}, view: []uint64{1, 1}},
 	}
-	s := buildSeries(recs, samples, 2)
+	s := buildSeries(recs, samples, 2, 0)
 	if s.BucketMs != 250 || len(s.T) != 16 {
 		t.Fatalf("buckets %v x %d", s.BucketMs, len(s.T))
 	}

@@ -241,7 +241,7 @@ func (r *Run) result() *Result {
 			res.GeneratorCPU = (final.self - base.self) / window
 		}
 	}
-	res.Series = buildSeries(recs, samples, r.t.N())
+	res.Series = buildSeries(recs, samples, r.t.N(), to)
 	res.Events = append(res.Events, viewEvents(samples)...)
 	slices.SortStableFunc(res.Events, func(a, b Event) int { return int(a.At - b.At) })
 	if v := float64(res.ViewEnd) - float64(res.ViewStart); v > res.ViewChanges {
@@ -297,8 +297,9 @@ func percentiles(lat []time.Duration) Percentiles {
 }
 
 // buildSeries buckets the records by completion time (buckets of 1s, or longer so that a run has at most
-// 600 of them) and turns the replica samples into rates.
-func buildSeries(recs []Record, samples []sample, n int) Series {
+// 600 of them) and turns the replica samples into rates. Acceptance rates stop at issuedUntil, when the
+// load stopped issuing: the replies that trickle in afterwards are no throughput.
+func buildSeries(recs []Record, samples []sample, n int, issuedUntil time.Duration) Series {
 	var end time.Duration
 	for _, r := range recs {
 		end = max(end, r.Done)
@@ -330,8 +331,8 @@ func buildSeries(recs []Record, samples []sample, n int) Series {
 			bEnd = time.Duration(b)*bucket + span
 		}
 		s.T = append(s.T, bEnd.Seconds())
-		if span < bucket/2 {
-			// Too short a tail to give a rate (the last replies of a run trickle in): no point.
+		if span < bucket/2 || (issuedUntil > 0 && time.Duration(b)*bucket+bucket/2 > issuedUntil) {
+			// After the load stopped issuing, or too short a tail to give a rate: no point.
 			s.Acked = append(s.Acked, math.NaN())
 		} else {
 			s.Acked = append(s.Acked, float64(acked[b])/span.Seconds())
