@@ -23,6 +23,8 @@ type Result struct {
 	N       int        `json:"n"`
 	F       int        `json:"f"`
 	Nodes   []Node     `json:"nodes"`
+	// Where says what the replicas were: local processes, docker containers, or replicas given by address.
+	Where string `json:"where"`
 	// WarmupMs and WindowMs: the figures cover [warmup, warmup + window] after the load started.
 	WarmupMs float64 `json:"warmup_ms"`
 	WindowMs float64 `json:"window_ms"`
@@ -124,7 +126,7 @@ func (r *Run) result() *Result {
 	recs := r.gen.Records()
 	counts := r.gen.Counts()
 	res := &Result{Started: r.start.UTC(), Machine: thisMachine(), Load: r.cfg.Load, N: r.t.N(), F: r.t.Genesis.F(),
-		Nodes: r.t.Snapshot(), Issued: counts.Issued, Acked: counts.Acked, Failed: counts.Failed,
+		Nodes: r.t.Snapshot(), Where: r.t.Where(), Issued: counts.Issued, Acked: counts.Acked, Failed: counts.Failed,
 		Skipped: counts.Skipped, Events: events, records: recs}
 	res.Presigned, _ = r.gen.Presigned()
 	_, pd := r.gen.Presigned()
@@ -201,7 +203,9 @@ func (r *Run) result() *Result {
 			var sent uint64
 			known := 0
 			for i, pid := range final.pids {
-				if pid <= 0 || i >= len(base.pids) || base.pids[i] != pid {
+				// A process whose sockets ss does not see (in another network namespace: a container)
+				// is unknown, not silent.
+				if pid <= 0 || i >= len(base.pids) || base.pids[i] != pid || len(final.tcp[pid]) == 0 {
 					continue
 				}
 				s, _ := tcpDelta(base.tcp[pid], final.tcp[pid])
@@ -462,7 +466,7 @@ func (res *Result) Table(w io.Writer) {
 	if l.Mode == Open {
 		load = fmt.Sprintf("open loop, %.0f req/s offered, up to %d outstanding", l.Rate, l.Clients)
 	}
-	fmt.Fprintf(tw, "network\tn=%d (f=%d), %s\n", res.N, res.F, nodeList(res.Nodes))
+	fmt.Fprintf(tw, "network\tn=%d (f=%d), %s\n", res.N, res.F, res.Where)
 	fmt.Fprintf(tw, "load\t%s; %d-byte puts, %s keys over %d; window %.1fs after %.1fs warmup; seed %d\n",
 		load, l.Size, l.Keys, l.KeySpace, res.WindowMs/1000, res.WarmupMs/1000, l.Seed)
 	fmt.Fprintf(tw, "requests\t%d issued, %d accepted (f+1 matching replies), %d failed", res.Issued, res.Acked, res.Failed)
@@ -504,19 +508,6 @@ func (res *Result) Table(w io.Writer) {
 		fmt.Fprintf(tw, "note\t%s\n", n)
 	}
 	tw.Flush()
-}
-
-func nodeList(ns []Node) string {
-	var local int
-	for _, n := range ns {
-		if n.PID > 0 {
-			local++
-		}
-	}
-	if local == len(ns) {
-		return "local processes"
-	}
-	return fmt.Sprintf("%d of %d replicas local", local, len(ns))
 }
 
 func fmtClock(d time.Duration) string {

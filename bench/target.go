@@ -52,6 +52,21 @@ type Target struct {
 	// mu guards the PIDs in Nodes, which change as replicas of an owned testnet restart; read them with
 	// PIDs or Snapshot. The other fields of Nodes do not change.
 	mu sync.Mutex
+	// pid, if set, finds replica i's current process (containers).
+	pid func(i int) int
+	// where says what the replicas are, for reports.
+	where string
+}
+
+// Where says what the replicas are: "local processes", "docker containers" or "replicas given by address".
+func (t *Target) Where() string {
+	switch {
+	case t.where != "":
+		return t.where
+	case t.Net != nil:
+		return "local processes"
+	}
+	return "replicas given by address"
 }
 
 // N returns the number of replicas.
@@ -206,7 +221,10 @@ func (t *Target) PIDs() []int {
 	defer t.mu.Unlock()
 	out := make([]int, len(t.Nodes))
 	for i := range t.Nodes {
-		if t.Net != nil && t.Owned {
+		switch {
+		case t.pid != nil:
+			t.Nodes[i].PID = t.pid(i)
+		case t.Net != nil && t.Owned:
 			t.Nodes[i].PID = t.Net.PID(i)
 		}
 		out[i] = t.Nodes[i].PID

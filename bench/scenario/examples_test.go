@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/p2pbft/p2pbft/bench"
 	"github.com/p2pbft/p2pbft/testnet"
 )
 
@@ -118,7 +119,23 @@ func needsAdmin(s *Scenario) bool {
 
 const exampleSeed = 20260101
 
-func runExample(t *testing.T, file string) {
+// TestExampleInDocker runs the partition scenario's short form with the replicas as docker containers (a
+// partition disconnects the primary's container from the docker network). It needs a docker engine;
+// P2PBFT_DOCKER=0 skips it.
+func TestExampleInDocker(t *testing.T) {
+	if p2pbftBinary == "" {
+		t.Skip("end-to-end tests disabled (-short or P2PBFT_E2E=0)")
+	}
+	if os.Getenv("P2PBFT_DOCKER") == "0" {
+		t.Skip("P2PBFT_DOCKER=0")
+	}
+	if err := bench.DockerAvailable(); err != nil {
+		t.Skipf("no docker engine: %v", err)
+	}
+	runExample(t, filepath.Join(moduleRoot(), "scenarios", "partition-primary.toml"), "--docker", "--docker-image", "p2pbft:scenario-test")
+}
+
+func runExample(t *testing.T, file string, extra ...string) {
 	out := filepath.Join(t.TempDir(), "result")
 	if os.Getenv("P2PBFT_SCENARIO_KEEP") != "" {
 		var err error
@@ -131,7 +148,8 @@ func runExample(t *testing.T, file string) {
 	// Generous: a short scenario takes 10-30 s; a loaded machine may triple that.
 	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, p2pbftBinary, "scenario", "run", file, "--short", "--seed", fmt.Sprint(exampleSeed), "--out", out)
+	args := append([]string{"scenario", "run", file, "--short", "--seed", fmt.Sprint(exampleSeed), "--out", out}, extra...)
+	cmd := exec.CommandContext(ctx, p2pbftBinary, args...)
 	cmd.WaitDelay = 30 * time.Second
 	start := time.Now()
 	stdout, err := cmd.Output()

@@ -41,6 +41,12 @@ type Options struct {
 	Rerun string
 	// Logger receives the load generator's logs. Default: discarded.
 	Logger *slog.Logger
+	// Docker runs the replicas as docker containers on a private docker network instead of local
+	// processes (Binary must be static: the image is built from it, FROM scratch). Partitions then
+	// disconnect containers from the network.
+	Docker bool
+	// DockerImage is the image name to build and run. Default "p2pbft:local".
+	DockerImage string
 }
 
 // Outcome is a scenario run's result: written to the result folder as run.json.
@@ -90,6 +96,7 @@ type runner struct {
 	s    *Scenario
 	opts Options
 	t    *bench.Target
+	cl   cluster
 	run  *bench.Run
 	rng  *rand.Rand
 	out  *Outcome
@@ -194,29 +201,43 @@ func (r *runner) execute(ctx context.Context, seed int64) error {
 		}
 	}
 	netDir := filepath.Join(r.opts.Dir, "testnet")
-	r.say("scenario %s (%s form, seed %d): %d replicas in %s", s.Name, r.out.Form, seed, s.N, netDir)
-	t, err := bench.StartLocal(ctx, bench.LocalConfig{Dir: netDir, N: s.N, Binary: r.opts.Binary,
-		Configure: func(_ int, c *config.Config) {
-			s.Nodes.Apply(c)
-			c.Experiment.AdminAPI = adminAPI
-		},
-		Args: func(i int) []string {
-			r.mu.Lock()
-			defer r.mu.Unlock()
-			return slices.Clone(r.args[i])
-		}})
-	if err != nil {
-		return fmt.Errorf("scenario: start the network: %w", err)
+	configure := func(_ int, c *config.Config) {
+		s.Nodes.Apply(c)
+		c.Experiment.AdminAPI = adminAPI && !r.opts.Docker
 	}
-	r.t = t
+	args := func(i int) []string {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		return slices.Clone(r.args[i])
+	}
+	where := "local processes"
+	if r.opts.Docker {
+		where = "docker containers"
+	}
+	r.say("scenario %s (%s form, seed %d): %d replicas as %s in %s", s.Name, r.out.Form, seed, s.N, where, netDir)
+	if r.opts.Docker {
+		t, d, err := bench.StartDocker(ctx, bench.DockerConfig{Dir: netDir, N: s.N, Image: r.opts.DockerImage,
+			Binary: r.opts.Binary, Configure: configure, Args: args})
+		if err != nil {
+			return fmt.Errorf("scenario: start the network: %w", err)
+		}
+		r.t, r.cl = t, dockerCluster{t: t, d: d}
+	} else {
+		t, err := bench.StartLocal(ctx, bench.LocalConfig{Dir: netDir, N: s.N, Binary: r.opts.Binary, Configure: configure, Args: args})
+		if err != nil {
+			return fmt.Errorf("scenario: start the network: %w", err)
+		}
+		r.t, r.cl = t, localCluster{t: t}
+	}
+	t := r.t
 	defer func() {
 		// Resume paused replicas so that they stop cleanly.
 		r.mu.Lock()
 		for i := range r.paused {
-			t.Net.Resume(i)
+			r.cl.resume(context.Background(), i)
 		}
 		r.mu.Unlock()
-		if err := t.Close(); err != nil {
+		if err := r.cl.close(); err != nil {
 			r.say("stop the replicas: %v", err)
 		}
 	}()
@@ -606,7 +627,6 @@ func (r *runner) partitionLabel(e Event, targets []int) string {
 
 // act applies an event's action to its targets.
 func (r *runner) act(ctx context.Context, e Event, targets []int) error {
-	n := r.t.Net
 	sctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	for _, i := range targets {
@@ -621,9 +641,9 @@ func (r *runner) act(ctx context.Context, e Event, targets []int) error {
 				return fmt.Errorf("%s: %s does not run", e.Action, name)
 			}
 			if e.Action == ActionKill {
-				err = n.Kill(i)
+				err = r.cl.kill(sctx, i)
 			} else {
-				err = n.Stop(i)
+				err = r.cl.stop(sctx, i)
 			}
 			if err == nil {
 				r.mu.Lock()
@@ -634,7 +654,7 @@ func (r *runner) act(ctx context.Context, e Event, targets []int) error {
 			if !down {
 				return fmt.Errorf("start: %s runs already", name)
 			}
-			if err = n.StartNode(sctx, i); err == nil {
+			if err = r.cl.start(sctx, i); err == nil {
 				r.mu.Lock()
 				r.down[i] = false
 				r.mu.Unlock()
@@ -646,7 +666,17 @@ func (r *runner) act(ctx context.Context, e Event, targets []int) error {
 				r.args[i] = byzantineArgs(e.Mode)
 				r.mu.Unlock()
 			}
-			if err = n.Restart(sctx, i); err == nil {
+			if paused {
+				if err = r.cl.resume(sctx, i); err != nil {
+					return err
+				}
+			}
+			if down {
+				err = r.cl.start(sctx, i)
+			} else {
+				err = r.cl.restart(sctx, i)
+			}
+			if err == nil {
 				r.mu.Lock()
 				r.down[i], r.paused[i] = false, false
 				r.mu.Unlock()
@@ -655,7 +685,7 @@ func (r *runner) act(ctx context.Context, e Event, targets []int) error {
 			if down || paused {
 				return fmt.Errorf("pause: %s does not run or is paused", name)
 			}
-			if err = n.Pause(i); err == nil {
+			if err = r.cl.pause(sctx, i); err == nil {
 				r.mu.Lock()
 				r.paused[i] = true
 				r.mu.Unlock()
@@ -664,7 +694,7 @@ func (r *runner) act(ctx context.Context, e Event, targets []int) error {
 			if !paused {
 				return fmt.Errorf("resume: %s is not paused", name)
 			}
-			if err = n.Resume(i); err == nil {
+			if err = r.cl.resume(sctx, i); err == nil {
 				r.mu.Lock()
 				r.paused[i] = false
 				r.mu.Unlock()
@@ -674,70 +704,41 @@ func (r *runner) act(ctx context.Context, e Event, targets []int) error {
 			return err
 		}
 	}
+	live := func(i int) bool {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		return !r.down[i] && !r.paused[i]
+	}
 	switch e.Action {
 	case ActionPartition:
-		return r.partition(sctx, e, targets)
+		return r.cl.partition(sctx, r.sides(e, targets), live)
 	case ActionHeal:
-		return r.heal(sctx)
+		return r.cl.heal(sctx, live)
 	}
-	if r.t.Owned {
-		r.t.PIDs() // refresh the processes observed
-	}
+	r.t.PIDs() // the processes observed
 	return nil
 }
 
-// partition tells every live replica which replicas to cut off: those outside its group.
-func (r *runner) partition(ctx context.Context, e Event, targets []int) error {
-	group := make([]int, r.s.N) // group index of every replica
+// sides gives every replica its side of a partition: the groups, then one side for the replicas no
+// group lists; without groups, the targets against the others.
+func (r *runner) sides(e Event, targets []int) []int {
+	side := make([]int, r.s.N)
 	if len(e.Groups) == 0 {
 		for _, i := range targets {
-			group[i] = 1
+			side[i] = 1
 		}
-	} else {
-		for i := range group {
-			group[i] = len(e.Groups) // the unlisted ones
-		}
-		for g, names := range e.Groups {
-			for _, name := range names {
-				i, _ := r.s.replica(name)
-				group[i] = g
-			}
+		return side
+	}
+	for i := range side {
+		side[i] = len(e.Groups)
+	}
+	for g, names := range e.Groups {
+		for _, name := range names {
+			i, _ := r.s.replica(name)
+			side[i] = g
 		}
 	}
-	for i := range r.s.N {
-		r.mu.Lock()
-		skip := r.down[i] || r.paused[i]
-		r.mu.Unlock()
-		if skip {
-			continue
-		}
-		var cut []int
-		for j := range r.s.N {
-			if group[j] != group[i] {
-				cut = append(cut, j)
-			}
-		}
-		if err := r.t.Post(ctx, i, "/admin/partition", map[string]any{"peers": cut}, nil); err != nil {
-			return fmt.Errorf("partition %s: %w (does the replica serve the admin API? [experiment] admin_api)", r.t.Nodes[i].Name, err)
-		}
-	}
-	return nil
-}
-
-// heal tells every live replica to drop its partition.
-func (r *runner) heal(ctx context.Context) error {
-	for i := range r.s.N {
-		r.mu.Lock()
-		skip := r.down[i] || r.paused[i]
-		r.mu.Unlock()
-		if skip {
-			continue
-		}
-		if err := r.t.Post(ctx, i, "/admin/heal", map[string]any{}, nil); err != nil {
-			return fmt.Errorf("heal %s: %w", r.t.Nodes[i].Name, err)
-		}
-	}
-	return nil
+	return side
 }
 
 // waitViewCommit waits until a correct live replica other than the targets holds a block committed in a
@@ -841,7 +842,7 @@ func (r *runner) writeResults(runErr error) error {
 			errs = append(errs, err)
 		}
 		for i, nd := range r.t.Snapshot() {
-			if b, err := os.ReadFile(r.t.Net.LogPath(i)); err == nil {
+			if b, err := os.ReadFile(r.cl.logPath(i)); err == nil {
 				if err := os.WriteFile(filepath.Join(logs, nd.Name+".log"), b, 0o644); err != nil {
 					errs = append(errs, err)
 				}

@@ -34,8 +34,8 @@ seconds of load, which the test suite runs.`,
 }
 
 func newScenarioRunCmd() *cobra.Command {
-	var out, bin string
-	var short, keep bool
+	var out, bin, image string
+	var short, keep, useDocker bool
 	var seed int64
 	cmd := &cobra.Command{
 		Use:   "run FILE",
@@ -50,6 +50,11 @@ checks what must hold, and writes the result folder:
   result.txt      the same for people
   plot.png        latency and throughput over time, with the events marked
   logs/           every replica's log (--keep also keeps their keys and data in testnet/)
+
+The replicas are local processes, or with --docker containers on a private docker network (their HTTP
+APIs and p2p ports published on 127.0.0.1): kill, stop, start, pause and resume become docker kill, stop,
+run, pause and unpause; a partition disconnects from the network every replica outside its largest side
+(so such a replica reaches nobody, clients included).
 
 It exits with status 1 if a check fails.`,
 		Example: `  p2pbft scenario run scenarios/primary-crash.toml
@@ -73,7 +78,7 @@ It exits with status 1 if a check fails.`,
 			}
 			o, err := scenario.Run(cmd.Context(), s, scenario.Options{
 				Binary: bin, Dir: out, Seed: seed, Keep: keep, Progress: cmd.ErrOrStderr(), Version: version(),
-				Rerun: rerunCommand(out, short),
+				Rerun: rerunCommand(out, short, useDocker), Docker: useDocker, DockerImage: image,
 			})
 			if o != nil {
 				fmt.Fprintln(cmd.OutOrStdout())
@@ -95,15 +100,20 @@ It exits with status 1 if a check fails.`,
 	f.Int64Var(&seed, "seed", 0, "seed of the load's keys and of random targets (default: the scenario's, else random)")
 	f.BoolVar(&keep, "keep", false, "keep the replicas' homes (keys, data) in the result folder, not only their logs")
 	f.StringVar(&bin, "bin", "", "the p2pbft binary the replicas run (default: this program)")
+	f.BoolVar(&useDocker, "docker", false, "run the replicas as docker containers on a private network (the image is built FROM scratch around --bin, which must be static: CGO_ENABLED=0); partitions disconnect containers from the network")
+	f.StringVar(&image, "docker-image", "p2pbft:local", "with --docker: the image to build and run")
 	return cmd
 }
 
 // rerunCommand is the command that runs a result folder's scenario again (with its seed, filled in by
 // the runner's outcome).
-func rerunCommand(out string, short bool) string {
+func rerunCommand(out string, short, useDocker bool) string {
 	s := fmt.Sprintf("p2pbft scenario run %s --seed {seed}", filepath.Join(out, "scenario.toml"))
 	if short {
 		s += " --short"
+	}
+	if useDocker {
+		s += " --docker"
 	}
 	return s
 }
