@@ -29,7 +29,7 @@ type DockerConfig struct {
 	Dir string
 	// N is the number of replicas. Default 4.
 	N int
-	// Image is the replica image. Default "p2pbft:local".
+	// Image is the replica image. Default "p2pbft:scenario".
 	Image string
 	// Binary, if set, is a static p2pbft binary the image is built from (FROM scratch) before the
 	// replicas start.
@@ -83,7 +83,7 @@ func StartDocker(ctx context.Context, cfg DockerConfig) (*Target, *Docker, error
 		cfg.N = 4
 	}
 	if cfg.Image == "" {
-		cfg.Image = "p2pbft:local"
+		cfg.Image = "p2pbft:scenario"
 	}
 	if cfg.ReadyTimeout <= 0 {
 		cfg.ReadyTimeout = 60 * time.Second

@@ -132,7 +132,9 @@ func TestExampleInDocker(t *testing.T) {
 	if err := bench.DockerAvailable(); err != nil {
 		t.Skipf("no docker engine: %v", err)
 	}
-	runExample(t, filepath.Join(moduleRoot(), "scenarios", "partition-primary.toml"), "--docker", "--docker-image", "p2pbft:scenario-test")
+	const image = "p2pbft:scenario-test"
+	t.Cleanup(func() { exec.Command("docker", "rmi", image).Run() })
+	runExample(t, filepath.Join(moduleRoot(), "scenarios", "partition-primary.toml"), "--docker", "--docker-image", image)
 }
 
 func runExample(t *testing.T, file string, extra ...string) {

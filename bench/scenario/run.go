@@ -45,7 +45,7 @@ type Options struct {
 	// processes (Binary must be static: the image is built from it, FROM scratch). Partitions then
 	// disconnect containers from the network.
 	Docker bool
-	// DockerImage is the image name to build and run. Default "p2pbft:local".
+	// DockerImage is the image name to build and run. Default "p2pbft:scenario".
 	DockerImage string
 }
 

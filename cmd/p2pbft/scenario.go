@@ -101,7 +101,7 @@ It exits with status 1 if a check fails.`,
 	f.BoolVar(&keep, "keep", false, "keep the replicas' homes (keys, data) in the result folder, not only their logs")
 	f.StringVar(&bin, "bin", "", "the p2pbft binary the replicas run (default: this program)")
 	f.BoolVar(&useDocker, "docker", false, "run the replicas as docker containers on a private network (the image is built FROM scratch around --bin, which must be static: CGO_ENABLED=0); partitions disconnect containers from the network")
-	f.StringVar(&image, "docker-image", "p2pbft:local", "with --docker: the image to build and run")
+	f.StringVar(&image, "docker-image", "p2pbft:scenario", "with --docker: the image to build (from --bin) and run")
 	return cmd
 }
 
