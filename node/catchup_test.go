@@ -54,8 +54,18 @@ func TestCatchUpStateTransfer(t *testing.T) {
 			c.waitHeight(h, 60*time.Second)
 			n3 := c.nodes[3]
 			// The syncer counts its success once the loop took the last page, a moment after it executed it.
-			waitFor(t, 10*time.Second, "a "+tc.method+" state transfer", func() bool {
-				return counterValue(n3.metrics.syncs.WithLabelValues(tc.method, "ok")) >= 1
+			// On a loaded machine the engine's own catching up (fetched certificates) may finish the last
+			// part first; the transfer then ends as no longer needed, which is fine as long as it did move
+			// state. Either way the replica got there through the transfer's method.
+			waitFor(t, 60*time.Second, "a "+tc.method+" state transfer", func() bool {
+				if counterValue(n3.metrics.syncs.WithLabelValues(tc.method, "ok")) >= 1 {
+					return true
+				}
+				moved := counterValue(n3.metrics.syncBlocks)
+				if tc.method == "snapshot" {
+					moved = counterValue(n3.metrics.syncBytes)
+				}
+				return moved > 0 && n3.Status().Sync == nil
 			})
 			_, err := n3.Block(behind + 1)
 			switch tc.method {
@@ -143,7 +153,7 @@ func TestCatchUpDespiteLyingPeers(t *testing.T) {
 	n3 := c.start(3)
 	c.waitConnected(30 * time.Second)
 	c.waitHeight(c.nodes[0].Status().Height, 60*time.Second)
-	waitFor(t, 10*time.Second, "a snapshot state transfer", func() bool {
+	waitFor(t, 60*time.Second, "a snapshot state transfer", func() bool {
 		return counterValue(n3.metrics.syncs.WithLabelValues("snapshot", "ok")) >= 1
 	})
 	if err := c.load(ctx, "c", 2, 3); err != nil {

@@ -98,6 +98,19 @@
 // throughput comes from batching (batches grow with the number of waiting requests) and pipelining, not
 // from more rounds.
 //
+// # Experiments: Byzantine modes and partitions
+//
+// For fault-injection experiments a replica can misbehave on purpose (Options.Experiment, experiment.go):
+// silent, equivocate (as primary), delay, drop or garbage. A mode needs an explicit opt-in
+// (Experiment.AllowByzantine, which the CLI sets only for --experiment-byzantine): New refuses a mode
+// without it, and a mode found only in the configuration file is ignored with a warning. The modes act on
+// the way out (Node.send, the replies, state-transfer answers); the engine itself stays correct. A
+// Byzantine replica logs an error-level warning at start and reports its mode in Status.
+//
+// Partition cuts a replica off from chosen replicas in both directions without a firewall (its p2p host's
+// connection gater refuses dials and inbound connections and closes the open ones); Heal reconnects.
+// The admin HTTP endpoint drives both.
+//
 // # Observability
 //
 // Logs go through log/slog with the replica index on every line and the view on every consensus line:

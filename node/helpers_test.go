@@ -80,7 +80,9 @@ type cluster struct {
 	cancels []context.CancelFunc
 	errs    []chan error
 	hooks   []*hooks
-	value   string // the value load puts (default "v")
+	// experiments, if set, gives replica i its Options.Experiment (a Byzantine mode).
+	experiments []*Experiment
+	value       string // the value load puts (default "v")
 	// newApp, if set, gives replica i its application at every start (nil: the built-in kv); opFor the
 	// operation load submits (nil: a kv put).
 	newApp func(i int) app.Application
@@ -153,6 +155,9 @@ func (c *cluster) start(i int) *Node {
 	opts := Options{Logger: testLogger(c.t).With("node", i)}
 	if c.newApp != nil {
 		opts.App = c.newApp(i)
+	}
+	if c.experiments != nil {
+		opts.Experiment = c.experiments[i]
 	}
 	n, err := New(cfg, opts)
 	if err != nil {
@@ -320,11 +325,11 @@ func (cl *client) submit(ctx context.Context, req *wire.Envelope) (*pbft.Reply, 
 	coll := pbft.NewReplyCollector(testChain, c.genesis.PublicKeys(), v, cl.key.PublicKey())
 	coll.Await(p.Timestamp)
 	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	replies := make(chan *wire.Envelope, len(c.nodes))
 	errs := make(chan error, len(c.nodes))
 	var wg sync.WaitGroup
-	defer wg.Wait()
+	// Cancel first: a replica that never answers (a silent one) returns only then.
+	defer func() { cancel(); wg.Wait() }()
 	live := c.running()
 	for _, n := range live {
 		wg.Add(1)

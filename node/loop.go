@@ -44,6 +44,15 @@ func (n *Node) Run(ctx context.Context) error {
 		defer close(outDone)
 		n.runOutbox(ctx)
 	}()
+	if n.byz != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			n.byz.run(ctx)
+		}()
+		n.log.Error("BYZANTINE EXPERIMENT: this replica misbehaves on purpose and must not be part of a real network",
+			"byzantine_mode", n.byz.x.Mode, "delay", n.byz.x.Delay, "drop_rate", n.byz.x.DropRate, "seed", n.byz.x.Seed)
+	}
 	n.log.Info("replica started", "chain", n.chainID, "peer", n.key.PeerID(), "n", n.n, "f", n.f,
 		"view", n.soft.View, "height", n.store.Head().Height, "addrs", n.host.Addrs())
 	close(n.started)
@@ -280,13 +289,23 @@ func (n *Node) writeRecords(rd *pbft.Ready, b *store.Batch) error {
 	return nil
 }
 
-// send is the one place consensus messages leave the node: to one replica over a direct stream; to all of
-// them over direct streams or gossip, by kind (p2p.broadcast, p2p.gossip_kinds). An experiment that makes
-// a replica misbehave wraps this function.
+// send is the one place consensus messages leave the node (it runs on the outbox goroutine, once the
+// message's round is durable): to one replica over a direct stream; to all of them over direct streams or
+// gossip, by kind (p2p.broadcast, p2p.gossip_kinds). A Byzantine experiment (experiment.go) takes over
+// here.
 func (n *Node) send(m pbft.Message) {
 	if n.hooks != nil && n.hooks.sent != nil {
 		n.hooks.sent(m)
 	}
+	if n.byz != nil {
+		n.byz.send(m)
+		return
+	}
+	n.transmit(m)
+}
+
+// transmit hands one message to the network.
+func (n *Node) transmit(m pbft.Message) {
 	var err error
 	path := "direct"
 	switch {

@@ -42,6 +42,9 @@ type Options struct {
 	// Registry receives every collector of the node and of its p2p host. Nil: a new registry (see
 	// Gatherer).
 	Registry *prometheus.Registry
+	// Experiment makes the replica Byzantine on purpose, for fault-injection experiments (see
+	// Experiment; ExperimentFromConfig builds it from the configuration). Nil: a correct replica.
+	Experiment *Experiment
 }
 
 // ErrStopped is returned by calls that need the event loop once the node has stopped (or before Run).
@@ -109,6 +112,8 @@ type Node struct {
 
 	// hooks are test instrumentation; nil in production.
 	hooks *hooks
+	// byz is the Byzantine experiment mode; nil on a correct replica (experiment.go).
+	byz *byzantine
 
 	// Lifecycle.
 	lifeMu    sync.Mutex
@@ -167,6 +172,9 @@ func New(cfg config.Config, opts Options) (*Node, error) {
 		return nil, fmt.Errorf("node: home %s is not a directory", cfg.Home)
 	}
 	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if err := opts.Experiment.validate(); err != nil {
 		return nil, err
 	}
 	log := opts.Logger
@@ -237,6 +245,12 @@ func New(cfg config.Config, opts Options) (*Node, error) {
 		if cfg.P2P.Broadcast == config.BroadcastGossip || slices.Contains(cfg.P2P.GossipKinds, k.String()) {
 			n.gossipKinds[k] = true
 		}
+	}
+	if x := opts.Experiment; x != nil && x.Mode != "" {
+		n.byz = newByzantine(n, x)
+	} else if m := cfg.Experiment.ByzantineMode; m != "" {
+		n.log.Warn("experiment.byzantine_mode is set in the configuration but ignored: a Byzantine mode needs the explicit opt-in (--experiment-byzantine)",
+			"byzantine_mode", m)
 	}
 	if err := n.open(opts); err != nil {
 		n.release()

@@ -113,5 +113,10 @@ func (n *Node) serveState(r *statesync.Request) (*wire.Envelope, error) {
 			return nil, err
 		}
 	}
+	if n.byz != nil {
+		if err := n.byz.serve(resp); err != nil {
+			return nil, err
+		}
+	}
 	return statesync.NewResponse(n.key, n.chainID, resp)
 }

@@ -41,6 +41,10 @@ type Status struct {
 	ListenAddrs []string `json:"listen_addrs"`
 	// Sync describes a state transfer in progress (nil if none).
 	Sync *SyncStatus `json:"sync,omitempty"`
+	// Byzantine is the Byzantine experiment mode this replica runs (empty on a correct replica).
+	Byzantine string `json:"byzantine,omitempty"`
+	// Partitioned lists the replicas this node is cut off from by an experiment partition (Partition).
+	Partitioned []int `json:"partitioned,omitempty"`
 }
 
 // Peer is a connected replica.
@@ -90,6 +94,10 @@ func (n *Node) Status() Status {
 		for _, a := range n.host.Addrs() {
 			s.ListenAddrs = append(s.ListenAddrs, a.String())
 		}
+		s.Partitioned = n.Partitioned()
+	}
+	if n.byz != nil {
+		s.Byzantine = string(n.byz.x.Mode)
 	}
 	return s
 }

@@ -92,11 +92,19 @@ func (n *Node) reply(r pbft.ReplyMessage) {
 		n.log.Warn("build reply", "err", err)
 		return
 	}
-	now := time.Now()
-	for _, w := range ws {
-		n.metrics.latency.Observe(now.Sub(w.start).Seconds())
-		w.ch <- env
+	deliver := func(env *wire.Envelope) {
+		now := time.Now()
+		for _, w := range ws {
+			n.metrics.latency.Observe(now.Sub(w.start).Seconds())
+			w.ch <- env
+		}
 	}
+	if n.byz != nil {
+		if env = n.byz.reply(r, env, deliver); env == nil {
+			return
+		}
+	}
+	deliver(env)
 }
 
 // propose hands a request to the engine (on the loop) and reports whether it was accepted.

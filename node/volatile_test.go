@@ -41,7 +41,7 @@ func TestVolatileApplication(t *testing.T) {
 	n3 := c.start(3)
 	c.waitConnected(30 * time.Second)
 	c.waitHeight(c.nodes[0].Status().Height, 60*time.Second)
-	waitFor(t, 10*time.Second, "a snapshot state transfer", func() bool {
+	waitFor(t, 60*time.Second, "a snapshot state transfer", func() bool {
 		return counterValue(n3.metrics.syncs.WithLabelValues("snapshot", "ok")) >= 1
 	})
 	if err := c.load(ctx, "d", 2, 3); err != nil {

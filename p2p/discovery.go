@@ -139,7 +139,7 @@ func (d *discovery) step() {
 		}
 	}
 	for p, s := range d.peers {
-		if s.connected || s.dialing || now.Before(s.next) {
+		if s.connected || s.dialing || now.Before(s.next) || h.gater.isBlocked(p) {
 			continue
 		}
 		if s.replica < 0 && s.everUp && connectedReplicas > 0 {
@@ -196,6 +196,21 @@ func (d *discovery) dial(p peer.ID) {
 	if h.ctx.Err() == nil {
 		h.log.Debug("dial failed", "peer", p, "replica", s.replica, "attempt", s.attempts, "retry_in", backoff, "err", err)
 	}
+}
+
+// redialNow resets the backoff of the given peers and dials the ones not connected at once (after an
+// experiment partition is lifted).
+func (d *discovery) redialNow(peers []peer.ID) {
+	now := time.Now()
+	d.mu.Lock()
+	for _, p := range peers {
+		if s := d.peers[p]; s != nil {
+			s.attempts = 0
+			s.next = now
+		}
+	}
+	d.mu.Unlock()
+	d.wake()
 }
 
 // peerChanged updates the dial state on a connectedness event.

@@ -49,6 +49,7 @@ type Host struct {
 	mdns  mdns.Service
 	disc  *discovery
 	val   *validator
+	gater *gater // experiment partitions (gater.go)
 
 	topicName                    string
 	msgProto, reqProto, pexProto protocol.ID
@@ -131,6 +132,7 @@ func New(cfg Config) (*Host, error) {
 	}
 	h.val = val
 	h.disc = newDiscovery(h)
+	h.gater = newGater()
 	h.seen = timecache.NewTimeCacheWithStrategy(timecache.Strategy_FirstSeen, cfg.SeenTTL)
 	h.ctx, h.cancel = context.WithCancel(context.Background())
 
@@ -204,6 +206,7 @@ func (h *Host) startLibp2p(listen []multiaddr.Multiaddr) error {
 		libp2p.Muxer(yamux.ID, yamux.DefaultTransport),
 		libp2p.ResourceManager(rm),
 		libp2p.ConnectionManager(cm),
+		libp2p.ConnectionGater(h.gater),
 		libp2p.DisableRelay(),
 		libp2p.Ping(true),
 		libp2p.UserAgent("p2pbft"),

@@ -141,12 +141,29 @@ type Log struct {
 
 // Experiment holds settings that make a replica misbehave on purpose, for fault-injection experiments.
 type Experiment struct {
-	// ByzantineMode makes this replica Byzantine: "" (off), or a mode named by the experiment tools.
-	// It only takes effect together with the --experiment-byzantine flag, so it can never be on by accident.
+	// ByzantineMode makes this replica Byzantine: "" (off), or one of ByzantineModes. It only takes effect
+	// together with the --experiment-byzantine flag, so it can never be on by accident.
 	ByzantineMode string `toml:"byzantine_mode"`
+	// ByzantineDelay is how long the "delay" mode holds each outgoing message and reply.
+	ByzantineDelay time.Duration `toml:"byzantine_delay"`
+	// ByzantineDropRate is the fraction of outgoing messages and replies the "drop" mode drops, in (0, 1].
+	ByzantineDropRate float64 `toml:"byzantine_drop_rate"`
+	// ByzantineSeed seeds the random choices of the "drop" and "garbage" modes, so a run can be repeated.
+	ByzantineSeed uint64 `toml:"byzantine_seed"`
 	// AdminAPI enables the experiment endpoints (partition, heal) on the HTTP API.
 	AdminAPI bool `toml:"admin_api"`
 }
+
+// ByzantineModes are the experiment's misbehaviours (Experiment.ByzantineMode):
+//
+//   - silent: receives everything, sends nothing (no consensus message, no reply, no state transfer);
+//   - equivocate: as primary, sends conflicting pre-prepares (another batch for the same sequence
+//     number) to different backups; otherwise correct;
+//   - delay: holds every outgoing message and reply for byzantine_delay;
+//   - drop: drops each outgoing message (to each replica) and reply with probability byzantine_drop_rate;
+//   - garbage: sends malformed, wrongly signed and bogus (well-signed, wrong content) messages instead of
+//     its real ones, wrong replies, and garbage state-transfer chunks.
+var ByzantineModes = []string{"silent", "equivocate", "delay", "drop", "garbage"}
 
 // Default returns the configuration a new node starts from.
 func Default() Config {
@@ -312,6 +329,23 @@ func (c Config) Validate() error {
 	}
 	if c.Store.Dir == "" {
 		bad("store.dir", "empty")
+	}
+	if e := c.Experiment; e.ByzantineMode != "" {
+		if !slices.Contains(ByzantineModes, e.ByzantineMode) {
+			bad("experiment.byzantine_mode", "%q is not one of %s", e.ByzantineMode, strings.Join(ByzantineModes, ", "))
+		}
+		if e.ByzantineMode == "delay" && e.ByzantineDelay <= 0 {
+			bad("experiment.byzantine_delay", "the delay mode needs a positive delay")
+		}
+		if e.ByzantineMode == "drop" && (e.ByzantineDropRate <= 0 || e.ByzantineDropRate > 1) {
+			bad("experiment.byzantine_drop_rate", "%v not in (0, 1] (the drop mode needs it)", e.ByzantineDropRate)
+		}
+	}
+	if c.Experiment.ByzantineDelay < 0 || c.Experiment.ByzantineDelay > time.Minute {
+		bad("experiment.byzantine_delay", "%s not in [0, 1m]", c.Experiment.ByzantineDelay)
+	}
+	if r := c.Experiment.ByzantineDropRate; r < 0 || r > 1 || r != r {
+		bad("experiment.byzantine_drop_rate", "%v not in [0, 1]", r)
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":

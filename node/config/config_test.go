@@ -74,6 +74,12 @@ func TestValidateNamesBadField(t *testing.T) {
 		"p2p.broadcast":                func(c *Config) { c.P2P.Broadcast = "carrier-pigeon" },
 		"state_sync.chunk_bytes":       func(c *Config) { c.StateSync.ChunkBytes = 10 },
 		"consensus.retransmit_timeout": func(c *Config) { c.Consensus.RetransmitTimeout = 0 },
+		"experiment.byzantine_mode":    func(c *Config) { c.Experiment.ByzantineMode = "evil" },
+		"experiment.byzantine_delay":   func(c *Config) { c.Experiment.ByzantineMode = "delay" },
+		"experiment.byzantine_delay ":  func(c *Config) { c.Experiment.ByzantineDelay = -time.Second },
+		"experiment.byzantine_drop_rate": func(c *Config) {
+			c.Experiment.ByzantineMode, c.Experiment.ByzantineDropRate = "drop", 1.5
+		},
 	}
 	for field, mutate := range cases {
 		c := Default()

@@ -95,7 +95,16 @@ format = {{q .Log.Format}}
 [experiment]
 # Byzantine behaviour for fault-injection experiments. Ignored unless the node is also started with
 # --experiment-byzantine; leave empty on real nodes.
+# Modes: silent (sends nothing), equivocate (as primary, conflicting pre-prepares to different backups),
+# delay (holds every outgoing message and reply for byzantine_delay), drop (drops a byzantine_drop_rate
+# fraction of them), garbage (malformed, wrongly signed and bogus messages, wrong replies).
 byzantine_mode = {{q .Experiment.ByzantineMode}}
+# How long the delay mode holds each message.
+byzantine_delay = {{q .Experiment.ByzantineDelay.String}}
+# Fraction of messages the drop mode drops, in (0, 1].
+byzantine_drop_rate = {{.Experiment.ByzantineDropRate}}
+# Seed of the drop and garbage modes' random choices (a run can be repeated).
+byzantine_seed = {{.Experiment.ByzantineSeed}}
 # Enable the experiment endpoints (partition, heal) on the HTTP API.
 admin_api = {{.Experiment.AdminAPI}}
 `))
