@@ -44,6 +44,7 @@ func (r *runner) finalChecks(ctx context.Context, res *bench.Result) {
 	} else {
 		r.check("convergence", true, "%s reached height %d", strings.Join(r.names(replicas), ", "), height)
 	}
+	r.checkExperiment(ctx, replicas)
 	chains, common, err := r.readChains(ctx, replicas)
 	if err != nil {
 		r.check("same chain", false, "%v", err)
@@ -56,6 +57,51 @@ func (r *runner) finalChecks(ctx context.Context, res *bench.Result) {
 	}
 	r.check("same chain", true, "%s", detail)
 	r.checkExactlyOnce(ctx, res, chains, hashes, common)
+}
+
+// checkExperiment checks that the Byzantine replicas ran their modes (as their status reports, if they
+// answer) and that the correct replicas reached the scenario's minimum view.
+func (r *runner) checkExperiment(ctx context.Context, replicas []int) {
+	r.mu.Lock()
+	byz := make(map[int]string, len(r.byz))
+	for i, m := range r.byz {
+		if !r.down[i] && !r.paused[i] {
+			byz[i] = m
+		}
+	}
+	r.mu.Unlock()
+	if len(byz) > 0 {
+		var parts []string
+		ok := true
+		for i, mode := range byz {
+			st, err := r.t.Status(ctx, i)
+			switch {
+			case err != nil:
+				parts = append(parts, fmt.Sprintf("%s does not answer (%v)", r.t.Nodes[i].Name, err))
+			case st.Byzantine != mode:
+				ok = false
+				parts = append(parts, fmt.Sprintf("%s reports mode %q, not %q", r.t.Nodes[i].Name, st.Byzantine, mode))
+			default:
+				parts = append(parts, fmt.Sprintf("%s ran as %s", r.t.Nodes[i].Name, mode))
+			}
+		}
+		sort.Strings(parts)
+		r.check("byzantine", ok, "%s", strings.Join(parts, "; "))
+	}
+	if min := r.s.Expect.MinView; min > 0 {
+		var views []string
+		ok := true
+		for _, i := range replicas {
+			st, err := r.t.Status(ctx, i)
+			if err != nil || st.View < min {
+				ok = false
+			}
+			if err == nil {
+				views = append(views, fmt.Sprintf("%s %d", r.t.Nodes[i].Name, st.View))
+			}
+		}
+		r.check("view", ok, "at least view %d wanted: %s", min, strings.Join(views, ", "))
+	}
 }
 
 // converge waits until the replicas report the same height, and returns it.

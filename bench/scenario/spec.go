@@ -84,6 +84,9 @@ type NodeSettings struct {
 	// BlockSyncMax is state_sync.block_sync_max: a replica further behind copies a snapshot.
 	BlockSyncMax uint64 `toml:"block_sync_max"`
 	LogLevel     string `toml:"log_level"`
+	// ByzantineDelay and ByzantineDropRate parameterize the delay and drop modes of Byzantine replicas.
+	ByzantineDelay    Duration `toml:"byzantine_delay"`
+	ByzantineDropRate float64  `toml:"byzantine_drop_rate"`
 }
 
 // Apply sets the given options on a replica's configuration.
@@ -121,6 +124,12 @@ func (s NodeSettings) Apply(c *config.Config) {
 	if s.LogLevel != "" {
 		c.Log.Level = s.LogLevel
 	}
+	if s.ByzantineDelay > 0 {
+		c.Experiment.ByzantineDelay = s.ByzantineDelay.D()
+	}
+	if s.ByzantineDropRate > 0 {
+		c.Experiment.ByzantineDropRate = s.ByzantineDropRate
+	}
 }
 
 // Expect are the scenario's bounds and limits.
@@ -138,6 +147,9 @@ type Expect struct {
 	MaxFailed int `toml:"max_failed"`
 	// MinAccepted is how many requests must be accepted over the run. Default 1.
 	MinAccepted int `toml:"min_accepted"`
+	// MinView is the view the correct replicas must at least be in at the end (for a scenario whose
+	// faulty primary must be replaced). Default 0.
+	MinView uint64 `toml:"min_view"`
 }
 
 // Event is one step of the timeline: wait, then act, then check that progress resumes.
@@ -274,8 +286,8 @@ func (s *Scenario) Validate() error {
 		if _, err := s.replica(name); err != nil {
 			bad("[byzantine] %s: %v", name, err)
 		}
-		if mode == "" {
-			bad("[byzantine] %s: empty mode", name)
+		if !slices.Contains(config.ByzantineModes, mode) {
+			bad("[byzantine] %s: mode %q: want one of %s", name, mode, strings.Join(config.ByzantineModes, ", "))
 		}
 	}
 	if len(s.Byzantine) > s.F() {
@@ -324,8 +336,8 @@ func (s *Scenario) Validate() error {
 		if len(e.Groups) > 0 && e.Action != ActionPartition {
 			bad("%s: groups only apply to partition", where)
 		}
-		if e.Action == ActionByzantine && e.Mode == "" {
-			bad("%s: no mode", where)
+		if e.Action == ActionByzantine && !slices.Contains(config.ByzantineModes, e.Mode) {
+			bad("%s: mode %q: want one of %s", where, e.Mode, strings.Join(config.ByzantineModes, ", "))
 		}
 		if e.Mode != "" && e.Action != ActionByzantine {
 			bad("%s: mode only applies to byzantine", where)

@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -37,6 +38,11 @@ type configFlags struct {
 	dataDir                                      string
 	storeSync                                    bool
 	logLevel, logFormat                          string
+	byzantineMode                                string
+	byzantineDelay                               time.Duration
+	byzantineDropRate                            float64
+	byzantineSeed                                uint64
+	adminAPI                                     bool
 }
 
 func addConfigFlags(fs *pflag.FlagSet) *configFlags {
@@ -66,6 +72,11 @@ func addConfigFlags(fs *pflag.FlagSet) *configFlags {
 	fs.BoolVar(&f.storeSync, "store-sync", d.Store.Sync, "fsync before consensus messages leave; false breaks crash safety, for experiments only (config: store.sync)")
 	fs.StringVar(&f.logLevel, "log-level", d.Log.Level, "debug, info, warn or error (config: log.level)")
 	fs.StringVar(&f.logFormat, "log-format", d.Log.Format, "text or json (config: log.format)")
+	fs.StringVar(&f.byzantineMode, "byzantine-mode", d.Experiment.ByzantineMode, "EXPERIMENTS ONLY: misbehave as a Byzantine replica: "+strings.Join(config.ByzantineModes, ", ")+"; refused unless --experiment-byzantine is given too (config: experiment.byzantine_mode)")
+	fs.DurationVar(&f.byzantineDelay, "byzantine-delay", d.Experiment.ByzantineDelay, "EXPERIMENTS ONLY: how long the delay mode holds each message and reply (config: experiment.byzantine_delay)")
+	fs.Float64Var(&f.byzantineDropRate, "byzantine-drop-rate", d.Experiment.ByzantineDropRate, "EXPERIMENTS ONLY: fraction of messages and replies the drop mode drops, in (0, 1] (config: experiment.byzantine_drop_rate)")
+	fs.Uint64Var(&f.byzantineSeed, "byzantine-seed", d.Experiment.ByzantineSeed, "EXPERIMENTS ONLY: seed of the drop and garbage modes' random choices (config: experiment.byzantine_seed)")
+	fs.BoolVar(&f.adminAPI, "experiment-admin-api", d.Experiment.AdminAPI, "EXPERIMENTS ONLY: serve /admin/partition and /admin/heal on the HTTP API, to loopback clients (config: experiment.admin_api)")
 	return f
 }
 
@@ -100,11 +111,17 @@ func (f *configFlags) apply(fs *pflag.FlagSet, cfg *config.Config) {
 	set("store-sync", func() { cfg.Store.Sync = f.storeSync })
 	set("log-level", func() { cfg.Log.Level = f.logLevel })
 	set("log-format", func() { cfg.Log.Format = f.logFormat })
+	set("byzantine-mode", func() { cfg.Experiment.ByzantineMode = f.byzantineMode })
+	set("byzantine-delay", func() { cfg.Experiment.ByzantineDelay = f.byzantineDelay })
+	set("byzantine-drop-rate", func() { cfg.Experiment.ByzantineDropRate = f.byzantineDropRate })
+	set("byzantine-seed", func() { cfg.Experiment.ByzantineSeed = f.byzantineSeed })
+	set("experiment-admin-api", func() { cfg.Experiment.AdminAPI = f.adminAPI })
 }
 
 func newStartCmd(opts *rootOptions) *cobra.Command {
 	var flags *configFlags
 	var apiSessions int
+	var allowByzantine bool
 	cmd := &cobra.Command{
 		Use:   "start [--home DIR] [--bootstrap MULTIADDR]...",
 		Short: "Run a replica until interrupted",
@@ -118,10 +135,17 @@ Before it starts, it checks what is often wrong and says how to fix it: a missin
 node key that other users can read, a genesis that does not list this node, a listen address in use.
 
 Logs go to standard error (--log-format text or json); every consensus line carries the replica index
-and the view.`,
+and the view.
+
+For fault-injection experiments only, a replica can misbehave on purpose: --byzantine-mode (or
+experiment.byzantine_mode in config.toml) names the misbehaviour, and it takes effect only together with
+the explicit --experiment-byzantine flag; a mode without the flag is refused, so a configuration copied
+from an experiment never starts a Byzantine replica by accident. --experiment-admin-api serves partition
+and heal endpoints to loopback clients (see "p2pbft scenario").`,
 		Example: `  p2pbft start --home ~/.p2pbft
   p2pbft start --home n1 --bootstrap /ip4/10.0.0.1/tcp/26656/p2p/12D3KooW... --api 127.0.0.1:26681
-  p2pbft start --home n0 --log-format json --log-level debug`,
+  p2pbft start --home n0 --log-format json --log-level debug
+  p2pbft start --home n3 --experiment-byzantine --byzantine-mode equivocate   # experiments only`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := config.Load(opts.home)
@@ -132,16 +156,17 @@ and the view.`,
 			if err := cfg.Validate(); err != nil {
 				return err
 			}
-			return runStart(cmd.Context(), cfg, opts, apiSessions, cmd.ErrOrStderr())
+			return runStart(cmd.Context(), cfg, opts, apiSessions, allowByzantine, cmd.ErrOrStderr())
 		},
 	}
 	flags = addConfigFlags(cmd.Flags())
 	cmd.Flags().IntVar(&apiSessions, "api-sessions", 16, "signing sessions of the HTTP API: how many JSON transactions can be outstanding at once")
+	cmd.Flags().BoolVar(&allowByzantine, "experiment-byzantine", false, "EXPERIMENTS ONLY: allow this replica to run the Byzantine mode --byzantine-mode (or experiment.byzantine_mode) names; never set it on a real node")
 	return cmd
 }
 
 // runStart runs a replica and its API until ctx ends.
-func runStart(ctx context.Context, cfg config.Config, opts *rootOptions, apiSessions int, logOut io.Writer) error {
+func runStart(ctx context.Context, cfg config.Config, opts *rootOptions, apiSessions int, allowByzantine bool, logOut io.Writer) error {
 	log, err := newLogger(logOut, cfg.Log.Level, cfg.Log.Format)
 	if err != nil {
 		return err
@@ -161,7 +186,13 @@ func runStart(ctx context.Context, cfg config.Config, opts *rootOptions, apiSess
 		}
 		defer ln.Close()
 	}
-	n, err := node.New(cfg, node.Options{Logger: log.With("moniker", cfg.Moniker)})
+	if allowByzantine && cfg.Experiment.ByzantineMode == "" {
+		return errors.New("--experiment-byzantine without a mode: give --byzantine-mode (" + strings.Join(config.ByzantineModes, ", ") + ") or set experiment.byzantine_mode")
+	}
+	// The experiment comes from the configuration, with the flag as its opt-in: a mode without the flag
+	// makes New refuse to start.
+	n, err := node.New(cfg, node.Options{Logger: log.With("moniker", cfg.Moniker),
+		Experiment: node.ExperimentFromConfig(cfg.Experiment, allowByzantine)})
 	if err != nil {
 		return err
 	}
@@ -176,10 +207,13 @@ func runStart(ctx context.Context, cfg config.Config, opts *rootOptions, apiSess
 
 	apiDone := make(chan error, 1)
 	if ln != nil {
-		srv, err := api.New(n, api.Options{Sessions: apiSessions, Logger: log})
+		srv, err := api.New(n, api.Options{Sessions: apiSessions, Logger: log, Admin: cfg.Experiment.AdminAPI})
 		if err != nil {
 			n.Close()
 			return err
+		}
+		if cfg.Experiment.AdminAPI {
+			log.Warn("EXPERIMENT: the HTTP API serves /admin/partition and /admin/heal to loopback clients (experiment.admin_api)")
 		}
 		go func() {
 			err := srv.Serve(ctx, ln)

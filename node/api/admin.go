@@ -8,18 +8,24 @@ import (
 	"net"
 	"net/http"
 	"slices"
+
+	"github.com/p2pbft/p2pbft/node"
 )
 
 // Partitioner is what the experiment endpoints need from a backend: a replica that can cut itself off
 // from other replicas at run time (both directions: no connection to or from them is kept or accepted)
-// and undo it. *node.Node implements it when the node offers partitions.
+// and undo it. *node.Node implements it (through its p2p host's connection gater).
 type Partitioner interface {
-	// Partition cuts the replica off from the given replicas (indexes in the genesis), replacing any
-	// earlier partition.
+	// Partition cuts the replica off from the given replicas (indexes in the genesis), in addition to
+	// those it is already cut off from.
 	Partition(peers []int) error
-	// Heal undoes the partition.
-	Heal() error
+	// Heal undoes every partition.
+	Heal()
+	// Partitioned returns the replicas the replica is cut off from.
+	Partitioned() []int
 }
+
+var _ Partitioner = (*node.Node)(nil)
 
 // PartitionRequest is the body of POST /admin/partition.
 type PartitionRequest struct {
@@ -34,20 +40,23 @@ type PartitionResponse struct {
 
 // adminRoutes serves the experiment endpoints:
 //
-//	POST /admin/partition   {"peers": [0, 2]}: cut this replica off from replicas 0 and 2
-//	POST /admin/heal        undo the partition
+//	POST /admin/partition   {"peers": [0, 2]}: also cut this replica off from replicas 0 and 2
+//	POST /admin/heal        undo every partition
 //	GET  /admin/partition   the replicas this replica is cut off from
 //
 // They answer only clients on loopback, whatever address the API listens on.
 func (s *Server) adminRoutes(mux *http.ServeMux, p Partitioner) {
-	var cut []int // guarded by s.adminMu
+	partitioned := func() PartitionResponse {
+		out := PartitionResponse{Partitioned: slices.Clone(p.Partitioned())}
+		if out.Partitioned == nil {
+			out.Partitioned = []int{}
+		}
+		return out
+	}
 	mux.HandleFunc("/admin/partition", s.loopbackOnly(func(w http.ResponseWriter, r *http.Request) {
 		switch r.Method {
 		case http.MethodGet, http.MethodHead:
-			s.adminMu.Lock()
-			out := PartitionResponse{Partitioned: slices.Clone(cut)}
-			s.adminMu.Unlock()
-			writeJSON(w, http.StatusOK, out)
+			writeJSON(w, http.StatusOK, partitioned())
 			return
 		case http.MethodPost:
 		default:
@@ -82,20 +91,13 @@ func (s *Server) adminRoutes(mux *http.ServeMux, p Partitioner) {
 			s.fail(w, fmt.Errorf("partition: %w", err))
 			return
 		}
-		cut = peers
-		s.log.Warn("experiment: partitioned from replicas by the admin API", "peers", peers)
-		writeJSON(w, http.StatusOK, PartitionResponse{Partitioned: slices.Clone(cut)})
+		writeJSON(w, http.StatusOK, partitioned())
 	}))
 	mux.HandleFunc("/admin/heal", s.loopbackOnly(s.only(http.MethodPost, func(w http.ResponseWriter, r *http.Request) {
 		s.adminMu.Lock()
 		defer s.adminMu.Unlock()
-		if err := p.Heal(); err != nil {
-			s.fail(w, fmt.Errorf("heal: %w", err))
-			return
-		}
-		cut = nil
-		s.log.Warn("experiment: partition healed by the admin API")
-		writeJSON(w, http.StatusOK, PartitionResponse{Partitioned: []int{}})
+		p.Heal()
+		writeJSON(w, http.StatusOK, partitioned())
 	})))
 }
 

@@ -26,16 +26,26 @@ func (p *partitionNode) Partition(peers []int) error {
 	if p.fail != nil {
 		return p.fail
 	}
-	p.cut = slices.Clone(peers)
+	for _, i := range peers {
+		if !slices.Contains(p.cut, i) {
+			p.cut = append(p.cut, i)
+		}
+	}
+	slices.Sort(p.cut)
 	return nil
 }
 
-func (p *partitionNode) Heal() error {
+func (p *partitionNode) Heal() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.calls++
 	p.cut = nil
-	return nil
+}
+
+func (p *partitionNode) Partitioned() []int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.Clone(p.cut)
 }
 
 func newAdminEnv(t *testing.T) (*env, *partitionNode) {
@@ -61,6 +71,10 @@ func TestAdminPartitionHeal(t *testing.T) {
 	}
 	if code := e.do("GET", "/admin/partition", "", nil, &pr); code != 200 || !slices.Equal(pr.Partitioned, []int{0, 3}) {
 		t.Fatalf("get: %d %v", code, pr.Partitioned)
+	}
+	// Partitions add up.
+	if code := e.do("POST", "/admin/partition", "application/json", []byte(`{"peers": [2]}`), &pr); code != 200 || !slices.Equal(pr.Partitioned, []int{0, 2, 3}) {
+		t.Fatalf("second partition: %d %v", code, pr.Partitioned)
 	}
 	if code := e.do("POST", "/admin/heal", "application/json", nil, &pr); code != 200 || len(pr.Partitioned) != 0 || p.cut != nil {
 		t.Fatalf("heal: %d %v %v", code, pr.Partitioned, p.cut)

@@ -19,9 +19,9 @@
 // With Options.Admin (config [experiment] admin_api), for fault-injection experiments only, and only to
 // clients on loopback:
 //
-//	POST /admin/partition      {"peers": [0, 2]}: cut this replica off from replicas 0 and 2 (see Partitioner)
+//	POST /admin/partition      {"peers": [0, 2]}: also cut this replica off from replicas 0 and 2 (Partitioner)
 //	GET  /admin/partition      the replicas it is cut off from
-//	POST /admin/heal           undo the partition
+//	POST /admin/heal           undo every partition
 //
 // Every error is a JSON object {"error": "...", "code": "..."} with an HTTP status that says what went
 // wrong: 400 malformed input, 404 no such key or block, 405 wrong method, 413 body too large, 415 wrong
