@@ -31,6 +31,7 @@ var (
 	clusterInFlight     = flag.Int("cluster.inflight", 0, "BenchmarkCluster: consensus.max_in_flight (0: the default)")
 	clusterBatchTimeout = flag.Duration("cluster.batchtimeout", -1, "BenchmarkCluster: consensus.batch_timeout (-1: the default)")
 	clusterBatchMax     = flag.Int("cluster.batchmax", 0, "BenchmarkCluster: consensus.batch_max_requests (0: the default)")
+	clusterRate         = flag.Float64("cluster.rate", 0, "BenchmarkCluster: offered load in requests/s (open loop: a request's latency counts from its scheduled time, queueing included); 0: closed loop")
 )
 
 // benchConsensus is the default consensus configuration with the benchmark flags on top.
@@ -83,12 +84,32 @@ func benchCluster(b *testing.B, clients int, mutate func(*config.Config)) {
 	b.ResetTimer()
 	start := time.Now()
 	var wg sync.WaitGroup
+	// Open loop: a dispatcher schedules request k at start + k/rate; a free client takes the next
+	// scheduled time (a client has one request outstanding, PBFT's rule), and the latency runs from the
+	// scheduled time, so time spent waiting for a free client counts.
+	var slots chan time.Time
+	if *clusterRate > 0 {
+		slots = make(chan time.Time, clients*per)
+		go func() {
+			interval := time.Duration(float64(time.Second) / *clusterRate)
+			for k := range clients * per {
+				at := start.Add(time.Duration(k) * interval)
+				if d := time.Until(at); d > 0 {
+					time.Sleep(d)
+				}
+				slots <- at
+			}
+		}()
+	}
 	for i := range clients {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for _, req := range reqs[i] {
 				t0 := time.Now()
+				if slots != nil {
+					t0 = <-slots
+				}
 				if err := submitQuorum(ctx, c.nodes, req, f+1); err != nil {
 					b.Error(err)
 					return

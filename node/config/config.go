@@ -185,7 +185,7 @@ func Default() Config {
 			BatchMaxRequests:   1000,
 			BatchMaxBytes:      1 << 20,
 			BatchTimeout:       2 * time.Millisecond,
-			MaxInFlight:        8,
+			MaxInFlight:        2,
 			RequestTimeout:     2 * time.Second,
 			ViewChangeTimeout:  2 * time.Second,
 			RetransmitTimeout:  100 * time.Millisecond,
