@@ -24,13 +24,21 @@ const (
 	ActionRestart = "restart" // stop (cleanly, if it runs) and start
 	ActionPause   = "pause"   // SIGSTOP
 	ActionResume  = "resume"  // SIGCONT
+	// ActionPartition cuts the replica off from every other replica (both ways), and ActionHeal (with
+	// any replica name, or "all") undoes every partition; both go through the replicas' experiment admin
+	// API, so the testnet must have been created with it (Config.AdminAPI).
+	ActionPartition = "partition"
+	ActionHeal      = "heal"
 )
 
 // Actions lists the actions Do accepts.
-var Actions = []string{ActionStop, ActionKill, ActionStart, ActionRestart, ActionPause, ActionResume}
+var Actions = []string{ActionStop, ActionKill, ActionStart, ActionRestart, ActionPause, ActionResume, ActionPartition, ActionHeal}
 
 // Do applies an action to the replica named name.
 func (n *Network) Do(ctx context.Context, action, name string) error {
+	if action == ActionHeal {
+		return n.HealAll(ctx)
+	}
 	i, ok := n.Index(name)
 	if !ok {
 		return fmt.Errorf("no replica %q (replicas are node0 to node%d)", name, n.N()-1)
@@ -48,6 +56,8 @@ func (n *Network) Do(ctx context.Context, action, name string) error {
 		return n.Pause(i)
 	case ActionResume:
 		return n.Resume(i)
+	case ActionPartition:
+		return n.Isolate(ctx, i)
 	}
 	return fmt.Errorf("unknown action %q (want one of %s)", action, strings.Join(Actions, ", "))
 }

@@ -41,6 +41,9 @@ type Config struct {
 	Host string
 	// Docker lays the folder out for containers instead (see CreateDocker).
 	Docker bool
+	// AdminAPI turns on every replica's experiment admin API ([experiment] admin_api), which Partition,
+	// Isolate and Heal use.
+	AdminAPI bool
 	// Configure, if set, adjusts each replica's configuration before it is written (tests shorten
 	// timeouts, experiments change batching).
 	Configure func(i int, c *config.Config)
@@ -177,6 +180,7 @@ func Create(cfg Config) (*Network, error) {
 			// The genesis lists every address; the bootstrap shows how a node joins knowing one peer.
 			c.P2P.Bootstrap = []string{man.Nodes[0].Addr}
 		}
+		c.Experiment.AdminAPI = cfg.AdminAPI
 		if cfg.Configure != nil {
 			cfg.Configure(i, &c)
 		}

@@ -36,6 +36,7 @@ type testnetOptions struct {
 	logLevel    string
 	logFormat   string
 	reqTimeout  time.Duration
+	adminAPI    bool
 }
 
 const defaultTestnetDir = "testnet/run"
@@ -61,7 +62,10 @@ Faults, while it runs: type a command on its standard input,
   kill NAME      kill -9 the replica (a crash)        stop NAME     SIGTERM, a clean stop
   start NAME     start it again                        restart NAME  stop and start
   pause NAME     SIGSTOP (a hung replica)              resume NAME   SIGCONT
+  partition NAME cut it off from the other replicas    heal          undo every partition
   status         every replica's status                help, quit
+
+(partition and heal need a testnet created with --experiment-admin-api.)
 
 or, from another terminal, "p2pbft testnet kill node1 --dir DIR" (and stop, start, restart, pause,
 resume, nodes). NAME is node0 ... nodeN-1 (or the index).`,
@@ -88,6 +92,7 @@ resume, nodes). NAME is node0 ... nodeN-1 (or the index).`,
 	f.StringVar(&o.logLevel, "log-level", "info", "the replicas' log level (in their node.log), when the folder is created")
 	f.StringVar(&o.logFormat, "log-format", "text", "the replicas' log format, text or json, when the folder is created")
 	f.DurationVar(&o.reqTimeout, "request-timeout", 0, "the replicas' view-change timer, when the folder is created (default: the config default)")
+	f.BoolVar(&o.adminAPI, "experiment-admin-api", false, "EXPERIMENTS ONLY: when the folder is created, turn on the replicas' admin API (partition, heal)")
 
 	for _, action := range testnet.Actions {
 		cmd.AddCommand(newTestnetActionCmd(action))
@@ -99,25 +104,35 @@ resume, nodes). NAME is node0 ... nodeN-1 (or the index).`,
 func newTestnetActionCmd(action string) *cobra.Command {
 	var dir string
 	short := map[string]string{
-		testnet.ActionStop:    "Stop a replica of a running testnet cleanly (SIGTERM)",
-		testnet.ActionKill:    "Kill a replica of a running testnet (SIGKILL, a crash)",
-		testnet.ActionStart:   "Start a stopped replica of a running testnet",
-		testnet.ActionRestart: "Restart a replica of a running testnet",
-		testnet.ActionPause:   "Pause a replica of a running testnet (SIGSTOP)",
-		testnet.ActionResume:  "Resume a paused replica (SIGCONT)",
+		testnet.ActionStop:      "Stop a replica of a running testnet cleanly (SIGTERM)",
+		testnet.ActionKill:      "Kill a replica of a running testnet (SIGKILL, a crash)",
+		testnet.ActionStart:     "Start a stopped replica of a running testnet",
+		testnet.ActionRestart:   "Restart a replica of a running testnet",
+		testnet.ActionPause:     "Pause a replica of a running testnet (SIGSTOP)",
+		testnet.ActionResume:    "Resume a paused replica (SIGCONT)",
+		testnet.ActionPartition: "Cut a replica off from the other replicas of a running testnet (its admin API)",
+		testnet.ActionHeal:      "Undo every partition of a running testnet",
 	}[action]
+	use, args := action+" NAME [--dir DIR]", cobra.ExactArgs(1)
+	if action == testnet.ActionHeal {
+		use, args = action+" [--dir DIR]", cobra.NoArgs
+	}
 	cmd := &cobra.Command{
-		Use:   action + " NAME [--dir DIR]",
+		Use:   use,
 		Short: short,
 		Long: short + `.
 
 It talks to the "p2pbft testnet" that runs the folder, through its control socket (DIR/control.addr),
 so the testnet keeps track of its replicas. NAME is node0 ... nodeN-1, or the index.`,
-		Args: cobra.ExactArgs(1),
+		Args: args,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx, cancel := context.WithTimeout(cmd.Context(), 2*time.Minute)
 			defer cancel()
-			msg, err := testnet.Control(ctx, dir, action, args[0])
+			name := "all"
+			if len(args) > 0 {
+				name = args[0]
+			}
+			msg, err := testnet.Control(ctx, dir, action, name)
 			if err != nil {
 				return err
 			}
@@ -251,7 +266,7 @@ func runTestnet(ctx context.Context, cmd *cobra.Command, o *testnetOptions, opts
 		}
 		fmt.Fprintf(out, "reusing the testnet in %s (chain %s, %d replicas; --reset starts over)\n", o.dir, net.Genesis().ChainID(), net.N())
 	} else {
-		net, err = testnet.Create(testnet.Config{Dir: o.dir, N: o.n, ChainID: o.chainID,
+		net, err = testnet.Create(testnet.Config{Dir: o.dir, N: o.n, ChainID: o.chainID, AdminAPI: o.adminAPI,
 			Configure: func(_ int, c *config.Config) {
 				c.Log.Level, c.Log.Format = o.logLevel, o.logFormat
 				if o.reqTimeout > 0 {
@@ -398,6 +413,14 @@ func readCommands(ctx context.Context, net *testnet.Network, say func(string, ..
 				}
 				say("  node%d  view %d primary %d mode %-11s height %-6d stable %-6d peers %d pending %d", i, st.View, st.Primary, st.Mode, st.Height, st.StableCheckpoint, len(st.Peers), st.Pending)
 			}
+		case testnet.ActionHeal:
+			go func() {
+				if err := net.Do(ctx, testnet.ActionHeal, "all"); err != nil {
+					say("heal: %v", err)
+					return
+				}
+				say("heal: done")
+			}()
 		default:
 			if !slices.Contains(testnet.Actions, fields[0]) || len(fields) != 2 {
 				say("unknown command %q: type help", sc.Text())
