@@ -1,6 +1,8 @@
 package node
 
 import (
+	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"runtime"
 	"slices"
@@ -37,12 +39,27 @@ type sigKey struct {
 
 func sigKeyOf(e *wire.Envelope) (sigKey, bool) {
 	var k sigKey
-	if e == nil || len(e.Sig) != wire.SignatureSize {
+	if e == nil || len(e.Sig) != wire.SignatureSize || len(e.ChainID) > wire.MaxChainIDLen || len(e.Author) != wire.PublicKeySize {
 		return k, false
 	}
-	k.id = e.ID()
+	k.id = envelopeID(e)
 	copy(k.sig[:], e.Sig)
 	return k, true
+}
+
+// envelopeID is e.ID() without the allocation of its signing bytes (it runs several times per request:
+// the pool, the engine's verifier, the pre-prepare check at ingress). The caller checks the field sizes.
+func envelopeID(e *wire.Envelope) wire.Digest {
+	pd := e.PayloadDigest()
+	var buf [len(wire.DomainTag) + 2 + wire.MaxChainIDLen + 2 + 2 + wire.PublicKeySize + 32]byte
+	b := append(buf[:0], wire.DomainTag...)
+	b = binary.BigEndian.AppendUint16(b, uint16(len(e.ChainID)))
+	b = append(b, e.ChainID...)
+	b = binary.BigEndian.AppendUint16(b, uint16(e.Kind))
+	b = binary.BigEndian.AppendUint16(b, uint16(len(e.Author)))
+	b = append(b, e.Author...)
+	b = append(b, pd[:]...)
+	return sha256.Sum256(b)
 }
 
 // sigCache is a bounded set of verified signatures: two generations of maps, the older dropped whole when

@@ -125,3 +125,15 @@ func BenchmarkVerifyPool(b *testing.B) {
 		})
 	}
 }
+
+// envelopeID is wire.Envelope.ID without the allocation.
+func TestEnvelopeIDMatchesWire(t *testing.T) {
+	for _, e := range signedRequests(t, 5) {
+		if envelopeID(e) != e.ID() {
+			t.Fatal("envelopeID differs from Envelope.ID")
+		}
+		if n := testing.AllocsPerRun(100, func() { envelopeID(e) }); n != 0 {
+			t.Fatalf("%v allocations", n)
+		}
+	}
+}
