@@ -84,8 +84,10 @@ type Step struct {
 	ResumeMs float64 `json:"resume_ms"`
 	// ViewChangeMs: for an action on the primary, time to the first block committed in a later view.
 	ViewChangeMs float64 `json:"view_change_ms,omitempty"`
-	// CatchUpMs: for start, restart, resume and heal, time until the targets reached the height the
-	// others had at the action.
+	// ActMs is how long the action itself took (a start: until the replica's API answered).
+	ActMs float64 `json:"act_ms"`
+	// CatchUpMs: for start, restart, resume and heal, time from the beginning of the action until the
+	// targets reached the height the others had once it was done.
 	CatchUpMs float64 `json:"catch_up_ms,omitempty"`
 	CatchUpTo uint64  `json:"catch_up_height,omitempty"`
 	Error     string  `json:"error,omitempty"`
@@ -519,9 +521,11 @@ func (r *runner) apply(ctx context.Context, k int, e Event) (Step, error) {
 	if e.Action == ActionByzantine {
 		label += " as " + e.Mode
 	}
+	actStart := time.Now()
 	if err := r.act(ctx, e, targets); err != nil {
 		return step, err
 	}
+	step.ActMs = float64(time.Since(actStart)) / float64(time.Millisecond)
 	ev := r.run.Mark(label)
 	// What the others have once the action is done: the height a returning replica must reach.
 	var others uint64
@@ -594,13 +598,14 @@ func (r *runner) apply(ctx context.Context, k int, e Event) (Step, error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			d, err := r.waitCatchUp(ctx, targets, others, catchBound)
-			if err != nil {
+			if _, err := r.waitCatchUp(ctx, targets, others, catchBound); err != nil {
 				fail(err)
 				return
 			}
+			// From the moment the action began: starting the process is part of catching up.
+			d := time.Since(actStart)
 			step.CatchUpMs = float64(d) / float64(time.Millisecond)
-			r.say("[%s]   %s reached height %d %.2fs after %s (bound %s)", r.clock(), strings.Join(step.Targets, ","), others, d.Seconds(), e.Action, catchBound)
+			r.say("[%s]   %s reached height %d %.2fs after the %s began (bound %s)", r.clock(), strings.Join(step.Targets, ","), others, d.Seconds(), e.Action, catchBound)
 		}()
 	}
 	wg.Wait()
