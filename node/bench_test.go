@@ -31,6 +31,7 @@ var (
 	clusterInFlight     = flag.Int("cluster.inflight", 0, "BenchmarkCluster: consensus.max_in_flight (0: the default)")
 	clusterBatchTimeout = flag.Duration("cluster.batchtimeout", -1, "BenchmarkCluster: consensus.batch_timeout (-1: the default)")
 	clusterBatchMax     = flag.Int("cluster.batchmax", 0, "BenchmarkCluster: consensus.batch_max_requests (0: the default)")
+	clusterSendTo       = flag.String("cluster.sendto", "all", "BenchmarkCluster: replicas each request goes to: all, or client (the primary and f backups, as package client does)")
 	clusterRate         = flag.Float64("cluster.rate", 0, "BenchmarkCluster: offered load in requests/s (open loop: a request's latency counts from its scheduled time, queueing included); 0: closed loop")
 )
 
@@ -110,7 +111,12 @@ func benchCluster(b *testing.B, clients int, mutate func(*config.Config)) {
 				if slots != nil {
 					t0 = <-slots
 				}
-				if err := submitQuorum(ctx, c.nodes, req, f+1); err != nil {
+				targets := c.nodes
+				if *clusterSendTo == "client" {
+					p := c.nodes[0].Status().Primary
+					targets = []*Node{c.nodes[p], c.nodes[(p+1+i%(len(c.nodes)-1))%len(c.nodes)]}
+				}
+				if err := submitQuorum(ctx, targets, req, f+1); err != nil {
 					b.Error(err)
 					return
 				}
