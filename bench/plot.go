@@ -2,7 +2,9 @@ package bench
 
 import (
 	"fmt"
+	"image"
 	"image/color"
+	"image/png"
 	"io"
 	"math"
 	"os"
@@ -47,6 +49,26 @@ func step125(v float64, up bool) float64 {
 		}
 	}
 	return base
+}
+
+// linearTicks labels a linear axis every 1, 2 or 5 times a power of ten, about ten times over its range,
+// with an unlabelled tick between labels.
+type linearTicks struct{}
+
+func (linearTicks) Ticks(lo, hi float64) []plot.Tick {
+	if hi <= lo {
+		return nil
+	}
+	step := step125((hi-lo)/10, true)
+	var out []plot.Tick
+	for v := math.Ceil(lo/step*2) * step / 2; v <= hi+1e-9; v += step / 2 {
+		t := plot.Tick{Value: v}
+		if math.Abs(math.Remainder(v, step)) < step*1e-6 {
+			t.Label = strconv.FormatFloat(v, 'f', -1, 64)
+		}
+		out = append(out, t)
+	}
+	return out
 }
 
 // logTicks125 marks a log axis at 1, 2 and 5 times each power of ten (labelled) and at the other
@@ -158,6 +180,7 @@ func writePlot(w io.Writer, res *Result, title, ext string) error {
 	}
 	for _, p := range []*plot.Plot{lat, thr} {
 		p.X.Min, p.X.Max = 0, xmax
+		p.X.Tick.Marker = linearTicks{}
 	}
 	lat.Add(&eventMarks{events: res.Events, labels: true})
 	thr.Add(&eventMarks{events: res.Events})
@@ -170,7 +193,7 @@ func writePlot(w io.Writer, res *Result, title, ext string) error {
 	case ".svg":
 		c = vgsvg.New(width, height)
 	case ".png", "":
-		c = vgimg.PngCanvas{Canvas: vgimg.NewWith(vgimg.UseWH(width, height), vgimg.UseDPI(100), vgimg.UseBackgroundColor(color.White))}
+		c = palettedPNG{vgimg.NewWith(vgimg.UseWH(width, height), vgimg.UseDPI(100), vgimg.UseBackgroundColor(color.White))}
 	default:
 		return fmt.Errorf("bench: plot: unknown format %q (want .png or .svg)", ext)
 	}
@@ -182,6 +205,55 @@ func writePlot(w io.Writer, res *Result, title, ext string) error {
 	thr.Draw(canvases[1][0])
 	_, err := c.WriteTo(w)
 	return err
+}
+
+// palettedPNG writes the canvas as a paletted PNG: the plot's colours, their blends with white (the
+// anti-aliased edges) and greys. It is a third of the size of a full-colour PNG, which matters for plots
+// kept in the repository.
+type palettedPNG struct{ *vgimg.Canvas }
+
+func (c palettedPNG) WriteTo(w io.Writer) (int64, error) {
+	src := c.Image()
+	var pal color.Palette
+	for g := 0; g <= 255; g += 5 {
+		pal = append(pal, color.RGBA{R: uint8(g), G: uint8(g), B: uint8(g), A: 255})
+	}
+	for _, base := range []color.RGBA{colorP50, colorP99, colorMax, colorAcked, colorExecuted, colorEvent, colorView} {
+		for k := 0; k < 12; k++ {
+			f := float64(k) / 12 // share of white
+			mix := func(v uint8) uint8 { return uint8(float64(v)*(1-f) + 255*f + 0.5) }
+			pal = append(pal, color.RGBA{R: mix(base.R), G: mix(base.G), B: mix(base.B), A: 255})
+		}
+	}
+	b := src.Bounds()
+	dst := image.NewPaletted(b, pal)
+	// Few distinct colours appear: remember each one's nearest palette entry.
+	nearest := make(map[color.RGBA]uint8)
+	for y := b.Min.Y; y < b.Max.Y; y++ {
+		for x := b.Min.X; x < b.Max.X; x++ {
+			c := color.RGBAModel.Convert(src.At(x, y)).(color.RGBA)
+			i, ok := nearest[c]
+			if !ok {
+				i = uint8(pal.Index(c))
+				nearest[c] = i
+			}
+			dst.Pix[(y-b.Min.Y)*dst.Stride+(x-b.Min.X)] = i
+		}
+	}
+	cw := &countingWriter{w: w}
+	err := png.Encode(cw, dst)
+	return cw.n, err
+}
+
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
 }
 
 // addSegments adds a line through the points (xs[i], ys[i]), broken where ys holds NaN (or, on a log
