@@ -203,22 +203,30 @@ func presign(sessions []*session, perSession int, chainID string, w Workload) (t
 		return 0, nil
 	}
 	work := make(chan *session)
-	errc := make(chan error, 1)
+	var mu sync.Mutex
+	var firstErr error
 	var wg sync.WaitGroup
 	for range runtime.GOMAXPROCS(0) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for s := range work {
+				mu.Lock()
+				failed := firstErr != nil
+				mu.Unlock()
+				if failed {
+					continue // drain: the caller sends every session
+				}
 				s.queue = make([]prepared, 0, perSession)
 				for range perSession {
 					p, err := s.sign(chainID, w)
 					if err != nil {
-						select {
-						case errc <- err:
-						default:
+						mu.Lock()
+						if firstErr == nil {
+							firstErr = err
 						}
-						return
+						mu.Unlock()
+						break
 					}
 					s.queue = append(s.queue, p)
 				}
@@ -230,10 +238,8 @@ func presign(sessions []*session, perSession int, chainID string, w Workload) (t
 	}
 	close(work)
 	wg.Wait()
-	select {
-	case err := <-errc:
-		return 0, fmt.Errorf("bench: pre-sign requests: %w", err)
-	default:
+	if firstErr != nil {
+		return 0, fmt.Errorf("bench: pre-sign requests: %w", firstErr)
 	}
 	return time.Since(start), nil
 }
