@@ -250,6 +250,11 @@ func (r *runner) execute(ctx context.Context, seed int64) error {
 		// A scenario's length is not known ahead: sign a few seconds' worth, the rest as they are sent.
 		load.Presign = defaultPresign
 	}
+	if load.OpTimeout == 0 {
+		// A request in flight across a fault may wait for a view change or two (with their backoff) on
+		// a loaded machine: give up on it only after a minute.
+		load.OpTimeout = Duration(time.Minute)
+	}
 	cfg := bench.Config{Load: load, Warmup: 0, Logger: r.opts.Logger, ProgressEvery: 2 * time.Second, Progress: r.opts.Progress}
 	run, err := bench.Begin(ctx, t, cfg)
 	if err != nil {
