@@ -39,7 +39,6 @@ func TestPartitionPrimaryAndHeal(t *testing.T) {
 		}
 		return true
 	})
-	before := p.Status().Height
 	others := []int{1, 2, 3}
 	// Clients still send to all four; the three on the other side replace the primary and answer.
 	if err := c.load(ctx, "b", 3, 4); err != nil {
@@ -50,8 +49,10 @@ func TestPartitionPrimaryAndHeal(t *testing.T) {
 			t.Fatalf("replica %d after the partition: view %d, primary %d", i, st.View, st.Primary)
 		}
 	}
-	if h := p.Status().Height; h != before {
-		t.Fatalf("the isolated primary executed blocks %d..%d on its own", before+1, h)
+	// Alone, the old primary can at most finish executing what was committed before the partition (it
+	// proves nothing by itself: checkChainsAgree below compares its blocks with the others').
+	if h, top := p.Status().Height, c.nodes[1].Status().Height; h > top {
+		t.Fatalf("the isolated primary is at height %d, above the others' %d", h, top)
 	}
 	p.Heal()
 	if got := p.Status().Partitioned; len(got) != 0 {
