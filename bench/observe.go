@@ -236,3 +236,33 @@ func listeningPID(port int) (int, error) {
 	}
 	return 0, fmt.Errorf("the process listening on port %d is not visible", port)
 }
+
+// NetnsTXBytes returns the bytes sent by the network interfaces (loopback excluded) of process pid's
+// network namespace, if that namespace is not this process's: for a replica in a container, what the
+// replica sent. ok is false for a process in this namespace (the counters would be the machine's).
+func NetnsTXBytes(pid int) (tx uint64, ok bool) {
+	self, err1 := os.Readlink("/proc/self/ns/net")
+	theirs, err2 := os.Readlink(fmt.Sprintf("/proc/%d/ns/net", pid))
+	if err1 != nil || err2 != nil || self == theirs {
+		return 0, false
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/net/dev", pid))
+	if err != nil {
+		return 0, false
+	}
+	for _, line := range strings.Split(string(b), "\n")[2:] {
+		name, rest, found := strings.Cut(line, ":")
+		if !found || strings.TrimSpace(name) == "lo" {
+			continue
+		}
+		f := strings.Fields(rest)
+		if len(f) < 9 {
+			continue
+		}
+		v, err := strconv.ParseUint(f[8], 10, 64) // the 9th field is transmitted bytes
+		if err == nil {
+			tx += v
+		}
+	}
+	return tx, true
+}

@@ -198,30 +198,47 @@ func (r *Run) result() *Result {
 			res.MessagesPerRequest = sends / executed
 			res.ReceivedPerRequest = received / executed
 		}
-		// TCP bytes, by process.
-		if base.tcpErr == nil && final.tcpErr == nil && executed > 0 {
+		// Bytes sent, by process: the kernel's TCP counters (ss), or for a replica in its own network
+		// namespace (a container) its interfaces' counters.
+		if executed > 0 {
 			var sent uint64
-			known := 0
+			viaTCP, viaNetns := 0, 0
 			for i, pid := range final.pids {
-				// A process whose sockets ss does not see (in another network namespace: a container)
-				// is unknown, not silent.
-				if pid <= 0 || i >= len(base.pids) || base.pids[i] != pid || len(final.tcp[pid]) == 0 {
+				if pid <= 0 || i >= len(base.pids) || base.pids[i] != pid {
 					continue
 				}
-				s, _ := tcpDelta(base.tcp[pid], final.tcp[pid])
-				sent += s
-				known++
+				if b, ok := base.netns[pid]; ok {
+					if f, ok := final.netns[pid]; ok && f >= b {
+						sent += f - b
+						viaNetns++
+					}
+					continue
+				}
+				// A process whose sockets ss does not see is unknown, not silent.
+				if base.tcpErr == nil && final.tcpErr == nil && len(final.tcp[pid]) > 0 {
+					s, _ := tcpDelta(base.tcp[pid], final.tcp[pid])
+					sent += s
+					viaTCP++
+				}
+			}
+			known := viaTCP + viaNetns
+			how := "TCP counters via ss"
+			switch {
+			case viaNetns == known:
+				how = "container network interfaces"
+			case viaTCP != known:
+				how = "TCP counters via ss and container network interfaces"
 			}
 			switch {
-			case known == len(final.pids):
+			case known == len(final.pids) && known > 0:
 				res.BytesPerRequest = float64(sent) / executed
-				res.BytesSource = "TCP counters of all replicas, via ss"
+				res.BytesSource = how + ", all replicas"
 			case known > 0:
 				res.BytesPerRequest = float64(sent) / executed
-				res.BytesSource = fmt.Sprintf("TCP counters via ss of %d of %d replicas: the others restarted", known, len(final.pids))
+				res.BytesSource = fmt.Sprintf("%s, %d of %d replicas (the others restarted or are not visible)", how, known, len(final.pids))
+			case base.tcpErr != nil:
+				res.Notes = append(res.Notes, "bytes per request unknown: "+base.tcpErr.Error())
 			}
-		} else if base.tcpErr != nil {
-			res.Notes = append(res.Notes, "bytes per request unknown: "+base.tcpErr.Error())
 		}
 		for i := range r.t.Nodes {
 			u := ReplicaUsage{Name: r.t.Nodes[i].Name, Cores: -1, MicrosPerRequest: -1}

@@ -76,6 +76,7 @@ type snapshot struct {
 	metrics []Metrics     // nil entries for replicas that did not answer
 	cpu     []float64     // -1: unknown
 	tcp     map[int]map[string]tcpCounters
+	netns   map[int]uint64 // pid -> bytes sent by its network namespace (containers)
 	pids    []int
 	self    float64 // this process's CPU time
 	tcpErr  error
@@ -329,6 +330,12 @@ func (r *Run) snapshot(ctx context.Context, at time.Duration) *snapshot {
 		}
 	}
 	s.tcp, s.tcpErr = TCPBytes(s.pids)
+	s.netns = make(map[int]uint64)
+	for _, pid := range s.pids {
+		if tx, ok := NetnsTXBytes(pid); pid > 0 && ok {
+			s.netns[pid] = tx
+		}
+	}
 	s.self, _ = ProcessCPU(os.Getpid())
 	return s
 }

@@ -29,6 +29,7 @@ type benchOptions struct {
 	workDir   string
 	keep      bool
 	bin       string
+	docker    bool
 	// Replicas the bench starts.
 	node nodeTuning
 	// Load.
@@ -145,6 +146,7 @@ reached (latency at half load).`,
 	f.StringVar(&o.workDir, "work-dir", "", "folder for the testnet the bench starts (default: a new temporary folder)")
 	f.BoolVar(&o.keep, "keep", false, "keep the testnet folder the bench started (keys, data, logs)")
 	f.StringVar(&o.bin, "bin", "", "the p2pbft binary the started replicas run (default: this program)")
+	f.BoolVar(&o.docker, "docker", false, "start the replicas as docker containers on a private network (image p2pbft:bench built FROM scratch around --bin, which must be static)")
 	addNodeTuningFlags(f, &o.node)
 
 	f.StringVar(&o.load.Mode, "mode", bench.Closed, "closed (concurrent clients) or open (fixed offered rate)")
@@ -393,8 +395,22 @@ func benchTarget(ctx context.Context, cmd *cobra.Command, o *benchOptions, errOu
 		}
 	}
 	fmt.Fprintf(errOut, "bench: starting %d replicas in %s ...\n", o.n, dir)
-	t, err := bench.StartLocal(ctx, bench.LocalConfig{Dir: dir, N: o.n, Binary: bin,
-		Configure: func(_ int, c *config.Config) { o.node.apply(fl, c) }})
+	configure := func(_ int, c *config.Config) { o.node.apply(fl, c) }
+	var t *bench.Target
+	var stop func() error
+	var err error
+	if o.docker {
+		var d *bench.Docker
+		t, d, err = bench.StartDocker(ctx, bench.DockerConfig{Dir: dir, N: o.n, Image: "p2pbft:bench", Binary: bin, Configure: configure})
+		if err == nil {
+			stop = d.Close
+		}
+	} else {
+		t, err = bench.StartLocal(ctx, bench.LocalConfig{Dir: dir, N: o.n, Binary: bin, Configure: configure})
+		if err == nil {
+			stop = t.Close
+		}
+	}
 	if err != nil {
 		if !o.keep && o.workDir == "" {
 			os.RemoveAll(dir)
@@ -402,7 +418,7 @@ func benchTarget(ctx context.Context, cmd *cobra.Command, o *benchOptions, errOu
 		return nil, nil, err
 	}
 	return t, func() {
-		if err := t.Close(); err != nil {
+		if err := stop(); err != nil {
 			fmt.Fprintf(errOut, "bench: stop the replicas: %v\n", err)
 		}
 		if o.keep || o.workDir != "" {
