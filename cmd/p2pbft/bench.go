@@ -39,6 +39,7 @@ type benchOptions struct {
 	retryTO  time.Duration
 	warmup   time.Duration
 	halfLoad bool
+	sweep    []int
 	// Output.
 	out      string
 	jsonOut  bool
@@ -164,6 +165,7 @@ reached (latency at half load).`,
 	f.DurationVar(&o.retryTO, "retry-timeout", time.Second, "send a request to every replica when f+1 replies did not come in this long")
 	f.Int64Var(&o.load.Seed, "seed", 0, "seed of the key choice (0: random; the result records it)")
 	f.BoolVar(&o.halfLoad, "half-load", false, "afterwards, measure an open loop at half the throughput reached")
+	f.IntSliceVar(&o.sweep, "sweep-clients", nil, "closed loop: measure each of these client counts in turn (e.g. 32,64,128,256) and keep the one with the highest throughput as the peak")
 
 	f.StringVar(&o.out, "out", "", "write result.json, result.txt and plot.png (and half-load.*) into this folder")
 	f.BoolVar(&o.jsonOut, "json", false, "print the result as JSON instead of a table")
@@ -245,14 +247,49 @@ func runBench(ctx context.Context, cmd *cobra.Command, o *benchOptions) error {
 		}()
 	}
 	cfg := bench.Config{Load: o.load, Warmup: o.warmup, Progress: progress}
-	fmt.Fprintf(errOut, "bench: %d replicas; %s\n", t.N(), describeLoad(o.load))
-	res, err := bench.Measure(ctx, t, cfg)
-	if err != nil {
-		return err
+	if len(o.sweep) == 0 {
+		fmt.Fprintf(errOut, "bench: %d replicas; %s\n", t.N(), describeLoad(o.load))
 	}
-	res.Version = version()
-	results := []*bench.Result{res}
-	names := []string{"result"}
+	var results []*bench.Result
+	var names []string
+	var res *bench.Result
+	if len(o.sweep) > 0 {
+		if o.load.Mode != bench.Closed {
+			return errors.New("--sweep-clients is for a closed loop")
+		}
+		fmt.Fprintf(errOut, "bench: %d replicas; sweep over %v clients\n", t.N(), o.sweep)
+		for _, c := range o.sweep {
+			sc := cfg
+			sc.Load.Clients = c
+			fmt.Fprintf(errOut, "bench: %s\n", describeLoad(sc.Load))
+			r, err := bench.Measure(ctx, t, sc)
+			if err != nil {
+				return err
+			}
+			r.Version = version()
+			fmt.Fprintf(errOut, "bench: %d clients: %.0f req/s, p50 %.1f ms, p99 %.1f ms\n", c, r.Throughput, r.Latency.P50, r.Latency.P99)
+			results = append(results, r)
+			names = append(names, fmt.Sprintf("clients-%d", c))
+			if res == nil || r.Throughput > res.Throughput {
+				res = r
+			}
+			if ctx.Err() != nil {
+				break
+			}
+		}
+		fmt.Fprintf(errOut, "bench: peak at %d clients: %.0f req/s\n", res.Load.Clients, res.Throughput)
+		// The peak run is also the "result".
+		results = append([]*bench.Result{res}, results...)
+		names = append([]string{"result"}, names...)
+	} else {
+		r, err := bench.Measure(ctx, t, cfg)
+		if err != nil {
+			return err
+		}
+		r.Version = version()
+		res = r
+		results, names = []*bench.Result{r}, []string{"result"}
+	}
 	if o.halfLoad && ctx.Err() == nil {
 		if res.Throughput <= 0 {
 			return errors.New("--half-load: the first run accepted no request")
@@ -262,7 +299,7 @@ func runBench(ctx context.Context, cmd *cobra.Command, o *benchOptions) error {
 		if o.load.Requests > 0 {
 			half.Requests = o.load.Requests / 2
 		}
-		fmt.Fprintf(errOut, "bench: half load: %s\n", describeLoad(half))
+		fmt.Fprintf(errOut, "bench: half load (half of %.0f req/s): %s\n", res.Throughput, describeLoad(half))
 		hr, err := bench.Measure(ctx, t, bench.Config{Load: half, Warmup: o.warmup, Progress: progress})
 		if err != nil {
 			return err
@@ -280,7 +317,11 @@ func runBench(ctx context.Context, cmd *cobra.Command, o *benchOptions) error {
 			if k > 0 {
 				fmt.Fprintln(out)
 			}
-			fmt.Fprintf(out, "== %s ==\n", names[k])
+			title := names[k]
+			if names[k] == "result" && len(o.sweep) > 0 {
+				title = fmt.Sprintf("result: the peak of the sweep, %d clients", r.Load.Clients)
+			}
+			fmt.Fprintf(out, "== %s ==\n", title)
 			r.Table(out)
 		}
 	}
