@@ -17,6 +17,13 @@ import (
 
 func (r *Replica) tickTimers() {
 	if r.active && r.reqTimer.running && r.now >= r.reqTimer.deadline {
+		if _, pending := r.pending.byID[r.reqTimer.target]; !pending {
+			// The watched request left the pending set without passing through requestExecuted: a newer
+			// request of the same client replaced it and it executed since. Watch the oldest pending one.
+			r.reqTimer.running = false
+			r.startRequestTimer()
+			return
+		}
 		if r.view > 0 && !r.progressed {
 			// The view we moved to did not execute anything either: back off.
 			r.backoff++

@@ -385,3 +385,32 @@ func TestMissedNewViewIsServed(t *testing.T) {
 		t.Fatalf("replica 3 still waiting: %+v", tn.reps[3].Status())
 	}
 }
+
+// Row 12: the request timer must not outlive the request it watches. A client's next request can reach a
+// backup before the backup executed the previous one (clients that send to several replicas cause this all
+// the time); the newer request replaces the older in the pending set, so executing the older one does not
+// stop the timer through the usual path. The timer must still not expire for a request that executed.
+func TestTimerFollowsReplacedRequest(t *testing.T) {
+	tn := newNet(t, 4, nil)
+	first := tn.request(1, 1, "first")
+	second := tn.request(1, 2, "second")
+	for i := 0; i < 4; i++ {
+		_ = tn.propose(i, first)
+	}
+	// Backup 1 learns of the second request before anything was delivered, so it replaces the first.
+	_ = tn.propose(1, second)
+	tn.run()
+	for i := 0; i < 4; i++ {
+		_ = tn.propose(i, second)
+	}
+	tn.run()
+	tn.tick(3 * 20) // three request timeouts with nothing pending
+	for i := 0; i < 4; i++ {
+		if tn.clientExecuted(i, 1, 1) != 1 || tn.clientExecuted(i, 1, 2) != 1 {
+			t.Fatalf("replica %d did not execute both requests once", i)
+		}
+		if v := tn.reps[i].view; v != 0 {
+			t.Fatalf("replica %d moved to view %d with nothing pending", i, v)
+		}
+	}
+}
