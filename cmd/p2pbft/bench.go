@@ -60,6 +60,7 @@ type nodeTuning struct {
 	broadcast        string
 	storeSync        bool
 	logLevel         string
+	pprof            bool
 }
 
 func addNodeTuningFlags(fs *pflag.FlagSet, t *nodeTuning) {
@@ -74,6 +75,7 @@ func addNodeTuningFlags(fs *pflag.FlagSet, t *nodeTuning) {
 	fs.StringVar(&t.broadcast, "broadcast", d.P2P.Broadcast, "replicas started here: p2p.broadcast (direct or gossip)")
 	fs.BoolVar(&t.storeSync, "store-sync", d.Store.Sync, "replicas started here: store.sync (fsync; false breaks crash safety)")
 	fs.StringVar(&t.logLevel, "log-level", "info", "replicas started here: log.level (their logs are in the testnet folder)")
+	fs.BoolVar(&t.pprof, "pprof", false, "replicas started here: api.pprof (profiles under /debug/pprof/ on each replica's API; take one with go tool pprof during the run)")
 }
 
 // apply sets the options whose flags were given on a replica's configuration.
@@ -92,6 +94,7 @@ func (t nodeTuning) apply(fs *pflag.FlagSet, c *config.Config) {
 	set("window", func() { c.Consensus.Window = t.window })
 	set("broadcast", func() { c.P2P.Broadcast = t.broadcast })
 	set("store-sync", func() { c.Store.Sync = t.storeSync })
+	set("pprof", func() { c.API.Pprof = t.pprof })
 	c.Log.Level = t.logLevel
 }
 

@@ -36,7 +36,7 @@ type configFlags struct {
 	batchMaxRequests, batchMaxBytes, maxInFlight int
 	apiAddr                                      string
 	dataDir                                      string
-	storeSync                                    bool
+	storeSync, pprof                             bool
 	logLevel, logFormat                          string
 	byzantineMode                                string
 	byzantineDelay                               time.Duration
@@ -68,6 +68,7 @@ func addConfigFlags(fs *pflag.FlagSet) *configFlags {
 	fs.DurationVar(&f.viewChangeTimeout, "view-change-timeout", d.Consensus.ViewChangeTimeout, "how long to wait for a NEW-VIEW, doubling on each further view change (config: consensus.view_change_timeout)")
 	fs.DurationVar(&f.retransmitTimeout, "retransmit-timeout", d.Consensus.RetransmitTimeout, "how long a replica without progress waits before resending and fetching what it misses (config: consensus.retransmit_timeout)")
 	fs.StringVar(&f.apiAddr, "api", d.API.HTTP, "HTTP API and /metrics listen address; loopback by default, empty disables (config: api.http)")
+	fs.BoolVar(&f.pprof, "pprof", d.API.Pprof, "serve Go runtime profiles under /debug/pprof/ on the HTTP API, to loopback clients (config: api.pprof)")
 	fs.StringVar(&f.dataDir, "data-dir", d.Store.Dir, "data directory, relative to the home (config: store.dir)")
 	fs.BoolVar(&f.storeSync, "store-sync", d.Store.Sync, "fsync before consensus messages leave; false breaks crash safety, for experiments only (config: store.sync)")
 	fs.StringVar(&f.logLevel, "log-level", d.Log.Level, "debug, info, warn or error (config: log.level)")
@@ -107,6 +108,7 @@ func (f *configFlags) apply(fs *pflag.FlagSet, cfg *config.Config) {
 	set("view-change-timeout", func() { cfg.Consensus.ViewChangeTimeout = f.viewChangeTimeout })
 	set("retransmit-timeout", func() { cfg.Consensus.RetransmitTimeout = f.retransmitTimeout })
 	set("api", func() { cfg.API.HTTP = f.apiAddr })
+	set("pprof", func() { cfg.API.Pprof = f.pprof })
 	set("data-dir", func() { cfg.Store.Dir = f.dataDir })
 	set("store-sync", func() { cfg.Store.Sync = f.storeSync })
 	set("log-level", func() { cfg.Log.Level = f.logLevel })
@@ -207,7 +209,7 @@ func runStart(ctx context.Context, cfg config.Config, opts *rootOptions, apiSess
 
 	apiDone := make(chan error, 1)
 	if ln != nil {
-		srv, err := api.New(n, api.Options{Sessions: apiSessions, Logger: log, Admin: cfg.Experiment.AdminAPI})
+		srv, err := api.New(n, api.Options{Sessions: apiSessions, Logger: log, Admin: cfg.Experiment.AdminAPI, Pprof: cfg.API.Pprof})
 		if err != nil {
 			n.Close()
 			return err

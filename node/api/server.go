@@ -64,6 +64,8 @@ type Options struct {
 	// answer only clients on loopback. The backend must implement Partitioner. Off by default: enable it
 	// only for fault-injection experiments ([experiment] admin_api).
 	Admin bool
+	// Pprof serves net/http/pprof under /debug/pprof/, to clients on loopback only ([api] pprof).
+	Pprof bool
 }
 
 // Relay sends a request to other replicas: PBFT's client broadcast on timeout, which the API does on
@@ -189,6 +191,9 @@ func New(b Backend, opts Options) (*Server, error) {
 			return nil, errNoPartitioner
 		}
 		s.adminRoutes(mux, p)
+	}
+	if opts.Pprof {
+		s.pprofRoutes(mux)
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", fmt.Sprintf("no endpoint %s (see /v1/status, /v1/tx, /v1/kv/{key}, /v1/blocks, /metrics, /health)", r.URL.Path))

@@ -120,6 +120,10 @@ type StateSync struct {
 type API struct {
 	// HTTP is the listen address of the HTTP API and /metrics. Empty disables it.
 	HTTP string `toml:"http"`
+	// Pprof serves Go's runtime profiles (net/http/pprof) under /debug/pprof/ on the HTTP API, to
+	// loopback clients only: CPU, heap, allocation, goroutine and mutex profiles of a running replica, for
+	// finding where its time goes (go tool pprof http://127.0.0.1:26680/debug/pprof/profile?seconds=20).
+	Pprof bool `toml:"pprof"`
 }
 
 // Store configures the on-disk store.

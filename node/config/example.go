@@ -79,6 +79,9 @@ request_timeout = {{q .StateSync.RequestTimeout.String}}
 [api]
 # HTTP/JSON API and Prometheus /metrics. Loopback by default; empty disables it.
 http = {{q .API.HTTP}}
+# Serve Go runtime profiles (CPU, heap, goroutines) under /debug/pprof/ on that address, to loopback
+# clients only: go tool pprof http://127.0.0.1:26680/debug/pprof/profile?seconds=20
+pprof = {{.API.Pprof}}
 
 [store]
 # Data directory (the embedded database).
