@@ -340,6 +340,7 @@ func (n *Node) open(opts Options) error {
 		Logger:         n.log,
 		Registerer:     n.registry,
 		ListenAddrs:    cfg.P2P.Listen,
+		AnnounceAddrs:  cfg.P2P.External,
 		Bootstrap:      cfg.P2P.Bootstrap,
 		MDNS:           cfg.P2P.MDNS,
 		MaxMessageSize: cfg.P2P.MaxMessageSize,

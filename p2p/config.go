@@ -37,6 +37,10 @@ type Config struct {
 	// ListenAddrs are the multiaddrs to listen on. Default: TCP and QUIC on all interfaces, port 0:
 	// /ip4/0.0.0.0/tcp/0 and /ip4/0.0.0.0/udp/0/quic-v1.
 	ListenAddrs []string `toml:"listen_addrs"`
+	// AnnounceAddrs, if set, are the multiaddrs this host tells its peers to dial (identify, peer
+	// exchange) instead of its listen addresses: the public address of a node behind NAT, port forwarding
+	// or a container network. Without /p2p/ suffix, e.g. /ip4/203.0.113.7/tcp/26656.
+	AnnounceAddrs []string `toml:"announce_addrs"`
 	// Bootstrap are peers to connect to at start: multiaddrs ending in /p2p/<peer-id>, for example
 	// /ip4/10.0.0.1/tcp/7000/p2p/12D3KooW..., /dns4/seed.example/udp/7000/quic-v1/p2p/12D3KooW....
 	// One reachable replica is enough: peer exchange finds the rest.
@@ -82,6 +86,12 @@ type Config struct {
 	// MaxClientStreamsPerPeer per peer. Defaults 256 and 8.
 	MaxClientStreams        int `toml:"max_client_streams"`
 	MaxClientStreamsPerPeer int `toml:"max_client_streams_per_peer"`
+	// SessionWindow bounds the requests outstanding on one inbound session stream (see Session): once
+	// that many are being handled or awaiting their response's write, the host stops reading the stream
+	// until one completes, and flow control slows the client. A session counts as one stream against
+	// MaxClientStreams, so a non-replica peer has at most MaxClientStreamsPerPeer x SessionWindow
+	// requests in the handler. Default 256.
+	SessionWindow int `toml:"session_window"`
 
 	// DialTimeout bounds one connection attempt. Default 10s.
 	DialTimeout time.Duration `toml:"dial_timeout"`
@@ -163,6 +173,7 @@ func (c Config) WithDefaults() Config {
 	setDefault(&c.RequestTimeout, 30*time.Second)
 	setDefault(&c.MaxClientStreams, 256)
 	setDefault(&c.MaxClientStreamsPerPeer, 8)
+	setDefault(&c.SessionWindow, 256)
 	setDefault(&c.DialTimeout, 10*time.Second)
 	setDefault(&c.RedialMin, 250*time.Millisecond)
 	setDefault(&c.RedialMax, 30*time.Second)
@@ -192,6 +203,11 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("p2p: config: listen address %q: %w", s, err))
 		}
 	}
+	for _, s := range c.AnnounceAddrs {
+		if _, err := multiaddr.NewMultiaddr(s); err != nil {
+			errs = append(errs, fmt.Errorf("p2p: config: announce address %q: %w", s, err))
+		}
+	}
 	for _, s := range c.Bootstrap {
 		if _, err := parseBootstrap(s); err != nil {
 			errs = append(errs, fmt.Errorf("p2p: config: %w", err))
@@ -202,6 +218,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxClientMessageSize < 1024 || c.MaxClientMessageSize > c.MaxMessageSize {
 		errs = append(errs, fmt.Errorf("p2p: config: max_client_message_size %d not in [1024, max_message_size]", c.MaxClientMessageSize))
+	}
+	if c.SessionWindow < 1 {
+		errs = append(errs, fmt.Errorf("p2p: config: session_window %d must be positive", c.SessionWindow))
 	}
 	if c.Window < 1 || c.QueueSize < 1 {
 		errs = append(errs, errors.New("p2p: config: window and queue_size must be positive"))

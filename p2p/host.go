@@ -212,6 +212,19 @@ func (h *Host) startLibp2p(listen []multiaddr.Multiaddr) error {
 		libp2p.UserAgent("p2pbft"),
 		libp2p.WithDialTimeout(cfg.DialTimeout),
 	}
+	if len(cfg.AnnounceAddrs) > 0 {
+		announce := make([]multiaddr.Multiaddr, 0, len(cfg.AnnounceAddrs))
+		for _, s := range cfg.AnnounceAddrs {
+			a, err := multiaddr.NewMultiaddr(s)
+			if err != nil {
+				cm.Close()
+				rm.Close()
+				return fmt.Errorf("p2p: announce address %q: %w", s, err)
+			}
+			announce = append(announce, a)
+		}
+		opts = append(opts, libp2p.AddrsFactory(func([]multiaddr.Multiaddr) []multiaddr.Multiaddr { return announce }))
+	}
 	if cfg.Registerer != nil {
 		opts = append(opts, libp2p.PrometheusRegisterer(cfg.Registerer))
 	} else {
