@@ -53,7 +53,7 @@ func addConfigFlags(fs *pflag.FlagSet) *configFlags {
 	fs.StringVar(&f.key, "key", d.Key, "the node's private key file, relative to the home (config: key)")
 	fs.StringSliceVar(&f.listen, "listen", d.P2P.Listen, "p2p listen multiaddrs, TCP and QUIC; port 0 picks a free port (config: p2p.listen)")
 	fs.StringArrayVar(&f.bootstrap, "bootstrap", nil, "a peer to dial at start, /ip4/HOST/tcp/PORT/p2p/PEER-ID (repeat; one reachable replica is enough; config: p2p.bootstrap)")
-	fs.StringSliceVar(&f.external, "external", nil, "multiaddrs to announce instead of the listen addresses (config: p2p.external; not yet applied by the node: announce through the genesis addresses meanwhile)")
+	fs.StringSliceVar(&f.external, "external", nil, "multiaddrs peers should dial instead of the listen addresses, e.g. the public address behind NAT (config: p2p.external)")
 	fs.BoolVar(&f.mdns, "mdns", d.P2P.MDNS, "discover peers on the local network with mDNS (config: p2p.mdns)")
 	fs.StringVar(&f.broadcast, "broadcast", d.P2P.Broadcast, "how messages to all replicas travel: direct (a stream to each) or gossip (gossipsub) (config: p2p.broadcast)")
 	fs.IntVar(&f.maxMessageSize, "max-message-size", d.P2P.MaxMessageSize, "largest consensus message accepted, in bytes (config: p2p.max_message_size)")
