@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/p2pbft/p2pbft/identity"
+	"github.com/p2pbft/p2pbft/node/app"
 	"github.com/p2pbft/p2pbft/node/app/kv"
 	"github.com/p2pbft/p2pbft/node/config"
 )
@@ -102,4 +103,31 @@ func TestLifecycle(t *testing.T) {
 		t.Fatalf("reopen after Close: %v", err)
 	}
 	m2.Close()
+}
+
+// OpenApp hands a custom application the node's storage namespace (durable state shared with the blocks'
+// batches); its error stops New and says so.
+func TestOpenApp(t *testing.T) {
+	c := newCluster(t, 4, nil)
+	boom := errors.New("boom")
+	_, err := New(c.cfgs[0], Options{Logger: testLogger(t), OpenApp: func(app.Storage) (app.Application, error) { return nil, boom }})
+	if !errors.Is(err, boom) || !strings.Contains(err.Error(), "open the application") {
+		t.Fatalf("OpenApp error: %v", err)
+	}
+	var opened app.Application
+	n, err := New(c.cfgs[0], Options{Logger: testLogger(t), OpenApp: func(s app.Storage) (app.Application, error) {
+		if s == nil {
+			return nil, errors.New("no storage")
+		}
+		a, err := kv.Open(s)
+		opened = a
+		return a, err
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	if opened == nil || n.app != opened {
+		t.Fatal("the node does not run the application OpenApp returned")
+	}
 }

@@ -34,9 +34,14 @@ const ClientKeyFile = "client_key"
 
 // Options are the node's run-time dependencies; the zero value is usable.
 type Options struct {
-	// App is the replicated application. Nil: the built-in key-value store (package kv), kept in the
-	// node's store.
+	// App is the replicated application. Nil: OpenApp, or else the built-in key-value store (package kv),
+	// kept in the node's store.
 	App app.Application
+	// OpenApp opens the replicated application on the namespace of the node's store lent to it (used when
+	// App is nil). An application that keeps durable state opens it here, so its writes share the node's
+	// atomic, fsynced batches with the blocks (see package app, "Why this shape"). Nil: the built-in
+	// key-value store, kv.Open.
+	OpenApp func(app.Storage) (app.Application, error)
 	// Logger receives the node's logs. Nil: slog.Default().
 	Logger *slog.Logger
 	// Registry receives every collector of the node and of its p2p host. Nil: a new registry (see
@@ -270,9 +275,16 @@ func (n *Node) open(opts Options) error {
 	n.store = st
 	n.app = opts.App
 	if n.app == nil {
-		a, err := kv.Open(st.AppStorage())
+		openApp := opts.OpenApp
+		if openApp == nil {
+			openApp = func(s app.Storage) (app.Application, error) { return kv.Open(s) }
+		}
+		a, err := openApp(st.AppStorage())
 		if err != nil {
-			return fmt.Errorf("node: %w", err)
+			return fmt.Errorf("node: open the application: %w", err)
+		}
+		if a == nil {
+			return errors.New("node: OpenApp returned no application")
 		}
 		n.app = a
 	}
