@@ -94,3 +94,17 @@ func BenchmarkStateDigest(b *testing.B) {
 		sum.digest()
 	}
 }
+
+// BenchmarkDigestAfterHash is what Execute does at the end of a block: an element hash (BLAKE3, AVX-512 on
+// CPUs that have it) followed by condensing the checksum (SHA-256). It exposes a dirty upper vector state
+// left by the hash (see clearUpperVectors): compare with BenchmarkElemHash/100 + BenchmarkStateDigest.
+func BenchmarkDigestAfterHash(b *testing.B) {
+	var eh elemHasher
+	var sum, v ltHash
+	val := make([]byte, 100)
+	b.ReportAllocs()
+	for b.Loop() {
+		eh.hash(&v, []byte("user/00001234"), val)
+		sum.digest()
+	}
+}

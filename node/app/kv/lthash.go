@@ -113,6 +113,7 @@ func (e *elemHasher) hash(v *ltHash, key, value []byte) {
 		root.Flags |= guts.FlagRoot
 	} else {
 		e.bigXOF(v)
+		clearUpperVectors()
 		return
 	}
 	const perCall = guts.MaxSIMD * guts.BlockSize / 8 // words per CompressBlocks call
@@ -123,6 +124,7 @@ func (e *elemHasher) hash(v *ltHash, key, value []byte) {
 			v[off+i] = binary.LittleEndian.Uint64(e.out[8*i:])
 		}
 	}
+	clearUpperVectors()
 }
 
 // bigXOF handles inputs longer than one chunk through the library's general path.

@@ -1,0 +1,110 @@
+package kv
+
+// Run with
+//
+//	go test -run '^$' -bench 'ExecutePutsSteady' -benchmem -count 5 ./node/app/kv/
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"math/rand/v2"
+	"runtime"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/p2pbft/p2pbft/node/app"
+	"github.com/p2pbft/p2pbft/node/store"
+)
+
+// steadyKeySpace is the key space of the replica benchmark (`p2pbft bench`): puts uniform over 100,000 keys.
+const steadyKeySpace = 100_000
+
+// steadyBlocks returns blocks of puts of 100-byte values to keys uniform over steadyKeySpace, and for each
+// request the offset of its value in the encoded operation, so the benchmark can change every value before
+// it executes a request again (a put of the value a key already holds changes nothing and would be cheap).
+func steadyBlocks(b *testing.B, r *rand.Rand, blocks, perBlock int) ([][]app.Request, [][]int) {
+	reqs := make([][]app.Request, blocks)
+	offs := make([][]int, blocks)
+	for i := range reqs {
+		reqs[i] = make([]app.Request, perBlock)
+		offs[i] = make([]int, perBlock)
+		for j := range reqs[i] {
+			val := make([]byte, 100)
+			for k := range val {
+				val[k] = byte(r.Uint32())
+			}
+			reqs[i][j] = req(b, Put(fmt.Appendf(nil, "user/%08d", r.IntN(steadyKeySpace)), val))
+			offs[i][j] = bytes.Index(reqs[i][j].Op, val)
+			if offs[i][j] < 0 {
+				b.Fatal("value not found in the encoded put")
+			}
+		}
+	}
+	return reqs, offs
+}
+
+// processCPU is the CPU time (user and system) of the whole process so far: the benchmark's goroutine, the
+// store's background work and the garbage collector. The machine is shared, so the CPU time per request is
+// the comparable figure, not the elapsed time.
+func processCPU(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// BenchmarkExecutePutsSteady is the replica's execution under `p2pbft bench`: blocks of 100-byte puts over a
+// 100,000-key space whose every key already exists (the state is filled before the timer starts), each
+// block executed and committed the way the node does it (the app's writes in the block's store batch, on a
+// pebble store on disk with the default memtable and cache, without fsync: the fsync is the store's cost).
+// Every execution of a request puts a new value (a counter in its first bytes), so every put replaces a
+// value. ns/req, cpu-ns/req (process CPU time) and allocs/req are per request; ns/op and allocs/op per block.
+func BenchmarkExecutePutsSteady(b *testing.B) {
+	for _, perBlock := range []int{64, 256} {
+		b.Run(fmt.Sprintf("block=%d", perBlock), func(b *testing.B) {
+			e := newEnvOpts(b, store.Options{UnsafeNoSync: true})
+			// Fill the key space in order so that every key exists.
+			fill := make([]app.Request, 0, 1000)
+			for k := 0; k < steadyKeySpace; k++ {
+				fill = append(fill, req(b, Put(fmt.Appendf(nil, "user/%08d", k), make([]byte, 100))))
+				if len(fill) == cap(fill) {
+					if _, err := e.kv.Execute(e.kv.executed+1, fill); err != nil {
+						b.Fatal(err)
+					}
+					e.commit()
+					fill = fill[:0]
+				}
+			}
+			r := rand.New(rand.NewPCG(3, 4))
+			blocks, offs := steadyBlocks(b, r, 512, perBlock)
+			var counter uint64
+			var ms0, ms1 runtime.MemStats
+			runtime.ReadMemStats(&ms0)
+			cpu0 := processCPU(b)
+			b.ReportAllocs()
+			b.ResetTimer()
+			i := 0
+			for b.Loop() {
+				blk, off := blocks[i%len(blocks)], offs[i%len(offs)]
+				for j := range blk {
+					counter++
+					binary.BigEndian.PutUint64(blk[j].Op[off[j]:], counter)
+				}
+				if _, err := e.kv.Execute(e.kv.executed+1, blk); err != nil {
+					b.Fatal(err)
+				}
+				e.commit()
+				i++
+			}
+			cpu := processCPU(b) - cpu0
+			runtime.ReadMemStats(&ms1)
+			n := float64(b.N * perBlock)
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/n, "ns/req")
+			b.ReportMetric(float64(cpu.Nanoseconds())/n, "cpu-ns/req")
+			b.ReportMetric(float64(ms1.Mallocs-ms0.Mallocs)/n, "allocs/req")
+		})
+	}
+}
