@@ -165,29 +165,7 @@ func (h *Host) handleReqStream(s network.Stream) {
 		s.Reset()
 		return
 	}
-	start := time.Now()
-	e, author, r, reason := h.val.check(body, remote, ViaRequest)
-	h.val.observe(source, remote, r, reason, start)
-	var resp *wire.Envelope
-	var herr error
-	switch {
-	case r != Accepted:
-		herr = fmt.Errorf("request %s: %s", r, reason)
-	case h.reqHandler.Load() == nil:
-		herr = errors.New("no request handler")
-	default:
-		ctx, cancel := context.WithTimeout(h.ctx, h.cfg.RequestTimeout)
-		d := Delivery{Envelope: e, Author: author, From: remote, FromReplica: h.replicaIndex(remote), Via: ViaRequest}
-		resp, herr = (*h.reqHandler.Load())(ctx, d)
-		cancel()
-		if herr == nil && resp == nil {
-			herr = errors.New("handler returned no response")
-		}
-	}
-	out, err := encodeResponse(resp, herr)
-	if err == nil && len(out) > h.cfg.MaxMessageSize+1 {
-		out, err = encodeResponse(nil, fmt.Errorf("response of %d bytes exceeds the limit", len(out)))
-	}
+	out, err := h.answerRequest(h.ctx, body, remote, source, nil)
 	if err != nil {
 		h.log.Warn("encode response", "peer", remote, "err", err)
 		s.Reset()
@@ -199,6 +177,37 @@ func (h *Host) handleReqStream(s network.Stream) {
 		return
 	}
 	s.Close()
+}
+
+// answerRequest checks one request frame body with the validator (counted under source), calls the
+// request handler with a context bounded by RequestTimeout and parent, and appends the encoded response
+// (or the error the requester gets as a *RemoteError) to dst. It is shared by the one-shot request
+// protocol and by sessions (session.go), so both check, count and answer alike.
+func (h *Host) answerRequest(parent context.Context, body []byte, remote peer.ID, source string, dst []byte) ([]byte, error) {
+	start := time.Now()
+	e, author, r, reason := h.val.check(body, remote, ViaRequest)
+	h.val.observe(source, remote, r, reason, start)
+	var resp *wire.Envelope
+	var herr error
+	switch {
+	case r != Accepted:
+		herr = fmt.Errorf("request %s: %s", r, reason)
+	case h.reqHandler.Load() == nil:
+		herr = errors.New("no request handler")
+	default:
+		ctx, cancel := context.WithTimeout(parent, h.cfg.RequestTimeout)
+		d := Delivery{Envelope: e, Author: author, From: remote, FromReplica: h.replicaIndex(remote), Via: ViaRequest}
+		resp, herr = (*h.reqHandler.Load())(ctx, d)
+		cancel()
+		if herr == nil && resp == nil {
+			herr = errors.New("handler returned no response")
+		}
+	}
+	out, err := appendResponse(dst, resp, herr)
+	if err == nil && len(out)-len(dst) > h.cfg.MaxMessageSize+1 {
+		out, err = appendResponse(dst, nil, fmt.Errorf("response of %d bytes exceeds the limit", len(out)-len(dst)))
+	}
+	return out, err
 }
 
 // Request sends a request envelope to a peer (a replica or any peer serving this chain's request

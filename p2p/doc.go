@@ -16,6 +16,11 @@
 //     Frames are a 4-byte length and the encoded envelope, bounded by MaxMessageSize from replicas and
 //     MaxClientMessageSize from anyone else, with deadlines per frame and an idle timeout. Peers outside
 //     the genesis (clients) may open streams too, within MaxClientStreams / MaxClientStreamsPerPeer.
+//   - A Session (NewSession) keeps one stream to a peer ("/p2pbft/<chain>/session/1.0.0") and pipelines
+//     requests on it: many callers write request frames back to back, each tagged with a request number,
+//     and the server answers each as its handler returns, in any order (session.go). Checks, counters and
+//     limits are the request protocol's; SessionWindow bounds the requests one session has in the
+//     handler. Clients use sessions for their requests; Request stays for one-shot uses (state transfer).
 //   - Deliveries returns verified envelopes from every path: the envelope, the author's replica index (-1
 //     for a client key), the peer that handed it over and the path.
 //   - Events reports peers coming and going; Stats (and, with Config.Registerer, Prometheus) counts

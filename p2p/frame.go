@@ -87,6 +87,11 @@ type RemoteError struct{ Msg string }
 func (e *RemoteError) Error() string { return "p2p: remote: " + e.Msg }
 
 func encodeResponse(env *wire.Envelope, herr error) ([]byte, error) {
+	return appendResponse(nil, env, herr)
+}
+
+// appendResponse appends the encoded response to dst (sessions put the request number in front).
+func appendResponse(dst []byte, env *wire.Envelope, herr error) ([]byte, error) {
 	if herr != nil {
 		msg := strings.ToValidUTF8(herr.Error(), "?")
 		if len(msg) > maxErrorLen {
@@ -95,13 +100,15 @@ func encodeResponse(env *wire.Envelope, herr error) ([]byte, error) {
 				msg = msg[:len(msg)-1]
 			}
 		}
-		return append([]byte{statusError}, msg...), nil
+		dst = append(dst, statusError)
+		return append(dst, msg...), nil
 	}
 	b, err := env.Marshal()
 	if err != nil {
 		return nil, err
 	}
-	return append([]byte{statusOK}, b...), nil
+	dst = append(dst, statusOK)
+	return append(dst, b...), nil
 }
 
 // decodeResponse decodes a response frame. A remote error comes back as a *RemoteError.

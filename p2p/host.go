@@ -53,6 +53,7 @@ type Host struct {
 
 	topicName                    string
 	msgProto, reqProto, pexProto protocol.ID
+	sessProto                    protocol.ID // pipelined client requests (session.go)
 
 	seen       timecache.TimeCache // content hashes delivered recently, across gossip and direct streams
 	metrics    *metrics
@@ -110,6 +111,7 @@ func New(cfg Config) (*Host, error) {
 		msgProto:         protocol.ID("/p2pbft/" + g.ChainID() + "/msg/1.0.0"),
 		reqProto:         protocol.ID("/p2pbft/" + g.ChainID() + "/req/1.0.0"),
 		pexProto:         protocol.ID("/p2pbft/" + g.ChainID() + "/pex/1.0.0"),
+		sessProto:        protocol.ID("/p2pbft/" + g.ChainID() + "/session/1.0.0"),
 		deliveries:       make(chan Delivery, cfg.QueueSize),
 		events:           make(chan PeerEvent, eventBuffer),
 		senders:          make(map[peer.ID]*sender),
@@ -149,6 +151,7 @@ func New(cfg Config) (*Host, error) {
 	h.lh.SetStreamHandler(h.msgProto, h.handleMsgStream)
 	h.lh.SetStreamHandler(h.reqProto, h.handleReqStream)
 	h.lh.SetStreamHandler(h.pexProto, h.handlePEX)
+	h.lh.SetStreamHandler(h.sessProto, h.handleSessionStream)
 	if err := h.watchConnectedness(); err != nil {
 		return fail(fmt.Errorf("p2p: event bus: %w", err))
 	}
@@ -298,6 +301,7 @@ func (h *Host) Close() error {
 			h.lh.RemoveStreamHandler(h.msgProto)
 			h.lh.RemoveStreamHandler(h.reqProto)
 			h.lh.RemoveStreamHandler(h.pexProto)
+			h.lh.RemoveStreamHandler(h.sessProto)
 		}
 		// Our goroutines all watch h.ctx (their streams are reset when it ends), so they finish before
 		// the libp2p host closes: no dial or stream of ours races with the swarm shutting down.
