@@ -36,6 +36,7 @@ type Client struct {
 	pubs     [][]byte
 	verifier *identity.Verifier
 	hosts    []*p2p.Host
+	streams  [][]*p2p.Session // per host, per replica: the request stream (opened on first use)
 	sessions *Sessions
 	metrics  *metrics
 
@@ -130,6 +131,11 @@ func New(cfg Config) (*Client, error) {
 			return nil, fmt.Errorf("client: %w", err)
 		}
 		c.hosts = append(c.hosts, h)
+		streams := make([]*p2p.Session, g.N())
+		for r := range streams {
+			streams[r] = h.NewSession(g.PeerID(r))
+		}
+		c.streams = append(c.streams, streams)
 	}
 	return c, nil
 }
@@ -140,6 +146,11 @@ func (c *Client) Close() error {
 	c.once.Do(func() {
 		c.cancel()
 		c.wg.Wait()
+		for _, streams := range c.streams {
+			for _, s := range streams {
+				errs = append(errs, s.Close())
+			}
+		}
 		for _, h := range c.hosts {
 			errs = append(errs, h.Close())
 		}
@@ -280,12 +291,12 @@ func (c *Client) learnView(v uint64) {
 	c.mu.Unlock()
 }
 
-// exchange is the state of one request: which replicas were asked, which have a stream open, what they
-// answered.
+// exchange is the state of one request: which replicas were asked, which have not answered yet, what
+// they answered.
 type exchange struct {
 	c       *Client
 	ctx     context.Context
-	host    *p2p.Host
+	streams []*p2p.Session // the host's request streams, per replica
 	env     *wire.Envelope
 	ts      uint64
 	answers chan answer
@@ -296,20 +307,20 @@ type exchange struct {
 	wg      sync.WaitGroup
 }
 
-// send opens a request stream to replica i; its answer arrives on answers. At most one stream per
-// replica is open at a time, so answers (buffered n) never blocks.
+// send sends the request to replica i on the host's session stream to it; the answer arrives on answers.
+// At most one transmission per replica is outstanding at a time, so answers (buffered n) never blocks.
 func (x *exchange) send(i int) {
 	x.pending[i] = true
 	x.c.metrics.sent.Add(1)
 	x.wg.Add(1)
 	go func() {
 		defer x.wg.Done()
-		resp, err := x.host.Request(x.ctx, x.c.g.PeerID(i), x.env)
+		resp, err := x.streams[i].Send(x.ctx, x.env)
 		x.answers <- answer{replica: i, env: resp, err: err}
 	}()
 }
 
-// sendAll sends to every replica without a stream open.
+// sendAll sends to every replica without a transmission outstanding.
 func (x *exchange) sendAll(why string) {
 	x.rounds++
 	x.c.metrics.retransmissions.Add(1)
@@ -328,11 +339,11 @@ func (c *Client) submit(ctx context.Context, s *Session, env *wire.Envelope, ts 
 	start := time.Now()
 	ctx, cancel := context.WithCancel(ctx)
 	x := &exchange{
-		c: c, ctx: ctx, host: c.hosts[s.index/c.cfg.SessionsPerHost], env: env, ts: ts,
+		c: c, ctx: ctx, streams: c.streams[s.index/c.cfg.SessionsPerHost], env: env, ts: ts,
 		answers: make(chan answer, c.n), pending: make([]bool, c.n),
 		views: make(map[int]uint64, c.n), results: make(map[int][]byte, c.n), rounds: 1,
 	}
-	defer x.wg.Wait() // after cancel: every stream ends promptly
+	defer x.wg.Wait() // after cancel: every transmission ends promptly
 	defer cancel()
 	col := pbft.NewReplyCollector(c.chainID, c.pubs, c.verifier, s.key.PublicKey())
 	col.Await(ts)

@@ -27,9 +27,10 @@ type Config struct {
 	ListenAddrs []string
 	// Sessions is how many requests may be outstanding at once (one per session key). Default 1.
 	Sessions int
-	// SessionsPerHost is how many sessions share one libp2p host. Replicas admit a bounded number of
-	// concurrent streams from one peer (p2p.Config.MaxClientStreamsPerPeer, default 8), so this must
-	// not exceed the replicas' limit. Default 8.
+	// SessionsPerHost is how many sessions share one libp2p host. Each host keeps one request stream
+	// (a p2p.Session) to each replica, and its sessions' requests are pipelined on it; a replica handles
+	// at most p2p.Config.SessionWindow (default 256) requests of one stream at once and stops reading it
+	// beyond that. Default 8.
 	SessionsPerHost int
 	// RetryTimeout is how long to wait for f+1 matching replies before sending the request to every
 	// replica; retransmissions follow at this interval, doubling up to MaxRetryTimeout. Default 1s.

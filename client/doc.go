@@ -5,15 +5,16 @@
 // # Protocol
 //
 // A request is a signed wire.KindRequest envelope (pbft.NewRequest: the operation and a timestamp). The
-// client sends it on the chain's request protocol (p2p.Host.Request) and each replica that received it
-// answers, once it has executed the request, with its signed wire.KindReply envelope (pbft.OpenReply). A
+// client sends it on its session stream to each replica it asks (p2p.Session: one long-lived stream per
+// replica, on which the requests of all its sessions are pipelined) and each replica that received it
+// answers on that stream, once it has executed the request, with its signed wire.KindReply envelope (pbft.OpenReply). A
 // replica answers only the requests it was sent, so the client sends each request to f+1 replicas at
 // first: the primary it believes in, which orders it, and f backups, whose replies make the quorum when
 // everyone is correct. The backups pass the request on to the primary and start their request timers,
 // which is what PBFT asks of a backup that hears from a client. Backups are chosen by recent behaviour
 // (replicas that failed or sent a reply that did not match lose their turn), then at random.
 //
-// If f+1 matching replies are not in after RetryTimeout, or at once if the primary's stream fails or
+// If f+1 matching replies are not in after RetryTimeout, or at once if the request to the primary fails or
 // every first target has answered without a quorum, the client sends the same envelope (same timestamp)
 // to every replica that has no answer pending. That is PBFT's broadcast on timeout: every correct replica
 // then knows the request, forwards it to the primary and, if the primary does not order it, votes for a
@@ -51,7 +52,8 @@
 //
 // The client runs its own libp2p host in client mode (its key is not in the genesis): it dials every
 // replica from the genesis addresses and the bootstrap multiaddrs, and finds the rest through peer
-// exchange. A replica admits at most p2p.Config.MaxClientStreamsPerPeer (8 by default) concurrent request
-// streams from one peer, so a Client with more than SessionsPerHost sessions runs one host per
-// SessionsPerHost sessions, each with its own throwaway identity.
+// exchange. Each host keeps one request stream per replica, opened on first use and reopened after it
+// breaks; a replica handles at most p2p.Config.SessionWindow requests of one stream at once and stops
+// reading it beyond that (backpressure, not an error). A Client with more than SessionsPerHost sessions
+// runs one host per SessionsPerHost sessions, each with its own throwaway identity.
 package client
