@@ -46,6 +46,14 @@
 // cost nothing to take, survive restarts, can be streamed while execution goes on, and storage stays within
 // one version per key plus what kept snapshots need.
 //
+// Execute needs each key's current value (to subtract its pair from the checksum, to answer gets and
+// compare-and-sets) and the height of its newest stored version (so Commit can delete or keep it). Reading
+// them from the store is a seek through the database's memtables and tables, so the KV keeps them per key
+// in memory: for every key written since the last commit, and, within bounds (1<<17 keys, 64 MiB), for
+// keys read or committed earlier, dropped at random beyond that. The cache is exact, never a guess: it
+// changes only together with the store (Commit, garbage collection, restore) and is empty after Open, so
+// the durable state is still only what the store holds.
+//
 // A restore builds a new generation of the state beside the current one, chunk by chunk (checking every
 // chunk's shape and key order), and switches to it with the meta record in the node's batch; a crash in
 // between leaves the old state current and the partial one is dropped on the next Open.

@@ -20,13 +20,23 @@ type KV struct {
 	// goroutine.
 	committed    app.State
 	committedSum ltHash
-	sum          ltHash // after the last executed block
+	sum          ltHash      // after the last executed block
+	sumDigest    wire.Digest // sum.digest()
 	executed     uint64
-	pending      []*heightWrites         // executed, not yet committed, in height order
-	overlay      map[string]*overlayItem // the newest state of every key touched since the last commit
+	pending      []*heightWrites // executed, not yet committed, in height order
+	// items holds the newest state of keys: every key written since the last commit (dirty: never
+	// evicted) and, up to maxItems entries and maxItemBytes bytes, keys whose committed state is known
+	// from an earlier read or commit, so that most operations need no store read. An item is exact: it
+	// always equals what a read of the store (plus the pending writes) would give; see item.
+	items        map[string]*item
+	itemBytes    int // the sum of item.size over items
+	maxItems     int
+	maxItemBytes int
 	restoring    *restore
 	eh           elemHasher
 	tmp          ltHash
+	keyBuf       []byte // scratch for store keys
+	valBuf       []byte // scratch for store values
 
 	// mu guards gen and pins, which snapshot readers consult from other goroutines.
 	mu   sync.Mutex
@@ -34,24 +44,49 @@ type KV struct {
 	pins []app.State // kept snapshots, by increasing height
 }
 
+// Default bounds of the item cache. An entry of a 100-byte value costs about 300 bytes of heap, so the
+// default holds 131,072 such keys (~40 MiB), the whole key space of the replica benchmark; larger values
+// hit the byte bound first.
+const (
+	defaultMaxItems     = 1 << 17
+	defaultMaxItemBytes = 64 << 20
+	// itemOverhead approximates an item's heap cost besides its key and value: the struct, the map slot
+	// and the allocation headers.
+	itemOverhead = 160
+)
+
 // version names one stored version of a key: the height that wrote it, if one is stored.
 type version struct {
 	height uint64
 	ok     bool
 }
 
-type overlayItem struct {
-	value  []byte
+// item is the state of one key: its newest value (after the executed blocks), and base, the newest
+// version the store holds once the last Commit's writes are durable. Items are created from a store read
+// and afterwards changed only together with the store: by Execute and Commit, by the garbage collection
+// (which may delete the stored version base names), and dropped all at once by a restore.
+type item struct {
+	key    string
+	value  []byte // never modified in place: a new value is a new slice
 	exists bool
-	base   version // the newest stored version when the key was first touched
+	base   version
+	// next is Commit's scratch copy of base, so that a failed Commit leaves base unchanged.
+	next version
+	// wroteAt is the height of the newest pending write of the key (0: none), wroteIdx that write's
+	// index in its heightWrites.
+	wroteAt  uint64
+	wroteIdx int
 }
+
+func (it *item) size() int { return len(it.key) + len(it.value) + itemOverhead }
 
 type heightWrites struct {
 	height uint64
-	writes map[string]pendingWrite
+	writes []pendingWrite // one per key written at height, in the order of first write
 }
 
 type pendingWrite struct {
+	it    *item
 	value []byte
 	del   bool
 }
@@ -64,7 +99,7 @@ var (
 // Open opens the key-value store kept in st (a fresh, empty state if st holds none). It finishes garbage
 // collection a crash interrupted and drops a restore a crash interrupted.
 func Open(st app.Storage) (*KV, error) {
-	kv := &KV{st: st, overlay: make(map[string]*overlayItem)}
+	kv := &KV{st: st, items: make(map[string]*item), maxItems: defaultMaxItems, maxItemBytes: defaultMaxItemBytes}
 	raw, ok, err := st.Get(keyMeta)
 	if err != nil {
 		return nil, fmt.Errorf("kv: open: %w", err)
@@ -77,7 +112,7 @@ func Open(st app.Storage) (*KV, error) {
 		}
 	}
 	kv.committed.Digest = kv.committedSum.digest()
-	kv.sum = kv.committedSum
+	kv.sum, kv.sumDigest = kv.committedSum, kv.committed.Digest
 	kv.executed = kv.committed.Height
 	if err := kv.dropOtherGenerations(); err != nil {
 		return nil, err
@@ -156,34 +191,38 @@ func (kv *KV) Execute(height uint64, batch []app.Request) (app.Outcome, error) {
 	if height != kv.executed+1 {
 		return app.Outcome{}, fmt.Errorf("kv: execute block %d after block %d: %w", height, kv.executed, app.ErrHeight)
 	}
-	hw := &heightWrites{height: height, writes: make(map[string]pendingWrite)}
+	hw := &heightWrites{height: height, writes: make([]pendingWrite, 0, len(batch))}
 	out := app.Outcome{Results: make([][]byte, len(batch))}
-	var it app.Iterator
+	// The store iterator is opened at the first key the items do not hold (none when they hold all).
+	var iter app.Iterator
 	defer func() {
-		if it != nil {
-			it.Close()
+		if iter != nil {
+			iter.Close()
 		}
 	}()
+	// Most results are a plain "ok": their constant encoding is copied into one buffer per block instead
+	// of encoded (and allocated) one by one.
+	var okBuf []byte
 	for i, req := range batch {
 		var res Result
 		op, err := DecodeOp(req.Op)
 		if err != nil {
 			res = invalid(err)
 		} else {
-			item := kv.overlay[string(op.Key)]
-			if item == nil {
-				if it == nil {
-					lo, hi := genBounds(kv.gen)
-					if it, err = kv.st.NewIter(lo, hi); err != nil {
-						return app.Outcome{}, fmt.Errorf("kv: execute block %d: %w", height, err)
-					}
-				}
-				if item, err = kv.readLatest(it, op.Key); err != nil {
-					return app.Outcome{}, fmt.Errorf("kv: execute block %d: %w", height, err)
-				}
-				kv.overlay[string(op.Key)] = item
+			var it *item
+			if it, err = kv.lookup(&iter, op.Key); err != nil {
+				return app.Outcome{}, fmt.Errorf("kv: execute block %d: %w", height, err)
 			}
-			res = kv.apply(hw, item, &op)
+			res = kv.apply(hw, it, &op)
+		}
+		if res.Status == StatusOK && res.Value == nil && !res.Exists {
+			if len(okBuf)+len(okResult) > cap(okBuf) {
+				okBuf = make([]byte, 0, (len(batch)-i)*len(okResult))
+			}
+			n := len(okBuf)
+			okBuf = append(okBuf, okResult...)
+			out.Results[i] = okBuf[n:len(okBuf):len(okBuf)]
+			continue
 		}
 		if out.Results[i], err = EncodeResult(res); err != nil {
 			return app.Outcome{}, fmt.Errorf("kv: execute block %d: %w", height, err)
@@ -191,9 +230,19 @@ func (kv *KV) Execute(height uint64, batch []app.Request) (app.Outcome, error) {
 	}
 	kv.pending = append(kv.pending, hw)
 	kv.executed = height
-	out.Digest = kv.sum.digest()
+	kv.sumDigest = kv.sum.digest()
+	out.Digest = kv.sumDigest
 	return out, nil
 }
+
+// okResult is the encoding of Result{Status: StatusOK}.
+var okResult = func() []byte {
+	b, err := EncodeResult(Result{Status: StatusOK})
+	if err != nil {
+		panic("kv: encode the ok result: " + err.Error())
+	}
+	return b
+}()
 
 func invalid(err error) Result {
 	msg := err.Error()
@@ -203,40 +252,62 @@ func invalid(err error) Result {
 	return Result{Status: StatusInvalid, Error: msg}
 }
 
+// lookup returns the item of key, read from the store through *iter (opened on first use) if the items
+// do not hold it.
+func (kv *KV) lookup(iter *app.Iterator, key []byte) (*item, error) {
+	if it := kv.items[string(key)]; it != nil {
+		return it, nil
+	}
+	if *iter == nil {
+		lo, hi := genBounds(kv.gen)
+		var err error
+		if *iter, err = kv.st.NewIter(lo, hi); err != nil {
+			return nil, err
+		}
+	}
+	it, err := kv.readLatest(*iter, key)
+	if err != nil {
+		return nil, err
+	}
+	kv.items[it.key] = it
+	kv.itemBytes += it.size()
+	return it, nil
+}
+
 // apply performs a checked operation on the newest state of its key.
-func (kv *KV) apply(hw *heightWrites, item *overlayItem, op *Op) Result {
+func (kv *KV) apply(hw *heightWrites, it *item, op *Op) Result {
 	switch op.Type {
 	case OpGet:
-		if !item.exists {
+		if !it.exists {
 			return Result{Status: StatusNotFound}
 		}
-		return Result{Status: StatusOK, Value: item.value, Exists: true}
+		return Result{Status: StatusOK, Value: it.value, Exists: true}
 	case OpDelete:
-		if !item.exists {
+		if !it.exists {
 			return Result{Status: StatusNotFound}
 		}
-		kv.set(hw, item, op.Key, nil, false)
+		kv.set(hw, it, nil, false)
 		return Result{Status: StatusOK}
 	case OpCAS:
-		match := !item.exists
+		match := !it.exists
 		if !op.ExpectAbsent {
-			match = item.exists && bytes.Equal(item.value, op.Expect)
+			match = it.exists && bytes.Equal(it.value, op.Expect)
 		}
 		if !match {
-			return Result{Status: StatusConflict, Value: item.value, Exists: item.exists}
+			return Result{Status: StatusConflict, Value: it.value, Exists: it.exists}
 		}
 	}
 	// put, or a matching cas
-	if !item.exists || !bytes.Equal(item.value, op.Value) {
-		kv.set(hw, item, op.Key, op.Value, true)
+	if !it.exists || !bytes.Equal(it.value, op.Value) {
+		kv.set(hw, it, op.Value, true)
 	}
 	return Result{Status: StatusOK}
 }
 
-// set changes the newest state of key and the checksum.
-func (kv *KV) set(hw *heightWrites, item *overlayItem, key, value []byte, exists bool) {
-	if item.exists {
-		kv.eh.hash(&kv.tmp, key, item.value)
+// set changes the newest state of a key and the checksum, and records the write.
+func (kv *KV) set(hw *heightWrites, it *item, value []byte, exists bool) {
+	if it.exists {
+		kv.eh.hashString(&kv.tmp, it.key, it.value)
 		kv.sum.sub(&kv.tmp)
 	}
 	if exists {
@@ -244,29 +315,39 @@ func (kv *KV) set(hw *heightWrites, item *overlayItem, key, value []byte, exists
 		if value == nil {
 			value = []byte{}
 		}
-		kv.eh.hash(&kv.tmp, key, value)
+		kv.eh.hashString(&kv.tmp, it.key, value)
 		kv.sum.add(&kv.tmp)
 	}
-	item.value, item.exists = value, exists
-	hw.writes[string(key)] = pendingWrite{value: value, del: !exists}
+	kv.itemBytes += len(value) - len(it.value)
+	it.value, it.exists = value, exists
+	w := pendingWrite{it: it, value: value, del: !exists}
+	if it.wroteAt == hw.height {
+		hw.writes[it.wroteIdx] = w
+		return
+	}
+	it.wroteAt, it.wroteIdx = hw.height, len(hw.writes)
+	hw.writes = append(hw.writes, w)
 }
 
 // readLatest reads the newest stored version of key.
-func (kv *KV) readLatest(it app.Iterator, key []byte) (*overlayItem, error) {
-	prefix := versionPrefix(kv.gen, key)
-	item := &overlayItem{}
-	if it.SeekGE(binary.BigEndian.AppendUint64(bytes.Clone(prefix), 0)) && bytes.HasPrefix(it.Key(), prefix) {
-		k, v := it.Key(), it.Value()
+func (kv *KV) readLatest(iter app.Iterator, key []byte) (*item, error) {
+	kv.keyBuf = appendVersionPrefix(kv.keyBuf[:0], kv.gen, key)
+	plen := len(kv.keyBuf)
+	kv.keyBuf = binary.BigEndian.AppendUint64(kv.keyBuf, 0)
+	prefix := kv.keyBuf[:plen]
+	it := &item{key: string(key)}
+	if iter.SeekGE(kv.keyBuf) && bytes.HasPrefix(iter.Key(), prefix) {
+		k, v := iter.Key(), iter.Value()
 		if len(k) != len(prefix)+8 || len(v) == 0 {
 			return nil, fmt.Errorf("kv: malformed version record %x", k)
 		}
-		item.base = version{height: ^binary.BigEndian.Uint64(k[len(prefix):]), ok: true}
+		it.base = version{height: ^binary.BigEndian.Uint64(k[len(prefix):]), ok: true}
 		if v[0] == tagValue {
-			item.exists = true
-			item.value = bytes.Clone(v[1:])
+			it.exists = true
+			it.value = bytes.Clone(v[1:])
 		}
 	}
-	return item, it.Error()
+	return it, iter.Error()
 }
 
 // Commit implements app.Application: it writes the versions of every key the executed blocks changed, the
@@ -284,47 +365,51 @@ func (kv *KV) Commit(w app.Writer) error {
 	}
 	kv.mu.Unlock()
 
-	last := make(map[string]version)
-	var buf []byte
+	// item.next follows the newest stored version through the pending heights; base changes only once
+	// every write is in w.
+	for _, hw := range kv.pending {
+		for _, wr := range hw.writes {
+			wr.it.next = wr.it.base
+		}
+	}
+	var garbage []byte
 	for _, hw := range kv.pending {
 		h := hw.height
-		for k, wr := range hw.writes {
-			key := []byte(k)
-			prev, ok := last[k]
-			if !ok {
-				prev = kv.overlay[k].base
-			}
-			var garbage []byte
+		for _, wr := range hw.writes {
+			it := wr.it
+			prev := it.next
+			garbage = garbage[:0]
 			if prev.ok {
 				// The previous version is still needed by a kept snapshot at or above its height (all
 				// snapshots are below h); otherwise nothing can read it any more.
 				if hasPins && prev.height <= newestPin {
 					garbage = binary.BigEndian.AppendUint64(garbage, prev.height)
-				} else if err := w.Delete(versionKey(gen, key, prev.height)); err != nil {
+				} else if err := w.Delete(kv.versionKey(gen, it.key, prev.height)); err != nil {
 					return fmt.Errorf("kv: commit: %w", err)
 				}
 			}
 			switch {
 			case !wr.del:
-				buf = append(append(buf[:0], tagValue), wr.value...)
-				if err := w.Set(versionKey(gen, key, h), buf); err != nil {
+				kv.valBuf = append(append(kv.valBuf[:0], tagValue), wr.value...)
+				if err := w.Set(kv.versionKey(gen, it.key, h), kv.valBuf); err != nil {
 					return fmt.Errorf("kv: commit: %w", err)
 				}
-				last[k] = version{height: h, ok: true}
+				it.next = version{height: h, ok: true}
 			case hasPins:
 				// A tombstone hides older versions kept for snapshots; it goes when they go.
-				if err := w.Set(versionKey(gen, key, h), []byte{tagTombstone}); err != nil {
+				if err := w.Set(kv.versionKey(gen, it.key, h), []byte{tagTombstone}); err != nil {
 					return fmt.Errorf("kv: commit: %w", err)
 				}
 				garbage = binary.BigEndian.AppendUint64(garbage, h)
-				last[k] = version{height: h, ok: true}
+				it.next = version{height: h, ok: true}
 			default:
 				// Without kept snapshots no older version exists (collectGarbage leaves none), so a
 				// deleted key needs no tombstone.
-				last[k] = version{}
+				it.next = version{}
 			}
-			if garbage != nil {
-				if err := w.Set(garbageKey(gen, h, key), garbage); err != nil {
+			if len(garbage) > 0 {
+				kv.keyBuf = appendGarbageKey(kv.keyBuf[:0], gen, h, it.key)
+				if err := w.Set(kv.keyBuf, garbage); err != nil {
 					return fmt.Errorf("kv: commit: %w", err)
 				}
 			}
@@ -337,11 +422,46 @@ func (kv *KV) Commit(w app.Writer) error {
 	if err := w.Set(keyMeta, m); err != nil {
 		return fmt.Errorf("kv: commit: %w", err)
 	}
-	kv.committed = app.State{Height: kv.executed, Digest: kv.sum.digest()}
+	for _, hw := range kv.pending {
+		for _, wr := range hw.writes {
+			wr.it.base = wr.it.next
+		}
+	}
+	kv.committed = app.State{Height: kv.executed, Digest: kv.sumDigest}
 	kv.committedSum = kv.sum
 	kv.pending = nil
-	clear(kv.overlay)
+	kv.evict()
 	return nil
+}
+
+// versionKey returns the version key of key at height in kv.keyBuf (valid until its next use). The
+// writers copy keys, so the buffer can be reused.
+func (kv *KV) versionKey(gen uint64, key string, height uint64) []byte {
+	kv.keyBuf = binary.BigEndian.AppendUint64(appendVersionPrefix(kv.keyBuf[:0], gen, key), ^height)
+	return kv.keyBuf
+}
+
+// evict drops clean items until the items are within their bounds. Go's map iteration starts at a random
+// place, so this evicts keys at random: for a uniform key space as good as any policy, and for a skewed
+// one it keeps a hot key with the probability that it survives random picks, without the bookkeeping
+// of an LRU list on every access.
+func (kv *KV) evict() {
+	for k, it := range kv.items {
+		if len(kv.items) <= kv.maxItems && kv.itemBytes <= kv.maxItemBytes {
+			return
+		}
+		if it.wroteAt > kv.committed.Height {
+			continue // a pending write: the store does not hold this state yet
+		}
+		delete(kv.items, k)
+		kv.itemBytes -= it.size()
+	}
+}
+
+// dropItems forgets every item (the store holds another state).
+func (kv *KV) dropItems() {
+	clear(kv.items)
+	kv.itemBytes = 0
 }
 
 // Get reads key from the committed state without consensus, and returns the height it read at. It is

@@ -37,9 +37,10 @@ func genBounds(gen uint64) (lo, hi []byte) {
 	return genPrefix(gen), genPrefix(gen + 1)
 }
 
-func escape(dst, key []byte) []byte {
-	for _, c := range key {
-		if c == 0 {
+// escape appends esc(key) to dst.
+func escape[K ~string | ~[]byte](dst []byte, key K) []byte {
+	for i := 0; i < len(key); i++ {
+		if c := key[i]; c == 0 {
 			dst = append(dst, 0, 0xff)
 		} else {
 			dst = append(dst, c)
@@ -73,9 +74,12 @@ func unescape(b []byte) (key, rest []byte, err error) {
 }
 
 // versionPrefix is the prefix of all versions of key.
-func versionPrefix(gen uint64, key []byte) []byte {
-	k := append(genPrefix(gen), 'V')
-	return escape(k, key)
+func versionPrefix(gen uint64, key []byte) []byte { return appendVersionPrefix(nil, gen, key) }
+
+// appendVersionPrefix appends versionPrefix(gen, key) to dst.
+func appendVersionPrefix[K ~string | ~[]byte](dst []byte, gen uint64, key K) []byte {
+	dst = binary.BigEndian.AppendUint64(append(dst, 'G'), gen)
+	return escape(append(dst, 'V'), key)
 }
 
 func versionKey(gen uint64, key []byte, height uint64) []byte {
@@ -108,8 +112,14 @@ func pinsStart(gen uint64) []byte { return append(genPrefix(gen), 'P') }
 func pinsEnd(gen uint64) []byte   { return append(genPrefix(gen), 'Q') }
 
 func garbageKey(gen, height uint64, key []byte) []byte {
-	k := binary.BigEndian.AppendUint64(append(genPrefix(gen), 'Q'), height)
-	return escape(k, key)
+	return appendGarbageKey(nil, gen, height, key)
+}
+
+// appendGarbageKey appends garbageKey(gen, height, key) to dst.
+func appendGarbageKey[K ~string | ~[]byte](dst []byte, gen, height uint64, key K) []byte {
+	dst = binary.BigEndian.AppendUint64(append(dst, 'G'), gen)
+	dst = binary.BigEndian.AppendUint64(append(dst, 'Q'), height)
+	return escape(dst, key)
 }
 func garbageStart(gen uint64) []byte { return append(genPrefix(gen), 'Q') }
 

@@ -77,18 +77,15 @@ func (h *ltHash) setBytes(b []byte) bool {
 	return true
 }
 
-// digest condenses the checksum into the 32-byte state digest.
+// digest condenses the checksum into the 32-byte state digest: SHA-256 of digestTag | the 2048-byte
+// encoding, hashed from one buffer (2,048 eight-byte writes into a hash.Hash cost twice the hashing).
 func (h *ltHash) digest() wire.Digest {
-	s := sha256.New()
-	s.Write([]byte(digestTag))
-	var buf [8]byte
-	for _, w := range h {
-		binary.LittleEndian.PutUint64(buf[:], w)
-		s.Write(buf[:])
+	var buf [len(digestTag) + ltBytes]byte
+	copy(buf[:], digestTag)
+	for i, w := range h {
+		binary.LittleEndian.PutUint64(buf[len(digestTag)+8*i:], w)
 	}
-	var d wire.Digest
-	s.Sum(d[:0])
-	return d
+	return sha256.Sum256(buf[:])
 }
 
 // elemHasher maps (key, value) pairs to lattice vectors. It keeps scratch space, so one elemHasher serves
@@ -105,6 +102,19 @@ func (e *elemHasher) hash(v *ltHash, key, value []byte) {
 	e.in = binary.AppendUvarint(e.in[:0], uint64(len(key)))
 	e.in = append(e.in, key...)
 	e.in = append(e.in, value...)
+	e.xof(v)
+}
+
+// hashString is hash with the key as a string.
+func (e *elemHasher) hashString(v *ltHash, key string, value []byte) {
+	e.in = binary.AppendUvarint(e.in[:0], uint64(len(key)))
+	e.in = append(e.in, key...)
+	e.in = append(e.in, value...)
+	e.xof(v)
+}
+
+// xof sets v to the first 2048 bytes of the keyed BLAKE3-XOF of e.in.
+func (e *elemHasher) xof(v *ltHash) {
 	var root guts.Node
 	if len(e.in) <= guts.ChunkSize {
 		// One BLAKE3 chunk: its final node, flagged as the root, is the XOF seed. This is what

@@ -117,8 +117,10 @@ func (r *restore) Finish(w app.Writer) error {
 	r.done = true
 	kv.restoring = nil
 	st := app.State{Height: r.height, Digest: r.want}
-	kv.committed, kv.committedSum, kv.sum, kv.executed = st, r.sum, r.sum, r.height
-	clear(kv.overlay)
+	kv.committed, kv.committedSum, kv.sum, kv.sumDigest, kv.executed = st, r.sum, r.sum, r.want, r.height
+	// The items describe the old generation. The switch is durable only when the node commits w, but the
+	// node stops if it cannot, so nothing executes on the old state after this.
+	kv.dropItems()
 	kv.mu.Lock()
 	kv.gen = r.gen
 	kv.pins = []app.State{st}

@@ -103,6 +103,7 @@ func (kv *KV) collectSome(gen, floor uint64) (int, error) {
 	b := kv.st.NewBatch()
 	defer b.Close()
 	n := 0
+	var deleted []deletedVersion
 	for ok := it.First(); ok && n < gcBatchEntries; ok = it.Next() {
 		k, v := it.Key(), it.Value()
 		start := len(garbageStart(gen))
@@ -114,9 +115,11 @@ func (kv *KV) collectSome(gen, floor uint64) (int, error) {
 			return 0, fmt.Errorf("malformed garbage record %x", k)
 		}
 		for i := 0; i < len(v); i += 8 {
-			if err := b.Delete(versionKey(gen, key, binary.BigEndian.Uint64(v[i:]))); err != nil {
+			h := binary.BigEndian.Uint64(v[i:])
+			if err := b.Delete(versionKey(gen, key, h)); err != nil {
 				return 0, err
 			}
+			deleted = append(deleted, deletedVersion{key: key, height: h})
 		}
 		if err := b.Delete(k); err != nil {
 			return 0, err
@@ -131,7 +134,33 @@ func (kv *KV) collectSome(gen, floor uint64) (int, error) {
 			return 0, err
 		}
 	}
+	kv.forgetVersions(deleted)
 	return n, nil
+}
+
+type deletedVersion struct {
+	key    []byte
+	height uint64
+}
+
+// forgetVersions keeps the items exact after the garbage collection deleted versions. Only a tombstone
+// can be the newest version of its key and garbage (a value version becomes garbage when a newer version
+// supersedes it), and every older version of its key went with it or before it (they were superseded at
+// or below its height), so the key then has no stored version. A clean item is dropped (the next read
+// finds that out); one with pending writes is told.
+func (kv *KV) forgetVersions(deleted []deletedVersion) {
+	for _, d := range deleted {
+		it := kv.items[string(d.key)]
+		if it == nil || it.base != (version{height: d.height, ok: true}) {
+			continue
+		}
+		if it.wroteAt > kv.committed.Height {
+			it.base = version{}
+			continue
+		}
+		delete(kv.items, it.key)
+		kv.itemBytes -= it.size()
+	}
 }
 
 // OpenSnapshot implements app.SnapshotSource.
