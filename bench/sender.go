@@ -125,6 +125,7 @@ type sender struct {
 	pubs     [][]byte
 	verifier *cachingVerifier
 	hosts    []*p2p.Host
+	streams  [][]*p2p.Session // per host, per replica: the request stream requests are pipelined on
 	retry    time.Duration
 	maxRetry time.Duration
 
@@ -173,11 +174,21 @@ func newSender(cfg senderConfig) (*sender, error) {
 			return nil, fmt.Errorf("bench: client host: %w", err)
 		}
 		s.hosts = append(s.hosts, h)
+		streams := make([]*p2p.Session, s.n)
+		for r := range streams {
+			streams[r] = h.NewSession(s.g.PeerID(r))
+		}
+		s.streams = append(s.streams, streams)
 	}
 	return s, nil
 }
 
 func (s *sender) close() {
+	for _, streams := range s.streams {
+		for _, st := range streams {
+			st.Close()
+		}
+	}
 	for _, h := range s.hosts {
 		h.Close()
 	}
@@ -247,8 +258,8 @@ type outcome struct {
 	rounds int    // transmission rounds
 }
 
-// do sends a pre-signed request from session sess over host h and waits for f+1 matching replies until
-// ctx ends.
+// do sends a pre-signed request from session sess over host h's request streams (one p2p.Session per
+// replica, shared by the host's clients) and waits for f+1 matching replies until ctx ends.
 func (s *sender) do(ctx context.Context, h int, pub []byte, p prepared) (outcome, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	answers := make(chan answer, s.n)
@@ -256,13 +267,13 @@ func (s *sender) do(ctx context.Context, h int, pub []byte, p prepared) (outcome
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer cancel()
-	host := s.hosts[h]
+	streams := s.streams[h]
 	send := func(i int) {
 		pending[i] = true
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			resp, err := host.Request(ctx, s.g.PeerID(i), p.env)
+			resp, err := streams[i].Send(ctx, p.env)
 			answers <- answer{replica: i, env: resp, err: err}
 		}()
 	}
