@@ -270,9 +270,10 @@ type Session struct {
 	to     peer.ID
 	nextID atomic.Uint64 // request numbers, unique across the streams of the session
 
-	mu     sync.Mutex // guards cur and closed; held while a stream opens
-	cur    *sessionConn
-	closed bool
+	mu      sync.Mutex // guards cur, opening and closed
+	cur     *sessionConn
+	opening chan struct{} // closed when the stream being opened is open or failed; nil if none is
+	closed  bool
 }
 
 // NewSession returns a session with peer to. It opens nothing yet: the first Send dials the peer if
@@ -283,7 +284,8 @@ func (h *Host) NewSession(to peer.ID) *Session { return &Session{h: h, to: to} }
 func (s *Session) Peer() peer.ID { return s.to }
 
 // Close closes the session: its stream is reset and outstanding Sends return ErrSessionClosed. It waits
-// for the session's goroutines and is safe to call more than once.
+// for the stream's goroutines (a stream still being opened is closed by the Send opening it) and is safe
+// to call more than once.
 func (s *Session) Close() error {
 	s.mu.Lock()
 	s.closed = true
@@ -379,23 +381,63 @@ func (s *Session) open(body []byte) (*wire.Envelope, error) {
 	return resp, nil
 }
 
-// conn returns the live stream of the session, opening one if there is none.
+// conn returns the live stream of the session, opening one if there is none. One caller opens while the
+// others wait for it, each within its own context: a dial to an unreachable peer (up to DialTimeout)
+// does not hold up a caller whose context ends sooner.
 func (s *Session) conn(ctx context.Context) (*sessionConn, error) {
-	h := s.h
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return nil, ErrSessionClosed
-	}
-	if c := s.cur; c != nil {
-		select {
-		case <-c.dead:
-			// Its goroutines end on their own; they are counted in the host's wait group.
-			s.cur = nil
-		default:
-			return c, nil
+	for {
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			return nil, ErrSessionClosed
 		}
+		if c := s.cur; c != nil {
+			select {
+			case <-c.dead:
+				// Its goroutines end on their own; they are counted in the host's wait group.
+				s.cur = nil
+			default:
+				s.mu.Unlock()
+				return c, nil
+			}
+		}
+		if wait := s.opening; wait != nil {
+			s.mu.Unlock()
+			select {
+			case <-wait: // opened, or failed: look again (and try ourselves if it failed)
+				continue
+			case <-ctx.Done():
+				return nil, s.ctxErr(ctx)
+			}
+		}
+		opening := make(chan struct{})
+		s.opening = opening
+		s.mu.Unlock()
+
+		c, err := s.dial(ctx)
+		s.mu.Lock()
+		s.opening = nil
+		close(opening)
+		closed := s.closed
+		if err == nil && !closed {
+			s.cur = c
+		}
+		s.mu.Unlock()
+		if err != nil {
+			return nil, err
+		}
+		if closed { // Close ran while we dialled
+			c.fail(ErrSessionClosed)
+			c.wg.Wait()
+			return nil, ErrSessionClosed
+		}
+		return c, nil
 	}
+}
+
+// dial opens a session stream and starts its reader and writer.
+func (s *Session) dial(ctx context.Context) (*sessionConn, error) {
+	h := s.h
 	// Two goroutines (reader and writer) that Host.Close must wait for.
 	if !h.enter() {
 		return nil, ErrClosed
@@ -427,7 +469,6 @@ func (s *Session) conn(ctx context.Context) (*sessionConn, error) {
 	c.wg.Add(2)
 	go c.read()
 	go c.write()
-	s.cur = c
 	return c, nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -14,6 +15,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/peerstore"
+	"github.com/multiformats/go-multiaddr"
 
 	"github.com/p2pbft/p2pbft/identity"
 	"github.com/p2pbft/p2pbft/wire"
@@ -479,5 +481,77 @@ func TestSessionClose(t *testing.T) {
 	}
 	if _, err := s2.Send(ctx, seal(t, ck, g.ChainID(), wire.KindRequest, "closed")); !errors.Is(err, ErrClosed) {
 		t.Fatalf("Send on a closed host: %v", err)
+	}
+}
+
+// TestSessionDialDoesNotHoldUpOthers: while one caller dials a peer that never completes the handshake,
+// another caller of the same session returns when its own context ends.
+func TestSessionDialDoesNotHoldUpOthers(t *testing.T) {
+	keys := testKeys(t, "sess-dial", 1)
+	ck := testKeys(t, "sess-dial-client", 1)[0]
+	g := testGenesis(t, "sess-dial-chain", keys)
+	// A TCP listener that accepts and says nothing: the libp2p handshake hangs until the dial's context
+	// or DialTimeout ends.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var conns sync.WaitGroup
+	var held []net.Conn
+	var heldMu sync.Mutex
+	conns.Add(1)
+	go func() {
+		defer conns.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			heldMu.Lock()
+			held = append(held, c)
+			heldMu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		conns.Wait()
+		heldMu.Lock()
+		for _, c := range held {
+			c.Close()
+		}
+		heldMu.Unlock()
+	})
+	client := startHost(t, baseConfig(t, ck, g))
+	addr, err := multiaddr.NewMultiaddr(fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", ln.Addr().(*net.TCPAddr).Port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	client.LibP2P().Peerstore().AddAddrs(keys[0].PeerID(), []multiaddr.Multiaddr{addr}, peerstore.PermanentAddrTTL)
+	s := client.NewSession(keys[0].PeerID())
+	defer s.Close()
+	long, cancelLong := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancelLong()
+	first := make(chan error, 1)
+	go func() {
+		_, err := s.Send(long, seal(t, ck, g.ChainID(), wire.KindRequest, "first"))
+		first <- err
+	}()
+	waitFor(t, 10*time.Second, "the first caller dialling", func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.opening != nil
+	})
+	short, cancelShort := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancelShort()
+	start := time.Now()
+	if _, err := s.Send(short, seal(t, ck, g.ChainID(), wire.KindRequest, "second")); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("second caller: %v, want its deadline", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("the second caller waited %s for the first one's dial", d)
+	}
+	cancelLong()
+	if err := <-first; err == nil {
+		t.Fatal("the dial to a silent listener succeeded")
 	}
 }
