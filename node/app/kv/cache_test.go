@@ -18,10 +18,18 @@ type cacheVariant struct {
 var cacheVariants = []cacheVariant{
 	{"none", 0, 0}, // every item dropped at commit: each block reads the store, as before the cache
 	{"tiny", 3, 600},
+	{"mid", 20, 1 << 20}, // the state fits at some restarts and not at others
 	{"default", defaultMaxItems, defaultMaxItemBytes},
 }
 
-func (c cacheVariant) apply(kv *KV) { kv.maxItems, kv.maxItemBytes = c.items, c.itemSize }
+// open replaces e.kv with a KV on the same store with these bounds.
+func (c cacheVariant) open(t *testing.T, e *env) {
+	t.Helper()
+	var err error
+	if e.kv, err = openBounded(e.st.AppStorage(), c.items, c.itemSize); err != nil {
+		t.Fatal(err)
+	}
+}
 
 // TestItemCacheChangesNothing runs the same random blocks (puts, deletes, gets, compare-and-sets, invalid
 // operations, values up to a few hundred bytes) on KVs that differ only in the bounds of their item cache,
@@ -36,7 +44,7 @@ func TestItemCacheChangesNothing(t *testing.T) {
 			envs := make([]*env, len(cacheVariants))
 			for i, c := range cacheVariants {
 				envs[i] = newEnv(t)
-				c.apply(envs[i].kv)
+				c.open(t, envs[i])
 			}
 			keys := 5 + r.IntN(40)
 			restores, collected := 0, 0
@@ -108,7 +116,7 @@ func TestItemCacheChangesNothing(t *testing.T) {
 				if r.IntN(15) == 0 {
 					i := r.IntN(len(envs))
 					envs[i].reopen()
-					cacheVariants[i].apply(envs[i].kv)
+					cacheVariants[i].open(t, envs[i])
 				}
 				compareEnvs(t, seed, envs, r)
 			}
@@ -249,6 +257,18 @@ func checkItems(t *testing.T, seed uint64, kv *KV) {
 		}
 		size += it.size()
 	}
+	if kv.complete {
+		// Every key with a stored version has an item.
+		for ok := iter.SeekGE(versionsStart(kv.gen)); ok && bytes.Compare(iter.Key(), versionsEnd(kv.gen)) < 0; ok = iter.Next() {
+			key, _, err := parseVersionKey(kv.gen, iter.Key())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if kv.items[string(key)] == nil {
+				t.Fatalf("seed %d height %d: complete items without %q, which the store holds", seed, kv.committed.Height, key)
+			}
+		}
+	}
 	if size != kv.itemBytes {
 		t.Fatalf("seed %d: items of %d bytes counted as %d", seed, size, kv.itemBytes)
 	}
@@ -262,8 +282,8 @@ func checkItems(t *testing.T, seed uint64, kv *KV) {
 // list as garbage a version that no longer exists).
 func TestItemCacheAfterTombstoneCollected(t *testing.T) {
 	envs := []*env{newEnv(t), newEnv(t)}
-	cacheVariants[0].apply(envs[0].kv)
-	cacheVariants[2].apply(envs[1].kv)
+	cacheVariants[0].open(t, envs[0])
+	cacheVariants[3].open(t, envs[1])
 	step := func(pin bool, ops ...Op) {
 		for _, e := range envs {
 			e.exec(ops...)

@@ -50,8 +50,10 @@
 // compare-and-sets) and the height of its newest stored version (so Commit can delete or keep it). Reading
 // them from the store is a seek through the database's memtables and tables, so the KV keeps them per key
 // in memory: for every key written since the last commit, and, within bounds (1<<17 keys, 64 MiB), for
-// keys read or committed earlier, dropped at random beyond that. The cache is exact, never a guess: it
-// changes only together with the store (Commit, garbage collection, restore) and is empty after Open, so
+// keys read or committed earlier, dropped at random beyond that. Open loads it with one scan of the state;
+// while it holds every stored key (the state fitted and nothing was evicted since), a key it does not hold
+// does not exist, and even new keys need no read. The cache is exact, never a guess: it changes only
+// together with the store (Commit, garbage collection, restore) and is rebuilt from the store by Open, so
 // the durable state is still only what the store holds.
 //
 // A restore builds a new generation of the state beside the current one, chunk by chunk (checking every

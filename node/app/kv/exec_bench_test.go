@@ -80,18 +80,7 @@ func BenchmarkExecutePutsSteady(b *testing.B) {
 			if !c.cache {
 				e.kv.maxItems, e.kv.maxItemBytes = 0, 0
 			}
-			// Fill the key space in order so that every key exists.
-			fill := make([]app.Request, 0, 1000)
-			for k := 0; k < steadyKeySpace; k++ {
-				fill = append(fill, req(b, Put(fmt.Appendf(nil, "user/%08d", k), make([]byte, 100))))
-				if len(fill) == cap(fill) {
-					if _, err := e.kv.Execute(e.kv.executed+1, fill); err != nil {
-						b.Fatal(err)
-					}
-					e.commit()
-					fill = fill[:0]
-				}
-			}
+			fillKeySpace(b, e)
 			r := rand.New(rand.NewPCG(3, 4))
 			blocks, offs := steadyBlocks(b, r, 512, perBlock)
 			var counter uint64
@@ -120,5 +109,37 @@ func BenchmarkExecutePutsSteady(b *testing.B) {
 			b.ReportMetric(float64(cpu.Nanoseconds())/n, "cpu-ns/req")
 			b.ReportMetric(float64(ms1.Mallocs-ms0.Mallocs)/n, "allocs/req")
 		})
+	}
+}
+
+// fillKeySpace puts a 100-byte value to every key of the steady key space, in order.
+func fillKeySpace(b *testing.B, e *env) {
+	fill := make([]app.Request, 0, 1000)
+	for k := 0; k < steadyKeySpace; k++ {
+		fill = append(fill, req(b, Put(fmt.Appendf(nil, "user/%08d", k), make([]byte, 100))))
+		if len(fill) == cap(fill) {
+			if _, err := e.kv.Execute(e.kv.executed+1, fill); err != nil {
+				b.Fatal(err)
+			}
+			e.commit()
+			fill = fill[:0]
+		}
+	}
+}
+
+// BenchmarkOpenSteadyState is Open of the benchmark's state (100,000 keys of 100 bytes): the item cache is
+// loaded by one scan of the state.
+func BenchmarkOpenSteadyState(b *testing.B) {
+	e := newEnvOpts(b, store.Options{UnsafeNoSync: true})
+	fillKeySpace(b, e)
+	b.ReportAllocs()
+	for b.Loop() {
+		kv, err := Open(e.st.AppStorage())
+		if err != nil {
+			b.Fatal(err)
+		}
+		if !kv.complete || len(kv.items) != steadyKeySpace {
+			b.Fatalf("%d items loaded, complete %v", len(kv.items), kv.complete)
+		}
 	}
 }

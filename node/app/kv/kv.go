@@ -32,11 +32,15 @@ type KV struct {
 	itemBytes    int // the sum of item.size over items
 	maxItems     int
 	maxItemBytes int
-	restoring    *restore
-	eh           elemHasher
-	tmp          ltHash
-	keyBuf       []byte // scratch for store keys
-	valBuf       []byte // scratch for store values
+	// complete says that the items hold every key that has a stored version in the current generation,
+	// so a key they do not hold has none and needs no read: true after Open found the whole state within
+	// the bounds (a new replica's empty state, or one that fits), until the first eviction.
+	complete  bool
+	restoring *restore
+	eh        elemHasher
+	tmp       ltHash
+	keyBuf    []byte // scratch for store keys
+	valBuf    []byte // scratch for store values
 
 	// mu guards gen and pins, which snapshot readers consult from other goroutines.
 	mu   sync.Mutex
@@ -99,7 +103,12 @@ var (
 // Open opens the key-value store kept in st (a fresh, empty state if st holds none). It finishes garbage
 // collection a crash interrupted and drops a restore a crash interrupted.
 func Open(st app.Storage) (*KV, error) {
-	kv := &KV{st: st, items: make(map[string]*item), maxItems: defaultMaxItems, maxItemBytes: defaultMaxItemBytes}
+	return openBounded(st, defaultMaxItems, defaultMaxItemBytes)
+}
+
+// openBounded is Open with the given bounds of the item cache.
+func openBounded(st app.Storage, maxItems, maxItemBytes int) (*KV, error) {
+	kv := &KV{st: st, items: make(map[string]*item), maxItems: maxItems, maxItemBytes: maxItemBytes}
 	raw, ok, err := st.Get(keyMeta)
 	if err != nil {
 		return nil, fmt.Errorf("kv: open: %w", err)
@@ -123,7 +132,55 @@ func Open(st app.Storage) (*KV, error) {
 	if err := kv.collectGarbage(); err != nil {
 		return nil, err
 	}
+	if err := kv.loadItems(); err != nil {
+		return nil, err
+	}
 	return kv, nil
+}
+
+// loadItems fills the items with the newest version of every key, in key order, until they reach their
+// bounds; if the whole state fits, the items are complete. One sequential scan costs far less than the
+// seeks that would otherwise find these keys one by one (each seek visits every level of the store, and
+// finding that a key does not exist costs as much).
+func (kv *KV) loadItems() error {
+	iter, err := kv.st.NewIter(versionsStart(kv.gen), versionsEnd(kv.gen))
+	if err != nil {
+		return fmt.Errorf("kv: open: %w", err)
+	}
+	defer iter.Close()
+	var last *item
+	start := len(versionsStart(kv.gen))
+	var key []byte
+	for ok := iter.First(); ok; ok = iter.Next() {
+		k := iter.Key()
+		var rest []byte
+		if key, rest, err = appendUnescaped(key[:0], k[start:]); err != nil || len(rest) != 8 {
+			return fmt.Errorf("kv: open: malformed version key %x", k)
+		}
+		h := ^binary.BigEndian.Uint64(rest)
+		if last != nil && last.key == string(key) {
+			continue // an older version, kept for a snapshot
+		}
+		v := iter.Value()
+		if len(v) == 0 {
+			return fmt.Errorf("kv: open: malformed version record %x", iter.Key())
+		}
+		it := &item{key: string(key), base: version{height: h, ok: true}}
+		if v[0] == tagValue {
+			it.exists, it.value = true, bytes.Clone(v[1:])
+		}
+		if len(kv.items) >= kv.maxItems || kv.itemBytes+it.size() > kv.maxItemBytes {
+			return nil // not complete
+		}
+		kv.items[it.key] = it
+		kv.itemBytes += it.size()
+		last = it
+	}
+	if err := iter.Error(); err != nil {
+		return fmt.Errorf("kv: open: %w", err)
+	}
+	kv.complete = true
+	return nil
 }
 
 // dropOtherGenerations deletes what an interrupted restore left behind.
@@ -256,6 +313,12 @@ func invalid(err error) Result {
 // do not hold it.
 func (kv *KV) lookup(iter *app.Iterator, key []byte) (*item, error) {
 	if it := kv.items[string(key)]; it != nil {
+		return it, nil
+	}
+	if kv.complete {
+		it := &item{key: string(key)} // no stored version
+		kv.items[it.key] = it
+		kv.itemBytes += it.size()
 		return it, nil
 	}
 	if *iter == nil {
@@ -455,6 +518,7 @@ func (kv *KV) evict() {
 		}
 		delete(kv.items, k)
 		kv.itemBytes -= it.size()
+		kv.complete = false
 	}
 }
 
@@ -462,6 +526,7 @@ func (kv *KV) evict() {
 func (kv *KV) dropItems() {
 	clear(kv.items)
 	kv.itemBytes = 0
+	kv.complete = false
 }
 
 // Get reads key from the committed state without consensus, and returns the height it read at. It is

@@ -51,7 +51,12 @@ func escape[K ~string | ~[]byte](dst []byte, key K) []byte {
 
 // unescape decodes an escaped key at the start of b and returns it and the rest of b.
 func unescape(b []byte) (key, rest []byte, err error) {
-	key = make([]byte, 0, len(b))
+	return appendUnescaped(make([]byte, 0, len(b)), b)
+}
+
+// appendUnescaped is unescape appending the key to dst.
+func appendUnescaped(dst, b []byte) (key, rest []byte, err error) {
+	key = dst
 	for i := 0; i < len(b); i++ {
 		if b[i] != 0 {
 			key = append(key, b[i])

@@ -147,7 +147,8 @@ type deletedVersion struct {
 // can be the newest version of its key and garbage (a value version becomes garbage when a newer version
 // supersedes it), and every older version of its key went with it or before it (they were superseded at
 // or below its height), so the key then has no stored version. A clean item is dropped (the next read
-// finds that out); one with pending writes is told.
+// finds that out, and complete items stay complete: the key has no stored version); one with pending
+// writes is told.
 func (kv *KV) forgetVersions(deleted []deletedVersion) {
 	for _, d := range deleted {
 		it := kv.items[string(d.key)]
