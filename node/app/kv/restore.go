@@ -1,6 +1,7 @@
 package kv
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 
@@ -18,6 +19,11 @@ type restore struct {
 	cursor []byte
 	eh     elemHasher
 	done   bool
+	// items are the items of the restored state, built while the chunks come in, as long as the whole
+	// state fits in the bounds (complete); Finish makes them the KV's, so that a replica that caught up
+	// by state transfer executes without store reads at once, as after Open.
+	items     map[string]*item
+	itemBytes int
 }
 
 // Restore implements app.Restorer.
@@ -34,7 +40,7 @@ func (kv *KV) Restore(height uint64, want wire.Digest) (app.SnapshotRestore, err
 	kv.mu.Lock()
 	gen := kv.gen + 1
 	kv.mu.Unlock()
-	r := &restore{kv: kv, gen: gen, height: height, want: want}
+	r := &restore{kv: kv, gen: gen, height: height, want: want, items: make(map[string]*item)}
 	// Start from an empty generation (an earlier restore in this process may have been abandoned without
 	// Abort).
 	if err := r.drop(); err != nil {
@@ -90,6 +96,21 @@ func (r *restore) Apply(data []byte) error {
 	}
 	r.sum = sum
 	r.cursor = entries[len(entries)-1].Key
+	for _, e := range entries {
+		if r.items == nil {
+			break
+		}
+		it := &item{key: string(e.Key), value: bytes.Clone(e.Value), exists: true, base: version{height: r.height, ok: true}}
+		if it.value == nil {
+			it.value = []byte{} // as read from the store
+		}
+		if len(r.items) >= r.kv.maxItems || r.itemBytes+it.size() > r.kv.maxItemBytes {
+			r.items = nil // the state does not fit: Open will load what does
+			break
+		}
+		r.items[it.key] = it
+		r.itemBytes += it.size()
+	}
 	return nil
 }
 
@@ -121,6 +142,10 @@ func (r *restore) Finish(w app.Writer) error {
 	// The items describe the old generation. The switch is durable only when the node commits w, but the
 	// node stops if it cannot, so nothing executes on the old state after this.
 	kv.dropItems()
+	if r.items != nil {
+		kv.items, kv.itemBytes, kv.complete = r.items, r.itemBytes, true
+		r.items = nil
+	}
 	kv.mu.Lock()
 	kv.gen = r.gen
 	kv.pins = []app.State{st}
