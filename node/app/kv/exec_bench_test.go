@@ -63,17 +63,25 @@ func processCPU(b *testing.B) time.Duration {
 // Every execution of a request puts a new value (a counter in its first bytes), so every put replaces a
 // value. ns/req, cpu-ns/req (process CPU time) and allocs/req are per request; ns/op and allocs/op per block.
 //
+// checkpoints keeps a snapshot at every 32nd block and releases the one before, as a replica does at its
+// stable checkpoints (consensus.checkpoint_interval 32): every put then keeps the replaced version and
+// writes a garbage entry, which the release collects.
+//
 // cache=off bounds the item cache to nothing, so every block reads every key from the store: the cost of
 // the first pass after a restart, or of a key space far beyond the cache.
 func BenchmarkExecutePutsSteady(b *testing.B) {
 	for _, c := range []struct {
-		perBlock int
-		cache    bool
-	}{{64, true}, {256, true}, {64, false}} {
+		perBlock    int
+		cache       bool
+		checkpoints bool
+	}{{64, true, false}, {256, true, false}, {64, false, false}, {64, true, true}} {
 		perBlock := c.perBlock
 		name := fmt.Sprintf("block=%d", perBlock)
 		if !c.cache {
 			name += "/cache=off"
+		}
+		if c.checkpoints {
+			name += "/checkpoints"
 		}
 		b.Run(name, func(b *testing.B) {
 			e := newEnvOpts(b, store.Options{UnsafeNoSync: true})
@@ -101,6 +109,9 @@ func BenchmarkExecutePutsSteady(b *testing.B) {
 				}
 				e.commit()
 				i++
+				if c.checkpoints && i%checkpointInterval == 0 {
+					checkpoint(b, e.kv)
+				}
 			}
 			cpu := processCPU(b) - cpu0
 			runtime.ReadMemStats(&ms1)
@@ -140,6 +151,23 @@ func BenchmarkOpenSteadyState(b *testing.B) {
 		}
 		if !kv.complete || len(kv.items) != steadyKeySpace {
 			b.Fatalf("%d items loaded, complete %v", len(kv.items), kv.complete)
+		}
+	}
+}
+
+// checkpointInterval is the replica's default consensus.checkpoint_interval.
+const checkpointInterval = 32
+
+// checkpoint takes a snapshot at the committed height and releases the older ones, as a replica does at
+// a stable checkpoint.
+func checkpoint(b *testing.B, kv *KV) {
+	if err := kv.TakeSnapshot(kv.committed.Height); err != nil {
+		b.Fatal(err)
+	}
+	pins, _ := kv.Snapshots()
+	for _, p := range pins[:len(pins)-1] {
+		if err := kv.ReleaseSnapshot(p.Height); err != nil {
+			b.Fatal(err)
 		}
 	}
 }

@@ -33,14 +33,16 @@ type KV struct {
 	maxItems     int
 	maxItemBytes int
 	// complete says that the items hold every key that has a stored version in the current generation,
-	// so a key they do not hold has none and needs no read: true after Open found the whole state within
-	// the bounds (a new replica's empty state, or one that fits), until the first eviction.
-	complete  bool
-	restoring *restore
-	eh        elemHasher
-	tmp       ltHash
-	keyBuf    []byte // scratch for store keys
-	valBuf    []byte // scratch for store values
+	// so a key they do not hold has none and needs no read: true after Open or a restore found the whole
+	// state within the bounds (a new replica's empty state, or one that fits), until the first eviction.
+	complete bool
+	// gcDone is the height up to which a garbage collection of generation gcGen collected every entry.
+	gcGen, gcDone uint64
+	restoring     *restore
+	eh            elemHasher
+	tmp           ltHash
+	keyBuf        []byte // scratch for store keys
+	valBuf        []byte // scratch for store values
 
 	// mu guards gen and pins, which snapshot readers consult from other goroutines.
 	mu   sync.Mutex

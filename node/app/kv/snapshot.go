@@ -83,19 +83,35 @@ func (kv *KV) collectGarbage() error {
 		floor = kv.pins[0].Height
 	}
 	kv.mu.Unlock()
+	// Garbage entries at or below the height an earlier pass of this process collected up to are gone,
+	// so start above them: the store keeps the deletions of the entries as tombstones until a compaction,
+	// and a seek from the start would step over all of them (the collection's largest cost in a replica
+	// profile).
+	from := garbageStart(gen)
+	if kv.gcGen == gen && kv.gcDone > 0 {
+		if kv.gcDone >= floor {
+			return nil
+		}
+		from = garbageEnd(gen, kv.gcDone)
+	}
 	for {
-		n, err := kv.collectSome(gen, floor)
+		n, err := kv.collectSome(gen, from, floor)
 		if err != nil {
 			return fmt.Errorf("kv: garbage collection: %w", err)
 		}
 		if n < gcBatchEntries {
-			return nil
+			break
 		}
 	}
+	// Every entry at or below floor is collected, and Commit writes entries only at heights above the
+	// committed one, so none will appear at or below min(floor, committed height).
+	kv.gcGen, kv.gcDone = gen, min(floor, kv.committed.Height)
+	return nil
 }
 
-func (kv *KV) collectSome(gen, floor uint64) (int, error) {
-	it, err := kv.st.NewIter(garbageStart(gen), garbageEnd(gen, floor))
+// collectSome collects up to gcBatchEntries garbage entries from from up to height floor.
+func (kv *KV) collectSome(gen uint64, from []byte, floor uint64) (int, error) {
+	it, err := kv.st.NewIter(from, garbageEnd(gen, floor))
 	if err != nil {
 		return 0, err
 	}
@@ -103,23 +119,27 @@ func (kv *KV) collectSome(gen, floor uint64) (int, error) {
 	b := kv.st.NewBatch()
 	defer b.Close()
 	n := 0
-	var deleted []deletedVersion
+	start := len(garbageStart(gen))
+	var key, rest []byte
+	var stale []*item // items whose newest version this batch deletes
 	for ok := it.First(); ok && n < gcBatchEntries; ok = it.Next() {
 		k, v := it.Key(), it.Value()
-		start := len(garbageStart(gen))
 		if len(k) < start+8 || len(v) == 0 || len(v)%8 != 0 {
 			return 0, fmt.Errorf("malformed garbage record %x", k)
 		}
-		key, rest, err := unescape(k[start+8:])
-		if err != nil || len(rest) != 0 {
+		if key, rest, err = appendUnescaped(key[:0], k[start+8:]); err != nil || len(rest) != 0 {
 			return 0, fmt.Errorf("malformed garbage record %x", k)
 		}
+		item := kv.items[string(key)]
 		for i := 0; i < len(v); i += 8 {
 			h := binary.BigEndian.Uint64(v[i:])
-			if err := b.Delete(versionKey(gen, key, h)); err != nil {
+			kv.keyBuf = binary.BigEndian.AppendUint64(appendVersionPrefix(kv.keyBuf[:0], gen, key), ^h)
+			if err := b.Delete(kv.keyBuf); err != nil {
 				return 0, err
 			}
-			deleted = append(deleted, deletedVersion{key: key, height: h})
+			if item != nil && item.base == (version{height: h, ok: true}) {
+				stale = append(stale, item)
+			}
 		}
 		if err := b.Delete(k); err != nil {
 			return 0, err
@@ -134,26 +154,20 @@ func (kv *KV) collectSome(gen, floor uint64) (int, error) {
 			return 0, err
 		}
 	}
-	kv.forgetVersions(deleted)
+	kv.forgetVersions(stale)
 	return n, nil
 }
 
-type deletedVersion struct {
-	key    []byte
-	height uint64
-}
-
-// forgetVersions keeps the items exact after the garbage collection deleted versions. Only a tombstone
-// can be the newest version of its key and garbage (a value version becomes garbage when a newer version
-// supersedes it), and every older version of its key went with it or before it (they were superseded at
-// or below its height), so the key then has no stored version. A clean item is dropped (the next read
-// finds that out, and complete items stay complete: the key has no stored version); one with pending
-// writes is told.
-func (kv *KV) forgetVersions(deleted []deletedVersion) {
-	for _, d := range deleted {
-		it := kv.items[string(d.key)]
-		if it == nil || it.base != (version{height: d.height, ok: true}) {
-			continue
+// forgetVersions keeps the items exact after the garbage collection deleted the newest stored version of
+// their keys. Only a tombstone can be the newest version of its key and garbage (a value version becomes
+// garbage when a newer version supersedes it), and every older version of its key went with it or before
+// it (they were superseded at or below its height), so the key then has no stored version. A clean item
+// is dropped (the next read finds that out, and complete items stay complete: the key has no stored
+// version); one with pending writes is told.
+func (kv *KV) forgetVersions(stale []*item) {
+	for _, it := range stale {
+		if kv.items[it.key] != it {
+			continue // already dropped (listed twice)
 		}
 		if it.wroteAt > kv.committed.Height {
 			it.base = version{}
