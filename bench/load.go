@@ -51,8 +51,10 @@ type LoadConfig struct {
 	RetryTimeout Duration `json:"retry_timeout,omitempty" toml:"retry_timeout"`
 	// Seed seeds the keys chosen. 0: random (the run reports the seed used).
 	Seed int64 `json:"seed" toml:"seed"`
-	// SessionsPerHost is how many clients share one libp2p host; replicas admit 8 concurrent streams per
-	// client peer by default. Default 8.
+	// SessionsPerHost is how many clients share one libp2p host (and its one session stream per replica,
+	// on which their requests are pipelined). Real clients are separate hosts; a few per host keep the
+	// replicas' connection count and per-connection costs close to that while the load generator stays
+	// light. Default 8.
 	SessionsPerHost int `json:"-" toml:"-"`
 }
 
