@@ -85,6 +85,40 @@ func (r *Replica) onCheckpoint(e *wire.Envelope, from int) error {
 	return nil
 }
 
+// maxCertified bounds the stable checkpoints remembered for state transfer (certified): with the default
+// interval of 32 that is the last 256 sequence numbers.
+const maxCertified = 8
+
+type certifiedCheckpoint struct {
+	seq    uint64
+	digest wire.Digest
+}
+
+func (r *Replica) rememberCertified(seq uint64, d wire.Digest) {
+	if n := len(r.certified); n > 0 && r.certified[n-1].seq >= seq {
+		return
+	}
+	if len(r.certified) == maxCertified {
+		copy(r.certified, r.certified[1:])
+		r.certified = r.certified[:maxCertified-1]
+	}
+	r.certified = append(r.certified, certifiedCheckpoint{seq: seq, digest: d})
+}
+
+// certifiedDigest returns the certified digest of the checkpoint at seq, if it is one of the latest
+// stable checkpoints.
+func (r *Replica) certifiedDigest(seq uint64) (wire.Digest, bool) {
+	if seq == r.stable.seq {
+		return r.stable.digest, true
+	}
+	for _, c := range r.certified {
+		if c.seq == seq {
+			return c.digest, true
+		}
+	}
+	return wire.Digest{}, false
+}
+
 // maxCheckpointVotes bounds the checkpoints kept per replica above the stable one: the window holds L/K of
 // them, and a lagging replica must still see a few beyond it to learn that it lags.
 func (r *Replica) maxCheckpointVotes() int { return int(r.cfg.Window/r.cfg.CheckpointInterval) + 2 }
@@ -174,6 +208,7 @@ func (r *Replica) requestTransfer() {
 // last window (kept to serve peers that lag).
 func (r *Replica) moveStable(c stableCheckpoint) {
 	r.stable = c
+	r.rememberCertified(c.seq, c.digest)
 	r.hsDirty = true
 	r.stats.StableCheckpoints++
 	for k, s := range r.slots {

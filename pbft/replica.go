@@ -33,6 +33,11 @@ type Replica struct {
 	ckptAt       uint64              // next retransmission of ownLatest
 	syncDeadline uint64              // when a replica behind the stable checkpoint gives up catching up by itself
 	tail         map[uint64]*slot    // committed slots of the last window below stable, to serve fetches
+	// certified are the latest stable checkpoints (seq and digest, oldest first, the current one last): a
+	// snapshot of any of them above what this replica executed may be installed, so a state transfer
+	// that takes longer than a checkpoint interval under load is not thrown away when the next one becomes
+	// stable (the replica then catches up from it to the stable checkpoint with blocks).
+	certified []certifiedCheckpoint
 
 	// The log.
 	slots       map[uint64]*slot

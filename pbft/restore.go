@@ -90,6 +90,9 @@ func (r *Replica) restoreHardState(hs *HardState) error {
 		}
 	}
 	r.stable = stableCheckpoint{seq: hs.StableSeq, digest: hs.StableDigest, proof: hs.StableProof}
+	if hs.StableSeq > 0 {
+		r.rememberCertified(hs.StableSeq, hs.StableDigest)
+	}
 	r.nextSeq = r.stable.seq + 1
 	if s := hs.Snapshot; s != nil && (s.Seq > 0 || len(s.ClientTable) > 0) {
 		if s.Seq > r.stable.seq {

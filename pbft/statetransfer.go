@@ -20,16 +20,19 @@ import (
 // certificate. The replica keeps ordering requests meanwhile; it only cannot execute past the gap.
 
 // CheckSnapshot checks, without changing anything, that a snapshot matches the certified checkpoint the
-// replica is syncing to. The driver calls it before installing the application state.
+// replica is syncing to, or one of the few stable checkpoints before it that is still above what the
+// replica executed (a transfer under load may take longer than a checkpoint interval; see
+// InstallSnapshot). The driver calls it before installing the application state.
 func (r *Replica) CheckSnapshot(seq uint64, appDigest wire.Digest, clientTable []byte) error {
 	if r.lastExecuted >= r.stable.seq {
 		return ErrNotSyncing
 	}
-	if seq != r.stable.seq {
+	want, ok := r.certifiedDigest(seq)
+	if !ok || seq <= r.lastExecuted {
 		return fmt.Errorf("pbft: snapshot at %d: %w (the replica syncs to %d)", seq, ErrStale, r.stable.seq)
 	}
 	snap := Snapshot{Seq: seq, AppDigest: appDigest, ClientTable: clientTable}
-	if snap.Digest() != r.stable.digest {
+	if snap.Digest() != want {
 		return fmt.Errorf("pbft: snapshot at %d: %w", seq, ErrSnapshotMismatch)
 	}
 	if _, err := DecodeClientTable(clientTable); err != nil {
@@ -40,7 +43,10 @@ func (r *Replica) CheckSnapshot(seq uint64, appDigest wire.Digest, clientTable [
 
 // InstallSnapshot installs the core's part of a snapshot the driver installed in the application: the
 // replica continues from seq. It returns an error (and changes nothing) if the snapshot does not match the
-// certified checkpoint; the driver should then try another peer.
+// certified checkpoint; the driver should then try another peer. A snapshot of a recent stable checkpoint
+// below the current one (CheckSnapshot) is installed too: the replica then catches up from it to the
+// stable checkpoint, by fetching the committed batches or, if that is far, with a new StateTransfer
+// (whose Applied is seq: the driver fetches blocks).
 func (r *Replica) InstallSnapshot(seq uint64, appDigest wire.Digest, clientTable []byte) error {
 	if err := r.CheckSnapshot(seq, appDigest, clientTable); err != nil {
 		return err
@@ -53,7 +59,17 @@ func (r *Replica) InstallSnapshot(seq uint64, appDigest wire.Digest, clientTable
 	r.clients = ct
 	r.lastDelivered, r.lastExecuted, r.appDigest = seq, seq, appDigest
 	r.delivered = nil
-	r.holdState(snap)
+	if seq == r.stable.seq {
+		r.holdState(snap)
+	} else {
+		// A recent certified checkpoint below the stable one: hold its state as a restarted replica
+		// would, then catch up to the stable checkpoint (fetching, or another transfer, by blocks).
+		r.snapshot = snap
+		r.hsDirty = true
+		r.truncate = seq
+		r.syncing = false
+		r.syncDeadline = 0
+	}
 	for k := range r.slots {
 		if k <= seq {
 			delete(r.slots, k)
@@ -66,6 +82,9 @@ func (r *Replica) InstallSnapshot(seq uint64, appDigest wire.Digest, clientTable
 			r.pending.remove(pr)
 			r.requestExecuted(pr.req.id)
 		}
+	}
+	if r.lastDelivered < r.stable.seq {
+		r.catchUpOrTransfer()
 	}
 	r.afterInput()
 	return nil

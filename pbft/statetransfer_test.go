@@ -168,3 +168,64 @@ func TestLearnCheckpoint(t *testing.T) {
 		t.Fatalf("same proof again: %v", err)
 	}
 }
+
+// Row 11 under load: the checkpoint a transfer started for may stop being the stable one before the
+// snapshot arrives (a transfer can take longer than a checkpoint interval). A snapshot of a recent stable
+// checkpoint still above what the replica executed is installed, and the replica catches up from it; a
+// snapshot of a sequence number that was never a stable checkpoint is refused as stale.
+func TestStateTransferToOlderCertifiedCheckpoint(t *testing.T) {
+	tn := newNet(t, 4, func(c *Config) { c.MaxBatchRequests = 1 })
+	runLoad(tn, 3, 14)
+	_ = tn.propose(0, tn.request(1, 1, "x"))
+	tn.run()
+	for k := 0; k < 60 && tn.xfers[3] == nil; k++ {
+		tn.tick(1)
+	}
+	st := tn.xfers[3]
+	if st == nil {
+		t.Fatal("no state transfer asked")
+	}
+	src := *tn.stores[1].hs.Snapshot
+	if src.Seq != st.Seq {
+		t.Fatalf("source snapshot at %d, transfer at %d", src.Seq, st.Seq)
+	}
+	// The others go on; replica 3 sees their checkpoints while its transfer runs.
+	for c := 0; c < 9; c++ {
+		_ = tn.propose(0, tn.request(200+c, 1, "y"))
+		tn.run()
+	}
+	if tn.reps[3].stable.seq <= src.Seq {
+		t.Fatalf("replica 3's stable checkpoint did not move past %d: %d", src.Seq, tn.reps[3].stable.seq)
+	}
+	if err := tn.reps[3].InstallSnapshot(src.Seq+1, src.AppDigest, src.ClientTable); !errors.Is(err, ErrStale) {
+		t.Fatalf("a snapshot at no stable checkpoint: %v", err)
+	}
+	if err := tn.reps[3].InstallSnapshot(src.Seq, wire.Digest{1}, src.ClientTable); !errors.Is(err, ErrSnapshotMismatch) {
+		t.Fatalf("wrong app digest: %v", err)
+	}
+	tn.apps[3].applied, tn.apps[3].digest = src.Seq, src.AppDigest
+	if err := tn.reps[3].InstallSnapshot(src.Seq, src.AppDigest, src.ClientTable); err != nil {
+		t.Fatalf("snapshot of the previous stable checkpoint: %v", err)
+	}
+	if tn.reps[3].lastExecuted != src.Seq {
+		t.Fatalf("executed %d after installing %d", tn.reps[3].lastExecuted, src.Seq)
+	}
+	tn.drain(3)
+	// It catches up to the others, by fetching or with a transfer of blocks (served from replica 1's log).
+	for k := 0; k < 200 && tn.executed(3) < tn.executed(1); k++ {
+		if x := tn.xfers[3]; x != nil && x.Seq > src.Seq && x.Applied >= src.Seq {
+			tn.xfers[3] = nil
+			for _, cb := range tn.commits[1] {
+				if cb.Seq > tn.reps[3].lastDelivered && cb.Seq <= x.Seq {
+					_ = tn.reps[3].ApplyCommitted(cb.Seq, cb.Batch, cb.Cert)
+					tn.drain(3)
+				}
+			}
+		}
+		tn.tick(1)
+	}
+	if tn.executed(3) != tn.executed(1) || tn.reps[3].Status().Status != StatusNormal {
+		t.Fatalf("replica 3 did not catch up: executed %d vs %d, %+v", tn.executed(3), tn.executed(1), tn.reps[3].Status())
+	}
+	tn.checkAgreement()
+}
