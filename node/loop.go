@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -147,6 +148,7 @@ func (n *Node) loop(ctx context.Context) error {
 			return nil
 		case <-ticker.C:
 			n.rep.Tick()
+			n.maybeRetargetSync()
 		case d := <-n.inbox:
 			n.step(d)
 		case p := <-n.proposals:
@@ -352,9 +354,16 @@ func (n *Node) onSoftState(s pbft.SoftState) {
 	n.publishSoft()
 }
 
+// keptCheckpoints is how many of the latest stable checkpoints' snapshots a replica keeps for peers that
+// copy them. Under load a checkpoint becomes stable every fraction of a second while a snapshot transfer
+// takes longer; a peer that started copying one of these finishes, and its engine accepts any of the last
+// few certified checkpoints (pbft.Replica.CheckSnapshot). The application keeps old versions that long
+// (kv: garbage collected a few checkpoints later), which costs little.
+const keptCheckpoints = 16
+
 // onHardState keeps the engine's snapshot for serving state transfers and releases the application
-// snapshots no longer needed: the node keeps the last two stable checkpoints (a peer that started copying
-// the older one can finish) and the checkpoints above them.
+// snapshots no longer needed: the node keeps the last keptCheckpoints stable checkpoints and the
+// checkpoints above them.
 func (n *Node) onHardState(hs *pbft.HardState) {
 	s := hs.Snapshot
 	if s == nil || s.Seq == 0 {
@@ -366,11 +375,18 @@ func (n *Node) onHardState(hs *pbft.HardState) {
 		return
 	}
 	n.snaps[s.Seq] = s
-	var keep uint64 // the older of the two kept
+	seqs := make([]uint64, 0, len(n.snaps))
 	for seq := range n.snaps {
-		if seq < s.Seq && seq > keep {
-			keep = seq
+		if seq <= s.Seq {
+			seqs = append(seqs, seq)
 		}
+	}
+	slices.Sort(seqs)
+	var keep uint64 // the oldest kept
+	if len(seqs) > keptCheckpoints {
+		keep = seqs[len(seqs)-keptCheckpoints]
+	} else if len(seqs) > 1 {
+		keep = seqs[0]
 	}
 	for seq := range n.snaps {
 		if seq < keep {

@@ -89,6 +89,7 @@ type Node struct {
 	replayed     map[uint64]*resultsRecord // results of blocks the engine will replay after a restart
 	soft         pbft.SoftState
 	sync         *syncer
+	syncNext     *pbft.StateTransfer // a newer transfer the engine asked for while a snapshot copy kept its target
 	lastStatsPub int64
 	keptSnaps    map[uint64]bool       // application snapshots taken and not released (checkpoint heights)
 	deferred     []pbft.CommittedBatch // committed batches held back while a restore is in progress

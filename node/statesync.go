@@ -67,7 +67,15 @@ type syncer struct {
 	// caughtUp is set when the loop stops the transfer because the replica holds the target state (the
 	// transfer delivered it, or the engine's own catching up overtook it).
 	caughtUp atomic.Bool
+	// failures counts failed attempts: a transfer that failed is replaced by a newer target at once.
+	failures atomic.Int32
 }
+
+// keepTransferFor is how long a snapshot transfer that has not failed keeps its target when the engine
+// asks for a newer checkpoint. Under load checkpoints become stable faster than a snapshot copies; the
+// engine installs a snapshot of any recent certified checkpoint and then catches up with blocks, while
+// restarting the copy at every new checkpoint would never finish.
+const keepTransferFor = 20 * time.Second
 
 func (s *syncer) finished() bool {
 	select {
@@ -93,8 +101,14 @@ func (n *Node) startSync(st pbft.StateTransfer) {
 		if !s.finished() && s.target.Seq >= st.Seq {
 			return // already on it
 		}
+		if !s.finished() && s.method.Load() == "snapshot" && s.failures.Load() == 0 && time.Since(s.started) < keepTransferFor {
+			// Let the copy finish (see keepTransferFor); the newer target waits for it.
+			n.syncNext = &st
+			return
+		}
 		n.stopSync()
 	}
+	n.syncNext = nil
 	ctx, cancel := context.WithCancel(n.runCtx)
 	s := &syncer{n: n, target: st, started: time.Now(), cancel: cancel, done: make(chan struct{}), bad: map[int]bool{}}
 	s.peer.Store(-1)
@@ -102,6 +116,28 @@ func (n *Node) startSync(st pbft.StateTransfer) {
 	n.log.Info("state transfer started", "view", n.soft.View, "target", st.Seq, "applied", st.Applied,
 		"behind", st.Seq-st.Applied)
 	go s.run(ctx)
+}
+
+// maybeRetargetSync starts the newer transfer the engine asked for while a snapshot copy kept its target
+// (startSync), once that copy ended without bringing the replica to the newer target, failed an attempt,
+// or ran for keepTransferFor. Called from the loop on every tick.
+func (n *Node) maybeRetargetSync() {
+	next, s := n.syncNext, n.sync
+	if next == nil {
+		return
+	}
+	if s != nil && !s.finished() && s.failures.Load() == 0 && time.Since(s.started) < keepTransferFor {
+		return
+	}
+	if n.rep.Status().LastExecuted >= next.Seq || n.soft.Status != pbft.StatusSyncing {
+		n.syncNext = nil // caught up meanwhile (the engine asks again if it still needs a transfer)
+		return
+	}
+	n.syncNext = nil
+	if s != nil {
+		n.stopSync()
+	}
+	n.startSync(*next)
 }
 
 // stopSync cancels the running state transfer and waits for its goroutine (which aborts an unfinished
@@ -150,6 +186,7 @@ func (s *syncer) run(ctx context.Context) {
 			n.log.Info("state transfer no longer needed", "target", st.Seq, "reason", err)
 			return
 		}
+		s.failures.Add(1)
 		n.metrics.syncs.WithLabelValues(method, "failed").Inc()
 		n.log.Warn("state transfer attempt failed", "target", st.Seq, "method", method, "attempt", attempt, "err", err)
 		if useBlocks && attempt >= 2 {

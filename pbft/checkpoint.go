@@ -86,8 +86,8 @@ func (r *Replica) onCheckpoint(e *wire.Envelope, from int) error {
 }
 
 // maxCertified bounds the stable checkpoints remembered for state transfer (certified): with the default
-// interval of 32 that is the last 256 sequence numbers.
-const maxCertified = 8
+// interval of 32 that is the last 512 sequence numbers (a few seconds under load).
+const maxCertified = 16
 
 type certifiedCheckpoint struct {
 	seq    uint64
