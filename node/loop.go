@@ -354,16 +354,11 @@ func (n *Node) onSoftState(s pbft.SoftState) {
 	n.publishSoft()
 }
 
-// keptCheckpoints is how many of the latest stable checkpoints' snapshots a replica keeps for peers that
-// copy them. Under load a checkpoint becomes stable every fraction of a second while a snapshot transfer
-// takes longer; a peer that started copying one of these finishes, and its engine accepts any of the last
-// few certified checkpoints (pbft.Replica.CheckSnapshot). The application keeps old versions that long
-// (kv: garbage collected a few checkpoints later), which costs little.
-const keptCheckpoints = 16
-
 // onHardState keeps the engine's snapshot for serving state transfers and releases the application
-// snapshots no longer needed: the node keeps the last keptCheckpoints stable checkpoints and the
-// checkpoints above them.
+// snapshots no longer needed: the node keeps the last state_sync.keep_snapshots stable checkpoints and
+// the checkpoints above them. Under load a checkpoint becomes stable every fraction of a second while a
+// snapshot copy takes longer; a peer that started copying one of these finishes, and its engine accepts
+// any of its last few certified checkpoints (pbft.Replica.CheckSnapshot).
 func (n *Node) onHardState(hs *pbft.HardState) {
 	s := hs.Snapshot
 	if s == nil || s.Seq == 0 {
@@ -383,8 +378,8 @@ func (n *Node) onHardState(hs *pbft.HardState) {
 	}
 	slices.Sort(seqs)
 	var keep uint64 // the oldest kept
-	if len(seqs) > keptCheckpoints {
-		keep = seqs[len(seqs)-keptCheckpoints]
+	if kept := n.cfg.StateSync.KeepSnapshots; len(seqs) > kept {
+		keep = seqs[len(seqs)-kept]
 	} else if len(seqs) > 1 {
 		keep = seqs[0]
 	}

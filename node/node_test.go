@@ -10,12 +10,13 @@ import (
 	"time"
 
 	"github.com/p2pbft/p2pbft/node/app/kv"
+	"github.com/p2pbft/p2pbft/node/config"
 )
 
 // Four replicas commit requests from concurrent clients; every client gets f+1 matching replies, and the
 // replicas end with the same chain and the same application digest.
 func TestClusterCommits(t *testing.T) {
-	c := newCluster(t, 4, nil)
+	c := newCluster(t, 4, func(cfg *config.Config) { cfg.StateSync.KeepSnapshots = 2 })
 	c.startAll()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -93,8 +94,8 @@ func TestClusterCommits(t *testing.T) {
 	if js, err := json.Marshal(c.nodes[1].Status()); err != nil || !strings.Contains(string(js), `"mode":"normal"`) {
 		t.Fatalf("status JSON %s, %v", js, err)
 	}
-	// Old application snapshots are released as checkpoints become stable: a replica keeps the last two
-	// stable ones and any above them.
+	// Old application snapshots are released as checkpoints become stable: a replica keeps the last
+	// keep_snapshots (2 here) stable ones and any above them.
 	for _, n := range c.running() {
 		snaps, err := n.app.Snapshots()
 		if err != nil {

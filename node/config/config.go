@@ -114,6 +114,11 @@ type StateSync struct {
 	BlockSyncMax uint64 `toml:"block_sync_max"`
 	// RequestTimeout bounds one request to a peer; a peer that does not answer in time is skipped.
 	RequestTimeout time.Duration `toml:"request_timeout"`
+	// KeepSnapshots is how many of its latest stable checkpoints a replica keeps snapshots of, for peers
+	// that copy them. Under load a checkpoint becomes stable every fraction of a second while copying a
+	// snapshot takes seconds; a copy finishes as long as its checkpoint is among these. Older versions of
+	// the application state are kept that long.
+	KeepSnapshots int `toml:"keep_snapshots"`
 }
 
 // API configures the HTTP/JSON API and metrics.
@@ -198,6 +203,7 @@ func Default() Config {
 			ChunkBytes:     1 << 20,
 			BlockSyncMax:   256,
 			RequestTimeout: 10 * time.Second,
+			KeepSnapshots:  16,
 		},
 		API:   API{HTTP: "127.0.0.1:26680"},
 		Store: Store{Dir: DataDir, Sync: true},
@@ -330,6 +336,9 @@ func (c Config) Validate() error {
 	}
 	if ss.RequestTimeout < 100*time.Millisecond {
 		bad("state_sync.request_timeout", "%s is shorter than 100ms", ss.RequestTimeout)
+	}
+	if ss.KeepSnapshots < 2 || ss.KeepSnapshots > 1024 {
+		bad("state_sync.keep_snapshots", "%d not in [2, 1024]", ss.KeepSnapshots)
 	}
 	if c.Store.Dir == "" {
 		bad("store.dir", "empty")

@@ -73,6 +73,7 @@ func TestValidateNamesBadField(t *testing.T) {
 		"consensus.max_in_flight":      func(c *Config) { c.Consensus.MaxInFlight = 1000 },
 		"p2p.broadcast":                func(c *Config) { c.P2P.Broadcast = "carrier-pigeon" },
 		"state_sync.chunk_bytes":       func(c *Config) { c.StateSync.ChunkBytes = 10 },
+		"state_sync.keep_snapshots":    func(c *Config) { c.StateSync.KeepSnapshots = 1 },
 		"consensus.retransmit_timeout": func(c *Config) { c.Consensus.RetransmitTimeout = 0 },
 		"experiment.byzantine_mode":    func(c *Config) { c.Experiment.ByzantineMode = "evil" },
 		"experiment.byzantine_delay":   func(c *Config) { c.Experiment.ByzantineMode = "delay" },

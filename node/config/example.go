@@ -75,6 +75,9 @@ chunk_bytes = {{.StateSync.ChunkBytes}}
 block_sync_max = {{.StateSync.BlockSyncMax}}
 # How long to wait for one answer from a peer before asking another.
 request_timeout = {{q .StateSync.RequestTimeout.String}}
+# Snapshots of this many latest stable checkpoints are kept for peers that copy them (a copy takes longer
+# than a checkpoint interval under load).
+keep_snapshots = {{.StateSync.KeepSnapshots}}
 
 [api]
 # HTTP/JSON API and Prometheus /metrics. Loopback by default; empty disables it.
