@@ -431,8 +431,15 @@ func (n *node) doStateTransfer() {
 		}
 		return
 	}
-	as, ok1 := p.app.snaps[st.Seq]
-	cs, ok2 := p.coreSnaps[st.Seq]
+	seq := st.Seq
+	if n.c.rng.IntN(3) == 0 {
+		// A copy that took longer than a checkpoint interval: the snapshot of an older checkpoint the
+		// peer still holds, above what this replica executed (the core installs any recent certified one,
+		// then catches up to the stable checkpoint).
+		seq = p.olderSnapshot(n.rep.Status().LastExecuted, st.Seq)
+	}
+	as, ok1 := p.app.snaps[seq]
+	cs, ok2 := p.coreSnaps[seq]
 	if !ok1 || !ok2 {
 		// The peer moved on: take its newer checkpoint proof, so the next transfer aims at what it holds.
 		if hs, err := pbft.DecodeHardState(p.store.hs); err == nil && hs.StableSeq > st.Seq && len(hs.StableProof) > 0 {
@@ -448,22 +455,37 @@ func (n *node) doStateTransfer() {
 	if p.byz != nil && p.byz.kind == FaultForge {
 		appDigest, table = p.byz.badSnapshot(appDigest, table)
 	}
-	if err := n.rep.CheckSnapshot(st.Seq, appDigest, table); err != nil {
+	if err := n.rep.CheckSnapshot(seq, appDigest, table); err != nil {
 		if p.correct() && !errors.Is(err, pbft.ErrStale) && !errors.Is(err, pbft.ErrNotSyncing) {
-			n.c.obs.violation("%s: snapshot %d from correct %s rejected: %v", n.name, st.Seq, p.name, err)
+			n.c.obs.violation("%s: snapshot %d from correct %s rejected: %v", n.name, seq, p.name, err)
 		}
 		n.scheduleStateTransfer()
 		return
 	}
 	n.app.restore(as)
-	if err := n.rep.InstallSnapshot(st.Seq, appDigest, table); err != nil {
-		n.c.obs.violation("%s: install snapshot %d: %v", n.name, st.Seq, err)
+	if err := n.rep.InstallSnapshot(seq, appDigest, table); err != nil {
+		n.c.obs.violation("%s: install snapshot %d: %v", n.name, seq, err)
 		return
 	}
-	n.c.tracef("%s installed snapshot %d from %s", n.name, st.Seq, p.name)
-	n.c.obs.onInstalled(n, st.Seq)
+	if seq < st.Seq {
+		n.c.obs.olderSnapshots++
+	}
+	n.c.tracef("%s installed snapshot %d (asked for %d) from %s", n.name, seq, st.Seq, p.name)
+	n.c.obs.onInstalled(n, seq)
 	n.st = nil
 	n.process()
+}
+
+// olderSnapshot returns the oldest checkpoint in (above, below) whose state p holds (application and
+// core), or below if there is none.
+func (p *node) olderSnapshot(above, below uint64) uint64 {
+	best := below
+	for s := range p.app.snaps {
+		if _, ok := p.coreSnaps[s]; ok && s > above && s < best {
+			best = s
+		}
+	}
+	return best
 }
 
 // applyBlocks catches up by committed blocks from peer p, if it has them all.

@@ -38,6 +38,9 @@ type observer struct {
 	finished   bool
 	lastIssue  int64
 	transfers  int
+	// olderSnapshots counts snapshots installed at a certified checkpoint below the one the transfer asked
+	// for (a copy that outlasted a checkpoint interval).
+	olderSnapshots int
 }
 
 type clientTS struct {
@@ -329,9 +332,11 @@ type Result struct {
 	Requests   int
 	MaxSeq     uint64
 	Dropped    map[string]int
+	// OlderSnapshots counts snapshots installed at a recent certified checkpoint below the one asked for.
+	OlderSnapshots int
 }
 
 func (o *observer) result() *Result {
 	return &Result{Options: o.c.opt, Violations: o.violations, Ticks: o.c.now / tickEvery, Stats: o.stats,
-		Requests: len(o.accepted), MaxSeq: o.maxSeq, Dropped: o.drops}
+		Requests: len(o.accepted), MaxSeq: o.maxSeq, Dropped: o.drops, OlderSnapshots: o.olderSnapshots}
 }

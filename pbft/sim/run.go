@@ -58,6 +58,7 @@ type Campaign struct {
 	StableCheckpoints  uint64
 	StateTransfers     uint64
 	SnapshotsInstalled uint64
+	OlderSnapshots     int64 // snapshots installed below the checkpoint asked for
 	CertCommits        uint64
 	Fetches            uint64
 	Rejected           map[string]uint64
@@ -112,6 +113,7 @@ func (c *Campaign) add(r *Result) {
 	c.StableCheckpoints += s.StableCheckpoints
 	c.StateTransfers += s.StateTransfers
 	c.SnapshotsInstalled += s.SnapshotsInstalled
+	c.OlderSnapshots += int64(r.OlderSnapshots)
 	c.CertCommits += s.CertCommits
 	c.Fetches += s.Fetches
 	for k, v := range s.Rejected {

@@ -142,9 +142,9 @@ func runCampaign(first, count int64, ns []int, fs []sim.Fault, workers int, ever
 	el := time.Since(start)
 	fmt.Printf("\n== report ==\nseeds run:            %d (%s)\nseeds/s:              %.1f\nelapsed:              %s\n",
 		camp.Seeds, byN(camp.ByN), float64(camp.Seeds)/el.Seconds(), el.Round(time.Second))
-	fmt.Printf("requests completed:   %d\nbatches committed:    %d (agreed chain length, summed over seeds)\nview changes:         %d VIEW-CHANGEs sent, %d views entered via NEW-VIEW\nstable checkpoints:   %d\nstate transfers:      %d asked, %d by snapshot\ncertificate commits:  %d\nfetches:              %d\n",
+	fmt.Printf("requests completed:   %d\nbatches committed:    %d (agreed chain length, summed over seeds)\nview changes:         %d VIEW-CHANGEs sent, %d views entered via NEW-VIEW\nstable checkpoints:   %d\nstate transfers:      %d asked, %d by snapshot (%d of an older certified checkpoint)\ncertificate commits:  %d\nfetches:              %d\n",
 		camp.Requests, camp.Batches, camp.ViewChanges, camp.NewViews, camp.StableCheckpoints, camp.StateTransfers,
-		camp.SnapshotsInstalled, camp.CertCommits, camp.Fetches)
+		camp.SnapshotsInstalled, camp.OlderSnapshots, camp.CertCommits, camp.Fetches)
 	fmt.Printf("rejected by reason:   %v\n", camp.Rejected)
 	fmt.Printf("violations:           %d seeds\n", len(camp.Failed))
 	if len(camp.Failed) > 0 {
