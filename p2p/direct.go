@@ -41,6 +41,27 @@ func (h *Host) enter() bool {
 	return true
 }
 
+// acceptStream registers an inbound stream's handler with the host (Close waits for it) and applies the
+// stream limits (admit). It returns the function the handler defers, or nil after resetting the stream
+// when the host is closing or the peer is over its limits.
+func (h *Host) acceptStream(s network.Stream, remote peer.ID) (done func()) {
+	if !h.enter() {
+		s.Reset()
+		return nil
+	}
+	release := h.admit(remote)
+	if release == nil {
+		h.wg.Done()
+		h.metrics.drop(DropStreamLimit)
+		s.Reset()
+		return nil
+	}
+	return func() {
+		release()
+		h.wg.Done()
+	}
+}
+
 // admit applies the stream limits for peers that are not replicas. It returns a release function, or
 // nil if the stream must be refused.
 func (h *Host) admit(p peer.ID) func() {
@@ -76,18 +97,11 @@ func (h *Host) frameLimit(p peer.ID) int {
 // read, and flow control slows the sender.
 func (h *Host) handleMsgStream(s network.Stream) {
 	remote := s.Conn().RemotePeer()
-	if !h.enter() {
-		s.Reset()
+	done := h.acceptStream(s, remote)
+	if done == nil {
 		return
 	}
-	defer h.wg.Done()
-	release := h.admit(remote)
-	if release == nil {
-		h.metrics.drop(DropStreamLimit)
-		s.Reset()
-		return
-	}
-	defer release()
+	defer done()
 	stop := context.AfterFunc(h.ctx, func() { s.Reset() })
 	defer stop()
 	source := string(h.msgProto)
@@ -139,18 +153,11 @@ func (h *Host) handleMsgStream(s network.Stream) {
 // response frame.
 func (h *Host) handleReqStream(s network.Stream) {
 	remote := s.Conn().RemotePeer()
-	if !h.enter() {
-		s.Reset()
+	done := h.acceptStream(s, remote)
+	if done == nil {
 		return
 	}
-	defer h.wg.Done()
-	release := h.admit(remote)
-	if release == nil {
-		h.metrics.drop(DropStreamLimit)
-		s.Reset()
-		return
-	}
-	defer release()
+	defer done()
 	stop := context.AfterFunc(h.ctx, func() { s.Reset() })
 	defer stop()
 	source := string(h.reqProto)

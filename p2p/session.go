@@ -140,18 +140,11 @@ type sessionServer struct {
 // writes their responses and closes; on a framing error or a failed write it resets the stream.
 func (h *Host) handleSessionStream(s network.Stream) {
 	remote := s.Conn().RemotePeer()
-	if !h.enter() {
-		s.Reset()
+	done := h.acceptStream(s, remote)
+	if done == nil {
 		return
 	}
-	defer h.wg.Done()
-	release := h.admit(remote)
-	if release == nil {
-		h.metrics.drop(DropStreamLimit)
-		s.Reset()
-		return
-	}
-	defer release()
+	defer done()
 	ctx, cancel := context.WithCancel(h.ctx)
 	defer cancel()
 	ss := &sessionServer{
