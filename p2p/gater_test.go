@@ -55,9 +55,11 @@ func TestBlockPeersPartitionsBothWaysAndHeals(t *testing.T) {
 	if in1.count(payloadIs("0to1")) != 0 || in0.count(payloadIs("1to0")) != 0 {
 		t.Fatal("a message crossed the partition")
 	}
-	if connected(0, 1) || connected(1, 0) {
-		t.Fatal("0 and 1 connected while blocked")
+	if connected(0, 1) {
+		t.Fatal("the blocking host is connected to the blocked peer")
 	}
+	// Host 1's side may show a refused redial for an instant (see above); it never lasts.
+	waitFor(t, 5*time.Second, "host 1's refused connection to 0 goes away", func() bool { return !connected(1, 0) })
 	// Gossip does not cross it directly either: host 2 relays, which is what a real partition of one
 	// link would allow too. (A full partition blocks every link of the isolated host.)
 
