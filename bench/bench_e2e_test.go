@@ -2,7 +2,6 @@ package bench
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,36 +16,7 @@ import (
 var p2pbftBinary string
 
 func TestMain(m *testing.M) {
-	code := func() int {
-		if !e2eEnabled() {
-			return m.Run()
-		}
-		dir, err := os.MkdirTemp("", "p2pbft-bench-bin-")
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			return 1
-		}
-		defer os.RemoveAll(dir)
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-		defer cancel()
-		wd, _ := os.Getwd()
-		p2pbftBinary, err = testnet.BuildBinary(ctx, filepath.Dir(wd), dir)
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			return 1
-		}
-		return m.Run()
-	}()
-	os.Exit(code)
-}
-
-func e2eEnabled() bool {
-	for _, a := range os.Args {
-		if a == "-test.short" || a == "-test.short=true" {
-			return false
-		}
-	}
-	return os.Getenv("P2PBFT_E2E") != "0"
+	os.Exit(testnet.RunWithBinary(moduleDir(), func(bin string) { p2pbftBinary = bin }, m.Run))
 }
 
 // TestMeasureLocal runs a closed and an open loop against four local replicas and checks that every
@@ -135,4 +105,10 @@ func TestMeasureLocal(t *testing.T) {
 	if _, err := FromAPIs(ctx, filepath.Join(dir, testnet.GenesisFile), []string{apis[0], apis[0]}, nil); err == nil {
 		t.Fatal("the same API twice accepted")
 	}
+}
+
+// moduleDir is the module's root (tests run in the package folder).
+func moduleDir() string {
+	wd, _ := os.Getwd()
+	return filepath.Dir(wd)
 }

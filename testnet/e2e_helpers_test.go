@@ -27,37 +27,7 @@ import (
 var p2pbftBinary string
 
 func TestMain(m *testing.M) {
-	code := func() int {
-		if !e2eEnabled() {
-			return m.Run()
-		}
-		dir, err := os.MkdirTemp("", "p2pbft-e2e-bin-")
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			return 1
-		}
-		defer os.RemoveAll(dir)
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-		defer cancel()
-		wd, _ := os.Getwd()
-		p2pbftBinary, err = BuildBinary(ctx, filepath.Dir(wd), dir)
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			return 1
-		}
-		return m.Run()
-	}()
-	os.Exit(code)
-}
-
-// e2eEnabled: the end-to-end tests run unless -short is given or P2PBFT_E2E=0.
-func e2eEnabled() bool {
-	for _, a := range os.Args {
-		if a == "-test.short" || a == "-test.short=true" {
-			return false
-		}
-	}
-	return os.Getenv("P2PBFT_E2E") != "0"
+	os.Exit(RunWithBinary(moduleDir(), func(bin string) { p2pbftBinary = bin }, m.Run))
 }
 
 func needE2E(t *testing.T) {
@@ -315,3 +285,9 @@ func (n *Network) latest(ctx context.Context, i int) (*api.Block, error) {
 }
 
 func errf(format string, args ...any) error { return fmt.Errorf(format, args...) }
+
+// moduleDir is the module's root (tests run in the package folder).
+func moduleDir() string {
+	wd, _ := os.Getwd()
+	return filepath.Dir(wd)
+}

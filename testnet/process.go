@@ -325,3 +325,39 @@ func BuildBinary(ctx context.Context, moduleDir, dir string) (string, error) {
 	}
 	return out, nil
 }
+
+// E2EEnabled reports whether end-to-end tests, which start real processes, run: unless -short is given
+// or P2PBFT_E2E=0.
+func E2EEnabled() bool {
+	for _, a := range os.Args {
+		if a == "-test.short" || a == "-test.short=true" {
+			return false
+		}
+	}
+	return os.Getenv("P2PBFT_E2E") != "0"
+}
+
+// RunWithBinary is the body of the TestMain of a package with end-to-end tests. If E2EEnabled, it builds
+// cmd/p2pbft of the module at moduleDir into a temporary folder (BuildBinary: without -race, so the
+// replica processes run at full speed while the tests may run under -race) and hands its path to set;
+// then it runs the tests (run, usually m.Run) and removes the folder. It returns the exit code.
+func RunWithBinary(moduleDir string, set func(bin string), run func() int) int {
+	if !E2EEnabled() {
+		return run()
+	}
+	dir, err := os.MkdirTemp("", "p2pbft-test-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	bin, err := BuildBinary(ctx, moduleDir, dir)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	set(bin)
+	return run()
+}

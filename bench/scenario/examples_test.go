@@ -20,41 +20,12 @@ import (
 var p2pbftBinary string
 
 func TestMain(m *testing.M) {
-	code := func() int {
-		if !e2eEnabled() {
-			return m.Run()
-		}
-		dir, err := os.MkdirTemp("", "p2pbft-scenario-bin-")
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			return 1
-		}
-		defer os.RemoveAll(dir)
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-		defer cancel()
-		p2pbftBinary, err = testnet.BuildBinary(ctx, moduleRoot(), dir)
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			return 1
-		}
-		return m.Run()
-	}()
-	os.Exit(code)
+	os.Exit(testnet.RunWithBinary(moduleRoot(), func(bin string) { p2pbftBinary = bin }, m.Run))
 }
 
 func moduleRoot() string {
 	wd, _ := os.Getwd()
 	return filepath.Join(wd, "..", "..")
-}
-
-// e2eEnabled: the end-to-end tests run unless -short is given or P2PBFT_E2E=0 (as in package testnet).
-func e2eEnabled() bool {
-	for _, a := range os.Args {
-		if a == "-test.short" || a == "-test.short=true" {
-			return false
-		}
-	}
-	return os.Getenv("P2PBFT_E2E") != "0"
 }
 
 // capabilities reports which experiment features the binary's `start` offers.
