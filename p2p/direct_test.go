@@ -181,8 +181,10 @@ func TestClientStreamLimits(t *testing.T) {
 	if err := c.SendTo(h.ID(), seal(t, client, g.ChainID(), wire.KindRequest, strings.Repeat("y", 4096))); err != nil {
 		t.Fatal(err)
 	}
+	// At least once: the sender retries a write that failed once on a fresh stream, and the write may fail
+	// because the refusal of the first copy reset the stream already.
 	waitFor(t, 10*time.Second, "oversized client frame rejected", func() bool {
-		return h.Stats().Total(Rejected, ReasonOversized) == 1
+		return h.Stats().Total(Rejected, ReasonOversized) >= 1
 	})
 	if in.count(payloadIs("third")) != 0 {
 		t.Fatal("a refused stream's message was delivered")
