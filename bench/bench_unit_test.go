@@ -10,12 +10,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/multiformats/go-multiaddr"
 
 	"github.com/p2pbft/p2pbft/identity"
 	"github.com/p2pbft/p2pbft/node/app/kv"
 	"github.com/p2pbft/p2pbft/pbft"
-	"github.com/p2pbft/p2pbft/wire"
 )
 
 func TestBuildOpSize(t *testing.T) {
@@ -124,41 +122,6 @@ func TestSessionsTimestampsIncrease(t *testing.T) {
 		if s.signedLive != 3 {
 			t.Fatalf("session %d signed %d live", s.index, s.signedLive)
 		}
-	}
-}
-
-func TestCachingVerifier(t *testing.T) {
-	k, _ := identity.GenerateKey()
-	g, err := identity.NewGenesis("c", []identity.Replica{{Name: "a", PeerID: k.PeerID(), Addrs: []multiaddr.Multiaddr{multiaddr.StringCast("/ip4/127.0.0.1/tcp/1")}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cv, err := newCachingVerifier(g)
-	if err != nil {
-		t.Fatal(err)
-	}
-	good, _ := wire.Seal(k, "c", wire.KindReply, []byte("header"))
-	if err := cv.Verify(good); err != nil {
-		t.Fatal(err)
-	}
-	if cv.cache.Len() != 1 {
-		t.Fatalf("cache holds %d", cv.cache.Len())
-	}
-	// Fresh envelopes, as decoded from the wire (a copied Envelope would share the cached digest).
-	bad := &wire.Envelope{ChainID: "c", Kind: wire.KindReply, Author: good.Author, Payload: good.Payload, Sig: append([]byte(nil), good.Sig...)}
-	bad.Sig[3] ^= 1
-	if cv.Verify(bad) == nil {
-		t.Fatal("bad signature accepted")
-	}
-	// The same signature over other content is not in the cache.
-	other := &wire.Envelope{ChainID: "c", Kind: wire.KindReply, Author: good.Author, Payload: []byte("other header"), Sig: good.Sig}
-	if cv.Verify(other) == nil {
-		t.Fatal("signature accepted for another payload")
-	}
-	err = cv.VerifyBatch([]*wire.Envelope{good, bad, other})
-	be, ok := err.(*wire.BatchError)
-	if !ok || len(be.Failed) != 2 || be.Failed[0] != 1 || be.Failed[1] != 2 {
-		t.Fatalf("batch: %v", err)
 	}
 }
 

@@ -12,8 +12,6 @@ import (
 	"fmt"
 	"testing"
 
-	"github.com/multiformats/go-multiaddr"
-
 	"github.com/p2pbft/p2pbft/identity"
 	"github.com/p2pbft/p2pbft/node/app/kv"
 	"github.com/p2pbft/p2pbft/pbft"
@@ -119,63 +117,6 @@ func replyLeaf(client []byte, ts uint64, result []byte) wire.Digest {
 	var d wire.Digest
 	h.Sum(d[:0])
 	return d
-}
-
-// BenchmarkReplyQuorum: a client checks the replies to one request from f+1 = 2 of 4 replicas (reply
-// signature, Merkle proof, matching results), with a plain verifier and with the bench's caching verifier
-// (which a replica's one signature per batch lets hit for every request of the batch but the first).
-func BenchmarkReplyQuorum(b *testing.B) {
-	keys := make([]*identity.Key, 4)
-	reps := make([]identity.Replica, 4)
-	for i := range keys {
-		keys[i] = benchKey(b, fmt.Sprintf("replica-%d", i))
-		reps[i] = identity.Replica{Name: fmt.Sprintf("node%d", i), PeerID: keys[i].PeerID(),
-			Addrs: []multiaddr.Multiaddr{multiaddr.StringCast("/ip4/127.0.0.1/tcp/1")}}
-	}
-	g, err := identity.NewGenesis("chain", reps)
-	if err != nil {
-		b.Fatal(err)
-	}
-	client := benchKey(b, "client").PublicKey()
-	result, _ := kv.EncodeResult(kv.Result{Status: kv.StatusOK})
-	const ts = 77
-	replies := make([][]byte, 2)
-	for i := range replies {
-		hdr, _ := wire.Marshal(&pbft.ReplyHeader{View: 0, Seq: 9, Replica: uint32(i), Count: 1, Root: replyLeaf(client, ts, result)})
-		e, err := wire.Seal(keys[i], "chain", wire.KindReply, hdr)
-		if err != nil {
-			b.Fatal(err)
-		}
-		e.Body, _ = wire.Marshal(&pbft.ReplyProof{Client: client, Timestamp: ts, Result: result})
-		replies[i], _ = e.Marshal()
-	}
-	plain, _ := g.NewVerifier()
-	caching, _ := newCachingVerifier(g)
-	for _, v := range []struct {
-		name string
-		v    wire.Verifier
-	}{{"verifier=plain", plain}, {"verifier=caching", caching}} {
-		b.Run(v.name, func(b *testing.B) {
-			b.ReportAllocs()
-			for b.Loop() {
-				col := pbft.NewReplyCollector("chain", g.PublicKeys(), v.v, client)
-				col.Await(ts)
-				var rep *pbft.Reply
-				for _, data := range replies {
-					e, err := wire.DecodeEnvelope(data)
-					if err != nil {
-						b.Fatal(err)
-					}
-					if rep, err = col.Add(e); err != nil {
-						b.Fatal(err)
-					}
-				}
-				if rep == nil {
-					b.Fatal("no quorum")
-				}
-			}
-		})
-	}
 }
 
 // BenchmarkBuildOp: the load generator builds one padded 100-byte put.

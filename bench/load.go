@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"slices"
@@ -11,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/p2pbft/p2pbft/client"
 	"github.com/p2pbft/p2pbft/identity"
 )
 
@@ -51,10 +53,10 @@ type LoadConfig struct {
 	RetryTimeout Duration `json:"retry_timeout,omitempty" toml:"retry_timeout"`
 	// Seed seeds the keys chosen. 0: random (the run reports the seed used).
 	Seed int64 `json:"seed" toml:"seed"`
-	// SessionsPerHost is how many clients share one libp2p host (and its one session stream per replica,
-	// on which their requests are pipelined). Real clients are separate hosts; a few per host keep the
-	// replicas' connection count and per-connection costs close to that while the load generator stays
-	// light. Default 8.
+	// SessionsPerHost is how many clients share one libp2p host (and its one link per replica, on which
+	// their requests go and the replicas' replies come back). Default: all on one host, as one machine
+	// running many clients would; smaller values model several client machines (each host one more
+	// connection at every replica).
 	SessionsPerHost int `json:"-" toml:"-"`
 }
 
@@ -96,7 +98,7 @@ func (c LoadConfig) withDefaults() LoadConfig {
 		c.RetryTimeout = Duration(time.Second)
 	}
 	if c.SessionsPerHost == 0 {
-		c.SessionsPerHost = 8
+		c.SessionsPerHost = c.Clients
 	}
 	if c.Seed == 0 {
 		c.Seed = rand.Int64N(1<<31) + 1
@@ -175,7 +177,7 @@ func (r Record) Latency() time.Duration { return r.Done - r.Issued }
 type Generator struct {
 	cfg      LoadConfig
 	g        *identity.Genesis
-	snd      *sender
+	cl       *client.Client
 	sessions []*session
 	presign  time.Duration
 	presignN int
@@ -224,11 +226,13 @@ func NewGenerator(g *identity.Genesis, bootstrap []string, clientKey *identity.K
 		return nil, err
 	}
 	gen.presignN = per * cfg.Clients
-	hosts := (cfg.Clients + cfg.SessionsPerHost - 1) / cfg.SessionsPerHost
-	gen.snd, err = newSender(senderConfig{Genesis: g, Bootstrap: bootstrap, Hosts: hosts,
-		RetryTimeout: cfg.RetryTimeout.D(), Logger: log})
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	gen.cl, err = client.New(client.Config{Key: clientKey, Genesis: g, Bootstrap: bootstrap, Sessions: cfg.Clients,
+		SessionsPerHost: cfg.SessionsPerHost, RetryTimeout: cfg.RetryTimeout.D(), Logger: log})
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("bench: %w", err)
 	}
 	return gen, nil
 }
@@ -249,13 +253,16 @@ func (gen *Generator) SignedLive() int {
 	return n
 }
 
-// Connect waits until every client host is connected to at least want replicas.
+// Connect waits until every client host has its link up to at least want replicas.
 func (gen *Generator) Connect(ctx context.Context, want int) error {
-	return gen.snd.waitConnected(ctx, want)
+	return gen.cl.WaitConnected(ctx, want)
 }
 
 // View returns the view the load's clients believe the replicas are in.
-func (gen *Generator) View() uint64 { return gen.snd.View() }
+func (gen *Generator) View() uint64 { return gen.cl.View() }
+
+// Client returns the generator's client (for its counters).
+func (gen *Generator) Client() *client.Client { return gen.cl }
 
 // Start starts the load; it stops issuing requests at its bounds, when Stop is called or when ctx ends.
 func (gen *Generator) Start(ctx context.Context) time.Time {
@@ -363,11 +370,13 @@ func (gen *Generator) work(issueCtx, runCtx context.Context, s *session, slots <
 			due = sent
 		}
 		octx, cancel := context.WithTimeout(runCtx, gen.cfg.OpTimeout.D())
-		out, err := gen.snd.do(octx, s.host, s.pub, p)
+		rep, err := gen.cl.DoSigned(octx, s.index, p.env, p.ts)
 		cancel()
 		done := time.Since(gen.start)
-		r := Record{Session: s.index, TS: p.ts, Key: p.key, Issued: due, Done: done, OK: err == nil,
-			Height: out.seq, Rounds: out.rounds}
+		r := Record{Session: s.index, TS: p.ts, Key: p.key, Issued: due, Done: done, OK: err == nil}
+		if err == nil {
+			r.Height, r.Rounds = rep.Seq, rep.Transmissions
+		}
 		local = append(local, r)
 		if gen.onRecord != nil {
 			gen.onRecord(r)
@@ -404,7 +413,7 @@ func (gen *Generator) Wait() { gen.wg.Wait() }
 // Close stops the load and the client hosts.
 func (gen *Generator) Close() {
 	gen.Stop()
-	gen.snd.close()
+	gen.cl.Close()
 }
 
 // Counts are the generator's counters.

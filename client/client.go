@@ -6,10 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"slices"
-	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/p2pbft/p2pbft/identity"
@@ -25,6 +24,9 @@ var ErrClosed = errors.New("client: closed")
 // request may or may not execute.
 var ErrUnknownOutcome = errors.New("outcome unknown")
 
+// ErrSessionBusy is returned by DoSigned when the session already has a request outstanding.
+var ErrSessionBusy = errors.New("client: session busy")
+
 // Client sends requests to the replicas of one chain and waits for f+1 matching replies. Create it with
 // New and stop it with Close; its methods are safe for concurrent use.
 type Client struct {
@@ -34,16 +36,18 @@ type Client struct {
 	chainID  string
 	n, f     int
 	pubs     [][]byte
-	verifier *identity.Verifier
+	verifier wire.Verifier
+	headers  *headerCache
 	hosts    []*p2p.Host
-	streams  [][]*p2p.Session // per host, per replica: the request stream (opened on first use)
+	links    [][]*p2p.Link // per host, per replica
 	sessions *Sessions
+	keyIndex map[string]int // session public key -> session index
+	calls    []atomic.Pointer[call]
+	busy     []atomic.Bool
 	metrics  *metrics
 
-	mu     sync.Mutex
-	view   uint64
-	health []int // per replica: strikes (recent failures); lower is better
-	rng    *rand.Rand
+	mu   sync.Mutex
+	view uint64
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -68,22 +72,27 @@ type Reply struct {
 	Session int
 	// Client is the public key that signed the request.
 	Client []byte
-	// Transmissions counts the rounds in which the request was sent (1 if the first targets answered).
+	// Transmissions counts the rounds in which the request was sent (1 if the primary's round sufficed).
 	Transmissions int
-	// Latency is the time from signing to acceptance.
+	// Latency is the time from sending to acceptance.
 	Latency time.Duration
 }
 
-// New starts a client: its libp2p hosts start dialling the replicas at once (see WaitConnected).
+// New starts a client: its libp2p hosts start dialling the replicas at once and each opens a link to every
+// replica (see WaitConnected).
 func New(cfg Config) (*Client, error) {
 	cfg = cfg.withDefaults()
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
 	g := cfg.Genesis
-	v, err := g.NewVerifier()
-	if err != nil {
-		return nil, fmt.Errorf("client: verifier: %w", err)
+	v := cfg.Verifier
+	if v == nil {
+		iv, err := g.NewVerifier()
+		if err != nil {
+			return nil, fmt.Errorf("client: verifier: %w", err)
+		}
+		v = iv
 	}
 	sessions, err := NewSessions(cfg.Key, cfg.Sessions)
 	if err != nil {
@@ -102,42 +111,69 @@ func New(cfg Config) (*Client, error) {
 		f:        g.F(),
 		pubs:     g.PublicKeys(),
 		verifier: v,
+		headers:  newHeaderCache(4096),
 		sessions: sessions,
+		keyIndex: make(map[string]int, cfg.Sessions),
+		calls:    make([]atomic.Pointer[call], cfg.Sessions),
+		busy:     make([]atomic.Bool, cfg.Sessions),
 		metrics:  m,
-		health:   make([]int, g.N()),
-		rng:      rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())),
+	}
+	for i := range cfg.Sessions {
+		c.keyIndex[string(sessions.Session(i).Key().PublicKey())] = i
 	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	nhosts := (cfg.Sessions + cfg.SessionsPerHost - 1) / cfg.SessionsPerHost
 	for i := range nhosts {
-		key := cfg.Key
-		if i > 0 {
-			if key, err = identity.GenerateKey(); err != nil {
-				c.Close()
-				return nil, err
-			}
-		}
-		pc := cfg.P2P
-		pc.Key, pc.Genesis, pc.ListenAddrs, pc.Bootstrap = key, g, cfg.ListenAddrs, cfg.Bootstrap
-		pc.Logger, pc.Verifier = cfg.Logger, v
-		if i == 0 {
-			pc.Registerer = cfg.Registerer
-		} else {
-			pc.Registerer = nil
-		}
-		h, err := p2p.New(pc)
-		if err != nil {
+		if err := c.addHost(i); err != nil {
 			c.Close()
-			return nil, fmt.Errorf("client: %w", err)
+			return nil, err
 		}
-		c.hosts = append(c.hosts, h)
-		streams := make([]*p2p.Session, g.N())
-		for r := range streams {
-			streams[r] = h.NewSession(g.PeerID(r))
-		}
-		c.streams = append(c.streams, streams)
 	}
 	return c, nil
+}
+
+// addHost starts client host i (sessions i*SessionsPerHost and on) and its links.
+func (c *Client) addHost(i int) error {
+	cfg := c.cfg
+	key := cfg.Key
+	if i > 0 {
+		var err error
+		if key, err = identity.GenerateKey(); err != nil {
+			return err
+		}
+	}
+	pc := cfg.P2P
+	pc.Key, pc.Genesis, pc.ListenAddrs, pc.Bootstrap = key, c.g, cfg.ListenAddrs, cfg.Bootstrap
+	pc.Logger, pc.Verifier = cfg.Logger, c.verifier
+	if i == 0 {
+		pc.Registerer = cfg.Registerer
+	} else {
+		pc.Registerer = nil
+	}
+	h, err := p2p.New(pc)
+	if err != nil {
+		return fmt.Errorf("client: %w", err)
+	}
+	c.hosts = append(c.hosts, h)
+	first, last := i*cfg.SessionsPerHost, min((i+1)*cfg.SessionsPerHost, cfg.Sessions)
+	hellos := make([]*wire.Envelope, 0, last-first)
+	for s := first; s < last; s++ {
+		e, err := h.SignHello(c.sessions.Session(s).Key())
+		if err != nil {
+			return fmt.Errorf("client: hello: %w", err)
+		}
+		hellos = append(hellos, e)
+	}
+	links := make([]*p2p.Link, c.n)
+	c.links = append(c.links, links)
+	for r := range c.n {
+		l, err := h.NewLink(c.g.PeerID(r), hellos, func(data []byte) { c.onPush(r, data) })
+		if err != nil {
+			return fmt.Errorf("client: link to replica %d: %w", r, err)
+		}
+		links[r] = l
+	}
+	return nil
 }
 
 // Close stops the client's hosts and waits for its goroutines. Outstanding calls return errors.
@@ -146,9 +182,11 @@ func (c *Client) Close() error {
 	c.once.Do(func() {
 		c.cancel()
 		c.wg.Wait()
-		for _, streams := range c.streams {
-			for _, s := range streams {
-				errs = append(errs, s.Close())
+		for _, links := range c.links {
+			for _, l := range links {
+				if l != nil {
+					errs = append(errs, l.Close())
+				}
 			}
 		}
 		for _, h := range c.hosts {
@@ -175,27 +213,34 @@ func (c *Client) View() uint64 {
 // Stats returns the client's counters.
 func (c *Client) Stats() Stats { return c.metrics.snapshot() }
 
-// WaitConnected blocks until every client host is connected to at least want replicas, or ctx ends.
+// Sessions returns the number of sessions (requests that may be outstanding at once).
+func (c *Client) Sessions() int { return c.sessions.Len() }
+
+// Session returns session i, to sign requests ahead of time for DoSigned (Session.NewRequest).
+func (c *Client) Session(i int) *Session { return c.sessions.Session(i) }
+
+// WaitConnected blocks until every client host has its link up to at least want replicas, or ctx ends.
 func (c *Client) WaitConnected(ctx context.Context, want int) error {
 	want = min(want, c.n)
-	t := time.NewTicker(20 * time.Millisecond)
+	t := time.NewTicker(10 * time.Millisecond)
 	defer t.Stop()
 	for {
-		ok := true
 		least := c.n
-		for _, h := range c.hosts {
-			k := len(h.ConnectedReplicas())
-			least = min(least, k)
-			if k < want {
-				ok = false
+		for _, links := range c.links {
+			k := 0
+			for _, l := range links {
+				if l.Up() {
+					k++
+				}
 			}
+			least = min(least, k)
 		}
-		if ok {
+		if least >= want {
 			return nil
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("client: connected to %d of the %d replicas wanted: %w", least, want, ctx.Err())
+			return fmt.Errorf("client: linked to %d of the %d replicas wanted: %w", least, want, ctx.Err())
 		case <-c.ctx.Done():
 			return ErrClosed
 		case <-t.C:
@@ -229,17 +274,38 @@ func (c *Client) Do(ctx context.Context, op []byte) (*Reply, error) {
 	if err != nil {
 		return nil, err
 	}
-	rep, err := c.submit(ctx, s, env, ts)
+	rep, err := c.submit(ctx, s.index, env, ts)
 	if err != nil && c.ctx.Err() != nil {
 		return nil, ErrClosed
 	}
 	return rep, err
 }
 
-type answer struct {
-	replica int
-	env     *wire.Envelope
-	err     error
+// DoSigned sends a request that session i signed ahead of time (Session(i).NewRequest, timestamps in
+// increasing order) and waits for f+1 matching replies, as Do does. The caller owns session i: it must not
+// be used by Do (give Do other sessions, or none) nor by two DoSigned calls at once (ErrSessionBusy).
+func (c *Client) DoSigned(ctx context.Context, i int, env *wire.Envelope, ts uint64) (*Reply, error) {
+	if c.ctx.Err() != nil {
+		return nil, ErrClosed
+	}
+	if i < 0 || i >= len(c.calls) {
+		return nil, fmt.Errorf("client: no session %d", i)
+	}
+	if !c.busy[i].CompareAndSwap(false, true) {
+		return nil, fmt.Errorf("%w: session %d", ErrSessionBusy, i)
+	}
+	defer c.busy[i].Store(false)
+	c.wg.Add(1)
+	defer c.wg.Done()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(c.ctx, cancel)
+	defer stop()
+	rep, err := c.submit(ctx, i, env, ts)
+	if err != nil && c.ctx.Err() != nil {
+		return nil, ErrClosed
+	}
+	return rep, err
 }
 
 // primary returns the primary of the believed view.
@@ -247,38 +313,6 @@ func (c *Client) primary() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return int(c.view % uint64(c.n))
-}
-
-// firstTargets returns the primary and f backups, those with the fewest recent failures first, ties
-// broken at random.
-func (c *Client) firstTargets(primary int) []int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	others := make([]int, 0, c.n-1)
-	for i := range c.n {
-		if i != primary {
-			others = append(others, i)
-		}
-	}
-	c.rng.Shuffle(len(others), func(a, b int) { others[a], others[b] = others[b], others[a] })
-	sort.SliceStable(others, func(a, b int) bool { return c.health[others[a]] < c.health[others[b]] })
-	return append([]int{primary}, others[:min(c.f, len(others))]...)
-}
-
-// strike marks a replica that failed or sent a reply that was rejected or did not match: it is chosen
-// as a first target only after the others.
-func (c *Client) strike(i int) {
-	c.mu.Lock()
-	c.health[i] = min(c.health[i]+1, 16)
-	c.mu.Unlock()
-}
-
-func (c *Client) good(replicas []int) {
-	c.mu.Lock()
-	for _, i := range replicas {
-		c.health[i] = 0
-	}
-	c.mu.Unlock()
 }
 
 // learnView moves the believed view forward to v.
@@ -291,150 +325,287 @@ func (c *Client) learnView(v uint64) {
 	c.mu.Unlock()
 }
 
-// exchange is the state of one request: which replicas were asked, which have not answered yet, what
-// they answered.
-type exchange struct {
-	c       *Client
-	ctx     context.Context
-	streams []*p2p.Session // the host's request streams, per replica
-	env     *wire.Envelope
-	ts      uint64
-	answers chan answer
-	pending []bool
-	views   map[int]uint64
-	results map[int][]byte
-	rounds  int
-	wg      sync.WaitGroup
-}
-
-// send sends the request to replica i on the host's session stream to it; the answer arrives on answers.
-// At most one transmission per replica is outstanding at a time, so answers (buffered n) never blocks.
-func (x *exchange) send(i int) {
-	x.pending[i] = true
-	x.c.metrics.sent.Add(1)
-	x.wg.Add(1)
-	go func() {
-		defer x.wg.Done()
-		resp, err := x.streams[i].Send(x.ctx, x.env)
-		x.answers <- answer{replica: i, env: resp, err: err}
-	}()
-}
-
-// sendAll sends to every replica without a transmission outstanding.
-func (x *exchange) sendAll(why string) {
-	x.rounds++
-	x.c.metrics.retransmissions.Add(1)
-	n := 0
-	for i := range x.c.n {
-		if !x.pending[i] {
-			x.send(i)
-			n++
-		}
-	}
-	x.c.log.Debug("request sent to all replicas", "why", why, "timestamp", x.ts, "round", x.rounds, "sent", n)
-}
-
-// submit sends env to the replicas and waits for f+1 matching replies (see the package documentation).
-func (c *Client) submit(ctx context.Context, s *Session, env *wire.Envelope, ts uint64) (*Reply, error) {
+// submit sends env (signed by session si, timestamp ts) and waits for f+1 matching replies. The request
+// goes to the primary first; to every replica that has not answered when the primary's link is down or
+// it refused the request, and after RetryTimeout, then again every RetryTimeout (doubling up to
+// MaxRetryTimeout) until ctx ends. Every replica that executes the request replies on its link, so the
+// primary alone suffices when it is correct.
+func (c *Client) submit(ctx context.Context, si int, env *wire.Envelope, ts uint64) (*Reply, error) {
 	start := time.Now()
-	ctx, cancel := context.WithCancel(ctx)
-	x := &exchange{
-		c: c, ctx: ctx, streams: c.streams[s.index/c.cfg.SessionsPerHost], env: env, ts: ts,
-		answers: make(chan answer, c.n), pending: make([]bool, c.n),
-		views: make(map[int]uint64, c.n), results: make(map[int][]byte, c.n), rounds: 1,
-	}
-	defer x.wg.Wait() // after cancel: every transmission ends promptly
-	defer cancel()
-	col := pbft.NewReplyCollector(c.chainID, c.pubs, c.verifier, s.key.PublicKey())
-	col.Await(ts)
+	cl := newCall(ts, c.n)
+	c.calls[si].Store(cl)
+	defer c.calls[si].Store(nil)
+	links := c.links[si/c.cfg.SessionsPerHost]
 	primary := c.primary()
-	for _, i := range c.firstTargets(primary) {
-		x.send(i)
+	rounds := 0
+	sendTo := func(r int) bool {
+		if err := links[r].Send(env); err != nil {
+			c.metrics.failedAttempts.Add(1)
+			return false
+		}
+		c.metrics.sent.Add(1)
+		return true
 	}
 	broadcasted := false
+	sendAll := func(why string) {
+		rounds++
+		if !broadcasted {
+			broadcasted = true
+			c.metrics.broadcasts.Add(1)
+		}
+		if rounds > 1 {
+			c.metrics.retransmissions.Add(1)
+		}
+		sent := 0
+		for r := range c.n {
+			if !cl.answered(r) && sendTo(r) {
+				sent++
+			}
+		}
+		c.log.Debug("request sent to all replicas", "why", why, "timestamp", ts, "round", rounds, "sent", sent)
+	}
+	if sendTo(primary) {
+		rounds = 1
+	} else {
+		if err := c.waitAnyLink(ctx, links); err != nil {
+			c.metrics.abandoned.Add(1)
+			return nil, fmt.Errorf("client: request %d (session %d): no replica reachable: %w: %w", ts, si, ErrUnknownOutcome, err)
+		}
+		sendAll("the primary's link is down")
+	}
 	retry := c.cfg.RetryTimeout
 	timer := time.NewTimer(retry)
 	defer timer.Stop()
 	for {
 		select {
-		case a := <-x.answers:
-			x.pending[a.replica] = false
-			if a.err != nil {
-				if ctx.Err() == nil {
-					c.strike(a.replica)
-					c.metrics.failedAttempts.Add(1)
-					c.log.Debug("replica did not answer", "replica", a.replica, "timestamp", ts, "err", a.err)
-				}
-			} else {
-				rep, err := col.Add(a.env)
-				if err != nil {
-					c.strike(a.replica)
-					c.metrics.badReplies.Add(1)
-					c.log.Warn("reply rejected", "replica", a.replica, "timestamp", ts, "err", err)
-				} else {
-					if r, err := pbft.OpenReply(a.env); err == nil {
-						x.views[a.replica] = r.View
-						x.results[a.replica] = r.Result
-					}
-					if rep != nil {
-						return c.accept(s, rep, x, start), nil
-					}
-				}
-			}
-			// The primary failed, or every first target answered without a quorum: broadcast now rather
-			// than wait for the timer.
-			primaryFailed := a.replica == primary && a.err != nil
-			if !broadcasted && ctx.Err() == nil && (primaryFailed || !slices.Contains(x.pending, true)) {
-				broadcasted = true
-				c.metrics.broadcasts.Add(1)
-				x.sendAll("the first targets answered without a quorum")
+		case <-cl.done:
+			return c.accept(si, cl, rounds, start), nil
+		case r := <-cl.refused:
+			if r == primary && !broadcasted {
+				sendAll("the primary refused the request")
 				timer.Reset(retry)
 			}
 		case <-timer.C:
-			if !broadcasted {
-				broadcasted = true
-				c.metrics.broadcasts.Add(1)
-			}
-			x.sendAll("timeout")
+			sendAll("timeout")
 			retry = min(2*retry, c.cfg.MaxRetryTimeout)
 			timer.Reset(retry)
 		case <-ctx.Done():
 			c.metrics.abandoned.Add(1)
-			return nil, fmt.Errorf("client: request %d (session %d) after %d rounds: %w: %w", ts, s.index, x.rounds, ErrUnknownOutcome, ctx.Err())
+			return nil, fmt.Errorf("client: request %d (session %d) after %d rounds: %w: %w", ts, si, rounds, ErrUnknownOutcome, ctx.Err())
 		}
 	}
 }
 
-// accept builds the Reply, learns the view and rewards the replicas that agreed; those that sent another
-// result get a strike.
-func (c *Client) accept(s *Session, rep *pbft.Reply, x *exchange, start time.Time) *Reply {
-	var agreed []int
-	for i, r := range x.results {
-		if bytes.Equal(r, rep.Result) {
-			agreed = append(agreed, i)
-		} else {
-			c.strike(i)
+// waitAnyLink waits until at least one of links is up.
+func (c *Client) waitAnyLink(ctx context.Context, links []*p2p.Link) error {
+	t := time.NewTicker(5 * time.Millisecond)
+	defer t.Stop()
+	for {
+		for _, l := range links {
+			if l.Up() {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
 		}
 	}
-	sort.Ints(agreed)
+}
+
+// accept builds the Reply of a call that reached its quorum and learns the view from its replies.
+func (c *Client) accept(si int, cl *call, rounds int, start time.Time) *Reply {
+	cl.mu.Lock()
+	rep := cl.result
+	var agreed []int
+	var views []uint64
+	for r, got := range cl.replies {
+		if got == nil {
+			continue
+		}
+		views = append(views, got.View)
+		if bytes.Equal(got.Result, rep.Result) {
+			agreed = append(agreed, r)
+		}
+	}
+	cl.mu.Unlock()
 	// The (f+1)-th highest view reported: at least f+1 replicas claim it or more, so at least one correct
 	// replica reached it and a faulty one cannot push the client to an arbitrary view.
-	vs := make([]uint64, 0, len(x.views))
-	for _, v := range x.views {
-		vs = append(vs, v)
+	slices.Sort(views)
+	slices.Reverse(views)
+	if len(views) > c.f {
+		c.learnView(views[c.f])
 	}
-	slices.Sort(vs)
-	slices.Reverse(vs)
-	if len(vs) > c.f {
-		c.learnView(vs[c.f])
-	}
-	c.good(agreed)
 	lat := time.Since(start)
 	c.metrics.accept(lat)
 	return &Reply{
-		Result: rep.Result, Timestamp: x.ts, Seq: rep.Seq, View: c.View(), Replicas: agreed, Session: s.index,
-		Client: s.key.PublicKey(), Transmissions: x.rounds, Latency: lat,
+		Result: rep.Result, Timestamp: cl.ts, Seq: rep.Seq, View: c.View(), Replicas: agreed, Session: si,
+		Client: c.sessions.Session(si).Key().PublicKey(), Transmissions: rounds, Latency: lat,
 	}
+}
+
+// onPush handles what replica r pushed on a link: a reply bundle or a notice. It runs on the link's reader.
+func (c *Client) onPush(r int, data []byte) {
+	if len(data) == 0 {
+		return
+	}
+	switch data[0] {
+	case pbft.PushReplies:
+		c.onBundle(r, data[1:])
+	case pbft.PushNotice:
+		nt, err := pbft.DecodeNotice(data[1:])
+		if err != nil {
+			c.metrics.badReplies.Add(1)
+			return
+		}
+		if cl := c.callFor(nt.Client, nt.Timestamp); cl != nil {
+			c.log.Debug("replica refused a request", "replica", r, "timestamp", nt.Timestamp, "reason", nt.Reason)
+			select {
+			case cl.refused <- r:
+			default:
+			}
+		}
+	default:
+		c.metrics.badReplies.Add(1)
+	}
+}
+
+// callFor returns the call in flight for a session key and timestamp, or nil.
+func (c *Client) callFor(key []byte, ts uint64) *call {
+	si, ok := c.keyIndex[string(key)]
+	if !ok {
+		return nil
+	}
+	cl := c.calls[si].Load()
+	if cl == nil || cl.ts != ts {
+		return nil
+	}
+	return cl
+}
+
+// onBundle checks a reply bundle from replica r: the header's signature (once per batch and replica, then
+// cached), and the proof of each reply the client still waits for.
+func (c *Client) onBundle(r int, data []byte) {
+	b, err := pbft.DecodeReplyBundle(data)
+	if err != nil {
+		c.metrics.badReplies.Add(1)
+		c.log.Debug("malformed reply bundle", "replica", r, "err", err)
+		return
+	}
+	if b.Envelope.ChainID != c.chainID || !bytes.Equal(b.Envelope.Author, c.pubs[r]) || int(b.Header.Replica) != r {
+		c.metrics.badReplies.Add(1)
+		c.log.Debug("reply bundle not signed by the replica it came from", "replica", r)
+		return
+	}
+	verified := false
+	for i := range b.Proofs {
+		p := &b.Proofs[i]
+		cl := c.callFor(p.Client, p.Timestamp)
+		if cl == nil || cl.answered(r) {
+			continue
+		}
+		if !verified {
+			if err := c.headers.verify(c.verifier, b.Envelope); err != nil {
+				c.metrics.badReplies.Add(1)
+				c.log.Warn("reply bundle with a bad signature", "replica", r, "err", err)
+				return
+			}
+			verified = true
+		}
+		rep, err := b.Item(i)
+		if err != nil {
+			c.metrics.badReplies.Add(1)
+			c.log.Warn("reply rejected", "replica", r, "timestamp", p.Timestamp, "err", err)
+			continue
+		}
+		cl.offer(r, rep, c.f+1)
+	}
+}
+
+// call is one request in flight: the replies counted so far.
+type call struct {
+	ts      uint64
+	done    chan struct{} // closed once f+1 replicas sent matching replies
+	refused chan int      // replicas that refused the request (notices)
+
+	mu      sync.Mutex
+	replies []*pbft.Reply // per replica
+	result  *pbft.Reply
+}
+
+func newCall(ts uint64, n int) *call {
+	return &call{ts: ts, done: make(chan struct{}), refused: make(chan int, n), replies: make([]*pbft.Reply, n)}
+}
+
+// answered reports whether replica r's reply is in.
+func (cl *call) answered(r int) bool {
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	return cl.replies[r] != nil
+}
+
+// offer counts replica r's verified reply; the call is done once quorum replies match.
+func (cl *call) offer(r int, rep *pbft.Reply, quorum int) {
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	if cl.replies[r] != nil || cl.result != nil {
+		return
+	}
+	cl.replies[r] = rep
+	n := 0
+	for _, o := range cl.replies {
+		if o != nil && bytes.Equal(o.Result, rep.Result) {
+			n++
+		}
+	}
+	if n >= quorum {
+		cl.result = rep
+		close(cl.done)
+	}
+}
+
+// headerCache remembers verified reply headers (one per batch and replica, shared by all the replies of the
+// batch): two generations of maps, the older dropped whole when the newer fills.
+type headerCache struct {
+	mu       sync.Mutex
+	size     int
+	cur, old map[headerKey]struct{}
+}
+
+type headerKey struct {
+	id  wire.Digest
+	sig [wire.SignatureSize]byte
+}
+
+func newHeaderCache(size int) *headerCache {
+	return &headerCache{size: size, cur: make(map[headerKey]struct{})}
+}
+
+// verify checks e's signature unless a header with the same content and signature was verified before.
+func (h *headerCache) verify(v wire.Verifier, e *wire.Envelope) error {
+	var k headerKey
+	k.id = e.ID()
+	copy(k.sig[:], e.Sig)
+	h.mu.Lock()
+	_, hit := h.cur[k]
+	if !hit {
+		_, hit = h.old[k]
+	}
+	h.mu.Unlock()
+	if hit {
+		return nil
+	}
+	if err := v.Verify(e); err != nil {
+		return err
+	}
+	h.mu.Lock()
+	if len(h.cur) >= h.size {
+		h.old, h.cur = h.cur, make(map[headerKey]struct{}, h.size)
+	}
+	h.cur[k] = struct{}{}
+	h.mu.Unlock()
+	return nil
 }
 
 // Stats are the client's counters since it started.
@@ -447,10 +618,10 @@ type Stats struct {
 	Sent uint64
 	// Broadcasts counts requests that had to be sent to every replica.
 	Broadcasts uint64
-	// Retransmissions counts rounds after the first.
+	// Retransmissions counts rounds after the first broadcast.
 	Retransmissions uint64
-	// FailedAttempts counts transmissions that ended without a reply (stream errors, remote errors).
+	// FailedAttempts counts transmissions that could not be queued (link down or queue full).
 	FailedAttempts uint64
-	// BadReplies counts replies rejected (bad signature or proof, not for the awaited request).
+	// BadReplies counts replies and bundles rejected (bad signature or proof, malformed).
 	BadReplies uint64
 }

@@ -11,7 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/p2pbft/p2pbft/identity"
 	"github.com/p2pbft/p2pbft/pbft"
+	"github.com/p2pbft/p2pbft/wire"
 )
 
 func TestFakeRepliesOpen(t *testing.T) {
@@ -30,7 +32,7 @@ func TestFakeRepliesOpen(t *testing.T) {
 	}
 }
 
-func TestDoNormalCaseAsksPrimaryAndFBackups(t *testing.T) {
+func TestNormalCaseSendsToThePrimaryOnly(t *testing.T) {
 	c := startCluster(t, "normal", 4)
 	// A retry timeout far longer than the test: only the first round may happen, however loaded the
 	// machine is.
@@ -49,13 +51,33 @@ func TestDoNormalCaseAsksPrimaryAndFBackups(t *testing.T) {
 			t.Fatalf("request %d did not go to the primary", i)
 		}
 	}
-	// Every request went to exactly f+1 = 2 replicas: the primary and one backup.
-	if got := c.totalArrivals(); got != 40 {
-		t.Fatalf("%d transmissions for 20 requests, want 40 (primary + f backups)", got)
+	// Every request went to the primary alone; the backups replied to what the primary ordered.
+	if got := c.totalArrivals(); got != 20 {
+		t.Fatalf("%d transmissions for 20 requests, want 20 (the primary only)", got)
 	}
 	st := cl.Stats()
-	if st.Accepted != 20 || st.Broadcasts != 0 || st.BadReplies != 0 {
+	if st.Accepted != 20 || st.Broadcasts != 0 || st.BadReplies != 0 || st.Sent != 20 {
 		t.Fatalf("stats %+v", st)
+	}
+}
+
+// A silent backup (the primary healthy) costs the client nothing: every request completes in its first
+// round with the other replicas' replies.
+func TestSilentBackupCostsNothing(t *testing.T) {
+	c := startCluster(t, "silent-backup", 4)
+	c.replicas[2].setMode(silent)
+	cl := c.client(t, "silent-backup-client", func(cfg *Config) { cfg.RetryTimeout = time.Minute; cfg.MaxRetryTimeout = time.Minute })
+	for i := range 20 {
+		rep, err := cl.Do(ctxT(t, 10*time.Second), []byte(fmt.Sprint(i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rep.Transmissions != 1 || slices.Contains(rep.Replicas, 2) {
+			t.Fatalf("reply %+v", rep)
+		}
+	}
+	if st := cl.Stats(); st.Broadcasts != 0 {
+		t.Fatalf("stats %+v: a silent backup made the client broadcast", st)
 	}
 }
 
@@ -148,31 +170,47 @@ func TestByzantineWrongResultNotAccepted(t *testing.T) {
 }
 
 // Replies that are forged, carry a bad proof, name another replica or answer another timestamp are
-// rejected; the client still completes with the correct replicas.
+// rejected; the client still completes with the correct replicas. Replica 3 is silent and replica 2 holds
+// its reply back until the misbehaving primary's reply has been seen, so the quorum must wait for it and
+// the client cannot count the primary in.
 func TestInvalidRepliesRejected(t *testing.T) {
 	for _, m := range []mode{forged, badProof, otherTS, otherReplica, refuse} {
 		t.Run(fmt.Sprint(m), func(t *testing.T) {
 			c := startCluster(t, fmt.Sprintf("invalid-%d", m), 4)
-			c.replicas[0].setMode(m) // the primary misbehaves: the first round cannot reach a quorum
+			c.replicas[0].setMode(m) // the primary misbehaves
+			c.replicas[3].setMode(silent)
+			hold := make(chan struct{})
+			c.replicas[2].hold.Store(&hold)
 			cl := c.client(t, "invalid-client", nil)
-			rep, err := cl.Do(ctxT(t, 20*time.Second), []byte("x"))
-			if err != nil {
-				t.Fatal(err)
+			type result struct {
+				rep *Reply
+				err error
 			}
-			if string(rep.Result) != "ok:x" {
-				t.Fatalf("accepted %q", rep.Result)
+			done := make(chan result, 1)
+			go func() {
+				rep, err := cl.Do(ctxT(t, 20*time.Second), []byte("x"))
+				done <- result{rep, err}
+			}()
+			switch m {
+			case forged, badProof, otherReplica:
+				waitUntil(t, 10*time.Second, func() bool { return cl.Stats().BadReplies > 0 })
+			case refuse:
+				waitUntil(t, 10*time.Second, func() bool { return cl.Stats().Broadcasts > 0 })
 			}
-			for _, r := range rep.Replicas {
-				if r == 0 {
-					t.Fatalf("misbehaving replica counted: %v", rep.Replicas)
-				}
+			close(hold)
+			res := <-done
+			if res.err != nil {
+				t.Fatal(res.err)
+			}
+			if string(res.rep.Result) != "ok:x" {
+				t.Fatalf("accepted %q", res.rep.Result)
+			}
+			if slices.Contains(res.rep.Replicas, 0) {
+				t.Fatalf("misbehaving replica counted: %v", res.rep.Replicas)
 			}
 			st := cl.Stats()
-			if st.Broadcasts != 1 {
-				t.Fatalf("stats %+v: want one broadcast after the primary failed", st)
-			}
-			if m != refuse && m != forged && st.BadReplies == 0 {
-				t.Fatalf("stats %+v: bad reply not counted", st)
+			if m == refuse && (st.Broadcasts != 1 || res.rep.Transmissions != 2) {
+				t.Fatalf("stats %+v, reply %+v: want one broadcast at once after the primary refused", st, res.rep)
 			}
 		})
 	}
@@ -221,11 +259,12 @@ func TestSilentPrimaryBroadcastSameTimestamp(t *testing.T) {
 	}
 }
 
-// A primary that is down: its stream fails at once and the client broadcasts without waiting.
+// A primary that is down (its link down): the client broadcasts without waiting.
 func TestDeadPrimaryBroadcastsAtOnce(t *testing.T) {
 	c := startCluster(t, "dead", 4)
 	cl := c.client(t, "dead-client", func(cfg *Config) { cfg.RetryTimeout = 10 * time.Second; cfg.MaxRetryTimeout = 10 * time.Second })
 	c.replicas[0].host.Close()
+	waitUntil(t, 10*time.Second, func() bool { return !cl.links[0][0].Up() })
 	rep, err := cl.Do(ctxT(t, 8*time.Second), []byte("d"))
 	if err != nil {
 		t.Fatalf("with the primary down and a 10s retry timeout: %v", err)
@@ -402,5 +441,49 @@ func waitUntil(t *testing.T, d time.Duration, cond func() bool) {
 			t.Fatal("condition not met in time")
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// The header cache verifies each header once, and never takes a bad signature, or a good signature over
+// other content, for a verified one.
+func TestHeaderCache(t *testing.T) {
+	k := seedKey(t, "hc")
+	g, err := identity.NewGenesis("c", []identity.Replica{{Name: "a", PeerID: k.PeerID()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := g.NewVerifier()
+	if err != nil {
+		t.Fatal(err)
+	}
+	hc := newHeaderCache(2)
+	good, _ := wire.Seal(k, "c", wire.KindReply, []byte("header"))
+	for range 2 {
+		if err := hc.verify(v, good); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(hc.cur) != 1 {
+		t.Fatalf("cache holds %d", len(hc.cur))
+	}
+	// Fresh envelopes, as decoded from the wire (a copied Envelope would share the cached digest).
+	bad := &wire.Envelope{ChainID: "c", Kind: wire.KindReply, Author: good.Author, Payload: good.Payload, Sig: append([]byte(nil), good.Sig...)}
+	bad.Sig[3] ^= 1
+	if hc.verify(v, bad) == nil {
+		t.Fatal("bad signature accepted")
+	}
+	other := &wire.Envelope{ChainID: "c", Kind: wire.KindReply, Author: good.Author, Payload: []byte("other header"), Sig: good.Sig}
+	if hc.verify(v, other) == nil {
+		t.Fatal("signature accepted for another payload")
+	}
+	// Past its size the cache drops its older generation, and verifies again.
+	for i := range 5 {
+		e, _ := wire.Seal(k, "c", wire.KindReply, []byte(fmt.Sprint("h", i)))
+		if err := hc.verify(v, e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(hc.cur)+len(hc.old) > 4 {
+		t.Fatalf("cache holds %d + %d for a size of 2", len(hc.cur), len(hc.old))
 	}
 }

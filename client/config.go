@@ -10,6 +10,7 @@ import (
 
 	"github.com/p2pbft/p2pbft/identity"
 	"github.com/p2pbft/p2pbft/p2p"
+	"github.com/p2pbft/p2pbft/wire"
 )
 
 // Config configures a Client. Zero values take the defaults given on each field.
@@ -27,11 +28,13 @@ type Config struct {
 	ListenAddrs []string
 	// Sessions is how many requests may be outstanding at once (one per session key). Default 1.
 	Sessions int
-	// SessionsPerHost is how many sessions share one libp2p host. Each host keeps one request stream
-	// (a p2p.Session) to each replica, and its sessions' requests are pipelined on it; a replica handles
-	// at most p2p.Config.SessionWindow (default 256) requests of one stream at once and stops reading it
-	// beyond that. Default 8.
+	// SessionsPerHost is how many sessions share one libp2p host. Each host keeps one link to each
+	// replica (p2p.Link), on which the requests of its sessions go and the replicas' replies come back.
+	// Default: all sessions on one host. More hosts only model more client machines.
 	SessionsPerHost int
+	// Verifier checks the replicas' reply signatures (once per batch and replica; the client caches the
+	// result). Default: an identity.Verifier with the replicas' keys.
+	Verifier wire.Verifier
 	// RetryTimeout is how long to wait for f+1 matching replies before sending the request to every
 	// replica; retransmissions follow at this interval, doubling up to MaxRetryTimeout. Default 1s.
 	RetryTimeout time.Duration
@@ -51,7 +54,7 @@ func (c Config) withDefaults() Config {
 		c.Sessions = 1
 	}
 	if c.SessionsPerHost == 0 {
-		c.SessionsPerHost = 8
+		c.SessionsPerHost = max(c.Sessions, 1)
 	}
 	if c.RetryTimeout == 0 {
 		c.RetryTimeout = time.Second

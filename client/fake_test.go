@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -58,10 +57,10 @@ type mode int32
 const (
 	honest       mode = iota
 	wrongResult       // a validly signed reply with another result
-	silent            // accepts the request and never answers
-	refuse            // answers with an error
+	silent            // takes requests and never answers nor orders them
+	refuse            // refuses requests with a notice
 	forged            // a reply signed by another replica's key
-	badProof          // a signed header whose Merkle root does not match the result in the body
+	badProof          // a signed header whose Merkle root does not match the result in the proof
 	otherTS           // a validly signed reply for another timestamp
 	otherReplica      // a reply whose header names another replica index
 )
@@ -81,11 +80,15 @@ type clientRow struct {
 	result []byte
 }
 
-// fakeReplica answers requests on a real p2p host the way a replica does: it executes each client's
-// requests once, in timestamp order, and answers a repeat with the cached result. Its "application"
-// answers op with "ok:"+op. Its mode makes it misbehave.
+// fakeReplica serves client links on a real p2p host the way a replica does, without consensus: the
+// replica that believes itself primary (its view mod n) "orders" every request it receives by having every
+// replica of the cluster execute it; a backup executes only what a client sent it directly (as a replica
+// does once a broadcast request is ordered). Each replica executes a client's requests once, in timestamp
+// order, answers a repeat with the cached result, and pushes its reply to the client's link. Its
+// "application" answers op with "ok:"+op. Its mode makes it misbehave.
 type fakeReplica struct {
 	t     testing.TB
+	c     *cluster
 	i     int
 	key   *identity.Key
 	other *identity.Key // another replica's key, for forged replies
@@ -93,6 +96,8 @@ type fakeReplica struct {
 	chain string
 	mode  atomic.Int32
 	view  atomic.Uint64
+	// hold, while set, holds back this replica's replies until it is closed.
+	hold atomic.Pointer[chan struct{}]
 	// exec, if set, is the replica's application (called under mu, once per executed request);
 	// otherwise the result is "ok:"+op.
 	exec func(client string, ts uint64, op []byte) []byte
@@ -123,27 +128,45 @@ func (r *fakeReplica) arrivalsCopy() []arrival {
 	return append([]arrival(nil), r.arrivals...)
 }
 
-func (r *fakeReplica) handle(ctx context.Context, d p2p.Delivery) (*wire.Envelope, error) {
-	e := d.Envelope
-	if e.Kind != wire.KindRequest {
-		return nil, fmt.Errorf("kind %s is not a request", e.Kind)
+// onLink is the replica's link handler: requests a client sent to it.
+func (r *fakeReplica) onLink(from *p2p.ClientLink, ds []p2p.Delivery) {
+	for _, d := range ds {
+		e := d.Envelope
+		req, err := pbft.DecodeRequest(e.Payload)
+		if err != nil {
+			continue
+		}
+		r.mu.Lock()
+		r.arrivals = append(r.arrivals, arrival{client: string(e.Author), ts: req.Timestamp})
+		r.mu.Unlock()
+		switch mode(r.mode.Load()) {
+		case silent:
+			continue
+		case refuse:
+			data, err := wire.Marshal(&pbft.Notice{Client: e.Author, Timestamp: req.Timestamp, Reason: "refused"})
+			if err != nil {
+				r.t.Error(err)
+				continue
+			}
+			from.Push(append([]byte{pbft.PushNotice}, data...))
+			continue
+		}
+		if int(r.view.Load()%uint64(len(r.c.replicas))) == r.i {
+			for _, o := range r.c.replicas {
+				o.execute(e, req)
+			}
+		} else {
+			r.execute(e, req)
+		}
 	}
-	req, err := pbft.DecodeRequest(e.Payload)
-	if err != nil {
-		return nil, err
+}
+
+// execute executes a request (once per client and timestamp) and pushes the reply to the client's link.
+func (r *fakeReplica) execute(e *wire.Envelope, req *pbft.Request) {
+	if mode(r.mode.Load()) == silent {
+		return
 	}
 	client := string(e.Author)
-	r.mu.Lock()
-	r.arrivals = append(r.arrivals, arrival{client: client, ts: req.Timestamp})
-	r.mu.Unlock()
-
-	switch mode(r.mode.Load()) {
-	case silent:
-		<-ctx.Done()
-		return nil, ctx.Err()
-	case refuse:
-		return nil, errors.New("refused")
-	}
 	r.mu.Lock()
 	row := r.table[client]
 	var seq uint64
@@ -151,7 +174,7 @@ func (r *fakeReplica) handle(ctx context.Context, d p2p.Delivery) (*wire.Envelop
 	switch {
 	case row != nil && req.Timestamp < row.ts:
 		r.mu.Unlock()
-		return nil, errors.New("stale request")
+		return
 	case row != nil && req.Timestamp == row.ts:
 		seq, result = row.seq, row.result
 	default:
@@ -174,12 +197,36 @@ func (r *fakeReplica) handle(ctx context.Context, d p2p.Delivery) (*wire.Envelop
 	case otherTS:
 		ts--
 	case otherReplica:
-		idx = (idx + 1) % 4
+		idx = (idx + 1) % len(r.c.replicas)
 	case badProof:
 		d := replyLeaf(e.Author, ts, []byte("something else"))
 		root = &d
 	}
-	return makeReply(r.t, signer, r.chain, r.view.Load(), seq, idx, e.Author, ts, result, root)
+	env, err := makeReply(r.t, signer, r.chain, r.view.Load(), seq, idx, e.Author, ts, result, root)
+	if err != nil {
+		r.t.Error(err)
+		return
+	}
+	proof, err := pbft.DecodeReplyProof(env.Body)
+	if err != nil {
+		r.t.Error(err)
+		return
+	}
+	data, err := wire.Marshal(&pbft.ReplyBundle{Header: env.WithoutBody(), Proofs: []pbft.ReplyProof{*proof}})
+	if err != nil {
+		r.t.Error(err)
+		return
+	}
+	l := r.host.LinkFor(e.Author)
+	if l == nil {
+		return
+	}
+	push := func() { l.Push(append([]byte{pbft.PushReplies}, data...)) }
+	if h := r.hold.Load(); h != nil {
+		go func() { <-*h; push() }()
+		return
+	}
+	push()
 }
 
 // replyLeaf is pbft's reply leaf hash (see pbft/reply.go). makeReply's replies are checked with
@@ -256,9 +303,9 @@ func startCluster(t *testing.T, name string, n int) *cluster {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { h.Close() })
-		r := &fakeReplica{t: t, i: i, key: k, other: keys[(i+1)%n], host: h, chain: name,
+		r := &fakeReplica{t: t, c: c, i: i, key: k, other: keys[(i+1)%n], host: h, chain: name,
 			table: make(map[string]*clientRow)}
-		h.SetRequestHandler(r.handle)
+		h.SetLinkHandler(r.onLink)
 		c.replicas = append(c.replicas, r)
 		c.addrs = append(c.addrs, h.Addrs()[0].String())
 	}

@@ -401,3 +401,40 @@ func replyLeaf(client []byte, ts uint64, result []byte) wire.Digest {
 	h.Sum(d[:0])
 	return d
 }
+
+// bundle is the replier's delivery for a Byzantine replica: data is the honest bundle of msgs, push sends
+// a bundle to the link. silent sends nothing, drop drops at its rate, delay sends later, garbage sends
+// one forged reply per request (another result, a valid proof under its own signed header).
+func (b *byzantine) bundle(msgs []pbft.ReplyMessage, data []byte, push func([]byte)) {
+	switch b.x.Mode {
+	case ByzantineSilent:
+		return
+	case ByzantineDrop:
+		if b.chance(b.x.DropRate) {
+			return
+		}
+	case ByzantineDelay:
+		time.AfterFunc(b.x.Delay, func() { push(data) })
+		return
+	case ByzantineGarbage:
+		for _, m := range msgs {
+			env, err := m.Envelope()
+			if err != nil {
+				continue
+			}
+			w, err := b.wrongReply(m, env)
+			if err != nil {
+				continue
+			}
+			p, err := pbft.DecodeReplyProof(w.Body)
+			if err != nil {
+				continue
+			}
+			if d, err := wire.Marshal(&pbft.ReplyBundle{Header: w.WithoutBody(), Proofs: []pbft.ReplyProof{*p}}); err == nil {
+				push(d)
+			}
+		}
+		return
+	}
+	push(data)
+}

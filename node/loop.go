@@ -45,6 +45,11 @@ func (n *Node) Run(ctx context.Context) error {
 		defer close(outDone)
 		n.runOutbox(ctx)
 	}()
+	replierDone := make(chan struct{})
+	go func() {
+		defer close(replierDone)
+		n.replies.run()
+	}()
 	if n.byz != nil {
 		wg.Add(1)
 		go func() {
@@ -62,6 +67,8 @@ func (n *Node) Run(ctx context.Context) error {
 		n.log.Error("replica stopped by a fatal error", "err", err)
 	}
 	n.out.close()
+	close(n.replies.in)
+	<-replierDone
 	cancel()
 	n.stopSync()
 	wg.Wait()
@@ -153,6 +160,8 @@ func (n *Node) loop(ctx context.Context) error {
 			n.step(d)
 		case p := <-n.proposals:
 			n.propose(p)
+		case lb := <-n.linkReqs:
+			n.proposeLinkBatch(lb)
 		case ev := <-n.syncCh:
 			err = n.onSyncEvent(ev)
 		case eb := <-n.executedCh:
@@ -169,6 +178,8 @@ func (n *Node) loop(ctx context.Context) error {
 				n.step(d)
 			case p := <-n.proposals:
 				n.propose(p)
+			case lb := <-n.linkReqs:
+				n.proposeLinkBatch(lb)
 			case eb := <-n.executedCh:
 				if err := n.reportExecuted(eb); err != nil {
 					return err
@@ -238,6 +249,9 @@ func (n *Node) handleReady(rd *pbft.Ready, b *store.Batch) error {
 	}
 	for _, r := range rd.Replies {
 		n.reply(r)
+	}
+	if len(rd.Replies) > 0 {
+		n.replies.in <- rd.Replies
 	}
 	if len(rd.Messages) > 0 || len(outs) > 0 || len(durable) > 0 {
 		it := &outItem{durable: durable, msgs: rd.Messages, outs: outs, epoch: n.execEpoch, start: start}

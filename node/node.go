@@ -98,6 +98,7 @@ type Node struct {
 	// Loop inputs.
 	inbox      chan p2p.Delivery
 	proposals  chan *proposal
+	linkReqs   chan linkBatch // verified requests from client links, a read batch at a time
 	syncCh     chan syncEvent
 	executedCh chan executedBlocks // durable executed blocks, from the outbox
 	fatalCh    chan error          // a failed sync or a simulated crash, from the outbox
@@ -109,6 +110,8 @@ type Node struct {
 	execEpoch uint64
 
 	waiters waiterTable
+	// replies sends the replies of executed requests to the clients' links, off the loop (links.go).
+	replies *replier
 
 	// Published for other goroutines.
 	state   atomic.Pointer[publicState]
@@ -235,6 +238,7 @@ func New(cfg config.Config, opts Options) (*Node, error) {
 		keptSnaps:  make(map[uint64]bool),
 		inbox:      make(chan p2p.Delivery, 1024),
 		proposals:  make(chan *proposal, 1024),
+		linkReqs:   make(chan linkBatch, 64),
 		syncCh:     make(chan syncEvent),
 		executedCh: make(chan executedBlocks, 64),
 		fatalCh:    make(chan error, 1),
@@ -246,6 +250,7 @@ func New(cfg config.Config, opts Options) (*Node, error) {
 	}
 	n.waiters.m = make(map[waitKey][]*waiter)
 	n.out.kick = make(chan struct{}, 1)
+	n.replies = &replier{n: n, in: make(chan []pbft.ReplyMessage, 1024)}
 	n.gossipKinds = make(map[wire.Kind]bool)
 	for k := wire.Kind(1); k < 32; k++ {
 		if cfg.P2P.Broadcast == config.BroadcastGossip || slices.Contains(cfg.P2P.GossipKinds, k.String()) {
@@ -367,6 +372,7 @@ func (n *Node) open(opts Options) error {
 	}
 	n.host = host
 	host.SetRequestHandler(n.handleRequest)
+	host.SetLinkHandler(n.handleLinkRequests)
 	return nil
 }
 

@@ -54,6 +54,7 @@ type Host struct {
 	topicName                    string
 	msgProto, reqProto, pexProto protocol.ID
 	sessProto                    protocol.ID // pipelined client requests (session.go)
+	linkProto                    protocol.ID // client links (link.go)
 
 	seen       timecache.TimeCache // content hashes delivered recently, across gossip and direct streams
 	metrics    *metrics
@@ -61,6 +62,10 @@ type Host struct {
 	deliveries chan Delivery
 	events     chan PeerEvent
 	reqHandler atomic.Pointer[RequestHandler]
+
+	linkHandler atomic.Pointer[LinkHandler]
+	linksMu     sync.Mutex
+	linkByKey   map[string]*ClientLink // client key -> the link its answers go to
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -112,6 +117,8 @@ func New(cfg Config) (*Host, error) {
 		reqProto:         protocol.ID("/p2pbft/" + g.ChainID() + "/req/1.0.0"),
 		pexProto:         protocol.ID("/p2pbft/" + g.ChainID() + "/pex/1.0.0"),
 		sessProto:        protocol.ID("/p2pbft/" + g.ChainID() + "/session/1.0.0"),
+		linkProto:        protocol.ID("/p2pbft/" + g.ChainID() + "/link/1.0.0"),
+		linkByKey:        make(map[string]*ClientLink),
 		deliveries:       make(chan Delivery, cfg.QueueSize),
 		events:           make(chan PeerEvent, eventBuffer),
 		senders:          make(map[peer.ID]*sender),
@@ -152,6 +159,7 @@ func New(cfg Config) (*Host, error) {
 	h.lh.SetStreamHandler(h.reqProto, h.handleReqStream)
 	h.lh.SetStreamHandler(h.pexProto, h.handlePEX)
 	h.lh.SetStreamHandler(h.sessProto, h.handleSessionStream)
+	h.lh.SetStreamHandler(h.linkProto, h.handleLinkStream)
 	if err := h.watchConnectedness(); err != nil {
 		return fail(fmt.Errorf("p2p: event bus: %w", err))
 	}

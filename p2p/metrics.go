@@ -33,6 +33,8 @@ const (
 	ReasonNonMember Reason = "non-member" // a replica-only kind authored by a key outside the genesis
 	ReasonFilter    Reason = "filter"     // the driver's Filter said Ignore or Reject
 	ReasonSignature Reason = "signature"  // the signature does not verify
+	ReasonLinkKeys  Reason = "link-keys"  // a hello beyond the keys one client link may route
+	ReasonNoHandler Reason = "no-handler" // a client request arrived before the driver set its handler
 )
 
 // Drop reasons: messages lost to a full queue or a failed send, counted so they are never silent.
@@ -45,6 +47,7 @@ const (
 	DropSendFailed      = "send-failed"           // direct: no connection, or the write failed
 	DropEvents          = "events-overflow"       // a peer event the application did not read in time
 	DropStreamLimit     = "stream-limit"          // direct: a non-replica peer opened too many streams
+	DropLinkQueue       = "link-queue-full"       // client link: the pushes queued for the client overflowed
 )
 
 // CounterKey identifies one message counter.

@@ -3,6 +3,7 @@ package p2p
 import (
 	"bytes"
 	"crypto/sha256"
+	"errors"
 	"time"
 
 	lru "github.com/hashicorp/golang-lru/v2"
@@ -41,6 +42,7 @@ const (
 	ViaGossip Path = iota
 	ViaDirect
 	ViaRequest
+	ViaLink // a client link (link.go)
 )
 
 func (p Path) String() string {
@@ -51,6 +53,8 @@ func (p Path) String() string {
 		return "direct"
 	case ViaRequest:
 		return "request"
+	case ViaLink:
+		return "link"
 	}
 	return "unknown"
 }
@@ -94,6 +98,19 @@ func newValidator(h *Host) (*validator, error) {
 // filter, then (unless cached) the signature. It returns the decoded envelope, the author's replica
 // index (-1 for a client) and the outcome.
 func (v *validator) check(data []byte, from peer.ID, via Path) (*wire.Envelope, int, Result, Reason) {
+	e, author, r, reason := v.precheck(data, from, via)
+	if r != Accepted {
+		return e, author, r, reason
+	}
+	if !v.verify(e) {
+		return nil, author, Rejected, ReasonSignature
+	}
+	return e, author, Accepted, ReasonNone
+}
+
+// precheck runs every check of check but the signature: Accepted means the envelope may go on to the
+// signature check (verify, or verifyBatch for many at once).
+func (v *validator) precheck(data []byte, from peer.ID, via Path) (*wire.Envelope, int, Result, Reason) {
 	h := v.h
 	fromReplica := h.replicaIndex(from)
 	limit := h.cfg.MaxMessageSize
@@ -134,9 +151,6 @@ func (v *validator) check(data []byte, from peer.ID, via Path) (*wire.Envelope, 
 			return nil, author, Rejected, ReasonFilter
 		}
 	}
-	if !v.verify(e) {
-		return nil, author, Rejected, ReasonSignature
-	}
 	return e, author, Accepted, ReasonNone
 }
 
@@ -150,6 +164,31 @@ func (v *validator) verify(e *wire.Envelope) bool {
 	}
 	v.verified.Add(key, struct{}{})
 	return true
+}
+
+// verifyBatch verifies the signatures of es with one batch verification (the host's verifier, which may
+// cache) and reports which are valid. It is for client traffic, whose signatures are new: it skips the
+// host's own cache.
+func (v *validator) verifyBatch(es []*wire.Envelope) []bool {
+	ok := make([]bool, len(es))
+	err := v.h.verifier.VerifyBatch(es)
+	if err == nil {
+		for i := range ok {
+			ok[i] = true
+		}
+		return ok
+	}
+	var be *wire.BatchError
+	if !errors.As(err, &be) {
+		return ok // the verifier failed as a whole (shutting down): nothing is valid
+	}
+	for i := range ok {
+		ok[i] = true
+	}
+	for _, j := range be.Failed {
+		ok[j] = false
+	}
+	return ok
 }
 
 func sigCacheKey(e *wire.Envelope) [32]byte {

@@ -84,6 +84,7 @@ type tnet struct {
 	down    []bool
 	queue   []tmsg
 	replies map[string][]*wire.Envelope
+	bundles [][]byte // every Ready's replies of one batch, encoded as one reply bundle
 	commits [][]CommittedBatch
 	xfers   []*StateTransfer
 	filter  func(m tmsg) bool // false drops the message
@@ -162,6 +163,18 @@ func (tn *tnet) drain(i int) {
 			} else {
 				tn.queue = append(tn.queue, tmsg{from: i, to: m.To, env: m.Env})
 			}
+		}
+		for k := 0; k < len(rd.Replies); {
+			j := k + 1
+			for j < len(rd.Replies) && rd.Replies[j].SameBatch(rd.Replies[k]) {
+				j++
+			}
+			b, err := EncodeReplyBundle(rd.Replies[k:j])
+			if err != nil {
+				tn.t.Fatal(err)
+			}
+			tn.bundles = append(tn.bundles, b)
+			k = j
 		}
 		for _, rm := range rd.Replies {
 			e, err := rm.Envelope()

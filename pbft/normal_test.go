@@ -3,6 +3,7 @@ package pbft
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"testing"
 
 	"github.com/p2pbft/p2pbft/wire"
@@ -425,5 +426,45 @@ func TestReplyCollector(t *testing.T) {
 	}
 	if r, err := coll.Add(replies[2]); err != nil || r == nil || string(r.Result) != "cba" {
 		t.Fatalf("not accepted with 2 matching: %v %v", r, err)
+	}
+}
+
+// A reply bundle carries the replies of one batch for several clients under one signed header; every
+// item opens to the reply the client's own envelope carries, and a tampered item fails its proof.
+func TestReplyBundle(t *testing.T) {
+	tn := newNet(t, 4, func(c *Config) { c.PipelineDepth = 1 })
+	for c := 1; c <= 4; c++ { // the first request fills the pipeline; the other three wait and share a batch
+		_ = tn.propose(0, tn.request(c, 1, fmt.Sprint("op", c)))
+	}
+	tn.run()
+	var found bool
+	for _, data := range tn.bundles {
+		b, err := DecodeReplyBundle(data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(b.Proofs) < 2 {
+			continue
+		}
+		found = true
+		for i := range b.Proofs {
+			r, err := b.Item(i)
+			if err != nil {
+				t.Fatalf("item %d: %v", i, err)
+			}
+			if r.Seq != b.Header.Seq || r.Timestamp != 1 {
+				t.Fatalf("item %d: %+v", i, r)
+			}
+		}
+		b.Proofs[0].Result = append(b.Proofs[0].Result, 'x')
+		if _, err := b.Item(0); err == nil {
+			t.Fatal("a tampered result passed its proof")
+		}
+	}
+	if !found {
+		t.Fatal("no bundle of several replies: the requests were not batched together")
+	}
+	if _, err := EncodeReplyBundle(nil); err == nil {
+		t.Fatal("an empty bundle encoded")
 	}
 }

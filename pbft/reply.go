@@ -304,3 +304,126 @@ func (c *ReplyCollector) Add(e *wire.Envelope) (*Reply, error) {
 	}
 	return nil, nil
 }
+
+// Reply bundles. A replica answers the clients of one connection (client link) with one bundle per executed
+// batch: the signed header once, then one proof per request of that connection in the batch. The client
+// checks the header's signature once per batch and replica, whatever the number of its requests in it, and
+// each proof only for a request it still waits for (BundleItem).
+
+// maxBundleProofs bounds the proofs of one bundle (a batch holds at most MaxBatchLen requests).
+const maxBundleProofs = 1 << 16
+
+// ReplyBundle is the replies of one batch for the clients of one connection.
+type ReplyBundle struct {
+	_ struct{} `cbor:",toarray"`
+	// Header is the signed KindReply envelope of the batch, without Body.
+	Header *wire.Envelope
+	// Proofs holds one leaf and Merkle path per request.
+	Proofs []ReplyProof
+}
+
+// EncodeReplyBundle encodes the replies msgs, which must all come from one batch (one Ready's replies of
+// one executed batch), as one ReplyBundle.
+func EncodeReplyBundle(msgs []ReplyMessage) ([]byte, error) {
+	if len(msgs) == 0 {
+		return nil, errors.New("pbft: reply bundle: no replies")
+	}
+	b := msgs[0].batch
+	rb := ReplyBundle{Header: b.header.WithoutBody(), Proofs: make([]ReplyProof, len(msgs))}
+	for i, m := range msgs {
+		if m.batch != b {
+			return nil, errors.New("pbft: reply bundle: replies of different batches")
+		}
+		rb.Proofs[i] = ReplyProof{Index: uint32(m.index), Client: b.clients[m.index], Timestamp: b.stamps[m.index],
+			Result: b.results[m.index], Path: merklePath(b.levels, m.index)}
+	}
+	return wire.Marshal(&rb)
+}
+
+// SameBatch reports whether two replies come from the same signed batch (and so may share a bundle).
+func (m ReplyMessage) SameBatch(o ReplyMessage) bool { return m.batch == o.batch }
+
+// OpenedBundle is a decoded reply bundle whose header has been decoded (not yet verified).
+type OpenedBundle struct {
+	// Envelope is the signed header envelope; verify it with a wire.Verifier.
+	Envelope *wire.Envelope
+	// Header is its decoded payload.
+	Header *ReplyHeader
+	// Proofs are the bundle's proofs, unchecked: BundleItem checks one.
+	Proofs []ReplyProof
+}
+
+// DecodeReplyBundle decodes a bundle and its header and checks the bounds of its proofs. It neither verifies
+// the header's signature nor checks any proof.
+func DecodeReplyBundle(b []byte) (*OpenedBundle, error) {
+	rb, err := decodeStrict[ReplyBundle]("reply bundle", b)
+	if err != nil {
+		return nil, err
+	}
+	if rb.Header == nil || rb.Header.Kind != wire.KindReply || len(rb.Header.Body) > 0 {
+		return nil, errors.New("pbft: decode reply bundle: the header is not a bare reply envelope")
+	}
+	if err := rb.Header.CheckShape(); err != nil {
+		return nil, fmt.Errorf("pbft: decode reply bundle: %w", err)
+	}
+	if len(rb.Proofs) == 0 || len(rb.Proofs) > maxBundleProofs {
+		return nil, fmt.Errorf("pbft: decode reply bundle: %d proofs: %w", len(rb.Proofs), errBounds)
+	}
+	h, err := DecodeReplyHeader(rb.Header.Payload)
+	if err != nil {
+		return nil, err
+	}
+	for i := range rb.Proofs {
+		if len(rb.Proofs[i].Path) > maxReplyPathDepth {
+			return nil, fmt.Errorf("pbft: decode reply bundle: path of %d: %w", len(rb.Proofs[i].Path), errBounds)
+		}
+	}
+	return &OpenedBundle{Envelope: rb.Header, Header: h, Proofs: rb.Proofs}, nil
+}
+
+// Item checks proof i against the header's root and returns the reply it proves. The header's signature
+// must be verified separately (once for the whole bundle).
+func (b *OpenedBundle) Item(i int) (*Reply, error) {
+	p := &b.Proofs[i]
+	if p.Index >= b.Header.Count {
+		return nil, fmt.Errorf("pbft: reply bundle: leaf %d of %d", p.Index, b.Header.Count)
+	}
+	root, err := merkleRoot(replyLeaf(p.Client, p.Timestamp, p.Result), int(p.Index), int(b.Header.Count), p.Path)
+	if err != nil {
+		return nil, fmt.Errorf("pbft: reply bundle: %w", err)
+	}
+	if root != b.Header.Root {
+		return nil, errors.New("pbft: reply bundle: Merkle proof does not match the signed root")
+	}
+	h := b.Header
+	return &Reply{View: h.View, Seq: h.Seq, Replica: h.Replica, Client: p.Client, Timestamp: p.Timestamp, Result: p.Result}, nil
+}
+
+// What a replica pushes to a client on its link starts with one of these bytes.
+const (
+	// PushReplies: a ReplyBundle follows.
+	PushReplies byte = 1
+	// PushNotice: a Notice follows.
+	PushNotice byte = 2
+)
+
+// Notice tells a client that a replica refused one of its requests. It is no vote: a client takes it as a
+// hint to ask other replicas sooner, never as a result.
+type Notice struct {
+	_         struct{} `cbor:",toarray"`
+	Client    []byte
+	Timestamp uint64
+	Reason    string
+}
+
+// maxNoticeReason bounds a notice's reason.
+const maxNoticeReason = 1024
+
+// DecodeNotice decodes a Notice.
+func DecodeNotice(b []byte) (*Notice, error) {
+	n, err := decodeStrict[Notice]("notice", b)
+	if err == nil && len(n.Reason) > maxNoticeReason {
+		err = fmt.Errorf("pbft: decode notice: reason of %d bytes: %w", len(n.Reason), errBounds)
+	}
+	return n, err
+}

@@ -23,6 +23,7 @@ const (
 
 	KindRequest Kind = 32 // a client request, signed by the client key
 	KindReply   Kind = 33 // a replica's reply to a client request
+	KindHello   Kind = 34 // a client key names the libp2p host its replies go to (client links)
 
 	KindStateRequest  Kind = 48 // state transfer: ask for a snapshot at a checkpoint
 	KindStateResponse Kind = 49 // state transfer: a snapshot chunk or the blocks after it
@@ -39,6 +40,7 @@ var kindNames = map[Kind]string{
 	KindFetchReply:    "fetch-reply",
 	KindRequest:       "request",
 	KindReply:         "reply",
+	KindHello:         "hello",
 	KindStateRequest:  "state-request",
 	KindStateResponse: "state-response",
 }
@@ -59,5 +61,5 @@ func (k Kind) String() string {
 
 // IsReplicaKind reports whether messages of kind k may only be authored by replicas of the chain.
 func (k Kind) IsReplicaKind() bool {
-	return k != KindRequest && k.Valid()
+	return k != KindRequest && k != KindHello && k.Valid()
 }

@@ -1,0 +1,139 @@
+package node
+
+import (
+	"errors"
+	"strings"
+	"time"
+
+	"github.com/p2pbft/p2pbft/p2p"
+	"github.com/p2pbft/p2pbft/pbft"
+	"github.com/p2pbft/p2pbft/wire"
+)
+
+// Client links (p2p/link.go) carry the requests of clients that hold a link to every replica, and this
+// replica's answers to them. Requests arrive verified, in read batches; the loop proposes a batch at once.
+// Every replica answers every request it executes whose client has a link here, whether the request came to
+// this replica or only in a pre-prepare: the replies of one executed batch for the clients of one link go
+// out as one bundle (pbft.EncodeReplyBundle: the signed header once, a proof per request). A request the
+// engine refuses gets a notice on its link, so that the client need not wait for its retry timer.
+
+// linkBatch is one read batch of verified requests from a client link.
+type linkBatch struct {
+	from *p2p.ClientLink
+	reqs []*wire.Envelope
+}
+
+// handleLinkRequests is the p2p link handler: it checks what the engine needs to name a request and hands
+// the batch to the loop, blocking while the loop is busy (the link is then not read further).
+func (n *Node) handleLinkRequests(from *p2p.ClientLink, ds []p2p.Delivery) {
+	reqs := make([]*wire.Envelope, 0, len(ds))
+	for _, d := range ds {
+		if _, err := n.checkRequest(d.Envelope); err != nil {
+			n.notify(from, d.Envelope, err)
+			continue
+		}
+		reqs = append(reqs, d.Envelope)
+	}
+	if len(reqs) == 0 {
+		return
+	}
+	select {
+	case n.linkReqs <- linkBatch{from: from, reqs: reqs}:
+	case <-from.Done():
+	case <-n.stopped:
+	}
+}
+
+// proposeLinkBatch proposes a batch of link requests (on the loop).
+func (n *Node) proposeLinkBatch(lb linkBatch) {
+	for _, req := range lb.reqs {
+		err := n.rep.Propose(req)
+		var se *pbft.StepError
+		if errors.As(err, &se) && se.Reason == pbft.ReasonDuplicate {
+			err = nil // pending or executing: the reply will come
+		}
+		n.metrics.proposed(err)
+		if err != nil {
+			n.notify(lb.from, req, err)
+		}
+	}
+}
+
+// notify pushes a notice that req was refused.
+func (n *Node) notify(to *p2p.ClientLink, req *wire.Envelope, why error) {
+	ts, _ := requestTimestamp(req.Payload)
+	reason := why.Error()
+	if len(reason) > 512 {
+		reason = reason[:512]
+	}
+	data, err := wire.Marshal(&pbft.Notice{Client: req.Author, Timestamp: ts, Reason: strings.ToValidUTF8(reason, "?")})
+	if err != nil {
+		return
+	}
+	to.Push(append([]byte{pbft.PushNotice}, data...))
+}
+
+// replier sends the replies of executed batches to the clients' links, off the loop: it groups each Ready's
+// replies by batch and link and pushes one bundle per group.
+type replier struct {
+	n  *Node
+	in chan []pbft.ReplyMessage
+}
+
+// run sends until in is closed.
+func (r *replier) run() {
+	for rs := range r.in {
+		r.send(rs)
+	}
+}
+
+func (r *replier) send(rs []pbft.ReplyMessage) {
+	n := r.n
+	start := time.Now()
+	type group struct {
+		link *p2p.ClientLink
+		msgs []pbft.ReplyMessage
+	}
+	for len(rs) > 0 {
+		// One run of replies of one batch (the engine emits a batch's replies together).
+		k := 1
+		for k < len(rs) && rs[k].SameBatch(rs[0]) {
+			k++
+		}
+		run := rs[:k]
+		rs = rs[k:]
+		var groups []group
+		index := map[*p2p.ClientLink]int{}
+		for _, m := range run {
+			l := n.host.LinkFor(m.Client)
+			if l == nil {
+				continue
+			}
+			i, ok := index[l]
+			if !ok {
+				i = len(groups)
+				index[l] = i
+				groups = append(groups, group{link: l})
+			}
+			groups[i].msgs = append(groups[i].msgs, m)
+		}
+		for _, g := range groups {
+			data, err := pbft.EncodeReplyBundle(g.msgs)
+			if err != nil {
+				n.log.Warn("encode reply bundle", "err", err)
+				continue
+			}
+			push := func(d []byte) {
+				if g.link.Push(append([]byte{pbft.PushReplies}, d...)) {
+					n.metrics.linkReplies.Add(float64(len(g.msgs)))
+				}
+			}
+			if n.byz != nil {
+				n.byz.bundle(g.msgs, data, push)
+				continue
+			}
+			push(data)
+		}
+	}
+	n.metrics.replySeconds.Observe(time.Since(start).Seconds())
+}
