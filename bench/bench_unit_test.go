@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-
 	"github.com/p2pbft/p2pbft/identity"
 	"github.com/p2pbft/p2pbft/node/app/kv"
 	"github.com/p2pbft/p2pbft/pbft"

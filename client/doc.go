@@ -4,29 +4,29 @@
 //
 // # Protocol
 //
-// A request is a signed wire.KindRequest envelope (pbft.NewRequest: the operation and a timestamp). The
-// client sends it on its session stream to each replica it asks (p2p.Session: one long-lived stream per
-// replica, on which the requests of all its sessions are pipelined) and each replica that received it
-// answers on that stream, once it has executed the request, with its signed wire.KindReply envelope (pbft.OpenReply). A
-// replica answers only the requests it was sent, so the client sends each request to f+1 replicas at
-// first: the primary it believes in, which orders it, and f backups, whose replies make the quorum when
-// everyone is correct. The backups pass the request on to the primary and start their request timers,
-// which is what PBFT asks of a backup that hears from a client. Backups are chosen by recent behaviour
-// (replicas that failed or sent a reply that did not match lose their turn), then at random.
+// A request is a signed wire.KindRequest envelope (pbft.NewRequest: the operation and a timestamp). Each
+// client host keeps a link to every replica (p2p.Link: one long-lived stream, reopened when it breaks) and
+// greets each with a hello per session key, which routes that replica's answers for the key to the link.
+// The client sends a request to the primary it believes in; the primary orders it, and every replica that
+// executes it pushes its reply on the client's link, as PBFT has it: all replicas reply, and the client
+// accepts a result once f+1 distinct replicas sent matching replies. So a backup that is slow, paused or cut
+// off costs the client nothing as long as f+1 others answer.
 //
-// If f+1 matching replies are not in after RetryTimeout, or at once if the request to the primary fails or
-// every first target has answered without a quorum, the client sends the same envelope (same timestamp)
-// to every replica that has no answer pending. That is PBFT's broadcast on timeout: every correct replica
-// then knows the request, forwards it to the primary and, if the primary does not order it, votes for a
-// view change. Retransmissions repeat every RetryTimeout, doubling up to MaxRetryTimeout, until the
-// caller's context ends. Because the timestamp is the same, a replica that already executed the request
-// answers with its cached reply: a retried request executes once.
+// If f+1 matching replies are not in after RetryTimeout, or at once if the primary's link is down or the
+// primary refused the request (a notice), the client sends the same envelope (same timestamp) to every
+// replica that has not replied. That is PBFT's broadcast on timeout: every correct replica then knows the
+// request, forwards it to the primary and, if the primary does not order it, votes for a view change.
+// Retransmissions repeat every RetryTimeout, doubling up to MaxRetryTimeout, until the caller's context
+// ends. Because the timestamp is the same, a replica that already executed the request answers with its
+// cached reply: a retried request executes once.
 //
-// Replies are verified (signature by a replica of the genesis, the replica index in the reply matching
-// the signer, the Merkle proof of the result, the client key and timestamp of the awaited request) and
-// counted per distinct replica (pbft.ReplyCollector). The client learns the view from the replies: the
-// (f+1)-th highest view among them, which at least one correct replica has reached, so a faulty replica
-// cannot steer the client to an arbitrary primary. The next request goes to that view's primary.
+// A replica answers the requests of one executed batch for the keys of one link with one bundle
+// (pbft.ReplyBundle): the signed reply header once, then a leaf and Merkle path per request. The client
+// checks the header's signature once per batch and replica (a cache) and the path of each reply it still
+// waits for, that the header names the replica whose link it came on, and counts replies per distinct
+// replica. The client learns the view from the replies: the (f+1)-th highest view among them, which at least
+// one correct replica has reached, so a faulty replica cannot steer the client to an arbitrary primary. The
+// next request goes to that view's primary.
 //
 // # Sessions: one outstanding request per key
 //
@@ -52,8 +52,8 @@
 //
 // The client runs its own libp2p host in client mode (its key is not in the genesis): it dials every
 // replica from the genesis addresses and the bootstrap multiaddrs, and finds the rest through peer
-// exchange. Each host keeps one request stream per replica, opened on first use and reopened after it
-// breaks; a replica handles at most p2p.Config.SessionWindow requests of one stream at once and stops
-// reading it beyond that (backpressure, not an error). A Client with more than SessionsPerHost sessions
-// runs one host per SessionsPerHost sessions, each with its own throwaway identity.
+// exchange. By default all sessions share one host (one connection and one link per replica);
+// SessionsPerHost > 0 spreads them over several hosts, each with its own throwaway identity, to model
+// several client machines. Requests signed ahead of time go through DoSigned (the load generator of
+// package bench does so).
 package client

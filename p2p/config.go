@@ -86,12 +86,6 @@ type Config struct {
 	// MaxClientStreamsPerPeer per peer. Defaults 256 and 8.
 	MaxClientStreams        int `toml:"max_client_streams"`
 	MaxClientStreamsPerPeer int `toml:"max_client_streams_per_peer"`
-	// SessionWindow bounds the requests outstanding on one inbound session stream (see Session): once
-	// that many are being handled or awaiting their response's write, the host stops reading the stream
-	// until one completes, and flow control slows the client. A session counts as one stream against
-	// MaxClientStreams, so a non-replica peer has at most MaxClientStreamsPerPeer x SessionWindow
-	// requests in the handler. Default 256.
-	SessionWindow int `toml:"session_window"`
 
 	// DialTimeout bounds one connection attempt. Default 10s.
 	DialTimeout time.Duration `toml:"dial_timeout"`
@@ -173,7 +167,6 @@ func (c Config) WithDefaults() Config {
 	setDefault(&c.RequestTimeout, 30*time.Second)
 	setDefault(&c.MaxClientStreams, 256)
 	setDefault(&c.MaxClientStreamsPerPeer, 8)
-	setDefault(&c.SessionWindow, 256)
 	setDefault(&c.DialTimeout, 10*time.Second)
 	setDefault(&c.RedialMin, 250*time.Millisecond)
 	setDefault(&c.RedialMax, 30*time.Second)
@@ -218,9 +211,6 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxClientMessageSize < 1024 || c.MaxClientMessageSize > c.MaxMessageSize {
 		errs = append(errs, fmt.Errorf("p2p: config: max_client_message_size %d not in [1024, max_message_size]", c.MaxClientMessageSize))
-	}
-	if c.SessionWindow < 1 {
-		errs = append(errs, fmt.Errorf("p2p: config: session_window %d must be positive", c.SessionWindow))
 	}
 	if c.Window < 1 || c.QueueSize < 1 {
 		errs = append(errs, errors.New("p2p: config: window and queue_size must be positive"))

@@ -16,11 +16,13 @@
 //     Frames are a 4-byte length and the encoded envelope, bounded by MaxMessageSize from replicas and
 //     MaxClientMessageSize from anyone else, with deadlines per frame and an idle timeout. Peers outside
 //     the genesis (clients) may open streams too, within MaxClientStreams / MaxClientStreamsPerPeer.
-//   - A Session (NewSession) keeps one stream to a peer ("/p2pbft/<chain>/session/1.0.0") and pipelines
-//     requests on it: many callers write request frames back to back, each tagged with a request number,
-//     and the server answers each as its handler returns, in any order (session.go). Checks, counters and
-//     limits are the request protocol's; SessionWindow bounds the requests one session has in the
-//     handler. Clients use sessions for their requests; Request stays for one-shot uses (state transfer).
+//   - A Link (NewLink) is a client host's long-lived stream to one replica ("/p2pbft/<chain>/link/
+//     1.0.0", link.go), reopened with backoff whenever it breaks: the client writes request envelopes on
+//     it, and the replica pushes whatever the driver has for the client's keys (reply bundles, notices),
+//     unasked. Routing rests on hellos (SignHello: a client key names the host its answers go to, checked
+//     against the stream's authenticated peer); LinkFor finds the link of a key. Requests on links are
+//     checked like every other path, verified in batches (read-ahead), and handed to the driver a batch
+//     at a time (SetLinkHandler).
 //   - Deliveries returns verified envelopes from every path: the envelope, the author's replica index (-1
 //     for a client key), the peer that handed it over and the path.
 //   - Events reports peers coming and going; Stats (and, with Config.Registerer, Prometheus) counts

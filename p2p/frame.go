@@ -2,11 +2,15 @@ package p2p
 
 import (
 	"encoding/binary"
+	"time"
+
 	"errors"
 	"fmt"
 	"io"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/libp2p/go-libp2p/core/network"
 
 	"github.com/p2pbft/p2pbft/wire"
 )
@@ -132,4 +136,43 @@ func decodeResponse(b []byte) (*wire.Envelope, error) {
 	default:
 		return nil, fmt.Errorf("p2p: response: unknown status %d", b[0])
 	}
+}
+
+// maxCoalesce bounds the bytes one write gathers from queued frames: one write, one muxer frame and one
+// system call for many small responses (or requests) instead of one each.
+const maxCoalesce = 64 << 10
+
+// appendFrameTo appends one frame (length prefix and body) to dst.
+func appendFrameTo(dst, body []byte) []byte {
+	dst = binary.BigEndian.AppendUint32(dst, uint32(len(body)))
+	return append(dst, body...)
+}
+
+// writeQueued writes the frame first and whatever else is queued on q right now (up to maxCoalesce
+// bytes) in one write with a StreamTimeout deadline. It returns how many frames it wrote, the buffer for
+// reuse, and whether q was found closed.
+func (h *Host) writeQueued(st network.Stream, q <-chan []byte, first []byte, buf []byte) (int, []byte, bool, error) {
+	buf = appendFrameTo(buf[:0], first)
+	n := 1
+	closed := false
+gather:
+	for len(buf) < maxCoalesce {
+		select {
+		case b, ok := <-q:
+			if !ok {
+				closed = true
+				break gather
+			}
+			buf = appendFrameTo(buf, b)
+			n++
+		default:
+			break gather
+		}
+	}
+	_ = st.SetWriteDeadline(time.Now().Add(h.cfg.StreamTimeout))
+	_, err := st.Write(buf)
+	if cap(buf) > 4*maxCoalesce { // one huge response: do not keep its buffer
+		buf = nil
+	}
+	return n, buf, closed, err
 }

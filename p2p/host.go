@@ -53,7 +53,6 @@ type Host struct {
 
 	topicName                    string
 	msgProto, reqProto, pexProto protocol.ID
-	sessProto                    protocol.ID // pipelined client requests (session.go)
 	linkProto                    protocol.ID // client links (link.go)
 
 	seen       timecache.TimeCache // content hashes delivered recently, across gossip and direct streams
@@ -116,7 +115,6 @@ func New(cfg Config) (*Host, error) {
 		msgProto:         protocol.ID("/p2pbft/" + g.ChainID() + "/msg/1.0.0"),
 		reqProto:         protocol.ID("/p2pbft/" + g.ChainID() + "/req/1.0.0"),
 		pexProto:         protocol.ID("/p2pbft/" + g.ChainID() + "/pex/1.0.0"),
-		sessProto:        protocol.ID("/p2pbft/" + g.ChainID() + "/session/1.0.0"),
 		linkProto:        protocol.ID("/p2pbft/" + g.ChainID() + "/link/1.0.0"),
 		linkByKey:        make(map[string]*ClientLink),
 		deliveries:       make(chan Delivery, cfg.QueueSize),
@@ -158,7 +156,6 @@ func New(cfg Config) (*Host, error) {
 	h.lh.SetStreamHandler(h.msgProto, h.handleMsgStream)
 	h.lh.SetStreamHandler(h.reqProto, h.handleReqStream)
 	h.lh.SetStreamHandler(h.pexProto, h.handlePEX)
-	h.lh.SetStreamHandler(h.sessProto, h.handleSessionStream)
 	h.lh.SetStreamHandler(h.linkProto, h.handleLinkStream)
 	if err := h.watchConnectedness(); err != nil {
 		return fail(fmt.Errorf("p2p: event bus: %w", err))
@@ -309,7 +306,7 @@ func (h *Host) Close() error {
 			h.lh.RemoveStreamHandler(h.msgProto)
 			h.lh.RemoveStreamHandler(h.reqProto)
 			h.lh.RemoveStreamHandler(h.pexProto)
-			h.lh.RemoveStreamHandler(h.sessProto)
+			h.lh.RemoveStreamHandler(h.linkProto)
 		}
 		// Our goroutines all watch h.ctx (their streams are reset when it ends), so they finish before
 		// the libp2p host closes: no dial or stream of ours races with the swarm shutting down.
