@@ -498,28 +498,33 @@ func (c *Client) onBundle(r int, data []byte) {
 		c.log.Debug("reply bundle not signed by the replica it came from", "replica", r)
 		return
 	}
-	verified := false
-	for i := range b.Proofs {
-		p := &b.Proofs[i]
-		cl := c.callFor(p.Client, p.Timestamp)
-		if cl == nil || cl.answered(r) {
-			continue
+	// Only a bundle with a reply the client still waits for is worth its checks: the replies of the
+	// replicas beyond the first f+1 usually find their calls done.
+	wanted := make([]*call, len(b.Leaves))
+	any := false
+	for i := range b.Leaves {
+		l := &b.Leaves[i]
+		if cl := c.callFor(l.Client, l.Timestamp); cl != nil && !cl.answered(r) {
+			wanted[i], any = cl, true
 		}
-		if !verified {
-			if err := c.headers.verify(c.verifier, b.Envelope); err != nil {
-				c.metrics.badReplies.Add(1)
-				c.log.Warn("reply bundle with a bad signature", "replica", r, "err", err)
-				return
-			}
-			verified = true
+	}
+	if !any {
+		return
+	}
+	if err := c.headers.verify(c.verifier, b.Envelope); err != nil {
+		c.metrics.badReplies.Add(1)
+		c.log.Warn("reply bundle with a bad signature", "replica", r, "err", err)
+		return
+	}
+	if err := b.Verify(); err != nil {
+		c.metrics.badReplies.Add(1)
+		c.log.Warn("reply bundle rejected", "replica", r, "err", err)
+		return
+	}
+	for i, cl := range wanted {
+		if cl != nil {
+			cl.offer(r, b.Reply(i), c.f+1)
 		}
-		rep, err := b.Item(i)
-		if err != nil {
-			c.metrics.badReplies.Add(1)
-			c.log.Warn("reply rejected", "replica", r, "timestamp", p.Timestamp, "err", err)
-			continue
-		}
-		cl.offer(r, rep, c.f+1)
 	}
 }
 

@@ -212,7 +212,8 @@ func (r *fakeReplica) execute(e *wire.Envelope, req *pbft.Request) {
 		r.t.Error(err)
 		return
 	}
-	data, err := wire.Marshal(&pbft.ReplyBundle{Header: env.WithoutBody(), Proofs: []pbft.ReplyProof{*proof}})
+	leaf := pbft.ReplyLeaf{Index: proof.Index, Client: proof.Client, Timestamp: proof.Timestamp, Result: proof.Result}
+	data, err := wire.Marshal(&pbft.ReplyBundle{Header: env.WithoutBody(), Leaves: []pbft.ReplyLeaf{leaf}})
 	if err != nil {
 		r.t.Error(err)
 		return

@@ -430,7 +430,8 @@ func (b *byzantine) bundle(msgs []pbft.ReplyMessage, data []byte, push func([]by
 			if err != nil {
 				continue
 			}
-			if d, err := wire.Marshal(&pbft.ReplyBundle{Header: w.WithoutBody(), Proofs: []pbft.ReplyProof{*p}}); err == nil {
+			leaf := pbft.ReplyLeaf{Index: p.Index, Client: p.Client, Timestamp: p.Timestamp, Result: p.Result}
+			if d, err := wire.Marshal(&pbft.ReplyBundle{Header: w.WithoutBody(), Leaves: []pbft.ReplyLeaf{leaf}}); err == nil {
 				push(d)
 			}
 		}

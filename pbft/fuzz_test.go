@@ -169,16 +169,15 @@ func FuzzDecodeReplyBundle(f *testing.F) {
 		if err != nil {
 			return
 		}
-		for i := range ob.Proofs {
-			r, err := ob.Item(i)
-			if err != nil {
-				continue
-			}
-			if r.Seq != ob.Header.Seq || r.Replica != ob.Header.Replica || !bytes.Equal(r.Client, ob.Proofs[i].Client) {
-				t.Fatalf("item %d: %+v does not match its header %+v", i, r, ob.Header)
+		if ob.Verify() == nil {
+			for i := range ob.Leaves {
+				r := ob.Reply(i)
+				if r.Seq != ob.Header.Seq || r.Replica != ob.Header.Replica || !bytes.Equal(r.Client, ob.Leaves[i].Client) {
+					t.Fatalf("item %d: %+v does not match its header %+v", i, r, ob.Header)
+				}
 			}
 		}
-		rb := ReplyBundle{Header: ob.Envelope, Proofs: ob.Proofs}
+		rb := ReplyBundle{Header: ob.Envelope, Leaves: ob.Leaves, Nodes: ob.nodes}
 		b1, err := wire.Marshal(&rb)
 		if err != nil {
 			t.Fatal(err)
@@ -187,7 +186,7 @@ func FuzzDecodeReplyBundle(f *testing.F) {
 		if err != nil {
 			t.Fatalf("re-encoded bundle: %v", err)
 		}
-		b2, _ := wire.Marshal(&ReplyBundle{Header: ob2.Envelope, Proofs: ob2.Proofs})
+		b2, _ := wire.Marshal(&ReplyBundle{Header: ob2.Envelope, Leaves: ob2.Leaves, Nodes: ob2.nodes})
 		if !bytes.Equal(b1, b2) {
 			t.Fatal("bundle encoding not stable")
 		}

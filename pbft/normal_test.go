@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"testing"
 
 	"github.com/p2pbft/p2pbft/wire"
@@ -429,8 +430,8 @@ func TestReplyCollector(t *testing.T) {
 	}
 }
 
-// A reply bundle carries the replies of one batch for several clients under one signed header; every
-// item opens to the reply the client's own envelope carries, and a tampered item fails its proof.
+// A reply bundle carries the replies of one batch for several clients under one signed header; its
+// multiproof rebuilds the signed root, and a tampered leaf fails it.
 func TestReplyBundle(t *testing.T) {
 	tn := newNet(t, 4, func(c *Config) { c.PipelineDepth = 1 })
 	for c := 1; c <= 4; c++ { // the first request fills the pipeline; the other three wait and share a batch
@@ -443,22 +444,21 @@ func TestReplyBundle(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(b.Proofs) < 2 {
+		if err := b.Verify(); err != nil {
+			t.Fatal(err)
+		}
+		if len(b.Leaves) < 2 {
 			continue
 		}
 		found = true
-		for i := range b.Proofs {
-			r, err := b.Item(i)
-			if err != nil {
-				t.Fatalf("item %d: %v", i, err)
-			}
-			if r.Seq != b.Header.Seq || r.Timestamp != 1 {
+		for i := range b.Leaves {
+			if r := b.Reply(i); r.Seq != b.Header.Seq || r.Timestamp != 1 {
 				t.Fatalf("item %d: %+v", i, r)
 			}
 		}
-		b.Proofs[0].Result = append(b.Proofs[0].Result, 'x')
-		if _, err := b.Item(0); err == nil {
-			t.Fatal("a tampered result passed its proof")
+		b.Leaves[0].Result = append(b.Leaves[0].Result, 'x')
+		if b.Verify() == nil {
+			t.Fatal("a tampered result passed the multiproof")
 		}
 	}
 	if !found {
@@ -466,5 +466,55 @@ func TestReplyBundle(t *testing.T) {
 	}
 	if _, err := EncodeReplyBundle(nil); err == nil {
 		t.Fatal("an empty bundle encoded")
+	}
+}
+
+// The multiproof rebuilds the root of every tree size from any subset of its leaves, with exactly the nodes
+// it was given; one node more or less, or a changed node, fails.
+func TestMultiproof(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 7))
+	for count := 1; count <= 70; count++ {
+		leaves := make([]wire.Digest, count)
+		for i := range leaves {
+			leaves[i] = replyLeaf([]byte{byte(i)}, uint64(i), []byte("r"))
+		}
+		levels := merkleLevels(leaves)
+		root := levels[len(levels)-1][0]
+		for trial := 0; trial < 20; trial++ {
+			var idx []int
+			for i := range count {
+				if rng.IntN(4) == 0 || (trial == 0 && i == 0) || trial == 1 {
+					idx = append(idx, i)
+				}
+			}
+			if len(idx) == 0 {
+				idx = []int{rng.IntN(count)}
+			}
+			hashes := make([]wire.Digest, len(idx))
+			for i, k := range idx {
+				hashes[i] = leaves[k]
+			}
+			nodes := multiproofNodes(levels, idx)
+			got, err := rebuildRoot(count, idx, hashes, nodes)
+			if err != nil || got != root {
+				t.Fatalf("count %d, leaves %v: root %v, err %v", count, idx, got, err)
+			}
+			if len(idx) == count && len(nodes) != 0 {
+				t.Fatalf("count %d: all leaves given, yet %d nodes", count, len(nodes)/32)
+			}
+			if len(nodes) > 0 {
+				if _, err := rebuildRoot(count, idx, hashes, nodes[:len(nodes)-32]); err == nil {
+					t.Fatalf("count %d: a node short passed", count)
+				}
+				bad := append([]byte(nil), nodes...)
+				bad[rng.IntN(len(bad))] ^= 1
+				if got, err := rebuildRoot(count, idx, hashes, bad); err == nil && got == root {
+					t.Fatalf("count %d: a changed node rebuilt the root", count)
+				}
+			}
+			if _, err := rebuildRoot(count, idx, hashes, append(append([]byte(nil), nodes...), make([]byte, 32)...)); err == nil {
+				t.Fatalf("count %d: a node too many passed", count)
+			}
+		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/p2pbft/p2pbft/wire"
 )
@@ -305,56 +306,165 @@ func (c *ReplyCollector) Add(e *wire.Envelope) (*Reply, error) {
 	return nil, nil
 }
 
-// Reply bundles. A replica answers the clients of one connection (client link) with one bundle per executed
-// batch: the signed header once, then one proof per request of that connection in the batch. The client
-// checks the header's signature once per batch and replica, whatever the number of its requests in it, and
-// each proof only for a request it still waits for (BundleItem).
+// Reply bundles. A replica answers the clients of one link with one bundle per executed batch: the signed
+// header once, the leaves of the link's requests, and the fewest tree nodes that rebuild the signed root from
+// them (a Merkle multiproof: a sibling is sent only when no leaf of the bundle lies under it). A client
+// checks the header's signature once per batch and replica and the multiproof once per bundle: about two
+// hashes per reply, however large the batch, where separate paths would cost log2(batch size) each.
 
-// maxBundleProofs bounds the proofs of one bundle (a batch holds at most MaxBatchLen requests).
-const maxBundleProofs = 1 << 16
+// maxBundleLeaves bounds the leaves of one bundle (and the leaves of a reply header's tree it accepts).
+const maxBundleLeaves = 1 << 16
 
-// ReplyBundle is the replies of one batch for the clients of one connection.
+// ReplyLeaf is one reply in a bundle: the leaf at Index of the header's tree.
+type ReplyLeaf struct {
+	_         struct{} `cbor:",toarray"`
+	Index     uint32
+	Client    []byte
+	Timestamp uint64
+	Result    []byte
+}
+
+// ReplyBundle is the replies of one batch for the clients of one link.
 type ReplyBundle struct {
 	_ struct{} `cbor:",toarray"`
 	// Header is the signed KindReply envelope of the batch, without Body.
 	Header *wire.Envelope
-	// Proofs holds one leaf and Merkle path per request.
-	Proofs []ReplyProof
+	// Leaves are the replies, in increasing Index order.
+	Leaves []ReplyLeaf
+	// Nodes are the tree nodes the leaves need to rebuild the root, 32 bytes each, in the order the
+	// rebuild consumes them (level by level from the leaves up, left to right).
+	Nodes []byte
 }
 
-// EncodeReplyBundle encodes the replies msgs, which must all come from one batch (one Ready's replies of
-// one executed batch), as one ReplyBundle.
+// EncodeReplyBundle encodes the replies msgs, which must all come from one batch, as one ReplyBundle.
 func EncodeReplyBundle(msgs []ReplyMessage) ([]byte, error) {
 	if len(msgs) == 0 {
 		return nil, errors.New("pbft: reply bundle: no replies")
 	}
 	b := msgs[0].batch
-	rb := ReplyBundle{Header: b.header.WithoutBody(), Proofs: make([]ReplyProof, len(msgs))}
+	idx := make([]int, len(msgs))
 	for i, m := range msgs {
 		if m.batch != b {
 			return nil, errors.New("pbft: reply bundle: replies of different batches")
 		}
-		rb.Proofs[i] = ReplyProof{Index: uint32(m.index), Client: b.clients[m.index], Timestamp: b.stamps[m.index],
-			Result: b.results[m.index], Path: merklePath(b.levels, m.index)}
+		idx[i] = m.index
 	}
+	slices.Sort(idx)
+	idx = slices.Compact(idx)
+	rb := ReplyBundle{Header: b.header.WithoutBody(), Leaves: make([]ReplyLeaf, len(idx))}
+	for i, k := range idx {
+		rb.Leaves[i] = ReplyLeaf{Index: uint32(k), Client: b.clients[k], Timestamp: b.stamps[k], Result: b.results[k]}
+	}
+	rb.Nodes = multiproofNodes(b.levels, idx)
 	return wire.Marshal(&rb)
+}
+
+// multiproofNodes returns the nodes a multiproof for the leaves at idx (sorted, distinct) needs, in the
+// order rebuildRoot consumes them.
+func multiproofNodes(levels [][]wire.Digest, idx []int) []byte {
+	var out []byte
+	known := idx
+	for _, lv := range levels[:len(levels)-1] {
+		width := len(lv)
+		next := make([]int, 0, len(known))
+		for i := 0; i < len(known); {
+			k := known[i]
+			switch {
+			case k%2 == 0 && k+1 < width:
+				if i+1 < len(known) && known[i+1] == k+1 {
+					i += 2
+				} else {
+					out = append(out, lv[k+1][:]...)
+					i++
+				}
+			case k%2 == 0: // the last node of an odd level: promoted unchanged
+				i++
+			default:
+				out = append(out, lv[k-1][:]...)
+				i++
+			}
+			next = append(next, k/2)
+		}
+		known = next
+	}
+	return out
+}
+
+// rebuildRoot computes the root of a tree of count leaves from the leaves given (sorted by index, distinct)
+// and the multiproof nodes; every node must be used.
+func rebuildRoot(count int, idx []int, hashes []wire.Digest, nodes []byte) (wire.Digest, error) {
+	if len(nodes)%32 != 0 {
+		return wire.Digest{}, errors.New("multiproof nodes are not whole digests")
+	}
+	pop := func() (wire.Digest, bool) {
+		var d wire.Digest
+		if len(nodes) < 32 {
+			return d, false
+		}
+		copy(d[:], nodes)
+		nodes = nodes[32:]
+		return d, true
+	}
+	width := count
+	for width > 1 {
+		nIdx := idx[:0:0]
+		nHash := hashes[:0:0]
+		for i := 0; i < len(idx); {
+			k, h := idx[i], hashes[i]
+			switch {
+			case k%2 == 0 && k+1 < width:
+				var right wire.Digest
+				if i+1 < len(idx) && idx[i+1] == k+1 {
+					right = hashes[i+1]
+					i += 2
+				} else {
+					d, ok := pop()
+					if !ok {
+						return wire.Digest{}, errors.New("multiproof too short")
+					}
+					right = d
+					i++
+				}
+				h = replyNode(h, right)
+			case k%2 == 0:
+				i++
+			default:
+				left, ok := pop()
+				if !ok {
+					return wire.Digest{}, errors.New("multiproof too short")
+				}
+				h = replyNode(left, h)
+				i++
+			}
+			nIdx = append(nIdx, k/2)
+			nHash = append(nHash, h)
+		}
+		idx, hashes = nIdx, nHash
+		width = (width + 1) / 2
+	}
+	if len(nodes) != 0 {
+		return wire.Digest{}, errors.New("multiproof too long")
+	}
+	return hashes[0], nil
 }
 
 // SameBatch reports whether two replies come from the same signed batch (and so may share a bundle).
 func (m ReplyMessage) SameBatch(o ReplyMessage) bool { return m.batch == o.batch }
 
-// OpenedBundle is a decoded reply bundle whose header has been decoded (not yet verified).
+// OpenedBundle is a decoded reply bundle. Its header is decoded, not verified; Verify checks the
+// multiproof.
 type OpenedBundle struct {
 	// Envelope is the signed header envelope; verify it with a wire.Verifier.
 	Envelope *wire.Envelope
 	// Header is its decoded payload.
 	Header *ReplyHeader
-	// Proofs are the bundle's proofs, unchecked: BundleItem checks one.
-	Proofs []ReplyProof
+	// Leaves are the bundle's replies, unchecked until Verify.
+	Leaves []ReplyLeaf
+	nodes  []byte
 }
 
-// DecodeReplyBundle decodes a bundle and its header and checks the bounds of its proofs. It neither verifies
-// the header's signature nor checks any proof.
+// DecodeReplyBundle decodes a bundle and its header and checks its bounds: leaves in increasing index order
+// inside the header's tree. It neither verifies the header's signature nor the multiproof (Verify).
 func DecodeReplyBundle(b []byte) (*OpenedBundle, error) {
 	rb, err := decodeStrict[ReplyBundle]("reply bundle", b)
 	if err != nil {
@@ -366,37 +476,48 @@ func DecodeReplyBundle(b []byte) (*OpenedBundle, error) {
 	if err := rb.Header.CheckShape(); err != nil {
 		return nil, fmt.Errorf("pbft: decode reply bundle: %w", err)
 	}
-	if len(rb.Proofs) == 0 || len(rb.Proofs) > maxBundleProofs {
-		return nil, fmt.Errorf("pbft: decode reply bundle: %d proofs: %w", len(rb.Proofs), errBounds)
-	}
 	h, err := DecodeReplyHeader(rb.Header.Payload)
 	if err != nil {
 		return nil, err
 	}
-	for i := range rb.Proofs {
-		if len(rb.Proofs[i].Path) > maxReplyPathDepth {
-			return nil, fmt.Errorf("pbft: decode reply bundle: path of %d: %w", len(rb.Proofs[i].Path), errBounds)
+	if len(rb.Leaves) == 0 || len(rb.Leaves) > maxBundleLeaves || h.Count > maxBundleLeaves {
+		return nil, fmt.Errorf("pbft: decode reply bundle: %d leaves of %d: %w", len(rb.Leaves), h.Count, errBounds)
+	}
+	for i, l := range rb.Leaves {
+		if l.Index >= h.Count || (i > 0 && l.Index <= rb.Leaves[i-1].Index) {
+			return nil, fmt.Errorf("pbft: decode reply bundle: leaf %d at index %d of %d: %w", i, l.Index, h.Count, errBounds)
 		}
 	}
-	return &OpenedBundle{Envelope: rb.Header, Header: h, Proofs: rb.Proofs}, nil
+	if len(rb.Nodes)%32 != 0 || len(rb.Nodes) > 32*maxReplyPathDepth*len(rb.Leaves) {
+		return nil, fmt.Errorf("pbft: decode reply bundle: %d bytes of nodes: %w", len(rb.Nodes), errBounds)
+	}
+	return &OpenedBundle{Envelope: rb.Header, Header: h, Leaves: rb.Leaves, nodes: rb.Nodes}, nil
 }
 
-// Item checks proof i against the header's root and returns the reply it proves. The header's signature
-// must be verified separately (once for the whole bundle).
-func (b *OpenedBundle) Item(i int) (*Reply, error) {
-	p := &b.Proofs[i]
-	if p.Index >= b.Header.Count {
-		return nil, fmt.Errorf("pbft: reply bundle: leaf %d of %d", p.Index, b.Header.Count)
+// Verify checks that the leaves and nodes rebuild the header's root. The header's signature must be
+// verified separately.
+func (b *OpenedBundle) Verify() error {
+	idx := make([]int, len(b.Leaves))
+	hashes := make([]wire.Digest, len(b.Leaves))
+	for i, l := range b.Leaves {
+		idx[i] = int(l.Index)
+		hashes[i] = replyLeaf(l.Client, l.Timestamp, l.Result)
 	}
-	root, err := merkleRoot(replyLeaf(p.Client, p.Timestamp, p.Result), int(p.Index), int(b.Header.Count), p.Path)
+	root, err := rebuildRoot(int(b.Header.Count), idx, hashes, b.nodes)
 	if err != nil {
-		return nil, fmt.Errorf("pbft: reply bundle: %w", err)
+		return fmt.Errorf("pbft: reply bundle: %w", err)
 	}
 	if root != b.Header.Root {
-		return nil, errors.New("pbft: reply bundle: Merkle proof does not match the signed root")
+		return errors.New("pbft: reply bundle: the leaves do not rebuild the signed root")
 	}
+	return nil
+}
+
+// Reply returns leaf i as a Reply (meaningful once Verify passed).
+func (b *OpenedBundle) Reply(i int) *Reply {
+	l := &b.Leaves[i]
 	h := b.Header
-	return &Reply{View: h.View, Seq: h.Seq, Replica: h.Replica, Client: p.Client, Timestamp: p.Timestamp, Result: p.Result}, nil
+	return &Reply{View: h.View, Seq: h.Seq, Replica: h.Replica, Client: l.Client, Timestamp: l.Timestamp, Result: l.Result}
 }
 
 // What a replica pushes to a client on its link starts with one of these bytes.
