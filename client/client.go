@@ -297,15 +297,7 @@ func (c *Client) DoSigned(ctx context.Context, i int, env *wire.Envelope, ts uin
 	defer c.busy[i].Store(false)
 	c.wg.Add(1)
 	defer c.wg.Done()
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	stop := context.AfterFunc(c.ctx, cancel)
-	defer stop()
-	rep, err := c.submit(ctx, i, env, ts)
-	if err != nil && c.ctx.Err() != nil {
-		return nil, ErrClosed
-	}
-	return rep, err
+	return c.submit(ctx, i, env, ts)
 }
 
 // primary returns the primary of the believed view.
@@ -332,6 +324,10 @@ func (c *Client) learnView(v uint64) {
 // primary alone suffices when it is correct.
 func (c *Client) submit(ctx context.Context, si int, env *wire.Envelope, ts uint64) (*Reply, error) {
 	start := time.Now()
+	frame, err := c.hosts[0].EncodeLinkFrame(env)
+	if err != nil {
+		return nil, fmt.Errorf("client: %w", err)
+	}
 	cl := newCall(ts, c.n)
 	c.calls[si].Store(cl)
 	defer c.calls[si].Store(nil)
@@ -339,7 +335,7 @@ func (c *Client) submit(ctx context.Context, si int, env *wire.Envelope, ts uint
 	primary := c.primary()
 	rounds := 0
 	sendTo := func(r int) bool {
-		if err := links[r].Send(env); err != nil {
+		if err := links[r].SendFrame(frame); err != nil {
 			c.metrics.failedAttempts.Add(1)
 			return false
 		}
@@ -368,6 +364,9 @@ func (c *Client) submit(ctx context.Context, si int, env *wire.Envelope, ts uint
 		rounds = 1
 	} else {
 		if err := c.waitAnyLink(ctx, links); err != nil {
+			if c.ctx.Err() != nil {
+				return nil, ErrClosed
+			}
 			c.metrics.abandoned.Add(1)
 			return nil, fmt.Errorf("client: request %d (session %d): no replica reachable: %w: %w", ts, si, ErrUnknownOutcome, err)
 		}
@@ -392,6 +391,8 @@ func (c *Client) submit(ctx context.Context, si int, env *wire.Envelope, ts uint
 		case <-ctx.Done():
 			c.metrics.abandoned.Add(1)
 			return nil, fmt.Errorf("client: request %d (session %d) after %d rounds: %w: %w", ts, si, rounds, ErrUnknownOutcome, ctx.Err())
+		case <-c.ctx.Done():
+			return nil, ErrClosed
 		}
 	}
 }
@@ -409,6 +410,8 @@ func (c *Client) waitAnyLink(ctx context.Context, links []*p2p.Link) error {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
+		case <-c.ctx.Done():
+			return ErrClosed
 		case <-t.C:
 		}
 	}

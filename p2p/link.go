@@ -379,22 +379,40 @@ func (l *Link) WaitUp(ctx context.Context) error {
 	}
 }
 
-// Send queues an envelope for the replica. It fails at once with ErrLinkDown while the link has no
-// stream, and with ErrQueueFull when the queue is full; a queued envelope may still be lost if the
-// stream breaks (the client retransmits).
-func (l *Link) Send(e *wire.Envelope) error {
-	if !l.up.Load() {
-		return ErrLinkDown
-	}
-	data, err := l.h.encodeOutbound(e)
+// LinkFrame is an envelope encoded for links (EncodeLinkFrame), so that one sent to several replicas is
+// encoded once.
+type LinkFrame []byte
+
+// EncodeLinkFrame encodes an envelope of this host's chain for Link.SendFrame.
+func (h *Host) EncodeLinkFrame(e *wire.Envelope) (LinkFrame, error) {
+	data, err := h.encodeOutbound(e)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	body := make([]byte, 1+len(data))
 	body[0] = linkEnvelope
 	copy(body[1:], data)
+	return body, nil
+}
+
+// Send queues an envelope for the replica (EncodeLinkFrame, then SendFrame).
+func (l *Link) Send(e *wire.Envelope) error {
+	f, err := l.h.EncodeLinkFrame(e)
+	if err != nil {
+		return err
+	}
+	return l.SendFrame(f)
+}
+
+// SendFrame queues an encoded envelope for the replica. It fails at once with ErrLinkDown while the link
+// has no stream, and with ErrQueueFull when the queue is full; a queued envelope may still be lost if the
+// stream breaks (the client retransmits). The frame is only read, so one frame may go to many links.
+func (l *Link) SendFrame(f LinkFrame) error {
+	if !l.up.Load() {
+		return ErrLinkDown
+	}
 	select {
-	case l.q <- body:
+	case l.q <- f:
 		return nil
 	default:
 		l.h.metrics.drop(DropSendQueue)
