@@ -4,6 +4,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"log/slog"
 	"slices"
 	"sync"
 	"syscall"
@@ -13,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
+	p2pclient "github.com/p2pbft/p2pbft/client"
 	"github.com/p2pbft/p2pbft/node/config"
 	"github.com/p2pbft/p2pbft/pbft"
 	"github.com/p2pbft/p2pbft/wire"
@@ -200,3 +202,100 @@ func submitQuorum(ctx context.Context, nodes []*Node, req *wire.Envelope, need i
 }
 
 var _ = pbft.Quorum
+
+// BenchmarkClusterLinks measures the whole request path as a deployment runs it, in one process so that
+// one CPU profile shows all of it: four in-process replicas (real libp2p on 127.0.0.1, pebble with fsync)
+// and one client.Client of `clients` sessions, whose requests go over its links to the primary and whose
+// replies come back in bundles from every replica (f+1 matching accepted). Requests are signed before the
+// timer starts. cpu-us/req covers the whole process: four replicas and the client.
+//
+//	go test -run '^$' -bench 'ClusterLinks/clients=512' -benchtime 30000x -cpuprofile cpu.out ./node/
+func BenchmarkClusterLinks(b *testing.B) {
+	for _, clients := range []int{1, 64, 512} {
+		for _, path := range []string{config.BroadcastDirect, config.BroadcastGossip} {
+			b.Run(fmt.Sprintf("clients=%d/broadcast=%s", clients, path), func(b *testing.B) {
+				benchClusterLinks(b, clients, func(cfg *config.Config) {
+					cfg.P2P.Broadcast = path
+					cfg.Consensus = benchConsensus()
+				})
+			})
+		}
+	}
+}
+
+func benchClusterLinks(b *testing.B, clients int, mutate func(*config.Config)) {
+	c := newCluster(b, 4, mutate)
+	c.startAll()
+	c.waitConnected(30 * time.Second)
+	var boot []string
+	for _, n := range c.nodes {
+		boot = append(boot, n.host.Addrs()[0].String())
+	}
+	cl, err := p2pclient.New(p2pclient.Config{Key: testKey(b, b.Name()+"-client"), Genesis: c.genesis, Bootstrap: boot,
+		Sessions: clients, ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"}, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	if err := cl.WaitConnected(ctx, 4); err != nil {
+		b.Fatal(err)
+	}
+	per := (b.N + clients - 1) / clients
+	type signed struct {
+		env *wire.Envelope
+		ts  uint64
+	}
+	reqs := make([][]signed, clients)
+	for i := range reqs {
+		s := cl.Session(i)
+		for j := range per {
+			env, ts, err := s.NewRequest(testChain, putOp(b, fmt.Sprintf("key-%d-%d", i, j), "value-of-some-length"))
+			if err != nil {
+				b.Fatal(err)
+			}
+			reqs[i] = append(reqs[i], signed{env, ts})
+		}
+	}
+	lat := make([][]time.Duration, clients)
+	cpu0 := cpuTime()
+	b.ResetTimer()
+	start := time.Now()
+	var wg sync.WaitGroup
+	for i := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for _, r := range reqs[i] {
+				t0 := time.Now()
+				if _, err := cl.DoSigned(ctx, i, r.env, r.ts); err != nil {
+					b.Error(err)
+					return
+				}
+				lat[i] = append(lat[i], time.Since(t0))
+			}
+		}()
+	}
+	wg.Wait()
+	el := time.Since(start)
+	b.StopTimer()
+	total := clients * per
+	b.ReportMetric(float64((cpuTime()-cpu0).Microseconds())/float64(total), "cpu-us/req")
+	var all []time.Duration
+	for _, l := range lat {
+		all = append(all, l...)
+	}
+	slices.Sort(all)
+	if len(all) > 0 {
+		b.ReportMetric(float64(all[len(all)/2].Microseconds())/1000, "p50-ms")
+		b.ReportMetric(float64(all[len(all)*99/100].Microseconds())/1000, "p99-ms")
+	}
+	b.ReportMetric(float64(total)/el.Seconds(), "req/s")
+	n0 := c.nodes[0]
+	if blocks := counterValue(n0.metrics.blocks); blocks > 0 {
+		b.ReportMetric(counterValue(n0.metrics.requests)/blocks, "req/block")
+	}
+	st := cl.Stats()
+	b.ReportMetric(float64(st.Broadcasts)/float64(total), "broadcasts/req")
+}
