@@ -95,9 +95,9 @@ func (n *Node) ingress(ctx context.Context) {
 	sem := make(chan struct{}, maxPreverify)
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	forward := func(d p2p.Delivery) bool {
+	forward := func(m inMsg) bool {
 		select {
-		case n.inbox <- d:
+		case n.inbox <- m:
 			return true
 		case <-ctx.Done():
 			return false
@@ -107,7 +107,7 @@ func (n *Node) ingress(ctx context.Context) {
 		select {
 		case d := <-n.host.Deliveries():
 			if d.Envelope.Kind == wire.KindPrePrepare && len(d.Envelope.Body) > 0 {
-				if reqs, err := pbft.DecodeBatch(d.Envelope.Body); err == nil && !n.pool.allCached(reqs) {
+				if reqs, err := pbft.DecodeBatch(d.Envelope.Body); err == nil && len(reqs) > 0 {
 					select {
 					case sem <- struct{}{}:
 					case <-ctx.Done():
@@ -117,13 +117,16 @@ func (n *Node) ingress(ctx context.Context) {
 					go func() {
 						defer wg.Done()
 						defer func() { <-sem }()
-						_ = n.pool.VerifyBatch(reqs) // failures are the engine's to find and report
-						forward(d)
+						m := inMsg{d: d}
+						if n.pool.VerifyBatch(reqs) == nil {
+							m.reqs = reqs // the engine takes them as decoded and verified
+						} // else the engine finds and reports the bad ones
+						forward(m)
 					}()
 					continue
 				}
 			}
-			if !forward(d) {
+			if !forward(inMsg{d: d}) {
 				return
 			}
 		case <-n.host.Events():
@@ -156,8 +159,8 @@ func (n *Node) loop(ctx context.Context) error {
 		case <-ticker.C:
 			n.rep.Tick()
 			n.maybeRetargetSync()
-		case d := <-n.inbox:
-			n.step(d)
+		case m := <-n.inbox:
+			n.step(m)
 		case p := <-n.proposals:
 			n.propose(p)
 		case lb := <-n.linkReqs:
@@ -174,8 +177,8 @@ func (n *Node) loop(ctx context.Context) error {
 	drain:
 		for range maxDrain {
 			select {
-			case d := <-n.inbox:
-				n.step(d)
+			case m := <-n.inbox:
+				n.step(m)
 			case p := <-n.proposals:
 				n.propose(p)
 			case lb := <-n.linkReqs:
@@ -191,13 +194,26 @@ func (n *Node) loop(ctx context.Context) error {
 	}
 }
 
+// inMsg is a verified message for the loop; for a pre-prepare, the requests of its body as the ingress
+// decoded and verified them (nil if it did not).
+type inMsg struct {
+	d    p2p.Delivery
+	reqs []*wire.Envelope
+}
+
 // step hands the engine one verified message from a peer.
-func (n *Node) step(d p2p.Delivery) {
+func (n *Node) step(m inMsg) {
+	e := m.d.Envelope
 	if n.hooks != nil && n.hooks.stepped != nil {
-		n.hooks.stepped(d.Envelope)
+		n.hooks.stepped(e)
 	}
-	err := n.rep.Step(d.Envelope)
-	n.metrics.stepped(d.Envelope.Kind, err)
+	var err error
+	if m.reqs != nil {
+		err = n.rep.StepPrePrepare(e, m.reqs)
+	} else {
+		err = n.rep.Step(e)
+	}
+	n.metrics.stepped(e.Kind, err)
 }
 
 // processReady handles the engine's output until it has none.

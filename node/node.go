@@ -96,7 +96,7 @@ type Node struct {
 	restoring    atomic.Bool           // a snapshot restore is in progress (set and cleared under appMu)
 
 	// Loop inputs.
-	inbox      chan p2p.Delivery
+	inbox      chan inMsg
 	proposals  chan *proposal
 	linkReqs   chan linkBatch // verified requests from client links, a read batch at a time
 	syncCh     chan syncEvent
@@ -236,7 +236,7 @@ func New(cfg config.Config, opts Options) (*Node, error) {
 		ckptK:      cfg.Consensus.CheckpointInterval,
 		registry:   reg,
 		keptSnaps:  make(map[uint64]bool),
-		inbox:      make(chan p2p.Delivery, 1024),
+		inbox:      make(chan inMsg, 1024),
 		proposals:  make(chan *proposal, 1024),
 		linkReqs:   make(chan linkBatch, 64),
 		syncCh:     make(chan syncEvent),

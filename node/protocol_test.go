@@ -187,7 +187,7 @@ func TestBadInputDoesNotHurt(t *testing.T) {
 	bad = append(bad, pp)
 	for _, e := range bad {
 		select {
-		case n0.inbox <- p2p.Delivery{Envelope: e, Author: 3, From: peer.ID("x"), FromReplica: 3}:
+		case n0.inbox <- inMsg{d: p2p.Delivery{Envelope: e, Author: 3, From: peer.ID("x"), FromReplica: 3}}:
 		case <-ctx.Done():
 			t.Fatal(ctx.Err())
 		}

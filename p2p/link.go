@@ -273,31 +273,37 @@ func (c *ClientLink) verifyAndDeliver(batch []*wire.Envelope) {
 	start := time.Now()
 	ok := h.val.verifyBatch(batch)
 	reqs := make([]Delivery, 0, len(batch))
+	var accepted, badSig uint64
 	for i, e := range batch {
 		switch {
 		case !ok[i]:
-			h.val.observe(source, c.remote, Rejected, ReasonSignature, start)
+			badSig++
 		case e.Kind == wire.KindHello:
 			if !bytes.Equal(e.Payload, []byte(c.remote)) {
-				h.val.observe(source, c.remote, Rejected, ReasonMalformed, start)
+				h.metrics.count(source, c.remote, Rejected, ReasonMalformed)
 			} else if h.route(c, e.Author) {
-				h.val.observe(source, c.remote, Accepted, ReasonNone, start)
+				accepted++
 			} else {
-				h.val.observe(source, c.remote, Ignored, ReasonLinkKeys, start)
+				h.metrics.count(source, c.remote, Ignored, ReasonLinkKeys)
 			}
 		default:
-			h.val.observe(source, c.remote, Accepted, ReasonNone, start)
+			accepted++
 			reqs = append(reqs, Delivery{Envelope: e, Author: -1, From: c.remote, FromReplica: h.replicaIndex(c.remote), Via: ViaLink})
 		}
+	}
+	if badSig > 0 {
+		h.metrics.countN(source, c.remote, Rejected, ReasonSignature, badSig)
+	}
+	if accepted > 0 {
+		h.metrics.countN(source, c.remote, Accepted, ReasonNone, accepted)
+		h.metrics.addValidationTime(time.Since(start))
 	}
 	if len(reqs) == 0 {
 		return
 	}
 	fn := h.linkHandler.Load()
 	if fn == nil {
-		for range reqs {
-			h.metrics.count(source, c.remote, Ignored, ReasonNoHandler)
-		}
+		h.metrics.countN(source, c.remote, Ignored, ReasonNoHandler, uint64(len(reqs)))
 		return
 	}
 	(*fn)(c, reqs)

@@ -125,6 +125,11 @@ func newMetrics(isReplica func(peer.ID) bool) *metrics {
 }
 
 func (m *metrics) count(source string, p peer.ID, r Result, reason Reason) {
+	m.countN(source, p, r, reason, 1)
+}
+
+// countN counts n messages with one outcome.
+func (m *metrics) countN(source string, p peer.ID, r Result, reason Reason, n uint64) {
 	m.mu.Lock()
 	if _, ok := m.peers[p]; !ok {
 		if len(m.peers) >= maxTrackedPeers && !m.isReplica(p) {
@@ -133,7 +138,7 @@ func (m *metrics) count(source string, p peer.ID, r Result, reason Reason) {
 			m.peers[p] = struct{}{}
 		}
 	}
-	m.messages[CounterKey{Source: source, Peer: p, Result: r, Reason: reason}]++
+	m.messages[CounterKey{Source: source, Peer: p, Result: r, Reason: reason}] += n
 	m.mu.Unlock()
 }
 

@@ -89,9 +89,13 @@ func (r *Replica) parseBatch(body []byte) (*batch, error) {
 	if len(body) > r.cfg.MaxBatchBytes {
 		return nil, fmt.Errorf("batch of %d bytes exceeds %d", len(body), r.cfg.MaxBatchBytes)
 	}
-	envs, err := DecodeBatch(body)
-	if err != nil {
-		return nil, err
+	envs, verified := r.hinted(body), true
+	if envs == nil {
+		var err error
+		if envs, err = DecodeBatch(body); err != nil {
+			return nil, err
+		}
+		verified = false
 	}
 	if len(envs) == 0 {
 		return nullBatch, nil
@@ -108,7 +112,7 @@ func (r *Replica) parseBatch(body []byte) (*batch, error) {
 		}
 		reqs[i], ids[i] = q, q.id
 	}
-	return &batch{digest: BatchDigest(ids), body: body, reqs: reqs}, nil
+	return &batch{digest: BatchDigest(ids), body: body, reqs: reqs, verified: verified}, nil
 }
 
 // checkBatch parses a batch body, checks it against digest and, if verifySigs, verifies the requests'
@@ -123,7 +127,7 @@ func (r *Replica) checkBatch(body []byte, digest wire.Digest, verifySigs bool) (
 	if b.digest != digest {
 		return nil, errors.New("body does not match the digest")
 	}
-	if verifySigs {
+	if verifySigs && !b.verified {
 		var todo []*wire.Envelope
 		for _, q := range b.reqs {
 			if !r.verifiedRequest(q) {

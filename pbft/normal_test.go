@@ -518,3 +518,90 @@ func TestMultiproof(t *testing.T) {
 		}
 	}
 }
+
+// countingVerifier counts the request signatures checked through it.
+type countingVerifier struct {
+	wire.Verifier
+	requests int
+}
+
+func (c *countingVerifier) Verify(e *wire.Envelope) error {
+	if e.Kind == wire.KindRequest {
+		c.requests++
+	}
+	return c.Verifier.Verify(e)
+}
+
+func (c *countingVerifier) VerifyBatch(es []*wire.Envelope) error {
+	for _, e := range es {
+		if e.Kind == wire.KindRequest {
+			c.requests++
+		}
+	}
+	return c.Verifier.VerifyBatch(es)
+}
+
+// A pre-prepare stepped with the driver's decoded and verified requests (StepPrePrepare) is accepted
+// without the engine checking a request signature again; one stepped plainly is decoded and verified by
+// the engine; decoded requests of another body fail the batch digest.
+func TestStepPrePrepareTakesDecodedBatch(t *testing.T) {
+	var cv *countingVerifier
+	tn := newNet(t, 4, nil)
+	cv = &countingVerifier{Verifier: tn.reg}
+	cfg := tn.config(1)
+	cfg.Verifier = cv
+	r1, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tn.reps[1] = r1
+	tn.drain(1)
+	var pps []*wire.Envelope
+	tn.filter = func(m tmsg) bool {
+		if m.to == 1 && m.env.Kind == wire.KindPrePrepare {
+			pps = append(pps, m.env)
+			return false
+		}
+		return true
+	}
+	for c := 1; c <= 3; c++ {
+		_ = tn.propose(0, tn.request(c, 1, fmt.Sprint("op", c)))
+	}
+	tn.run()
+	if len(pps) < 2 {
+		t.Fatalf("%d pre-prepares held back", len(pps))
+	}
+	first, err := DecodeBatch(pps[0].Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A hint that does not match the body (a driver bug) fails the batch digest: refused, nothing changes.
+	if err := r1.StepPrePrepare(pps[1], first); err == nil {
+		t.Fatal("a pre-prepare with another body's requests was accepted")
+	}
+	if cv.requests != 0 {
+		t.Fatal("requests verified for a refused pre-prepare")
+	}
+	if err := r1.StepPrePrepare(pps[0], first); err != nil {
+		t.Fatal(err)
+	}
+	tn.drain(1)
+	if cv.requests != 0 {
+		t.Fatalf("%d request signatures checked again for a batch the driver verified", cv.requests)
+	}
+	// Stepped plainly, the engine decodes and verifies the body itself.
+	if err := r1.Step(pps[1]); err != nil {
+		t.Fatal(err)
+	}
+	tn.drain(1)
+	if cv.requests == 0 {
+		t.Fatal("a plainly stepped pre-prepare's requests were not verified")
+	}
+	tn.filter = nil
+	tn.run()
+	for i := range 4 {
+		if tn.executed(i) < 2 {
+			t.Fatalf("replica %d executed %d", i, tn.executed(i))
+		}
+	}
+}

@@ -17,6 +17,8 @@ type batch struct {
 	digest wire.Digest
 	body   []byte
 	reqs   []*request
+	// verified: the driver verified the requests' signatures (StepPrePrepare).
+	verified bool
 }
 
 var nullBatch = &batch{digest: NullDigest}
