@@ -266,7 +266,7 @@ func (c *Config) Validate() error {
 			c.ConnsPerIP, c.ConnRatePerIP, c.ConnBurstPerIP))
 	}
 	for _, s := range c.AllowNetworks {
-		if _, err := parseNetwork(s); err != nil {
+		if _, err := ParseNetwork(s); err != nil {
 			errs = append(errs, fmt.Errorf("p2p: config: allow_networks: %w", err))
 		}
 	}

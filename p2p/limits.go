@@ -114,7 +114,7 @@ func (h *Host) resourceManager() (network.ResourceManager, error) {
 		}
 	}
 	for _, s := range h.cfg.AllowNetworks {
-		p, _ := parseNetwork(s) // validated
+		p, _ := ParseNetwork(s) // validated
 		exempt = append(exempt, p)
 		allow = append(allow, ipMultiaddr(p))
 	}
@@ -344,9 +344,9 @@ func multiaddrIP(a multiaddr.Multiaddr) (netip.Addr, bool) {
 	return addr.Unmap(), true
 }
 
-// parseNetwork parses an AllowNetworks entry: a CIDR (10.0.0.0/8, fd00::/8), an address (10.1.2.3), or a
+// ParseNetwork parses an AllowNetworks entry: a CIDR (10.0.0.0/8, fd00::/8), an address (10.1.2.3), or a
 // multiaddr (/ip4/10.0.0.0/ipcidr/8, /ip4/10.1.2.3, /ip6/fd00::1).
-func parseNetwork(s string) (netip.Prefix, error) {
+func ParseNetwork(s string) (netip.Prefix, error) {
 	if strings.HasPrefix(s, "/") {
 		a, err := multiaddr.NewMultiaddr(s)
 		if err != nil {

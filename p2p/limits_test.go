@@ -33,14 +33,14 @@ func TestParseNetwork(t *testing.T) {
 		"/ip4/10.0.0.0/ipcidr/8": "10.0.0.0/8",
 		"/ip6/fd00::/ipcidr/16":  "fd00::/16",
 	} {
-		p, err := parseNetwork(in)
+		p, err := ParseNetwork(in)
 		if err != nil || p.String() != want {
-			t.Errorf("parseNetwork(%q) = %v, %v; want %s", in, p, err, want)
+			t.Errorf("ParseNetwork(%q) = %v, %v; want %s", in, p, err, want)
 		}
 	}
 	for _, in := range []string{"", "10.0.0.0/33", "example.com", "/dns4/example.com", "/ip4/10.0.0.1/ipcidr/40"} {
-		if p, err := parseNetwork(in); err == nil {
-			t.Errorf("parseNetwork(%q) = %v, want an error", in, p)
+		if p, err := ParseNetwork(in); err == nil {
+			t.Errorf("ParseNetwork(%q) = %v, want an error", in, p)
 		}
 	}
 }
