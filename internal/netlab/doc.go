@@ -13,6 +13,8 @@
 //	                                         ├──── h1 ── veth ──  eth0 10.77.X.3   (host 1)
 //	                                         └──── ...
 //
+// In detail:
+//
 //   - Every host is a namespace with loopback up and one interface, eth0, holding its address: host k
 //     has 10.77.X.(k+2). The address is the host's identity, as a machine's would be: listen on it, put
 //     it in configurations, dial it from the other hosts.
