@@ -400,3 +400,83 @@ func TestLibp2pDefaultConnRateRefusesSuccessiveConnections(t *testing.T) {
 	}
 	t.Logf("libp2p defaults: %d of 30 successive connections from %s refused", churnRefused, ip)
 }
+
+// connGuard on its own: inbound connections count per IPv4 address and per IPv6 /56, exempt networks and
+// outbound connections do not, Done gives the place back once, and QUIC's source verification starts
+// past half of ConnsPerIP for non-exempt sources only.
+func TestConnGuardCountsPerAddress(t *testing.T) {
+	inner, err := rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(rcmgr.InfiniteLimits),
+		rcmgr.WithLimitPerSubnet([]rcmgr.ConnLimitPerSubnet{}, []rcmgr.ConnLimitPerSubnet{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer inner.Close()
+	var refusals []string
+	cfg := Config{ConnsPerIP: 2, ConnRatePerIP: 1000, ConnBurstPerIP: 1000}
+	exempt := []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("10.1.0.0/16")}
+	g := newConnGuard(inner, cfg, exempt, testLogger(t), func(limit string, _ network.Direction) { refusals = append(refusals, limit) })
+	open := func(dir network.Direction, addr string) (network.ConnManagementScope, error) {
+		return g.OpenConnection(dir, true, multiaddr.StringCast(addr))
+	}
+	var scopes []network.ConnManagementScope
+	mustOpen := func(dir network.Direction, addr string) network.ConnManagementScope {
+		t.Helper()
+		s, err := open(dir, addr)
+		if err != nil {
+			t.Fatalf("%s %s refused: %v", dir, addr, err)
+		}
+		scopes = append(scopes, s)
+		return s
+	}
+	defer func() {
+		for _, s := range scopes {
+			s.Done()
+		}
+	}()
+	first := mustOpen(network.DirInbound, "/ip4/192.0.2.9/tcp/1")
+	mustOpen(network.DirInbound, "/ip4/192.0.2.9/tcp/2")
+	if _, err := open(network.DirInbound, "/ip4/192.0.2.9/tcp/3"); err == nil || !strings.Contains(err.Error(), "conns_per_ip") {
+		t.Fatalf("third connection from one address: %v", err)
+	}
+	mustOpen(network.DirInbound, "/ip4/192.0.2.10/tcp/1") // another address
+	mustOpen(network.DirOutbound, "/ip4/192.0.2.9/tcp/4") // outbound: not limited
+	for range 5 {
+		mustOpen(network.DirInbound, "/ip4/10.1.2.3/tcp/1") // exempt network
+		mustOpen(network.DirInbound, "/ip4/127.0.0.1/tcp/1")
+	}
+	mustOpen(network.DirInbound, "/ip6/2001:db8:0:1::1/tcp/1")
+	mustOpen(network.DirInbound, "/ip6/2001:db8:0:2::1/tcp/1") // same /56
+	if _, err := open(network.DirInbound, "/ip6/2001:db8:0:3::1/tcp/1"); err == nil {
+		t.Fatal("a third connection from one IPv6 /56 was admitted")
+	}
+	mustOpen(network.DirInbound, "/ip6/2001:db8:1::1/tcp/1") // another /56
+	if len(refusals) != 2 || refusals[0] != LimitConnsPerIP || refusals[1] != LimitConnsPerIP {
+		t.Fatalf("refusals %v", refusals)
+	}
+	ip := netip.MustParseAddr("192.0.2.9")
+	first.Done()
+	first.Done() // twice: the place is given back once
+	if got := g.openFrom(ip); got != 1 {
+		t.Fatalf("%d counted after Done, want 1", got)
+	}
+	mustOpen(network.DirInbound, "/ip4/192.0.2.9/tcp/5")
+	if got := g.openFrom(ip); got != 2 {
+		t.Fatalf("%d counted, want 2", got)
+	}
+
+	udp := func(s string) net.Addr { return net.UDPAddrFromAddrPort(netip.MustParseAddrPort(s)) }
+	for range 10 {
+		if g.VerifySourceAddress(udp("10.1.9.9:1")) {
+			t.Fatal("an exempt source must not be asked to verify its address")
+		}
+	}
+	asked := 0
+	for range 3 {
+		if g.VerifySourceAddress(udp("192.0.2.77:1")) {
+			asked++
+		}
+	}
+	if asked != 2 { // burst ConnsPerIP/2 = 1
+		t.Fatalf("verification asked %d times of 3, want 2", asked)
+	}
+}
