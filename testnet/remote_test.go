@@ -26,7 +26,7 @@ import (
 // namespaces with their own addresses (internal/netlab), so that the client's connections reach the
 // replicas from a real address, not from 127.0.0.1, which libp2p exempts from every per-address limit.
 
-var remoteTx = flag.Int("remote-tx", 100, "TestRemoteHost/tx: how many `p2pbft tx` processes run one after the other (the issue's figure is 200)")
+var remoteTx = flag.Int("remote-tx", 200, "TestRemoteHost/tx: how many `p2pbft tx` processes run one after the other")
 
 // remotePort is where replicas listen on their hosts: nothing else runs there.
 const remotePort = 26656
