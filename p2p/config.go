@@ -110,7 +110,7 @@ type Config struct {
 	ConnsPerIP int `toml:"conns_per_ip"`
 	// ConnRatePerIP and ConnBurstPerIP bound how fast one such address may open inbound connections: a
 	// token bucket of ConnBurstPerIP connections refilled at ConnRatePerIP per second. Defaults 10 and
-	// 128. (libp2p's own limits, 8 connections and 0.2 per second after a burst of 16, are off.)
+	// 256. (libp2p's own limits, 8 connections and 0.2 per second after a burst of 16, are off.)
 	ConnRatePerIP  float64 `toml:"conn_rate_per_ip"`
 	ConnBurstPerIP int     `toml:"conn_burst_per_ip"`
 	// AllowNetworks are networks trusted like the replicas' genesis addresses: exempt from ConnsPerIP and

@@ -57,8 +57,8 @@ func TestConnLimitDefaultsAndValidation(t *testing.T) {
 	if c.ConnsPerIP < 2*(512/8) || c.ConnBurstPerIP < 512/8 {
 		t.Fatalf("defaults too tight for 512 bench clients: conns %d burst %d", c.ConnsPerIP, c.ConnBurstPerIP)
 	}
-	if c.ConnBurstPerIP+int(20*c.ConnRatePerIP) < 200 {
-		t.Fatalf("defaults refuse 200 tx processes in 20 s: burst %d rate %g", c.ConnBurstPerIP, c.ConnRatePerIP)
+	if c.ConnBurstPerIP < 200 {
+		t.Fatalf("defaults may refuse 200 tx processes in a row (if they run faster than the refill): burst %d", c.ConnBurstPerIP)
 	}
 	if err := c.Validate(); err != nil {
 		t.Fatal(err)
