@@ -37,8 +37,9 @@ import (
 //     them may use its allowlisted system and transient scopes when the ordinary ones are full of clients;
 //   - ConnsPerIP: connections open at once from one IPv4 address or IPv6 /56 (default 128);
 //   - ConnRatePerIP and ConnBurstPerIP: a token bucket per address for new connections (defaults 10 per
-//     second, burst 256: 200 `p2pbft tx` processes in a row however fast they run). QUIC also asks unverified sources to prove their address (a retry round trip)
-//     past ConnsPerIP/2 new connections at 0.1 per second, as libp2p does with its own limit.
+//     second, burst 256: 200 `p2pbft tx` processes in a row however fast they run). QUIC also asks
+//     unverified sources to prove their address (a retry round trip) past ConnsPerIP/2 new connections
+//     at 0.1 per second, as libp2p does with its own limit.
 //
 // A refused connection is logged with the name of the limit that refused it (at info level the first time
 // in a minute for each limit, with the count since; every one at debug level) and counted by limit and
