@@ -362,6 +362,10 @@ func (n *Node) open(opts Options) error {
 		Bootstrap:      cfg.P2P.Bootstrap,
 		MDNS:           cfg.P2P.MDNS,
 		MaxMessageSize: cfg.P2P.MaxMessageSize,
+		ConnsPerIP:     cfg.P2P.ConnsPerIP,
+		ConnRatePerIP:  cfg.P2P.ConnRatePerIP,
+		ConnBurstPerIP: cfg.P2P.ConnBurstPerIP,
+		AllowNetworks:  cfg.P2P.AllowNetworks,
 	})
 	if err != nil {
 		if strings.Contains(err.Error(), "address already in use") {

@@ -97,6 +97,22 @@ type Config struct {
 	// is not connected to. Default 10s. It also asks at once on every new connection.
 	PeerExchangeInterval time.Duration `toml:"peer_exchange_interval"`
 
+	// ConnsPerIP bounds the inbound connections open at once from one remote IPv4 address (IPv6: one
+	// /56) that is not exempt: loopback, the replicas' IP addresses in the genesis and AllowNetworks are.
+	// A client host holds one connection per replica for each libp2p host it runs (`p2pbft bench` runs
+	// one per 8 clients, `p2pbft tx` one per process). Default 128. See limits.go.
+	ConnsPerIP int `toml:"conns_per_ip"`
+	// ConnRatePerIP and ConnBurstPerIP bound how fast one such address may open inbound connections: a
+	// token bucket of ConnBurstPerIP connections refilled at ConnRatePerIP per second. Defaults 10 and
+	// 256. (libp2p's own limits, 8 connections and 0.2 per second after a burst of 16, are off.)
+	ConnRatePerIP  float64 `toml:"conn_rate_per_ip"`
+	ConnBurstPerIP int     `toml:"conn_burst_per_ip"`
+	// AllowNetworks are networks trusted like the replicas' genesis addresses: exempt from ConnsPerIP and
+	// the connection rate, and allowed the resource manager's allowlisted scopes when its ordinary ones
+	// are full. Each is a CIDR (10.0.0.0/8), an address (10.1.2.3) or a multiaddr (/ip4/10.0.0.0/ipcidr/8).
+	// List here a trusted client network, or replicas whose genesis addresses are /dns names.
+	AllowNetworks []string `toml:"allow_networks"`
+
 	// ConnLow and ConnHigh are the connection manager's water marks. Replicas are protected and never
 	// trimmed. Defaults: max(64, 2n) and twice that.
 	ConnLow  int `toml:"conn_low"`
@@ -171,12 +187,15 @@ func (c Config) WithDefaults() Config {
 	setDefault(&c.RedialMin, 250*time.Millisecond)
 	setDefault(&c.RedialMax, 30*time.Second)
 	setDefault(&c.PeerExchangeInterval, 10*time.Second)
+	setDefault(&c.ConnsPerIP, DefaultConnsPerIP)
+	setDefault(&c.ConnRatePerIP, DefaultConnRatePerIP)
+	setDefault(&c.ConnBurstPerIP, DefaultConnBurstPerIP)
 	setDefault(&c.ConnLow, max(64, 2*n))
 	setDefault(&c.ConnHigh, 2*c.ConnLow)
 	return c
 }
 
-func setDefault[T int | time.Duration](p *T, v T) {
+func setDefault[T int | float64 | time.Duration](p *T, v T) {
 	if *p == 0 {
 		*p = v
 	}
@@ -231,6 +250,15 @@ func (c *Config) Validate() error {
 	}
 	if c.RedialMin <= 0 || c.RedialMax < c.RedialMin {
 		errs = append(errs, fmt.Errorf("p2p: config: redial backoff [%s, %s] is not a range", c.RedialMin, c.RedialMax))
+	}
+	if c.ConnsPerIP < 1 || c.ConnBurstPerIP < 1 || !(c.ConnRatePerIP > 0) {
+		errs = append(errs, fmt.Errorf("p2p: config: conns_per_ip %d, conn_rate_per_ip %g and conn_burst_per_ip %d must be positive (allow_networks exempts networks from them)",
+			c.ConnsPerIP, c.ConnRatePerIP, c.ConnBurstPerIP))
+	}
+	for _, s := range c.AllowNetworks {
+		if _, err := ParseNetwork(s); err != nil {
+			errs = append(errs, fmt.Errorf("p2p: config: allow_networks: %w", err))
+		}
 	}
 	if c.ConnHigh < c.ConnLow {
 		errs = append(errs, fmt.Errorf("p2p: config: conn_high %d < conn_low %d", c.ConnHigh, c.ConnLow))

@@ -5,8 +5,10 @@
 // # Shape
 //
 // A Host (New, Close) wraps a go-libp2p host: TCP and QUIC, Noise and TLS, yamux, a resource manager
-// with generous per-peer limits for the replicas of the genesis and tight ones for everyone else, and a
-// connection manager that protects replica connections. Configuration is one typed struct, Config, whose
+// with generous per-peer limits for the replicas of the genesis and tight ones for everyone else, per-IP
+// limits of its own on inbound connections (ConnsPerIP, ConnRatePerIP, ConnBurstPerIP; the replicas'
+// genesis addresses and AllowNetworks exempt; every refusal logged and counted under the limit's name:
+// limits.go), and a connection manager that protects replica connections. Configuration is one typed struct, Config, whose
 // operator settings carry TOML tags; every zero field has a default (Config.WithDefaults).
 //
 //   - Multicast publishes on the chain's gossipsub topic (TopicName). Every gossipsub option is set in one

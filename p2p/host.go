@@ -17,7 +17,6 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
 	"github.com/libp2p/go-libp2p/p2p/discovery/mdns"
-	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
 	"github.com/libp2p/go-libp2p/p2p/muxer/yamux"
 	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
 	"github.com/libp2p/go-libp2p/p2p/security/noise"
@@ -49,7 +48,8 @@ type Host struct {
 	mdns  mdns.Service
 	disc  *discovery
 	val   *validator
-	gater *gater // experiment partitions (gater.go)
+	gater *gater     // experiment partitions (gater.go)
+	guard *connGuard // per-IP connection limits (limits.go)
 
 	topicName                    string
 	msgProto, reqProto, pexProto protocol.ID
@@ -199,7 +199,7 @@ func (h *Host) startLibp2p(listen []multiaddr.Multiaddr) error {
 		cm.Protect(id, "p2pbft-replica")
 	}
 	h.cm = cm
-	rm, err := rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(h.limits()))
+	rm, err := h.resourceManager()
 	if err != nil {
 		cm.Close()
 		return fmt.Errorf("p2p: resource manager: %w", err)
@@ -246,40 +246,6 @@ func (h *Host) startLibp2p(listen []multiaddr.Multiaddr) error {
 	}
 	h.lh = lh
 	return nil
-}
-
-// limits are the resource manager limits: generous for replicas (each may carry n x window messages of up
-// to MaxMessageSize in flight), tight for everyone else.
-func (h *Host) limits() rcmgr.ConcreteLimitConfig {
-	n := h.genesis.N()
-	base := rcmgr.DefaultLimits
-	libp2p.SetDefaultServiceLimits(&base)
-	scaled := base.Scale(2<<30, 8192)
-	replicaMem := int64(max(256<<20, 4*h.cfg.MaxMessageSize))
-	replica := rcmgr.ResourceLimits{
-		Conns: 8, ConnsInbound: 4, ConnsOutbound: 4,
-		Streams: 4096, StreamsInbound: 2048, StreamsOutbound: 2048,
-		FD: 8, Memory: rcmgr.LimitVal64(replicaMem),
-	}
-	partial := rcmgr.PartialLimitConfig{
-		System: rcmgr.ResourceLimits{
-			Conns: rcmgr.LimitVal(h.cfg.ConnHigh + 4*n), ConnsInbound: rcmgr.LimitVal(h.cfg.ConnHigh + 2*n),
-			ConnsOutbound: rcmgr.LimitVal(h.cfg.ConnHigh + 2*n),
-			Streams:       rcmgr.LimitVal(8192 + 4096*n), StreamsInbound: rcmgr.LimitVal(4096 + 2048*n),
-			StreamsOutbound: rcmgr.LimitVal(4096 + 2048*n),
-			Memory:          rcmgr.LimitVal64(int64(n)*replicaMem + 1<<30),
-		},
-		PeerDefault: rcmgr.ResourceLimits{
-			Conns: 4, ConnsInbound: 2, ConnsOutbound: 2,
-			Streams: 64, StreamsInbound: 32, StreamsOutbound: 32,
-			Memory: rcmgr.LimitVal64(int64(max(64<<20, 4*h.cfg.MaxClientMessageSize))),
-		},
-		Peer: make(map[peer.ID]rcmgr.ResourceLimits, n),
-	}
-	for _, id := range h.genesisPeers() {
-		partial.Peer[id] = replica
-	}
-	return partial.Build(scaled)
 }
 
 // Close stops the host: it leaves the topic, closes every connection and stream, and waits for all of

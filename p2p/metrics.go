@@ -1,10 +1,12 @@
 package p2p
 
 import (
+	"strings"
 	"sync"
 	"time"
 
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
 	"github.com/prometheus/client_golang/prometheus"
@@ -78,6 +80,25 @@ type Stats struct {
 	Duplicates uint64
 	// ValidationTime is the total time spent in the validator on accepted gossip and direct messages.
 	ValidationTime time.Duration
+	// RefusedConns counts connections refused by a resource limit, by limit (Limit* names) and direction.
+	RefusedConns map[RefusalKey]uint64
+}
+
+// RefusalKey identifies a refused-connections counter.
+type RefusalKey struct {
+	Limit     string // LimitConnsPerIP, LimitConnRate, LimitSystem, ...
+	Direction string // "inbound" or "outbound"
+}
+
+// Refused sums the refused connections of one limit ("*": all), both directions.
+func (s Stats) Refused(limit string) uint64 {
+	var n uint64
+	for k, v := range s.RefusedConns {
+		if limit == "*" || k.Limit == limit {
+			n += v
+		}
+	}
+	return n
 }
 
 // Total sums the message counters with the given result, and the given reason unless it is "*".
@@ -113,6 +134,7 @@ type metrics struct {
 	drops      map[string]uint64
 	duplicates uint64
 	validation time.Duration
+	refused    map[RefusalKey]uint64
 }
 
 func newMetrics(isReplica func(peer.ID) bool) *metrics {
@@ -121,7 +143,14 @@ func newMetrics(isReplica func(peer.ID) bool) *metrics {
 		messages:  make(map[CounterKey]uint64),
 		peers:     make(map[peer.ID]struct{}),
 		drops:     make(map[string]uint64),
+		refused:   make(map[RefusalKey]uint64),
 	}
+}
+
+func (m *metrics) refuse(limit string, dir network.Direction) {
+	m.mu.Lock()
+	m.refused[RefusalKey{Limit: limit, Direction: strings.ToLower(dir.String())}]++
+	m.mu.Unlock()
 }
 
 func (m *metrics) count(source string, p peer.ID, r Result, reason Reason) {
@@ -168,6 +197,10 @@ func (m *metrics) snapshot() Stats {
 		Drops:          make(map[string]uint64, len(m.drops)),
 		Duplicates:     m.duplicates,
 		ValidationTime: m.validation,
+		RefusedConns:   make(map[RefusalKey]uint64, len(m.refused)),
+	}
+	for k, n := range m.refused {
+		s.RefusedConns[k] = n
 	}
 	for k, n := range m.messages {
 		s.Messages = append(s.Messages, Count{CounterKey: k, N: n})
@@ -218,6 +251,7 @@ type collector struct {
 	validation *prometheus.Desc
 	replicas   *prometheus.Desc
 	peers      *prometheus.Desc
+	refused    *prometheus.Desc
 }
 
 func newCollector(h *Host) *collector {
@@ -236,6 +270,9 @@ func newCollector(h *Host) *collector {
 			"Replicas of the genesis this host is connected to (not counting itself).", nil, nil),
 		peers: prometheus.NewDesc("p2pbft_p2p_connected_peers",
 			"Peers this host is connected to.", nil, nil),
+		refused: prometheus.NewDesc("p2pbft_p2p_refused_connections_total",
+			"Connections refused by a resource limit, by limit (conns_per_ip, conn_rate_per_ip, system, transient, peer, other) and direction.",
+			[]string{"limit", "direction"}, nil),
 	}
 }
 
@@ -246,6 +283,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.validation
 	ch <- c.replicas
 	ch <- c.peers
+	ch <- c.refused
 }
 
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
@@ -260,6 +298,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for r, n := range s.Drops {
 		ch <- prometheus.MustNewConstMetric(c.drops, prometheus.CounterValue, float64(n), r)
+	}
+	for k, n := range s.RefusedConns {
+		ch <- prometheus.MustNewConstMetric(c.refused, prometheus.CounterValue, float64(n), k.Limit, k.Direction)
 	}
 	ch <- prometheus.MustNewConstMetric(c.duplicates, prometheus.CounterValue, float64(s.Duplicates))
 	ch <- prometheus.MustNewConstMetric(c.validation, prometheus.CounterValue, s.ValidationTime.Seconds())

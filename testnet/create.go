@@ -39,6 +39,13 @@ type Config struct {
 	ChainID string
 	// Host is the IP address replicas listen on. Default 127.0.0.1.
 	Host string
+	// Hosts, if set, gives each replica its own IP address (replica i listens on Hosts[i]) instead of Host:
+	// replicas on hosts of a network lab (internal/netlab), each a network namespace with an address.
+	Hosts []string
+	// BasePort, if set, gives replica i the ports BasePort+2i (p2p, TCP and UDP) and BasePort+2i+1 (HTTP
+	// API) instead of free ports found by listening on the host's address, which this process can only do
+	// for addresses of its own network namespace. For hosts where nothing else runs (a netlab host).
+	BasePort int
 	// Docker lays the folder out for containers instead (see CreateDocker).
 	Docker bool
 	// AdminAPI turns on every replica's experiment admin API ([experiment] admin_api), which Partition,
@@ -112,6 +119,15 @@ func Create(cfg Config) (*Network, error) {
 	if cfg.Host == "" {
 		cfg.Host = "127.0.0.1"
 	}
+	if cfg.Hosts != nil && len(cfg.Hosts) != cfg.N {
+		return nil, fmt.Errorf("testnet: %d hosts for %d replicas", len(cfg.Hosts), cfg.N)
+	}
+	hostOf := func(i int) string {
+		if cfg.Hosts != nil {
+			return cfg.Hosts[i]
+		}
+		return cfg.Host
+	}
 	if err := identity.ValidateChainID(cfg.ChainID); err != nil {
 		return nil, fmt.Errorf("testnet: %w", err)
 	}
@@ -123,7 +139,24 @@ func Create(cfg Config) (*Network, error) {
 	}
 	man := Manifest{ChainID: cfg.ChainID, Created: time.Now().UTC().Truncate(time.Second), Docker: cfg.Docker}
 	var ports []int
-	if !cfg.Docker {
+	switch {
+	case cfg.Docker:
+	case cfg.BasePort > 0:
+		if cfg.BasePort+2*cfg.N > 65535 {
+			return nil, fmt.Errorf("testnet: base port %d leaves no room for %d replicas", cfg.BasePort, cfg.N)
+		}
+		for i := range 2 * cfg.N {
+			ports = append(ports, cfg.BasePort+i)
+		}
+	case cfg.Hosts != nil:
+		for i := range cfg.N {
+			p, err := FreePorts(hostOf(i), 2)
+			if err != nil {
+				return nil, err
+			}
+			ports = append(ports, p...)
+		}
+	default:
 		var err error
 		if ports, err = FreePorts(cfg.Host, 2*cfg.N); err != nil {
 			return nil, err
@@ -150,8 +183,8 @@ func Create(cfg Config) (*Network, error) {
 			tcp = multiaddr.StringCast(fmt.Sprintf("/dns4/%s/tcp/26656", name))
 		} else {
 			ni.P2PPort = ports[2*i]
-			ni.API = net.JoinHostPort(cfg.Host, strconv.Itoa(ports[2*i+1]))
-			tcp = multiaddr.StringCast(fmt.Sprintf("/ip4/%s/tcp/%d", cfg.Host, ni.P2PPort))
+			ni.API = net.JoinHostPort(hostOf(i), strconv.Itoa(ports[2*i+1]))
+			tcp = multiaddr.StringCast(fmt.Sprintf("/ip4/%s/tcp/%d", hostOf(i), ni.P2PPort))
 		}
 		ni.Addr = tcp.String() + "/p2p/" + ni.PeerID
 		reps[i] = identity.Replica{Name: name, PeerID: k.PeerID(), Addrs: []multiaddr.Multiaddr{tcp}}
@@ -171,8 +204,8 @@ func Create(cfg Config) (*Network, error) {
 			c.API.HTTP = "0.0.0.0:26680"
 		} else {
 			c.P2P.Listen = []string{
-				fmt.Sprintf("/ip4/%s/tcp/%d", cfg.Host, ni.P2PPort),
-				fmt.Sprintf("/ip4/%s/udp/%d/quic-v1", cfg.Host, ni.P2PPort),
+				fmt.Sprintf("/ip4/%s/tcp/%d", hostOf(i), ni.P2PPort),
+				fmt.Sprintf("/ip4/%s/udp/%d/quic-v1", hostOf(i), ni.P2PPort),
 			}
 			c.API.HTTP = ni.API
 		}

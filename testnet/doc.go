@@ -11,6 +11,11 @@
 //	DIR/client                a client home: genesis.toml and cli_key, for `p2pbft tx --home DIR/client`
 //	DIR/control.addr          while `p2pbft testnet` runs: the unix socket it takes commands on
 //
+// Config.Hosts puts each replica on an address of its own instead of 127.0.0.1 (with Config.BasePort for
+// addresses this process cannot listen on), and ProcessOptions.Command runs its process elsewhere: the
+// end-to-end tests run replicas and clients on hosts of a network lab (internal/netlab), network
+// namespaces with their own addresses, to load the replicas from a real address (remote_test.go).
+//
 // Create writes a new folder; Open reads an existing one, so a stopped testnet can be started again with
 // its chain intact. Ports are chosen free when the folder is created and kept in the configurations, so
 // the addresses in the genesis stay valid across restarts.

@@ -24,6 +24,10 @@ type ProcessOptions struct {
 	Args func(i int) []string
 	// Env is added to the environment of every replica.
 	Env []string
+	// Command, if set, builds replica i's command from the binary and its arguments instead of
+	// exec.Command: to run it on a host of a network lab (netlab.Host.Command), for instance. The command
+	// must exec the binary in place (the process is the replica: signals go to it).
+	Command func(i int, name string, arg ...string) *exec.Cmd
 	// StopTimeout is how long Stop waits after SIGTERM before SIGKILL. Default 15s.
 	StopTimeout time.Duration
 	// ReadyTimeout bounds StartNode's wait for the replica's /health. Default 30s.
@@ -138,6 +142,9 @@ func (n *Network) launch(i int) error {
 		args = append(args, n.po.Args(i)...)
 	}
 	cmd := exec.Command(n.po.Binary, args...)
+	if n.po.Command != nil {
+		cmd = n.po.Command(i, n.po.Binary, args...)
+	}
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.Env = append(os.Environ(), n.po.Env...)
 	// Its own process group: a Ctrl-C in the terminal reaches the parent only, which stops the children.

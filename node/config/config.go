@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+
+	"github.com/p2pbft/p2pbft/p2p"
 )
 
 // File names inside a node's home directory.
@@ -67,6 +69,16 @@ type P2P struct {
 	// messages whose delivery matters more than their cost, which gossip relays through other replicas
 	// when two replicas cannot reach each other directly.
 	GossipKinds []string `toml:"gossip_kinds"`
+	// ConnsPerIP bounds the inbound connections open at once from one IP address (IPv6: one /56) that is
+	// neither loopback, nor a replica's address in the genesis, nor in AllowNetworks.
+	ConnsPerIP int `toml:"conns_per_ip"`
+	// ConnRatePerIP and ConnBurstPerIP bound how fast one such address opens inbound connections: a
+	// token bucket of ConnBurstPerIP refilled at ConnRatePerIP per second.
+	ConnRatePerIP  float64 `toml:"conn_rate_per_ip"`
+	ConnBurstPerIP int     `toml:"conn_burst_per_ip"`
+	// AllowNetworks are trusted networks (CIDRs, addresses or /ip4/.../ipcidr/N multiaddrs) exempt from
+	// the per-IP limits, as the replicas' genesis addresses are.
+	AllowNetworks []string `toml:"allow_networks"`
 }
 
 // ConsensusKinds are the message kinds a replica broadcasts (the names GossipKinds takes).
@@ -186,6 +198,10 @@ func Default() Config {
 			MaxMessageSize: 4 << 20,
 			Broadcast:      BroadcastDirect,
 			GossipKinds:    []string{"view-change", "new-view"},
+			ConnsPerIP:     p2p.DefaultConnsPerIP,
+			ConnRatePerIP:  p2p.DefaultConnRatePerIP,
+			ConnBurstPerIP: p2p.DefaultConnBurstPerIP,
+			AllowNetworks:  []string{},
 		},
 		Consensus: Consensus{
 			Tick:               10 * time.Millisecond,
@@ -294,6 +310,20 @@ func (c Config) Validate() error {
 	for _, k := range c.P2P.GossipKinds {
 		if !slices.Contains(ConsensusKinds, k) {
 			bad("p2p.gossip_kinds", "%q is not one of %s", k, strings.Join(ConsensusKinds, ", "))
+		}
+	}
+	if c.P2P.ConnsPerIP < 1 {
+		bad("p2p.conns_per_ip", "%d must be at least 1 (list trusted networks in p2p.allow_networks instead)", c.P2P.ConnsPerIP)
+	}
+	if !(c.P2P.ConnRatePerIP > 0) {
+		bad("p2p.conn_rate_per_ip", "%g must be positive", c.P2P.ConnRatePerIP)
+	}
+	if c.P2P.ConnBurstPerIP < 1 {
+		bad("p2p.conn_burst_per_ip", "%d must be at least 1", c.P2P.ConnBurstPerIP)
+	}
+	for _, n := range c.P2P.AllowNetworks {
+		if _, err := p2p.ParseNetwork(n); err != nil {
+			bad("p2p.allow_networks", "%v", err)
 		}
 	}
 	cs := c.Consensus

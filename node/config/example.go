@@ -43,6 +43,21 @@ broadcast = {{q .P2P.Broadcast}}
 # their cost, since gossip relays them through other replicas when two replicas cannot reach each other.
 # Kinds: pre-prepare, prepare, commit, checkpoint, view-change, new-view.
 gossip_kinds = {{list .P2P.GossipKinds}}
+# Connection limits per remote IP address, for inbound connections from addresses that are neither loopback,
+# nor a replica's IP address in the genesis, nor in allow_networks (libp2p's own, 8 connections and 0.2 new
+# ones per second, are replaced by these). A client machine holds one connection per replica for each libp2p
+# host it runs: ` + "`p2pbft bench`" + ` runs one per 8 clients, ` + "`p2pbft tx`" + ` one per process. A refused connection is
+# logged with the limit's name and counted in /metrics (p2pbft_p2p_refused_connections_total{limit=...}).
+# Connections open at once from one IPv4 address (IPv6: one /56).
+conns_per_ip = {{.P2P.ConnsPerIP}}
+# New connections per second from one address, after a burst of conn_burst_per_ip.
+conn_rate_per_ip = {{.P2P.ConnRatePerIP}}
+conn_burst_per_ip = {{.P2P.ConnBurstPerIP}}
+# Trusted networks exempt from the limits above, as the genesis addresses are; their connections may also
+# use the room the resource manager keeps for allowlisted peers. CIDRs, addresses or multiaddrs:
+# ["10.0.0.0/8", "192.0.2.7", "/ip4/198.51.100.0/ipcidr/24"]. List replicas whose genesis address is a /dns
+# name here, and client machines you trust.
+allow_networks = {{list .P2P.AllowNetworks}}
 
 [consensus]
 # The engine's unit of time; every timer is rounded up to whole ticks.
