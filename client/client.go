@@ -317,52 +317,62 @@ func (c *Client) learnView(v uint64) {
 	c.mu.Unlock()
 }
 
-// submit sends env (signed by session si, timestamp ts) and waits for f+1 matching replies. The request
-// goes to the primary first; to every replica that has not answered when the primary's link is down or
-// it refused the request, and after RetryTimeout, then again every RetryTimeout (doubling up to
-// MaxRetryTimeout) until ctx ends. Every replica that executes the request replies on its link, so the
-// primary alone suffices when it is correct.
+// submit sends env (signed by session si, timestamp ts) and waits for f+1 matching replies. The first round
+// goes to every replica: the primary orders the request, the backups keep it so that they need not verify
+// its signature when the pre-prepare brings it (the link authenticates it), and every replica that executes
+// it replies. If f+1 matching replies are not in after RetryTimeout, or at once if the primary refused
+// the request, the request goes again, marked as a retransmission, to every replica that has not replied:
+// then every correct replica verifies it, forwards it to the primary and watches for its execution (PBFT's
+// reaction to a client that had to retransmit). Retransmissions repeat every RetryTimeout, doubling up to
+// MaxRetryTimeout, until ctx ends.
 func (c *Client) submit(ctx context.Context, si int, env *wire.Envelope, ts uint64) (*Reply, error) {
 	start := time.Now()
 	frame, err := c.hosts[0].EncodeLinkFrame(env)
 	if err != nil {
 		return nil, fmt.Errorf("client: %w", err)
 	}
+	var retry p2p.LinkFrame
 	cl := newCall(ts, c.n)
 	c.calls[si].Store(cl)
 	defer c.calls[si].Store(nil)
 	links := c.links[si/c.cfg.SessionsPerHost]
 	primary := c.primary()
 	rounds := 0
-	sendTo := func(r int) bool {
-		if err := links[r].SendFrame(frame); err != nil {
-			c.metrics.failedAttempts.Add(1)
-			return false
-		}
-		c.metrics.sent.Add(1)
-		return true
-	}
-	broadcasted := false
-	sendAll := func(why string) {
-		rounds++
-		if !broadcasted {
-			broadcasted = true
-			c.metrics.broadcasts.Add(1)
-		}
-		if rounds > 1 {
+	primaryReached := false
+	sendRound := func(why string) int {
+		f := frame
+		if rounds > 0 {
+			if retry == nil {
+				retry = frame.Retry()
+			}
+			f = retry
+			if rounds == 1 {
+				c.metrics.broadcasts.Add(1)
+			}
 			c.metrics.retransmissions.Add(1)
 		}
+		rounds++
 		sent := 0
 		for r := range c.n {
-			if !cl.answered(r) && sendTo(r) {
-				sent++
+			if cl.answered(r) {
+				continue
+			}
+			if err := links[r].SendFrame(f); err != nil {
+				c.metrics.failedAttempts.Add(1)
+				continue
+			}
+			c.metrics.sent.Add(1)
+			sent++
+			if r == primary {
+				primaryReached = true
 			}
 		}
-		c.log.Debug("request sent to all replicas", "why", why, "timestamp", ts, "round", rounds, "sent", sent)
+		if rounds > 1 {
+			c.log.Debug("request sent again", "why", why, "timestamp", ts, "round", rounds, "sent", sent)
+		}
+		return sent
 	}
-	if sendTo(primary) {
-		rounds = 1
-	} else {
+	if sendRound("first") == 0 {
 		if err := c.waitAnyLink(ctx, links); err != nil {
 			if c.ctx.Err() != nil {
 				return nil, ErrClosed
@@ -370,24 +380,30 @@ func (c *Client) submit(ctx context.Context, si int, env *wire.Envelope, ts uint
 			c.metrics.abandoned.Add(1)
 			return nil, fmt.Errorf("client: request %d (session %d): no replica reachable: %w: %w", ts, si, ErrUnknownOutcome, err)
 		}
-		sendAll("the primary's link is down")
+		sendRound("no replica was reachable")
 	}
-	retry := c.cfg.RetryTimeout
-	timer := time.NewTimer(retry)
+	if !primaryReached {
+		// The backups wait for the primary's pre-prepare unless told the client had to retransmit.
+		sendRound("the primary is unreachable")
+	}
+	refusedAt := 0
+	retryAfter := c.cfg.RetryTimeout
+	timer := time.NewTimer(retryAfter)
 	defer timer.Stop()
 	for {
 		select {
 		case <-cl.done:
 			return c.accept(si, cl, rounds, start), nil
 		case r := <-cl.refused:
-			if r == primary && !broadcasted {
-				sendAll("the primary refused the request")
-				timer.Reset(retry)
+			if r == primary && refusedAt == 0 {
+				refusedAt = rounds
+				sendRound("the primary refused the request")
+				timer.Reset(retryAfter)
 			}
 		case <-timer.C:
-			sendAll("timeout")
-			retry = min(2*retry, c.cfg.MaxRetryTimeout)
-			timer.Reset(retry)
+			sendRound("timeout")
+			retryAfter = min(2*retryAfter, c.cfg.MaxRetryTimeout)
+			timer.Reset(retryAfter)
 		case <-ctx.Done():
 			c.metrics.abandoned.Add(1)
 			return nil, fmt.Errorf("client: request %d (session %d) after %d rounds: %w: %w", ts, si, rounds, ErrUnknownOutcome, ctx.Err())

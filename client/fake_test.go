@@ -128,10 +128,12 @@ func (r *fakeReplica) arrivalsCopy() []arrival {
 	return append([]arrival(nil), r.arrivals...)
 }
 
-// onLink is the replica's link handler: requests a client sent to it.
-func (r *fakeReplica) onLink(from *p2p.ClientLink, ds []p2p.Delivery) {
-	for _, d := range ds {
-		e := d.Envelope
+// onLink is the replica's link handler: requests a client sent to it. As a real replica does, the primary
+// orders every request it receives; a backup does nothing with a first-round request (it waits for the
+// primary's pre-prepare) and executes a retransmitted one itself.
+func (r *fakeReplica) onLink(from *p2p.ClientLink, lrs []p2p.LinkRequest) {
+	for _, lr := range lrs {
+		e := lr.Envelope
 		req, err := pbft.DecodeRequest(e.Payload)
 		if err != nil {
 			continue
@@ -151,11 +153,12 @@ func (r *fakeReplica) onLink(from *p2p.ClientLink, ds []p2p.Delivery) {
 			from.Push(append([]byte{pbft.PushNotice}, data...))
 			continue
 		}
-		if int(r.view.Load()%uint64(len(r.c.replicas))) == r.i {
+		switch {
+		case int(r.view.Load()%uint64(len(r.c.replicas))) == r.i:
 			for _, o := range r.c.replicas {
 				o.execute(e, req)
 			}
-		} else {
+		case lr.Retry:
 			r.execute(e, req)
 		}
 	}

@@ -82,7 +82,7 @@ func BenchmarkVerifyStdlib(b *testing.B) {
 
 // BenchmarkVerifyBatch reports the cost per signature (us/sig) next to the per-batch ns/op.
 func BenchmarkVerifyBatch(b *testing.B) {
-	for _, n := range []int{2, 4, 8, 16, 64, 256} {
+	for _, n := range []int{2, 4, 8, 16, 64, 256, 1024, 4096} {
 		b.Run(fmt.Sprintf("n=%d", n), func(b *testing.B) {
 			v, es := benchEnvelopes(b, n)
 			b.ReportAllocs()

@@ -2,6 +2,7 @@ package node
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"time"
 
@@ -11,11 +12,24 @@ import (
 )
 
 // Client links (p2p/link.go) carry the requests of clients that hold a link to every replica, and this
-// replica's answers to them. Requests arrive verified, in read batches; the loop proposes a batch at once.
-// Every replica answers every request it executes whose client has a link here, whether the request came to
-// this replica or only in a pre-prepare: the replies of one executed batch for the clients of one link go
-// out as one bundle (pbft.EncodeReplyBundle: the signed header once, a proof per request). A request the
-// engine refuses gets a notice on its link, so that the client need not wait for its retry timer.
+// replica's answers to them. A client sends a request's first round to every replica. The primary verifies
+// the signatures (in batches, off the loop) and proposes the requests, a read batch at a time. A backup
+// proposes nothing in the first round: the primary's pre-prepare will bring the request, and the backup
+// only remembers it (trusted) if it came on the link that the author's hello routed here: the hello, signed
+// by the author's key, made the link's peer speak for that key, and the link's transport authenticates the
+// peer, so the request is the author's whether or not its signature checks out, and the backup's ingress
+// need not verify it when the pre-prepare carries it. The signature cost of a request thus falls on the
+// primary alone in the normal case, instead of on every replica. The primary never trusts: it verifies
+// every request it batches, so an honest primary's batches hold valid signatures only and no client can
+// make correct backups disagree about one. Retransmissions (the client's later rounds) and requests from
+// keys not routed to their link are verified and proposed by every replica (a backup forwards them to the
+// primary and starts its request timer, PBFT's reaction to a client that had to retransmit).
+//
+// Every replica answers every request it executes whose client has a link here, whether the request came
+// to this replica or only in a pre-prepare: the replies of one executed batch for the clients of one link
+// go out as one bundle (pbft.EncodeReplyBundle: the signed header once, the leaves, a multiproof). A
+// request the engine refuses gets a notice on its link, so that the client need not wait for its retry
+// timer.
 
 // linkBatch is one read batch of verified requests from a client link.
 type linkBatch struct {
@@ -23,16 +37,44 @@ type linkBatch struct {
 	reqs []*wire.Envelope
 }
 
-// handleLinkRequests is the p2p link handler: it checks what the engine needs to name a request and hands
-// the batch to the loop, blocking while the loop is busy (the link is then not read further).
-func (n *Node) handleLinkRequests(from *p2p.ClientLink, ds []p2p.Delivery) {
-	reqs := make([]*wire.Envelope, 0, len(ds))
-	for _, d := range ds {
-		if _, err := n.checkRequest(d.Envelope); err != nil {
-			n.notify(from, d.Envelope, err)
+// isPrimary reports whether this replica is, as the loop last published, the active primary.
+func (n *Node) isPrimary() bool {
+	ps := n.state.Load()
+	return ps != nil && ps.soft.Primary == n.self && ps.soft.Status == pbft.StatusNormal
+}
+
+// handleLinkRequests is the p2p link handler (see above): it trusts or verifies the requests of one read
+// batch and hands those to propose to the loop, blocking while the loop is busy (the link is then not read
+// further).
+func (n *Node) handleLinkRequests(from *p2p.ClientLink, lrs []p2p.LinkRequest) {
+	primary := n.isPrimary()
+	verify := make([]*wire.Envelope, 0, len(lrs))
+	for _, lr := range lrs {
+		e := lr.Envelope
+		if _, err := n.checkRequest(e); err != nil {
+			n.notify(from, e, err)
 			continue
 		}
-		reqs = append(reqs, d.Envelope)
+		if !primary && lr.Routed && !lr.Retry {
+			if k, ok := sigKeyOf(e); ok {
+				n.trusted.add(k)
+				n.metrics.linkTrusted.Inc()
+			}
+			continue
+		}
+		verify = append(verify, e)
+	}
+	if len(verify) == 0 {
+		return
+	}
+	ok := n.host.VerifyBatch(verify)
+	reqs := verify[:0]
+	for i, e := range verify {
+		if ok[i] {
+			reqs = append(reqs, e)
+		} else {
+			n.notify(from, e, fmt.Errorf("node: %w: %w", ErrRequestRejected, wire.ErrBadSignature))
+		}
 	}
 	if len(reqs) == 0 {
 		return

@@ -30,6 +30,7 @@ type metrics struct {
 	syncBytes      prometheus.Counter
 	syncBlocks     prometheus.Counter
 	linkReplies    prometheus.Counter
+	linkTrusted    prometheus.Counter
 	replySeconds   prometheus.Histogram
 }
 
@@ -69,12 +70,14 @@ func newMetrics(n *Node) (*metrics, error) {
 		Help: "Blocks fetched from peers during state transfers."})
 	m.linkReplies = prometheus.NewCounter(prometheus.CounterOpts{Name: "p2pbft_link_replies_total",
 		Help: "Replies pushed to clients over their links (one per executed request whose client has a link here)."})
+	m.linkTrusted = prometheus.NewCounter(prometheus.CounterOpts{Name: "p2pbft_link_trusted_requests_total",
+		Help: "First-round client requests a backup took from their author's own link: their signature is not checked again when the pre-prepare brings them."})
 	m.replySeconds = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "p2pbft_reply_seconds",
 		Help:    "Time to bundle and queue the replies of one round for the clients' links.",
 		Buckets: prometheus.ExponentialBuckets(0.00001, 2, 16)})
 	m.collectors = []prometheus.Collector{m.blocks, m.requests, m.batchRequests, m.latency, m.persistSeconds,
 		m.executeSeconds, m.messages, m.sends, m.proposals, m.syncs, m.syncBytes, m.syncBlocks, m.linkReplies,
-		m.replySeconds, newEngineCollector(n)}
+		m.linkTrusted, m.replySeconds, newEngineCollector(n)}
 	for i, c := range m.collectors {
 		if err := m.reg.Register(c); err != nil {
 			for _, r := range m.collectors[:i] {

@@ -78,7 +78,10 @@ type Node struct {
 	registry *prometheus.Registry
 	metrics  *metrics
 
-	sigs     *sigCache
+	sigs *sigCache
+	// trusted are requests a backup took from their author's routed link (links.go): no signature
+	// check when a pre-prepare brings them. Kept apart from sigs, which only verified signatures enter.
+	trusted  *sigCache
 	vstats   *verifyStats
 	pool     *verifyPool
 	verifier *cachedVerifier // the engine's
@@ -315,6 +318,7 @@ func (n *Node) open(opts Options) error {
 	}
 	n.idv = idv
 	n.sigs = newSigCache(1 << 17)
+	n.trusted = newSigCache(1 << 17)
 	n.vstats = new(verifyStats)
 	// Half the cores: a busy worker leaves the other half to the goroutines that queue signatures (stream
 	// handlers, gossip validators), so queues build up and batches form (BenchmarkVerifyPool: with as many

@@ -33,18 +33,22 @@ import (
 // match), and a host without K's private key cannot claim K.
 //
 // Frames are those of the other direct streams (frame.go), with one type byte in front of the body:
-// linkEnvelope (client to replica: an encoded envelope) or linkPush (replica to client: the node's bytes).
-// The serving side checks envelopes like every other path (size, decode, chain, kind, membership: client
-// kinds only; the driver's filter), reads ahead while frames are buffered, and verifies the signatures of
-// what it read in one batch (LinkVerifyBatch at most), several batches of one link at once
-// (LinkVerifyParallel), so that one busy client host is verified on every core; accepted requests reach
-// the driver in batches (SetLinkHandler). Pushes queue per link (LinkQueue frames); a full queue drops the
-// push and counts it, and the client, missing an answer, retransmits. Writes coalesce whatever is queued.
+// linkEnvelope or linkRetry (client to replica: an encoded envelope, first sent or sent again after a
+// timeout) or linkPush (replica to client: the driver's bytes). The serving side checks envelopes like
+// every other path (size, decode, chain, kind, membership: client kinds only; the driver's filter) and
+// reads ahead while frames are buffered, up to LinkVerifyBatch envelopes, handled on up to
+// LinkVerifyParallel goroutines per link at once so that one busy client host is served on every core:
+// hellos are verified there, and requests reach the driver (SetLinkHandler) with their signatures NOT yet
+// verified, marked with whether their author is routed to the link: the driver verifies them (VerifyBatch)
+// or, where its protocol allows, trusts the authenticated link instead (see LinkRequest). Pushes queue per
+// link (LinkQueue frames); a full queue drops the push and counts it, and the client, missing an answer,
+// retransmits. Writes coalesce whatever is queued.
 
 // Link frame types: the first byte of every frame body.
 const (
-	linkEnvelope byte = 1
-	linkPush     byte = 2
+	linkEnvelope byte = 1 // client to replica: an envelope, first transmission
+	linkPush     byte = 2 // replica to client: the driver's bytes
+	linkRetry    byte = 3 // client to replica: an envelope sent again after a timeout
 )
 
 // Link limits.
@@ -63,9 +67,22 @@ const (
 // ErrLinkDown is returned by Link.Send while the link has no stream open.
 var ErrLinkDown = errors.New("p2p: link down")
 
-// LinkHandler receives the verified client requests of one read batch of a link. It is called from the
-// link's verification goroutines, several at once, and may block (the link is then not read further).
-type LinkHandler func(from *ClientLink, reqs []Delivery)
+// LinkRequest is a client request that arrived on a link. Its envelope passed every check but the
+// signature, which is the handler's: it verifies it (VerifyBatch), or waives it for a key routed to the
+// link it came on (Routed: a hello signed by the key made this link's peer speak for it, and the link's
+// transport authenticates that peer).
+type LinkRequest struct {
+	Envelope *wire.Envelope
+	// Routed: the author's latest verified hello routed it to this link.
+	Routed bool
+	// Retry: the client sent it again after a timeout, not in its first round.
+	Retry bool
+}
+
+// LinkHandler receives the client requests of one read batch of a link, signatures unverified (see
+// LinkRequest). It is called from the link's reader goroutines, several at once, and may block (the link
+// is then not read further).
+type LinkHandler func(from *ClientLink, reqs []LinkRequest)
 
 // SetLinkHandler installs the handler for requests arriving on client links. Until one is set, requests
 // on links are dropped (and counted as ignored).
@@ -142,6 +159,10 @@ func (h *Host) unroute(c *ClientLink) {
 	c.keys = nil
 }
 
+// VerifyBatch verifies the signatures of client envelopes (link requests) with the host's verifier in one
+// batch and reports which are valid.
+func (h *Host) VerifyBatch(es []*wire.Envelope) []bool { return h.val.verifyBatch(es) }
+
 // SignHello returns the hello by which key k asks the replicas to send its answers to this host.
 func (h *Host) SignHello(k wire.Signer) (*wire.Envelope, error) {
 	return wire.Seal(k, h.chainID, wire.KindHello, []byte(h.id))
@@ -202,6 +223,7 @@ func (c *ClientLink) read(s network.Stream) {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	var batch []*wire.Envelope
+	var retries []bool
 	flush := func() bool {
 		if len(batch) == 0 {
 			return true
@@ -211,13 +233,13 @@ func (c *ClientLink) read(s network.Stream) {
 		case <-c.ctx.Done():
 			return false
 		}
-		b := batch
-		batch = nil
+		b, r := batch, retries
+		batch, retries = nil, nil
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			c.verifyAndDeliver(b)
+			c.deliver(b, r)
 		}()
 		return true
 	}
@@ -244,7 +266,7 @@ func (c *ClientLink) read(s network.Stream) {
 		_ = s.SetReadDeadline(time.Now().Add(h.cfg.StreamTimeout))
 		body, err := readFrameBody(br, n)
 		_ = s.SetReadDeadline(time.Time{})
-		if err != nil || body[0] != linkEnvelope {
+		if err != nil || (body[0] != linkEnvelope && body[0] != linkRetry) {
 			h.metrics.count(source, c.remote, Rejected, ReasonMalformed)
 			h.log.Debug("client link: bad frame", "peer", c.remote, "err", err)
 			return
@@ -260,40 +282,54 @@ func (c *ClientLink) read(s network.Stream) {
 			continue
 		}
 		batch = append(batch, e)
+		retries = append(retries, body[0] == linkRetry)
 		if len(batch) >= LinkVerifyBatch && !flush() {
 			return
 		}
 	}
 }
 
-// verifyAndDeliver verifies a read batch, routes its hellos and hands its requests to the driver.
-func (c *ClientLink) verifyAndDeliver(batch []*wire.Envelope) {
+// deliver routes a read batch's hellos (verified first) and hands its requests to the driver, each marked
+// with whether its author is routed to this link.
+func (c *ClientLink) deliver(batch []*wire.Envelope, retries []bool) {
 	h := c.h
 	source := string(h.linkProto)
 	start := time.Now()
-	ok := h.val.verifyBatch(batch)
-	reqs := make([]Delivery, 0, len(batch))
-	var accepted, badSig uint64
-	for i, e := range batch {
-		switch {
-		case !ok[i]:
-			badSig++
-		case e.Kind == wire.KindHello:
-			if !bytes.Equal(e.Payload, []byte(c.remote)) {
-				h.metrics.count(source, c.remote, Rejected, ReasonMalformed)
-			} else if h.route(c, e.Author) {
-				accepted++
-			} else {
-				h.metrics.count(source, c.remote, Ignored, ReasonLinkKeys)
-			}
-		default:
-			accepted++
-			reqs = append(reqs, Delivery{Envelope: e, Author: -1, From: c.remote, FromReplica: h.replicaIndex(c.remote), Via: ViaLink})
+	var hellos []*wire.Envelope
+	for _, e := range batch {
+		if e.Kind == wire.KindHello {
+			hellos = append(hellos, e)
 		}
 	}
-	if badSig > 0 {
-		h.metrics.countN(source, c.remote, Rejected, ReasonSignature, badSig)
+	var accepted uint64
+	if len(hellos) > 0 {
+		ok := h.val.verifyBatch(hellos)
+		var badSig uint64
+		for i, e := range hellos {
+			switch {
+			case !ok[i]:
+				badSig++
+			case !bytes.Equal(e.Payload, []byte(c.remote)):
+				h.metrics.count(source, c.remote, Rejected, ReasonMalformed)
+			case h.route(c, e.Author):
+				accepted++
+			default:
+				h.metrics.count(source, c.remote, Ignored, ReasonLinkKeys)
+			}
+		}
+		if badSig > 0 {
+			h.metrics.countN(source, c.remote, Rejected, ReasonSignature, badSig)
+		}
 	}
+	reqs := make([]LinkRequest, 0, len(batch)-len(hellos))
+	h.linksMu.Lock()
+	for i, e := range batch {
+		if e.Kind == wire.KindRequest {
+			reqs = append(reqs, LinkRequest{Envelope: e, Routed: h.linkByKey[string(e.Author)] == c, Retry: retries[i]})
+		}
+	}
+	h.linksMu.Unlock()
+	accepted += uint64(len(reqs))
 	if accepted > 0 {
 		h.metrics.countN(source, c.remote, Accepted, ReasonNone, accepted)
 		h.metrics.addValidationTime(time.Since(start))
@@ -399,6 +435,14 @@ func (h *Host) EncodeLinkFrame(e *wire.Envelope) (LinkFrame, error) {
 	body[0] = linkEnvelope
 	copy(body[1:], data)
 	return body, nil
+}
+
+// Retry returns the frame marked as a retransmission (the replica then treats the request as one a
+// client sent again after a timeout).
+func (f LinkFrame) Retry() LinkFrame {
+	r := append(LinkFrame(nil), f...)
+	r[0] = linkRetry
+	return r
 }
 
 // Send queues an envelope for the replica (EncodeLinkFrame, then SendFrame).

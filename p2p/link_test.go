@@ -1,6 +1,7 @@
 package p2p
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"strings"
@@ -16,7 +17,7 @@ import (
 type linkSink struct {
 	mu     sync.Mutex
 	pushes []string
-	reqs   []Delivery
+	reqs   []LinkRequest
 	from   []*ClientLink
 }
 
@@ -26,10 +27,10 @@ func (s *linkSink) onPush(data []byte) {
 	s.mu.Unlock()
 }
 
-func (s *linkSink) onReqs(from *ClientLink, ds []Delivery) {
+func (s *linkSink) onReqs(from *ClientLink, lrs []LinkRequest) {
 	s.mu.Lock()
-	s.reqs = append(s.reqs, ds...)
-	for range ds {
+	s.reqs = append(s.reqs, lrs...)
+	for range lrs {
 		s.from = append(s.from, from)
 	}
 	s.mu.Unlock()
@@ -83,12 +84,25 @@ func TestLinkRoutesRepliesByHello(t *testing.T) {
 	waitFor(t, 10*time.Second, "requests delivered", func() bool { _, n := rs.counts(); return n == 50 })
 	rs.mu.Lock()
 	from := rs.from[0]
-	for _, d := range rs.reqs {
-		if d.Via != ViaLink || d.Author != -1 || d.From != c.ID() {
-			t.Fatalf("delivery %+v", d)
+	for _, lr := range rs.reqs {
+		routed := bytes.Equal(lr.Envelope.Author, sess[0].PublicKey())
+		if lr.Routed != routed || lr.Retry {
+			t.Fatalf("request of %x: routed %v, retry %v", lr.Envelope.Author[:4], lr.Routed, lr.Retry)
 		}
 	}
 	rs.mu.Unlock()
+	// A retransmission is marked as one.
+	f, err := c.EncodeLinkFrame(seal(t, sess[0], g.ChainID(), wire.KindRequest, "again"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.SendFrame(f.Retry()); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "retry delivered", func() bool { _, n := rs.counts(); return n == 51 })
+	if lr := rs.reqs[50]; !lr.Retry || !lr.Routed {
+		t.Fatalf("retransmission delivered as %+v", lr)
+	}
 	if from.Peer() != c.ID() || r.LinkFor(sess[0].PublicKey()) != from {
 		t.Fatal("the handler's link is not the one the hello routes to")
 	}
@@ -137,8 +151,9 @@ func TestLinkHelloReplayRefused(t *testing.T) {
 	}
 }
 
-// Bad envelopes on a link are refused one by one and counted; the good ones around them are delivered,
-// and the link stays up.
+// Bad envelopes on a link are refused one by one and counted; the requests around them are delivered with
+// their signatures unverified (the handler's to check: VerifyBatch finds the bad one), and the link stays
+// up.
 func TestLinkRefusesBadEnvelopes(t *testing.T) {
 	r, c, g := linkPair(t, "bad")
 	replicaKey := testKeys(t, "bad", 1)[0]
@@ -167,12 +182,22 @@ func TestLinkRefusesBadEnvelopes(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, 10*time.Second, "good requests delivered", func() bool { _, n := rs.counts(); return n == 2 })
+	waitFor(t, 10*time.Second, "requests delivered", func() bool { _, n := rs.counts(); return n == 3 })
 	st := r.Stats()
-	for reason, want := range map[Reason]uint64{ReasonSignature: 1, ReasonNonMember: 1, ReasonKind: 1} {
+	for reason, want := range map[Reason]uint64{ReasonNonMember: 1, ReasonKind: 1} {
 		if got := st.Total(Rejected, reason); got != want {
 			t.Errorf("rejected for %s: %d, want %d", reason, got, want)
 		}
+	}
+	envs := make([]*wire.Envelope, 3)
+	for i, lr := range rs.reqs {
+		if lr.Routed {
+			t.Fatal("a key that sent no hello is routed")
+		}
+		envs[i] = lr.Envelope
+	}
+	if ok := r.VerifyBatch(envs); !ok[0] || ok[1] || !ok[2] {
+		t.Fatalf("VerifyBatch = %v, want the second one bad", ok)
 	}
 	if !l.Up() || l.Opened() != 1 {
 		t.Fatalf("link up %v, opened %d times", l.Up(), l.Opened())
