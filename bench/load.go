@@ -42,7 +42,7 @@ type LoadConfig struct {
 	// Workload describes the requests.
 	Workload
 	// Presign is how many requests to sign before the load starts: 0 picks enough for the run's bounds
-	// (Requests, or Rate x Duration, or 5,000/s x Duration for a closed loop, at most 2,000,000); -1
+	// (Requests, or Rate x Duration, or 15,000/s x Duration for a closed loop, at most 2,000,000); -1
 	// signs every request when it is sent. Requests beyond the pre-signed ones are signed when sent, and
 	// counted.
 	Presign int `json:"presign,omitempty" toml:"presign"`
@@ -147,7 +147,7 @@ func (c LoadConfig) presignCount() int {
 	case c.Mode == Open:
 		return min(int(c.Rate*c.Duration.D().Seconds()*1.05)+c.Clients, 2_000_000)
 	default:
-		return min(int(5000*c.Duration.D().Seconds())+2*c.Clients, 2_000_000)
+		return min(int(15000*c.Duration.D().Seconds())+2*c.Clients, 2_000_000)
 	}
 }
 
@@ -217,15 +217,6 @@ func NewGenerator(g *identity.Genesis, bootstrap []string, clientKey *identity.K
 		return nil, fmt.Errorf("bench: %w", err)
 	}
 	gen := &Generator{cfg: cfg, g: g, sessions: sessions}
-	total := cfg.presignCount()
-	per := (total + cfg.Clients - 1) / cfg.Clients
-	if total > 0 && cfg.Mode == Open {
-		per += per / 10 // open-loop requests do not spread exactly evenly over the sessions
-	}
-	if gen.presign, err = presign(sessions, per, g.ChainID(), cfg.Workload); err != nil {
-		return nil, err
-	}
-	gen.presignN = per * cfg.Clients
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
@@ -234,6 +225,19 @@ func NewGenerator(g *identity.Genesis, bootstrap []string, clientKey *identity.K
 	if err != nil {
 		return nil, fmt.Errorf("bench: %w", err)
 	}
+	for _, s := range sessions {
+		s.cl = gen.cl
+	}
+	total := cfg.presignCount()
+	per := (total + cfg.Clients - 1) / cfg.Clients
+	if total > 0 && cfg.Mode == Open {
+		per += per / 10 // open-loop requests do not spread exactly evenly over the sessions
+	}
+	if gen.presign, err = presign(sessions, per, g.ChainID(), cfg.Workload); err != nil {
+		gen.cl.Close()
+		return nil, err
+	}
+	gen.presignN = per * cfg.Clients
 	return gen, nil
 }
 
@@ -369,9 +373,7 @@ func (gen *Generator) work(issueCtx, runCtx context.Context, s *session, slots <
 		if slots == nil {
 			due = sent
 		}
-		octx, cancel := context.WithTimeout(runCtx, gen.cfg.OpTimeout.D())
-		rep, err := gen.cl.DoSigned(octx, s.index, p.env, p.ts)
-		cancel()
+		rep, err := gen.cl.DoPrepared(runCtx, p.pr, time.Now().Add(gen.cfg.OpTimeout.D()))
 		done := time.Since(gen.start)
 		r := Record{Session: s.index, TS: p.ts, Key: p.key, Issued: due, Done: done, OK: err == nil}
 		if err == nil {

@@ -132,10 +132,13 @@ type prepared struct {
 	env *wire.Envelope
 	ts  uint64
 	key int
+	// pr is env encoded for the client (client.Prepare), when the session has a client.
+	pr *client.Prepared
 }
 
 // session is one signing identity: one request outstanding at a time, strictly increasing timestamps.
 type session struct {
+	cl     *client.Client // encodes the requests signed (nil in unit tests)
 	index  int
 	key    *identity.Key
 	pub    []byte
@@ -164,9 +167,15 @@ func (s *session) sign(chainID string, w Workload) (prepared, error) {
 	if err != nil {
 		return prepared{}, err
 	}
+	p := prepared{env: env, ts: ts, key: k}
+	if s.cl != nil {
+		if p.pr, err = s.cl.Prepare(s.index, env, ts); err != nil {
+			return prepared{}, err
+		}
+	}
 	s.lastTS = ts
 	s.seq++
-	return prepared{env: env, ts: ts, key: k}, nil
+	return p, nil
 }
 
 // take returns the session's next request: a pre-signed one, or one signed now.

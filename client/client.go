@@ -274,7 +274,11 @@ func (c *Client) Do(ctx context.Context, op []byte) (*Reply, error) {
 	if err != nil {
 		return nil, err
 	}
-	rep, err := c.submit(ctx, s.index, env, ts)
+	frame, err := c.hosts[0].EncodeLinkFrame(env)
+	if err != nil {
+		return nil, fmt.Errorf("client: %w", err)
+	}
+	rep, err := c.submit(ctx, s.index, frame, ts, time.Time{})
 	if err != nil && c.ctx.Err() != nil {
 		return nil, ErrClosed
 	}
@@ -285,19 +289,52 @@ func (c *Client) Do(ctx context.Context, op []byte) (*Reply, error) {
 // increasing order) and waits for f+1 matching replies, as Do does. The caller owns session i: it must not
 // be used by Do (give Do other sessions, or none) nor by two DoSigned calls at once (ErrSessionBusy).
 func (c *Client) DoSigned(ctx context.Context, i int, env *wire.Envelope, ts uint64) (*Reply, error) {
-	if c.ctx.Err() != nil {
-		return nil, ErrClosed
+	p, err := c.Prepare(i, env, ts)
+	if err != nil {
+		return nil, err
 	}
+	return c.DoPrepared(ctx, p, time.Time{})
+}
+
+// Prepared is a request signed and encoded ahead of time (Prepare), for DoPrepared: a load generator
+// prepares its requests before it measures, so that sending one costs no signing and no encoding.
+type Prepared struct {
+	session int
+	ts      uint64
+	frame   p2p.LinkFrame
+}
+
+// Prepare encodes env, a request that session i signed with timestamp ts (Session(i).NewRequest), for
+// DoPrepared. It is safe for concurrent use.
+func (c *Client) Prepare(i int, env *wire.Envelope, ts uint64) (*Prepared, error) {
 	if i < 0 || i >= len(c.calls) {
 		return nil, fmt.Errorf("client: no session %d", i)
 	}
+	if !bytes.Equal(env.Author, c.sessions.Session(i).Key().PublicKey()) {
+		return nil, fmt.Errorf("client: the request is not signed by session %d", i)
+	}
+	f, err := c.hosts[0].EncodeLinkFrame(env)
+	if err != nil {
+		return nil, fmt.Errorf("client: %w", err)
+	}
+	return &Prepared{session: i, ts: ts, frame: f}, nil
+}
+
+// DoPrepared sends a prepared request and waits for f+1 matching replies, as DoSigned does (the caller owns
+// its session). A non-zero deadline bounds the wait like a context deadline would, without the cost of a
+// context per request.
+func (c *Client) DoPrepared(ctx context.Context, p *Prepared, deadline time.Time) (*Reply, error) {
+	if c.ctx.Err() != nil {
+		return nil, ErrClosed
+	}
+	i := p.session
 	if !c.busy[i].CompareAndSwap(false, true) {
 		return nil, fmt.Errorf("%w: session %d", ErrSessionBusy, i)
 	}
 	defer c.busy[i].Store(false)
 	c.wg.Add(1)
 	defer c.wg.Done()
-	return c.submit(ctx, i, env, ts)
+	return c.submit(ctx, i, p.frame, p.ts, deadline)
 }
 
 // primary returns the primary of the believed view.
@@ -325,12 +362,8 @@ func (c *Client) learnView(v uint64) {
 // then every correct replica verifies it, forwards it to the primary and watches for its execution (PBFT's
 // reaction to a client that had to retransmit). Retransmissions repeat every RetryTimeout, doubling up to
 // MaxRetryTimeout, until ctx ends.
-func (c *Client) submit(ctx context.Context, si int, env *wire.Envelope, ts uint64) (*Reply, error) {
+func (c *Client) submit(ctx context.Context, si int, frame p2p.LinkFrame, ts uint64, deadline time.Time) (*Reply, error) {
 	start := time.Now()
-	frame, err := c.hosts[0].EncodeLinkFrame(env)
-	if err != nil {
-		return nil, fmt.Errorf("client: %w", err)
-	}
 	var retry p2p.LinkFrame
 	cl := newCall(ts, c.n)
 	c.calls[si].Store(cl)
@@ -386,24 +419,41 @@ func (c *Client) submit(ctx context.Context, si int, env *wire.Envelope, ts uint
 		// The backups wait for the primary's pre-prepare unless told the client had to retransmit.
 		sendRound("the primary is unreachable")
 	}
-	refusedAt := 0
+	refused := false
 	retryAfter := c.cfg.RetryTimeout
-	timer := time.NewTimer(retryAfter)
+	nextRetry := time.Now().Add(retryAfter)
+	// One timer serves the retransmissions and the deadline: it fires at whichever comes first.
+	wake := func() time.Duration {
+		d := time.Until(nextRetry)
+		if !deadline.IsZero() {
+			d = min(d, time.Until(deadline))
+		}
+		return max(d, 0)
+	}
+	timer := time.NewTimer(wake())
 	defer timer.Stop()
 	for {
 		select {
 		case <-cl.done:
 			return c.accept(si, cl, rounds, start), nil
 		case r := <-cl.refused:
-			if r == primary && refusedAt == 0 {
-				refusedAt = rounds
+			if r == primary && !refused {
+				refused = true
 				sendRound("the primary refused the request")
-				timer.Reset(retryAfter)
+				nextRetry = time.Now().Add(retryAfter)
+				timer.Reset(wake())
 			}
-		case <-timer.C:
-			sendRound("timeout")
-			retryAfter = min(2*retryAfter, c.cfg.MaxRetryTimeout)
-			timer.Reset(retryAfter)
+		case now := <-timer.C:
+			if !deadline.IsZero() && !now.Before(deadline) {
+				c.metrics.abandoned.Add(1)
+				return nil, fmt.Errorf("client: request %d (session %d) after %d rounds: %w: %w", ts, si, rounds, ErrUnknownOutcome, context.DeadlineExceeded)
+			}
+			if !now.Before(nextRetry) {
+				sendRound("timeout")
+				retryAfter = min(2*retryAfter, c.cfg.MaxRetryTimeout)
+				nextRetry = now.Add(retryAfter)
+			}
+			timer.Reset(wake())
 		case <-ctx.Done():
 			c.metrics.abandoned.Add(1)
 			return nil, fmt.Errorf("client: request %d (session %d) after %d rounds: %w: %w", ts, si, rounds, ErrUnknownOutcome, ctx.Err())

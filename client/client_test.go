@@ -486,3 +486,38 @@ func TestHeaderCache(t *testing.T) {
 		t.Fatalf("cache holds %d + %d for a size of 2", len(hc.cur), len(hc.old))
 	}
 }
+
+// A prepared request goes out as DoSigned's does; its deadline ends the wait like a context deadline,
+// and a prepared request of another session is refused.
+func TestDoPreparedDeadline(t *testing.T) {
+	c := startCluster(t, "prepared", 4)
+	cl := c.client(t, "prepared-client", func(cfg *Config) { cfg.Sessions = 2 })
+	env, ts, err := cl.Session(1).NewRequest(c.g.ChainID(), []byte("p"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cl.Prepare(0, env, ts); err == nil {
+		t.Fatal("session 1's request prepared for session 0")
+	}
+	p, err := cl.Prepare(1, env, ts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := cl.DoPrepared(ctxT(t, 10*time.Second), p, time.Now().Add(10*time.Second))
+	if err != nil || string(rep.Result) != "ok:p" || rep.Session != 1 {
+		t.Fatalf("reply %+v, err %v", rep, err)
+	}
+	for _, r := range c.replicas {
+		r.setMode(silent)
+	}
+	env, ts, _ = cl.Session(1).NewRequest(c.g.ChainID(), []byte("q"))
+	p, _ = cl.Prepare(1, env, ts)
+	start := time.Now()
+	_, err = cl.DoPrepared(context.Background(), p, time.Now().Add(300*time.Millisecond))
+	if !errors.Is(err, ErrUnknownOutcome) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("err = %v", err)
+	}
+	if d := time.Since(start); d < 300*time.Millisecond {
+		t.Fatalf("gave up after %s, before its deadline", d)
+	}
+}
