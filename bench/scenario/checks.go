@@ -59,6 +59,82 @@ func (r *runner) finalChecks(ctx context.Context, res *bench.Result) {
 	r.checkExactlyOnce(ctx, res, chains, hashes, common)
 }
 
+// checkDegradation checks, for every event with a throughput or p99 bound, the load while its fault
+// lasted (from its action to the next event's, or the end of the load) against as long a window just
+// before the action.
+func (r *runner) checkDegradation(records []bench.Record) {
+	var end time.Duration // when the load stopped issuing
+	for _, rec := range records {
+		end = max(end, rec.Issued)
+	}
+	for k, e := range r.s.Events {
+		if e.MinThroughputRatio == 0 && e.MaxP99Ratio == 0 {
+			continue
+		}
+		if k >= len(r.out.Steps) {
+			return
+		}
+		t0 := time.Duration(r.out.Steps[k].AtS * float64(time.Second))
+		t1 := end
+		if k+1 < len(r.out.Steps) {
+			t1 = time.Duration(r.out.Steps[k+1].AtS * float64(time.Second))
+		}
+		before := window(records, max(t0-(t1-t0), 0), t0)
+		during := window(records, t0, t1)
+		name := fmt.Sprintf("event %d (%s %s) load", k+1, e.Action, strings.Join(r.out.Steps[k].Targets, ","))
+		if before.accepted == 0 {
+			r.check(name, false, "no request accepted in the window before the action")
+			continue
+		}
+		ok := true
+		var parts []string
+		if e.MinThroughputRatio > 0 {
+			ratio := during.rate / before.rate
+			ok = ok && ratio >= e.MinThroughputRatio
+			parts = append(parts, fmt.Sprintf("throughput %.0f/s during against %.0f/s before (%.0f%%, at least %.0f%%)",
+				during.rate, before.rate, 100*ratio, 100*e.MinThroughputRatio))
+		}
+		if e.MaxP99Ratio > 0 {
+			ratio := float64(during.p99) / float64(max(before.p99, time.Microsecond))
+			ok = ok && ratio <= e.MaxP99Ratio
+			parts = append(parts, fmt.Sprintf("p99 %s during against %s before (%.1fx, at most %.1fx)",
+				during.p99.Round(time.Millisecond/10), before.p99.Round(time.Millisecond/10), ratio, e.MaxP99Ratio))
+		}
+		r.check(name, ok, "%s over %.1fs windows", strings.Join(parts, "; "), (t1 - t0).Seconds())
+	}
+}
+
+// loadWindow is the load over a window of time.
+type loadWindow struct {
+	accepted int
+	rate     float64       // requests accepted in the window, per second
+	p99      time.Duration // latency of the accepted requests issued in the window
+}
+
+func window(records []bench.Record, t0, t1 time.Duration) loadWindow {
+	var w loadWindow
+	var lat []time.Duration
+	for _, rec := range records {
+		if !rec.OK {
+			continue
+		}
+		if rec.Done >= t0 && rec.Done < t1 {
+			w.accepted++
+		}
+		if rec.Issued >= t0 && rec.Issued < t1 {
+			lat = append(lat, rec.Latency())
+		}
+	}
+	if t1 > t0 {
+		w.rate = float64(w.accepted) / (t1 - t0).Seconds()
+	}
+	if len(lat) > 0 {
+		slices.Sort(lat)
+		w.p99 = lat[min(len(lat)-1, len(lat)*99/100)]
+	}
+	return w
+}
+
 // checkExperiment checks that the Byzantine replicas ran their modes (as their status reports, if they
 // answer) and that the correct replicas reached the scenario's minimum view.
 func (r *runner) checkExperiment(ctx context.Context, replicas []int) {

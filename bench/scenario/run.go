@@ -282,6 +282,7 @@ func (r *runner) execute(ctx context.Context, seed int64) error {
 	r.check("requests", res.Failed <= int64(s.Expect.MaxFailed) && res.Acked >= int64(s.Expect.MinAccepted),
 		"%d accepted, %d failed (at most %d may fail, at least %d must be accepted); accepted %.0f/s, latency p50 %.1f ms p99 %.1f ms max %.1f ms",
 		res.Acked, res.Failed, s.Expect.MaxFailed, s.Expect.MinAccepted, res.Throughput, res.Latency.P50, res.Latency.P99, res.Latency.Max)
+	r.checkDegradation(run.Generator().Records())
 	r.finalChecks(ctx, res)
 	return nil
 }

@@ -175,6 +175,13 @@ type Event struct {
 	ResumeWithin *Duration `toml:"resume_within"`
 	// CatchUpWithin overrides Expect.CatchUpWithin ("0s": no check).
 	CatchUpWithin *Duration `toml:"catch_up_within"`
+	// MinThroughputRatio and MaxP99Ratio check what the fault costs the load while it lasts, from this
+	// event's action to the next event's (or the end of the load): accepted requests per second at least
+	// MinThroughputRatio times, and the p99 latency of the requests issued at most MaxP99Ratio times, what
+	// they were over as long a window just before the action (0: no check). For a fault the protocol
+	// should absorb, like a silent backup under a healthy primary.
+	MinThroughputRatio float64 `toml:"min_throughput_ratio"`
+	MaxP99Ratio        float64 `toml:"max_p99_ratio"`
 }
 
 // targetWords are the target names that are not replica names.
@@ -341,6 +348,12 @@ func (s *Scenario) Validate() error {
 		}
 		if e.Mode != "" && e.Action != ActionByzantine {
 			bad("%s: mode only applies to byzantine", where)
+		}
+		if e.MinThroughputRatio < 0 || e.MinThroughputRatio > 1 {
+			bad("%s: min_throughput_ratio %g: want 0 to 1", where, e.MinThroughputRatio)
+		}
+		if e.MaxP99Ratio != 0 && e.MaxP99Ratio < 1 {
+			bad("%s: max_p99_ratio %g: want 1 or more (0: no check)", where, e.MaxP99Ratio)
 		}
 	}
 	return errors.Join(errs...)

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/p2pbft/p2pbft/bench"
 	"github.com/p2pbft/p2pbft/node/config"
 )
 
@@ -87,6 +88,8 @@ func TestParseErrors(t *testing.T) {
 		{base + "[[events]]\naction = \"byzantine\"\ntarget = \"node1\"\n", "mode \"\""},
 		{base + "[[events]]\naction = \"byzantine\"\ntarget = \"node1\"\nmode = \"sneaky\"\n", "mode \"sneaky\""},
 		{base + "[[events]]\naction = \"kill\"\ntarget = \"node1\"\nmode = \"x\"\n", "mode only applies"},
+		{base + "[[events]]\naction = \"pause\"\ntarget = \"node1\"\nmin_throughput_ratio = 1.5\n", "min_throughput_ratio 1.5"},
+		{base + "[[events]]\naction = \"pause\"\ntarget = \"node1\"\nmax_p99_ratio = 0.5\n", "max_p99_ratio 0.5"},
 		{"[byzantine]\nnode0 = \"equivocate\"\nnode1 = \"silent\"\n" + base, "tolerates f = 1"},
 		{"[load]\nmode = \"open\"\n", "rate must be positive"},
 		{"[load]\nrequests = 10\n", "timeline bounds"},
@@ -118,5 +121,23 @@ func TestExamplesParse(t *testing.T) {
 				t.Errorf("%s (short %v): no events", f, short)
 			}
 		}
+	}
+}
+
+// The load window a degradation check reads: accepted requests by completion, latency by issue time.
+func TestLoadWindow(t *testing.T) {
+	ms := time.Millisecond
+	recs := []bench.Record{
+		{Issued: 0, Done: 10 * ms, OK: true},
+		{Issued: 5 * ms, Done: 900 * ms, OK: true},
+		{Issued: 950 * ms, Done: 1100 * ms, OK: true},
+		{Issued: 990 * ms, Done: 1000 * ms, OK: false},
+	}
+	w := window(recs, 0, time.Second)
+	if w.accepted != 2 || w.rate != 2 || w.p99 != 895*ms {
+		t.Fatalf("window %+v", w)
+	}
+	if w := window(recs, time.Second, 2*time.Second); w.accepted != 1 || w.p99 != 0 {
+		t.Fatalf("second window %+v", w)
 	}
 }
