@@ -99,8 +99,8 @@ type Config struct {
 
 	// ConnsPerIP bounds the inbound connections open at once from one remote IPv4 address (IPv6: one
 	// /56) that is not exempt: loopback, the replicas' IP addresses in the genesis and AllowNetworks are.
-	// A client host holds one connection per replica for each libp2p host it runs (`p2pbft bench` runs
-	// one per 8 clients, `p2pbft tx` one per process). Default 128. See limits.go.
+	// A client machine holds one connection per replica for each libp2p host it runs (`p2pbft bench` and a
+	// Go client one for all their sessions, `p2pbft tx` one per process). Default 128. See limits.go.
 	ConnsPerIP int `toml:"conns_per_ip"`
 	// ConnRatePerIP and ConnBurstPerIP bound how fast one such address may open inbound connections: a
 	// token bucket of ConnBurstPerIP connections refilled at ConnRatePerIP per second. Defaults 10 and

@@ -61,9 +61,9 @@ type P2P struct {
 	MDNS bool `toml:"mdns"`
 	// MaxMessageSize bounds one consensus message on the wire, in bytes.
 	MaxMessageSize int `toml:"max_message_size"`
-	// Broadcast is how consensus messages addressed to every replica travel: "direct" (one direct stream
-	// to each replica) or "gossip" (the chain's gossipsub topic). Messages to one replica always take a
-	// direct stream.
+	// Broadcast is how consensus messages addressed to every replica travel: "gossip" (the default: the
+	// chain's authenticated gossipsub topic, which also relays around a broken link) or "direct" (one
+	// direct stream to each replica). Messages to one replica always take a direct stream.
 	Broadcast string `toml:"broadcast"`
 	// GossipKinds are consensus message kinds broadcast over gossip whatever Broadcast says: rare
 	// messages whose delivery matters more than their cost, which gossip relays through other replicas
@@ -196,7 +196,7 @@ func Default() Config {
 			Bootstrap:      []string{},
 			External:       []string{},
 			MaxMessageSize: 4 << 20,
-			Broadcast:      BroadcastDirect,
+			Broadcast:      BroadcastGossip,
 			GossipKinds:    []string{"view-change", "new-view"},
 			ConnsPerIP:     p2p.DefaultConnsPerIP,
 			ConnRatePerIP:  p2p.DefaultConnRatePerIP,

@@ -35,9 +35,10 @@ external = {{list .P2P.External}}
 mdns = {{.P2P.MDNS}}
 # Largest consensus message accepted on the wire, in bytes (64 KiB to 64 MiB).
 max_message_size = {{.P2P.MaxMessageSize}}
-# How consensus messages for every replica travel: "direct" (a direct stream to each replica; the cheapest
-# in CPU when replicas are fully connected, which the node keeps them) or "gossip" (the chain's gossipsub
-# topic, which also relays through other replicas). Messages to one replica always use a direct stream.
+# How consensus messages for every replica travel: "gossip" (the chain's authenticated gossipsub topic,
+# which also relays through other replicas when two cannot reach each other) or "direct" (a direct stream to
+# each replica, without relaying). Their costs are close (BENCHMARKS.md). Messages to one replica always use
+# a direct stream.
 broadcast = {{q .P2P.Broadcast}}
 # Message kinds broadcast over gossip whatever "broadcast" says: rare ones whose delivery matters more than
 # their cost, since gossip relays them through other replicas when two replicas cannot reach each other.
@@ -46,7 +47,7 @@ gossip_kinds = {{list .P2P.GossipKinds}}
 # Connection limits per remote IP address, for inbound connections from addresses that are neither loopback,
 # nor a replica's IP address in the genesis, nor in allow_networks (libp2p's own, 8 connections and 0.2 new
 # ones per second, are replaced by these). A client machine holds one connection per replica for each libp2p
-# host it runs: ` + "`p2pbft bench`" + ` runs one per 8 clients, ` + "`p2pbft tx`" + ` one per process. A refused connection is
+# host it runs: ` + "`p2pbft bench`" + ` and a Go client one for all their sessions, ` + "`p2pbft tx`" + ` one per process. A refused connection is
 # logged with the limit's name and counted in /metrics (p2pbft_p2p_refused_connections_total{limit=...}).
 # Connections open at once from one IPv4 address (IPv6: one /56).
 conns_per_ip = {{.P2P.ConnsPerIP}}
