@@ -4,12 +4,15 @@ import (
 	"context"
 	"testing"
 	"time"
+
+	"github.com/p2pbft/p2pbft/node/config"
 )
 
 // The primary stops: the others change view and commits resume under the new primary; the old primary
-// restarts, learns the new view and catches up.
+// restarts, learns the new view and catches up. The normal case goes over direct streams here, so that
+// the test also sees view changes take gossip (p2p.gossip_kinds) whatever p2p.broadcast says.
 func TestPrimaryStopViewChange(t *testing.T) {
-	c := newCluster(t, 4, nil)
+	c := newCluster(t, 4, func(cfg *config.Config) { cfg.P2P.Broadcast = config.BroadcastDirect })
 	c.startAll()
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
