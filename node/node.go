@@ -404,6 +404,7 @@ func (n *Node) engineConfig() pbft.Config {
 		MaxBatchBytes:      cs.BatchMaxBytes,
 		BatchTimeout:       batchTimeout,
 		PipelineDepth:      cs.MaxInFlight,
+		PipelineMinBatch:   cs.PipelineMinRequests,
 		RequestTimeout:     cs.Ticks(cs.RequestTimeout),
 		NewViewTimeout:     cs.Ticks(cs.ViewChangeTimeout),
 		RetransmitTimeout:  cs.Ticks(cs.RetransmitTimeout),

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"runtime"
 	"time"
 
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
@@ -84,7 +85,7 @@ func (h *Host) gossipOptions() []pubsub.Option {
 		pubsub.WithSeenMessagesStrategy(timecache.Strategy_LastSeen),
 		pubsub.WithValidateQueueSize(cfg.QueueSize),
 		pubsub.WithValidateThrottle(2 * cfg.QueueSize),
-		pubsub.WithValidateWorkers(2),
+		pubsub.WithValidateWorkers(max(2, runtime.GOMAXPROCS(0))),
 		pubsub.WithPeerOutboundQueueSize(cfg.QueueSize),
 		pubsub.WithFloodPublish(true),
 		pubsub.WithPeerExchange(false),
@@ -160,8 +161,11 @@ func (h *Host) startGossip() error {
 		return fmt.Errorf("p2p: gossipsub: %w", err)
 	}
 	h.ps = ps
+	// Inline: the validation workers (WithValidateWorkers, one per core) run the validator themselves.
+	// Otherwise pubsub starts a goroutine per message, whose small stack the signature check grows each
+	// time (no difference measured in throughput; less churn in the profiles).
 	if err := ps.RegisterTopicValidator(h.topicName, h.validateGossip,
-		pubsub.WithValidatorConcurrency(h.cfg.QueueSize)); err != nil {
+		pubsub.WithValidatorInline(true)); err != nil {
 		return fmt.Errorf("p2p: topic validator: %w", err)
 	}
 	topic, err := ps.Join(h.topicName)

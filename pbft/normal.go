@@ -24,6 +24,9 @@ func (r *Replica) maybePropose() {
 			r.now-front.arrived < uint64(r.cfg.BatchTimeout) {
 			return
 		}
+		if r.nextSeq > r.lastDelivered+1 && r.pending.qlen < r.cfg.PipelineMinBatch && r.pending.qbytes < r.cfg.MaxBatchBytes {
+			return // a batch is in flight: let this one grow until it is worth a batch of its own
+		}
 		if !r.propose() {
 			return
 		}

@@ -605,3 +605,26 @@ func TestStepPrePrepareTakesDecodedBatch(t *testing.T) {
 		}
 	}
 }
+
+// While a batch is in flight, the primary holds the next one until PipelineMinBatch requests wait or the
+// pipeline empties; without the setting it cuts at once.
+func TestPipelineMinBatch(t *testing.T) {
+	for _, tc := range []struct {
+		min        int
+		wantSecond bool
+	}{{0, true}, {3, false}, {2, true}} {
+		tn := newNet(t, 4, func(c *Config) { c.PipelineDepth = 2; c.PipelineMinBatch = tc.min })
+		_ = tn.propose(0, tn.request(1, 1, "first")) // cut at once: nothing in flight
+		_ = tn.propose(0, tn.request(2, 1, "a"))
+		_ = tn.propose(0, tn.request(3, 1, "b"))
+		if got := tn.reps[0].nextSeq - 1; (got == 2) != tc.wantSecond || got < 1 {
+			t.Fatalf("min %d: %d batches cut with one in flight and 2 waiting", tc.min, got)
+		}
+		tn.run()
+		for i := range 4 {
+			if tn.executed(i) < 1 || tn.reps[i].pending.len() != 0 {
+				t.Fatalf("min %d: replica %d executed %d, %d pending", tc.min, i, tn.executed(i), tn.reps[i].pending.len())
+			}
+		}
+	}
+}

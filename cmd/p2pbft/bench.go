@@ -53,6 +53,7 @@ type nodeTuning struct {
 	batchMaxRequests int
 	batchTimeout     time.Duration
 	maxInFlight      int
+	pipelineMin      int
 	requestTimeout   time.Duration
 	viewChange       time.Duration
 	checkpoint       uint64
@@ -68,6 +69,7 @@ func addNodeTuningFlags(fs *pflag.FlagSet, t *nodeTuning) {
 	fs.IntVar(&t.batchMaxRequests, "batch-max-requests", d.Consensus.BatchMaxRequests, "replicas started here: consensus.batch_max_requests")
 	fs.DurationVar(&t.batchTimeout, "batch-timeout", d.Consensus.BatchTimeout, "replicas started here: consensus.batch_timeout")
 	fs.IntVar(&t.maxInFlight, "max-in-flight", d.Consensus.MaxInFlight, "replicas started here: consensus.max_in_flight (pipelining depth)")
+	fs.IntVar(&t.pipelineMin, "pipeline-min-requests", d.Consensus.PipelineMinRequests, "replicas started here: consensus.pipeline_min_requests")
 	fs.DurationVar(&t.requestTimeout, "request-timeout", d.Consensus.RequestTimeout, "replicas started here: consensus.request_timeout (the view-change timer)")
 	fs.DurationVar(&t.viewChange, "view-change-timeout", d.Consensus.ViewChangeTimeout, "replicas started here: consensus.view_change_timeout")
 	fs.Uint64Var(&t.checkpoint, "checkpoint-interval", d.Consensus.CheckpointInterval, "replicas started here: consensus.checkpoint_interval")
@@ -88,6 +90,7 @@ func (t nodeTuning) apply(fs *pflag.FlagSet, c *config.Config) {
 	set("batch-max-requests", func() { c.Consensus.BatchMaxRequests = t.batchMaxRequests })
 	set("batch-timeout", func() { c.Consensus.BatchTimeout = t.batchTimeout })
 	set("max-in-flight", func() { c.Consensus.MaxInFlight = t.maxInFlight })
+	set("pipeline-min-requests", func() { c.Consensus.PipelineMinRequests = t.pipelineMin })
 	set("request-timeout", func() { c.Consensus.RequestTimeout = t.requestTimeout })
 	set("view-change-timeout", func() { c.Consensus.ViewChangeTimeout = t.viewChange })
 	set("checkpoint-interval", func() { c.Consensus.CheckpointInterval = t.checkpoint })

@@ -106,6 +106,9 @@ type Consensus struct {
 	BatchTimeout time.Duration `toml:"batch_timeout"`
 	// MaxInFlight bounds how many batches the primary keeps in flight (pipelining depth).
 	MaxInFlight int `toml:"max_in_flight"`
+	// PipelineMinRequests: while a batch is in flight, the next is cut only once this many requests wait
+	// (else when the pipeline empties), so that moderate load makes fewer, larger batches. 0: no wait.
+	PipelineMinRequests int `toml:"pipeline_min_requests"`
 	// RequestTimeout is the view-change timer: how long a known request may wait to execute before the
 	// replica suspects the primary.
 	RequestTimeout time.Duration `toml:"request_timeout"`
@@ -204,16 +207,17 @@ func Default() Config {
 			AllowNetworks:  []string{},
 		},
 		Consensus: Consensus{
-			Tick:               10 * time.Millisecond,
-			CheckpointInterval: 32,
-			Window:             64,
-			BatchMaxRequests:   1000,
-			BatchMaxBytes:      1 << 20,
-			BatchTimeout:       2 * time.Millisecond,
-			MaxInFlight:        2,
-			RequestTimeout:     2 * time.Second,
-			ViewChangeTimeout:  2 * time.Second,
-			RetransmitTimeout:  100 * time.Millisecond,
+			Tick:                10 * time.Millisecond,
+			CheckpointInterval:  32,
+			Window:              64,
+			BatchMaxRequests:    1000,
+			BatchMaxBytes:       1 << 20,
+			BatchTimeout:        2 * time.Millisecond,
+			MaxInFlight:         2,
+			PipelineMinRequests: 128,
+			RequestTimeout:      2 * time.Second,
+			ViewChangeTimeout:   2 * time.Second,
+			RetransmitTimeout:   100 * time.Millisecond,
 		},
 		StateSync: StateSync{
 			ChunkBytes:     1 << 20,
@@ -347,6 +351,9 @@ func (c Config) Validate() error {
 	}
 	if cs.BatchTimeout < 0 {
 		bad("consensus.batch_timeout", "negative")
+	}
+	if cs.PipelineMinRequests < 0 {
+		bad("consensus.pipeline_min_requests", "%d is negative", cs.PipelineMinRequests)
 	}
 	if cs.MaxInFlight < 1 || uint64(cs.MaxInFlight) > cs.Window {
 		bad("consensus.max_in_flight", "%d not in [1, window=%d]", cs.MaxInFlight, cs.Window)
