@@ -149,6 +149,7 @@ func (c *Cluster) makeConfig(i int) pbft.Config {
 		MaxFutureMessages:  64,
 		VerifiedCacheSize:  4096,
 		FetchBatch:         8,
+		PipelineMinBatch:   c.opt.PipelineMinBatch,
 	}
 	if c.Configure != nil {
 		c.Configure(&cfg)

@@ -177,6 +177,15 @@ func (n *node) receive(data []byte) {
 	if n.byz != nil {
 		n.byz.observe(e)
 	}
+	// Like the node's ingress: a pre-prepare's requests decoded and verified beside the engine are handed
+	// to it with the envelope (StepPrePrepare); a body that fails goes in plainly, for the engine to judge.
+	if e.Kind == wire.KindPrePrepare && len(e.Body) > 0 && n.c.opt.DriverDecodes {
+		if reqs, err := pbft.DecodeBatch(e.Body); err == nil && len(reqs) > 0 && n.c.reg.VerifyBatch(reqs) == nil {
+			_ = n.rep.StepPrePrepare(e, reqs)
+			n.process()
+			return
+		}
+	}
 	_ = n.rep.Step(e)
 	n.process()
 }

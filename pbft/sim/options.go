@@ -72,6 +72,11 @@ type Options struct {
 	LivenessTicks int
 	// Loss, Dup are per-message probabilities during the fault period.
 	Loss, Dup float64
+	// PipelineMinBatch is the primaries' pbft.Config.PipelineMinBatch; DriverDecodes makes the replicas'
+	// drivers decode and verify pre-prepare bodies beside the engine (pbft.Replica.StepPrePrepare), as the
+	// node does.
+	PipelineMinBatch int
+	DriverDecodes    bool
 }
 
 // Plan derives the options of a run from its seed, the replica counts to choose from and the faults
@@ -110,6 +115,11 @@ func Plan(seed int64, ns []int, allowed []Fault) Options {
 		o.Byzantine[idx[i]] = byz[i]
 		o.Faults = append(o.Faults, byz[i])
 	}
+	// Drawn from a stream of their own, so that the draws above, and every seed recorded before these
+	// options existed, replay as they did.
+	extra := rand.New(rand.NewPCG(uint64(seed), 0xd21fe))
+	o.PipelineMinBatch = []int{0, 0, 2, 4}[extra.IntN(4)]
+	o.DriverDecodes = extra.IntN(2) == 0
 	return o
 }
 
@@ -120,9 +130,9 @@ func (o Options) String() string {
 			byz = append(byz, fmt.Sprintf("%d:%s", i, b))
 		}
 	}
-	return fmt.Sprintf("seed=%d n=%d faults=%v byzantine=[%s] clients=%dx%d K=%d L=%d faultTicks=%d loss=%.2f dup=%.2f",
+	return fmt.Sprintf("seed=%d n=%d faults=%v byzantine=[%s] clients=%dx%d K=%d L=%d faultTicks=%d loss=%.2f dup=%.2f pipelineMin=%d driverDecodes=%v",
 		o.Seed, o.N, o.Faults, strings.Join(byz, " "), o.Clients, o.RequestsPerClient, o.CheckpointInterval, o.Window,
-		o.FaultTicks, o.Loss, o.Dup)
+		o.FaultTicks, o.Loss, o.Dup, o.PipelineMinBatch, o.DriverDecodes)
 }
 
 func (o Options) has(f Fault) bool { return slices.Contains(o.Faults, f) }
