@@ -61,38 +61,34 @@
 //
 // # Client requests
 //
-// A client sends its signed request to the replicas with the p2p request protocol (or calls Submit in
-// process). The signature is checked off the loop, the loop proposes the request (a backup forwards it to
-// the primary), and the caller waits until this replica executed it and answers with its signed reply. A
-// repeat of an executed request (same client and timestamp) gets the cached reply; an older one is
-// refused. The client accepts f+1 matching replies from distinct replicas (pbft.ReplyCollector).
+// Clients hold a link to every replica (p2p.Link) and send each request's first round to all of them
+// (links.go). The primary verifies the signatures in batches, off the loop, and proposes a read batch at a
+// time; a backup only remembers a first-round request that came on its author's own link (trusted: the
+// hello routed the key there and the link authenticates its peer), so that its ingress need not verify it
+// when the pre-prepare brings it. Retransmissions are verified and proposed by every replica (a backup
+// forwards them to the primary and starts its request timer). Every replica answers every request it
+// executes whose author has a link here: one reply bundle per executed batch and link (the replier, off the
+// loop). The HTTP API submits in process (Submit waits for this replica's own reply); the one-shot request
+// protocol (handleRequest) serves the API's relays and state transfer. A repeat of an executed request
+// (same client and timestamp) gets the cached reply; an older one is refused (a notice on the link).
 //
 // # Signatures
 //
-// Every envelope is verified once per replica. The p2p host verifies what arrives through the node's
-// verifier pool, which batches whatever is queued (client requests under load) and remembers every verified
-// signature; client requests inside pre-prepares that this replica never saw are batch-verified on the pool
-// before the pre-prepare reaches the loop. The engine's verifier consults the same memory first, so on the
-// loop only the rare unseen signature costs cryptography. The p2p filter drops stale normal-case messages
+// Every envelope is verified once per replica, and a client request's signature by the primary alone in
+// the normal case (above). The p2p host verifies what arrives through the node's verifier pool, which
+// batches whatever is queued and remembers every verified signature (a batch of 32 or more is verified at
+// once on the caller's goroutine); the requests inside a pre-prepare are decoded and verified (but for the
+// trusted ones) by the ingress, beside the loop, and handed to the engine with the pre-prepare
+// (pbft.Replica.StepPrePrepare), which then neither decodes nor checks them again. The engine's verifier
+// consults the same memory first, so on the loop only the rare unseen signature costs cryptography. The p2p filter drops stale normal-case messages
 // and checkpoints (below the stable checkpoint or from an older view) before any signature check.
 //
 // # Measured
 //
-// On the 2-core development VM, shared with other engineers' builds, simulations and end-to-end tests (load
-// average 6-11 during the runs), so wall-clock rates vary by 2-3x between runs:
-//
-//	go test -run '^$' -bench 'Cluster/fsync=true/clients=1024/broadcast=direct' -benchtime 10000x ./node/
-//	  four in-process replicas (real libp2p on 127.0.0.1, pebble with fsync), 1024 closed-loop clients:
-//	  650-3000 committed requests/s over the runs; 64-84 requests per block; CPU 540-555 µs per request for
-//	  the whole process (four replicas and the clients), i.e. ~135 µs per replica and request, ~1.1
-//	  signature verifications per request and replica.
-//	go test -run '^$' -bench 'Cluster/fsync=true/clients=1024' -benchtime 10000x ./node/
-//	  broadcast over direct streams beat gossip in every paired run (1.2x-2.6x), hence the default; view
-//	  changes and new views still go by gossip (p2p.gossip_kinds) for its relaying.
-//	go test ./node/ -run TestCatchUpLarge -catchup.requests 100000 -v
-//	  a replica down for 100,352 requests (~1,400-1,500 blocks) caught up by snapshot (4.1 MB) in 1.3-2.5 s
-//	  (40,000-79,000 requests/s); with -catchup.method blocks, replaying the blocks took 5.5 s (18,000
-//	  requests/s, execution-bound).
+// The figures, and the commands that produce them, are in BENCHMARKS.md at the root of the repository; the
+// history of the request path, step by step with paired before/after runs, in docs/perf-log.md. In one
+// process: `go test -run '^$' -bench ClusterLinks -benchtime 30000x ./node/` runs four replicas and a
+// client over links (a CPU profile of it shows the whole request path).
 //
 // Each round of the loop costs one fsync, which on this shared disk took 4-20 ms (p2pbft_persist_seconds):
 // throughput comes from batching (batches grow with the number of waiting requests) and pipelining, not
