@@ -18,8 +18,9 @@
 //  2. send: every consensus message leaves through Node.send, the one place a misbehaving-replica
 //     experiment wraps (experiment.go): to one replica over a direct stream; to all over direct streams or
 //     the gossip topic (p2p.broadcast).
-//  3. replies: a reply goes to the callers waiting for it (see below); replies nobody here waits for are not
-//     even built.
+//  3. replies: a reply goes to the in-process callers waiting for it (Submit) and, bundled per batch, to
+//     the links of the clients that have one here (the replier, off the loop); replies nobody waits for
+//     are not built.
 //  4. execute: committed batches run through the application; each becomes a block (height = sequence
 //     number, linked by hash, with its commit certificate) written in the round's store batch together with
 //     the application's writes (app.Application.Commit) and the block's results, so a block and the state
