@@ -470,6 +470,7 @@ func (n *Node) maybePublishStats() {
 		return
 	}
 	n.lastStatsPub = now
+	n.adaptTimers()
 	old := n.state.Load()
 	ps := *old
 	ps.stats = n.rep.Stats()

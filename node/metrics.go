@@ -77,7 +77,7 @@ func newMetrics(n *Node) (*metrics, error) {
 		Buckets: prometheus.ExponentialBuckets(0.00001, 2, 16)})
 	m.collectors = []prometheus.Collector{m.blocks, m.requests, m.batchRequests, m.latency, m.persistSeconds,
 		m.executeSeconds, m.messages, m.sends, m.proposals, m.syncs, m.syncBytes, m.syncBlocks, m.linkReplies,
-		m.linkTrusted, m.replySeconds, newEngineCollector(n)}
+		m.linkTrusted, m.replySeconds, newEngineCollector(n), newHealthCollector(n)}
 	for i, c := range m.collectors {
 		if err := m.reg.Register(c); err != nil {
 			for _, r := range m.collectors[:i] {

@@ -117,10 +117,11 @@ type Node struct {
 	replies *replier
 
 	// Published for other goroutines.
-	state   atomic.Pointer[publicState]
-	filterV atomic.Pointer[filterView]
-	snapMu  sync.Mutex
-	snaps   map[uint64]*pbft.Snapshot // the engine's part of the snapshots this replica serves
+	state           atomic.Pointer[publicState]
+	retransmitTicks atomic.Int64 // the engine's current RetransmitTimeout (health.go)
+	filterV         atomic.Pointer[filterView]
+	snapMu          sync.Mutex
+	snaps           map[uint64]*pbft.Snapshot // the engine's part of the snapshots this replica serves
 
 	// hooks are test instrumentation; nil in production.
 	hooks *hooks
@@ -370,6 +371,7 @@ func (n *Node) open(opts Options) error {
 		ConnRatePerIP:  cfg.P2P.ConnRatePerIP,
 		ConnBurstPerIP: cfg.P2P.ConnBurstPerIP,
 		AllowNetworks:  cfg.P2P.AllowNetworks,
+		PingInterval:   cfg.P2P.PingInterval,
 	})
 	if err != nil {
 		if strings.Contains(err.Error(), "address already in use") {
@@ -408,6 +410,7 @@ func (n *Node) engineConfig() pbft.Config {
 		RequestTimeout:     cs.Ticks(cs.RequestTimeout),
 		NewViewTimeout:     cs.Ticks(cs.ViewChangeTimeout),
 		RetransmitTimeout:  cs.Ticks(cs.RetransmitTimeout),
+		StatusInterval:     cs.Ticks(cs.StatusInterval),
 	}
 }
 

@@ -35,8 +35,14 @@ type Status struct {
 	Head uint64 `json:"head"`
 	// Pending is the number of client requests the replica knows that have not executed.
 	Pending int `json:"pending"`
-	// Peers are the replicas this node is connected to.
+	// Peers are the replicas this node is connected to, with whether each answered recently.
 	Peers []Peer `json:"peers"`
+	// Reachable are the replicas that answered a ping within the last few seconds (connected is not
+	// enough: a hung replica or a network that drops packets keeps a connection up for a while).
+	Reachable []int `json:"reachable"`
+	// RetransmitTimeout is the engine's current retransmission timeout: the configured one, or more when
+	// the round trips to the replicas call for it.
+	RetransmitTimeout time.Duration `json:"retransmit_timeout_ns"`
 	// ListenAddrs are the node's dialable addresses, each ending in /p2p/<peer-id>.
 	ListenAddrs []string `json:"listen_addrs"`
 	// Sync describes a state transfer in progress (nil if none).
@@ -51,6 +57,11 @@ type Status struct {
 type Peer struct {
 	Replica int    `json:"replica"`
 	PeerID  string `json:"peer_id"`
+	// Reachable: it answered a ping within the last few seconds; LastPongMs is how long ago it last did
+	// (-1: never) and RTTMs the smoothed round-trip time of the pings.
+	Reachable  bool    `json:"reachable"`
+	LastPongMs int64   `json:"last_pong_ms"`
+	RTTMs      float64 `json:"rtt_ms"`
 }
 
 // SyncStatus describes a state transfer in progress.
@@ -87,9 +98,24 @@ func (n *Node) Status() Status {
 		Peers:            []Peer{},
 		Sync:             ps.sync,
 	}
+	s.Reachable = []int{}
+	s.RetransmitTimeout = time.Duration(n.retransmitTicks.Load()) * n.cfg.Consensus.Tick
 	if n.host != nil {
-		for _, i := range n.host.ConnectedReplicas() {
-			s.Peers = append(s.Peers, Peer{Replica: i, PeerID: n.genesis.PeerID(i).String()})
+		now := time.Now()
+		for _, h := range n.host.Health() {
+			reachable := h.Reachable(now, n.reachableWithin())
+			if reachable {
+				s.Reachable = append(s.Reachable, h.Replica)
+			}
+			if !h.Connected {
+				continue
+			}
+			p := Peer{Replica: h.Replica, PeerID: n.genesis.PeerID(h.Replica).String(), Reachable: reachable, LastPongMs: -1,
+				RTTMs: float64(h.RTT.Microseconds()) / 1000}
+			if !h.LastPong.IsZero() {
+				p.LastPongMs = now.Sub(h.LastPong).Milliseconds()
+			}
+			s.Peers = append(s.Peers, p)
 		}
 		for _, a := range n.host.Addrs() {
 			s.ListenAddrs = append(s.ListenAddrs, a.String())

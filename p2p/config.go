@@ -93,8 +93,12 @@ type Config struct {
 	// not connected. Defaults 250ms and 30s.
 	RedialMin time.Duration `toml:"redial_min"`
 	RedialMax time.Duration `toml:"redial_max"`
-	// PeerExchangeInterval is how often the host asks a connected peer for the addresses of replicas it
-	// is not connected to. Default 10s. It also asks at once on every new connection.
+	// PingInterval is how often a replica pings every other replica it is connected to (health.go): the
+	// answers say which replicas are reachable and their round-trip times. Default 1s.
+	PingInterval time.Duration `toml:"ping_interval"`
+	// PeerExchangeInterval is the longest wait between two peer exchanges while some replica is not
+	// connected (the first waits RedialMin, each next one twice as long). Default 2s. The host also asks at
+	// once on every new connection.
 	PeerExchangeInterval time.Duration `toml:"peer_exchange_interval"`
 
 	// ConnsPerIP bounds the inbound connections open at once from one remote IPv4 address (IPv6: one
@@ -186,7 +190,8 @@ func (c Config) WithDefaults() Config {
 	setDefault(&c.DialTimeout, 10*time.Second)
 	setDefault(&c.RedialMin, 250*time.Millisecond)
 	setDefault(&c.RedialMax, 30*time.Second)
-	setDefault(&c.PeerExchangeInterval, 10*time.Second)
+	setDefault(&c.PeerExchangeInterval, 2*time.Second)
+	setDefault(&c.PingInterval, time.Second)
 	setDefault(&c.ConnsPerIP, DefaultConnsPerIP)
 	setDefault(&c.ConnRatePerIP, DefaultConnRatePerIP)
 	setDefault(&c.ConnBurstPerIP, DefaultConnBurstPerIP)

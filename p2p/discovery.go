@@ -27,7 +27,10 @@ import (
 // refreshes and provider records we do not need; peer exchange over a connection we already have is
 // one round trip.
 //
-// Peer exchange: on every new connection, and every PeerExchangeInterval while some replica is missing,
+// Peer exchange: on every new connection, and while some replica is missing every so often (from
+// RedialMin, doubling to PeerExchangeInterval, back to RedialMin whenever an exchange brings a record: a
+// client that reached a replica before that replica had heard of the others, just after a network started,
+// asks again within a second or two),
 // the host asks a connected peer for the signed peer records (libp2p's record envelopes, signed by the
 // peer they describe) of the replicas it knows. A record is accepted only for a replica of the genesis
 // and only with a valid signature by that replica's key, so a peer can withhold addresses but cannot
@@ -59,9 +62,10 @@ type discovery struct {
 	h    *Host
 	kick chan struct{}
 
-	mu      sync.Mutex
-	peers   map[peer.ID]*dialState
-	lastPEX time.Time
+	mu       sync.Mutex
+	peers    map[peer.ID]*dialState
+	lastPEX  time.Time
+	pexDelay time.Duration // until the next exchange while replicas are missing
 }
 
 func newDiscovery(h *Host) *discovery {
@@ -148,9 +152,13 @@ func (d *discovery) step() {
 		s.dialing = true
 		due = append(due, p)
 	}
-	pexDue := missing > 0 && now.Sub(d.lastPEX) >= h.cfg.PeerExchangeInterval
+	if d.pexDelay == 0 {
+		d.pexDelay = h.cfg.RedialMin
+	}
+	pexDue := missing > 0 && now.Sub(d.lastPEX) >= d.pexDelay
 	if pexDue {
 		d.lastPEX = now
+		d.pexDelay = min(2*d.pexDelay, h.cfg.PeerExchangeInterval)
 	}
 	d.mu.Unlock()
 	for _, p := range due {
@@ -274,6 +282,9 @@ func (d *discovery) exchangeWith(p peer.ID) {
 		}
 		h.log.Debug("peer exchange", "peer", p, "accepted", n)
 		if n > 0 {
+			d.mu.Lock()
+			d.pexDelay = h.cfg.RedialMin
+			d.mu.Unlock()
 			d.wake()
 		}
 	}()

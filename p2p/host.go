@@ -62,6 +62,8 @@ type Host struct {
 	events     chan PeerEvent
 	reqHandler atomic.Pointer[RequestHandler]
 
+	health healthState // replica pings (health.go)
+
 	linkHandler atomic.Pointer[LinkHandler]
 	linksMu     sync.Mutex
 	linkByKey   map[string]*ClientLink // client key -> the link its answers go to
@@ -117,6 +119,7 @@ func New(cfg Config) (*Host, error) {
 		pexProto:         protocol.ID("/p2pbft/" + g.ChainID() + "/pex/1.0.0"),
 		linkProto:        protocol.ID("/p2pbft/" + g.ChainID() + "/link/1.0.0"),
 		linkByKey:        make(map[string]*ClientLink),
+		health:           healthState{lastPong: map[peer.ID]time.Time{}, rtt: map[peer.ID]time.Duration{}},
 		deliveries:       make(chan Delivery, cfg.QueueSize),
 		events:           make(chan PeerEvent, eventBuffer),
 		senders:          make(map[peer.ID]*sender),
@@ -166,6 +169,9 @@ func New(cfg Config) (*Host, error) {
 		}
 	}
 	h.disc.start(bootstrap)
+	if h.self >= 0 && h.enter() {
+		go h.runPingers()
+	}
 	if cfg.MDNS {
 		if err := h.startMDNS(); err != nil {
 			return fail(err)

@@ -166,3 +166,31 @@ func TestGenesisAddresses(t *testing.T) {
 		}
 	}
 }
+
+// A client that reaches a bootstrap replica before that replica knows the others still finds them all
+// soon: while replicas are missing it asks again after a growing but short wait (default at most 2 s; it
+// used to be a fixed 10 s, which made a first `p2pbft tx` on a network just started time out).
+func TestClientFindsReplicasFromAnEarlyBootstrap(t *testing.T) {
+	keys := testKeys(t, "early", 4)
+	g := testGenesis(t, "early-chain", keys)
+	defaults := func(c *Config) { c.PeerExchangeInterval = 0 } // baseConfig shortens it for other tests
+	c0 := baseConfig(t, keys[0], g)
+	defaults(&c0)
+	r0 := startHost(t, c0)
+	ccfg := baseConfig(t, testKeys(t, "early-client", 1)[0], g)
+	ccfg.Bootstrap = []string{r0.Addrs()[0].String()}
+	defaults(&ccfg)
+	client := startHost(t, ccfg)
+	waitFor(t, 10*time.Second, "client connected to the bootstrap", func() bool { return len(client.ConnectedReplicas()) == 1 })
+	// Only now do the other replicas start, each knowing replica 0 alone.
+	for _, k := range keys[1:] {
+		c := baseConfig(t, k, g)
+		c.Bootstrap = []string{r0.Addrs()[0].String()}
+		defaults(&c)
+		startHost(t, c)
+	}
+	waitFor(t, 30*time.Second, "replica 0 connected to the others", func() bool { return len(r0.ConnectedReplicas()) == 3 })
+	// Within less than the old fixed interval (10 s), however loaded the machine.
+	d := waitFor(t, 9*time.Second, "client connected to every replica", func() bool { return len(client.ConnectedReplicas()) == 4 })
+	t.Logf("the client found the replicas that started after it %s after replica 0 knew them", d)
+}

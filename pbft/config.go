@@ -57,6 +57,8 @@ type Config struct {
 	// the stuck sequence numbers, its unstable checkpoint or its VIEW-CHANGE, and asks a peer for what it is
 	// missing (KindFetch). Default 10.
 	RetransmitTimeout int
+	// StatusInterval (ticks): how often a replica multicasts its Status. Default 10 x RetransmitTimeout.
+	StatusInterval int
 	// MaxPendingRequests bounds the client requests a replica holds that have not executed. Default 100000.
 	MaxPendingRequests int
 	// MaxRequestBytes bounds the encoded size of one client request envelope. Default 64 KiB.
@@ -114,6 +116,9 @@ func (c Config) WithDefaults() Config {
 	if c.RetransmitTimeout == 0 {
 		c.RetransmitTimeout = DefaultRetransmitTimeout
 	}
+	if c.StatusInterval == 0 {
+		c.StatusInterval = 10 * c.RetransmitTimeout
+	}
 	if c.MaxPendingRequests == 0 {
 		c.MaxPendingRequests = DefaultMaxPending
 	}
@@ -170,12 +175,13 @@ func (c Config) Validate() error {
 	}
 	positive := map[string]int{
 		"MaxBatchRequests": c.MaxBatchRequests, "MaxBatchBytes": c.MaxBatchBytes, "PipelineDepth": c.PipelineDepth,
-		"RequestTimeout": c.RequestTimeout, "NewViewTimeout": c.NewViewTimeout, "RetransmitTimeout": c.RetransmitTimeout,
+		"RequestTimeout": c.RequestTimeout, "NewViewTimeout": c.NewViewTimeout, "RetransmitTimeout": c.RetransmitTimeout, "StatusInterval": c.StatusInterval,
 		"MaxPendingRequests": c.MaxPendingRequests, "MaxRequestBytes": c.MaxRequestBytes,
 		"MaxFutureMessages": c.MaxFutureMessages, "VerifiedCacheSize": c.VerifiedCacheSize, "FetchBatch": c.FetchBatch,
 	}
 	for _, name := range []string{"MaxBatchRequests", "MaxBatchBytes", "PipelineDepth", "RequestTimeout", "NewViewTimeout",
-		"RetransmitTimeout", "MaxPendingRequests", "MaxRequestBytes", "MaxFutureMessages", "VerifiedCacheSize", "FetchBatch"} {
+		"RetransmitTimeout", "StatusInterval", "MaxPendingRequests", "MaxRequestBytes", "MaxFutureMessages", "VerifiedCacheSize",
+		"FetchBatch"} {
 		if positive[name] <= 0 {
 			bad("%s: %d must be > 0", name, positive[name])
 		}

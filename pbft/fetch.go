@@ -115,6 +115,12 @@ func (r *Replica) sendFetch(probe bool) {
 	if r.fetchRot == r.id {
 		r.fetchRot = (r.fetchRot + 1) % r.n
 	}
+	r.sendFetchTo(r.fetchRot, probe)
+}
+
+// sendFetchTo asks replica to about the sequence numbers after the last delivered one (only the next one
+// for a probe).
+func (r *Replica) sendFetchTo(to int, probe bool) {
 	f := &Fetch{View: r.view, Active: r.active, Executed: r.lastDelivered}
 	last := r.lastDelivered + uint64(r.cfg.FetchBatch)
 	if probe {
@@ -141,7 +147,55 @@ func (r *Replica) sendFetch(probe bool) {
 		return
 	}
 	r.stats.Fetches++
-	r.send(r.fetchRot, e)
+	r.send(to, e)
+}
+
+// Status exchange. Every StatusInterval ticks a replica multicasts where it is (a StatusReport). A replica that
+// learns from one that it is behind (a later executed sequence number or stable checkpoint) fetches from
+// that replica at once, at most once per RetransmitTimeout, instead of waiting for client traffic or for its
+// idle probe, whose interval has grown while nothing happened; one in an older view is sent the NEW-VIEW it
+// missed. So a replica that comes back to an idle network catches up within about a StatusInterval. Claims in
+// a Status are only ever hints: the fetch replies carry certificates, and a sequence number claimed beyond
+// the window is not believed (seen).
+
+func (r *Replica) tickStatus() {
+	if r.n == 1 || r.now < r.statusAt {
+		return
+	}
+	r.statusAt = r.now + uint64(r.cfg.StatusInterval)
+	e, err := r.sign(wire.KindStatus, &StatusReport{View: r.view, Active: r.active, Executed: r.lastDelivered,
+		Stable: r.stable.seq, Tick: r.now})
+	if err != nil {
+		return
+	}
+	r.stats.StatusesSent++
+	r.send(Broadcast, e)
+}
+
+func (r *Replica) onStatus(e *wire.Envelope, from int) error {
+	st, err := DecodeStatusReport(e.Payload)
+	if err != nil {
+		return r.reject(e.Kind, ReasonMalformed, err)
+	}
+	if st.View < r.view || (st.View == r.view && !st.Active) {
+		r.serveNewView(from)
+	}
+	if st.Executed > r.lastDelivered || st.Stable > r.stable.seq {
+		r.seen(st.Executed)
+		if r.now >= r.statusFetchAt {
+			r.statusFetchAt = r.now + uint64(r.cfg.RetransmitTimeout)
+			r.probeInterval = uint64(4 * r.cfg.RetransmitTimeout)
+			r.stats.StatusFetches++
+			r.sendFetchTo(from, false)
+		}
+	}
+	return nil
+}
+
+// SetRetransmitTimeout changes RetransmitTimeout (ticks, at least 1) while the replica runs: a driver that
+// measures round trips sets it above them, so that a slow network is not flooded with retransmissions.
+func (r *Replica) SetRetransmitTimeout(ticks int) {
+	r.cfg.RetransmitTimeout = max(1, ticks)
 }
 
 func (r *Replica) onFetch(e *wire.Envelope, from int) error {

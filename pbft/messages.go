@@ -110,6 +110,19 @@ type Fetch struct {
 	Items    []FetchItem
 }
 
+// StatusReport is the payload of a KindStatus envelope: every replica multicasts one now and then (StatusInterval),
+// whether or not requests flow, so that one that fell behind learns it on an idle network and catches up (it
+// fetches from the sender), one in an older view is sent the NEW-VIEW it missed, and the drivers hear from
+// every replica they can reach. Tick makes every status a new message (gossip drops repeated bytes).
+type StatusReport struct {
+	_        struct{} `cbor:",toarray"`
+	View     uint64
+	Active   bool
+	Executed uint64
+	Stable   uint64
+	Tick     uint64
+}
+
 // FetchedSlot is what a replica knows about one sequence number. Cert, when present, is a commit
 // certificate (quorum COMMIT envelopes for one view, sequence number and digest) and Batch the committed
 // batch's body. Otherwise Batch is the body the asker named (if known) and Messages are signed messages the
@@ -246,6 +259,11 @@ func DecodeNewView(b []byte) (*NewView, error) {
 		return nil, fmt.Errorf("pbft: decode new-view: %w", errBounds)
 	}
 	return v, nil
+}
+
+// DecodeStatusReport decodes a StatusReport payload.
+func DecodeStatusReport(b []byte) (*StatusReport, error) {
+	return decodeStrict[StatusReport]("status report", b)
 }
 
 // DecodeFetch decodes a Fetch payload.

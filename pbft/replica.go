@@ -83,6 +83,8 @@ type Replica struct {
 	probeAt       uint64
 	probeInterval uint64
 	fetchRot      int
+	statusAt      uint64 // next Status multicast
+	statusFetchAt uint64 // earliest fetch a Status may trigger
 	fetchServed   []uint64
 
 	// Output.
@@ -326,6 +328,8 @@ func (r *Replica) stepReplica(e *wire.Envelope, from int) error {
 		return r.onFetch(e, from)
 	case wire.KindFetchReply:
 		return r.onFetchReply(e, from)
+	case wire.KindStatus:
+		return r.onStatus(e, from)
 	default:
 		return r.reject(e.Kind, ReasonUnexpectedKind, nil)
 	}
@@ -355,6 +359,7 @@ func (r *Replica) Tick() {
 	r.now++
 	r.tickTimers()
 	r.tickRepair()
+	r.tickStatus()
 	r.afterInput()
 }
 

@@ -59,6 +59,8 @@ type Stats struct {
 	CertCommits        uint64 // batches committed through a certificate (fetch reply or ApplyCommitted)
 	ExecutedRequests   uint64
 	Fetches            uint64 // KindFetch messages sent
+	StatusesSent       uint64 // KindStatus multicasts
+	StatusFetches      uint64 // fetches a peer's Status triggered (this replica learned it was behind)
 	Retransmits        uint64
 	Divergences        uint64 // own checkpoint contradicted a certified one
 	// SafetyAlarms counts proofs that more than f replicas are faulty: a NEW-VIEW or a commit certificate

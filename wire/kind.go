@@ -20,6 +20,7 @@ const (
 	KindNewView    Kind = 6
 	KindFetch      Kind = 7 // ask a replica for something the engine is missing (a batch, a certificate)
 	KindFetchReply Kind = 8 // the answer to a KindFetch
+	KindStatus     Kind = 9 // a replica's periodic word on where it is (view, executed, stable checkpoint)
 
 	KindRequest Kind = 32 // a client request, signed by the client key
 	KindReply   Kind = 33 // a replica's reply to a client request
@@ -38,6 +39,7 @@ var kindNames = map[Kind]string{
 	KindNewView:       "new-view",
 	KindFetch:         "fetch",
 	KindFetchReply:    "fetch-reply",
+	KindStatus:        "status",
 	KindRequest:       "request",
 	KindReply:         "reply",
 	KindHello:         "hello",

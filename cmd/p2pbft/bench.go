@@ -301,7 +301,9 @@ func runBench(ctx context.Context, cmd *cobra.Command, o *benchOptions) error {
 			return errors.New("--half-load: the first run accepted no request")
 		}
 		half := o.load
-		half.Mode, half.Rate, half.Clients, half.Seed = bench.Open, res.Throughput/2, 0, res.Load.Seed+1
+		// As many clients as the peak had (at least 512): an open loop must never run out of clients, or
+		// requests wait for one and the latency measures the generator, not the network.
+		half.Mode, half.Rate, half.Clients, half.Seed = bench.Open, res.Throughput/2, max(res.Load.Clients, 512), res.Load.Seed+1
 		if o.load.Requests > 0 {
 			half.Requests = o.load.Requests / 2
 		}

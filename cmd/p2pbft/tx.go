@@ -22,6 +22,7 @@ import (
 	"github.com/p2pbft/p2pbft/node/api"
 	"github.com/p2pbft/p2pbft/node/app/kv"
 	"github.com/p2pbft/p2pbft/node/config"
+	"github.com/p2pbft/p2pbft/p2p"
 )
 
 // CLIKeyFile is the default client key of `p2pbft tx`, inside --home. It is not the node's client_key
@@ -33,6 +34,7 @@ type txOptions struct {
 	genesis   string
 	key       string
 	bootstrap []string
+	mdns      bool
 	timeout   time.Duration
 	http      string
 	local     bool
@@ -71,6 +73,7 @@ fails with "not found"); "cas" fails with the current value when the expectation
 	pf.StringVar(&o.genesis, "genesis", "", "the chain's genesis file (default <home>/genesis.toml)")
 	pf.StringVar(&o.key, "key", "", "the client key file (default <home>/"+CLIKeyFile+", created if missing)")
 	pf.StringArrayVar(&o.bootstrap, "bootstrap", nil, "a replica to dial, /ip4/HOST/tcp/PORT/p2p/PEER-ID (repeat; the genesis addresses are dialled too)")
+	pf.BoolVar(&o.mdns, "mdns", false, "also find the replicas on the local network with mDNS (they must run with p2p.mdns on)")
 	pf.DurationVar(&o.timeout, "timeout", 30*time.Second, "give up after this long (the transaction may still execute)")
 	pf.StringVar(&o.http, "http", "", "go through this node HTTP API (host:port or URL; \"home\" for the one in --home's config) instead of libp2p")
 	pf.BoolVar(&o.local, "local", false, "get: read the node's committed state through --http, without consensus (fast, one replica's word)")
@@ -257,7 +260,7 @@ func txP2P(ctx context.Context, w, errw io.Writer, o *txOptions, opts *rootOptio
 	if err != nil {
 		return err
 	}
-	c, err := client.New(client.Config{Key: key, Genesis: g, Bootstrap: o.bootstrap, Logger: log})
+	c, err := client.New(client.Config{Key: key, Genesis: g, Bootstrap: o.bootstrap, Logger: log, P2P: p2p.Config{MDNS: o.mdns}})
 	if err != nil {
 		return err
 	}

@@ -69,6 +69,9 @@ type P2P struct {
 	// messages whose delivery matters more than their cost, which gossip relays through other replicas
 	// when two replicas cannot reach each other directly.
 	GossipKinds []string `toml:"gossip_kinds"`
+	// PingInterval is how often a replica pings the others: who answered within three intervals counts
+	// as reachable (status, /v1/peers, metrics), and the round trips size the retransmission timeout.
+	PingInterval time.Duration `toml:"ping_interval"`
 	// ConnsPerIP bounds the inbound connections open at once from one IP address (IPv6: one /56) that is
 	// neither loopback, nor a replica's address in the genesis, nor in AllowNetworks.
 	ConnsPerIP int `toml:"conns_per_ip"`
@@ -82,7 +85,7 @@ type P2P struct {
 }
 
 // ConsensusKinds are the message kinds a replica broadcasts (the names GossipKinds takes).
-var ConsensusKinds = []string{"pre-prepare", "prepare", "commit", "checkpoint", "view-change", "new-view"}
+var ConsensusKinds = []string{"pre-prepare", "prepare", "commit", "checkpoint", "view-change", "new-view", "status"}
 
 // Broadcast paths.
 const (
@@ -116,8 +119,12 @@ type Consensus struct {
 	// every further view change without progress.
 	ViewChangeTimeout time.Duration `toml:"view_change_timeout"`
 	// RetransmitTimeout is how long a replica that makes no progress waits before it resends its own
-	// messages and asks a peer for what it is missing.
+	// messages and asks a peer for what it is missing: a floor; the node raises it to a few round trips to
+	// the replicas when they are farther away.
 	RetransmitTimeout time.Duration `toml:"retransmit_timeout"`
+	// StatusInterval is how often a replica tells the others where it is (view, executed, stable
+	// checkpoint), so that one that fell behind catches up on an idle network.
+	StatusInterval time.Duration `toml:"status_interval"`
 }
 
 // StateSync configures how a replica that fell behind fetches the state from its peers.
@@ -205,6 +212,7 @@ func Default() Config {
 			ConnRatePerIP:  p2p.DefaultConnRatePerIP,
 			ConnBurstPerIP: p2p.DefaultConnBurstPerIP,
 			AllowNetworks:  []string{},
+			PingInterval:   time.Second,
 		},
 		Consensus: Consensus{
 			Tick:                10 * time.Millisecond,
@@ -218,6 +226,7 @@ func Default() Config {
 			RequestTimeout:      2 * time.Second,
 			ViewChangeTimeout:   2 * time.Second,
 			RetransmitTimeout:   100 * time.Millisecond,
+			StatusInterval:      time.Second,
 		},
 		StateSync: StateSync{
 			ChunkBytes:     1 << 20,
@@ -366,6 +375,12 @@ func (c Config) Validate() error {
 	}
 	if cs.RetransmitTimeout < cs.Tick {
 		bad("consensus.retransmit_timeout", "%s must be at least one tick (%s)", cs.RetransmitTimeout, cs.Tick)
+	}
+	if cs.StatusInterval < cs.Tick {
+		bad("consensus.status_interval", "%s must be at least one tick (%s)", cs.StatusInterval, cs.Tick)
+	}
+	if c.P2P.PingInterval < 10*time.Millisecond {
+		bad("p2p.ping_interval", "%s is shorter than 10ms", c.P2P.PingInterval)
 	}
 	ss := c.StateSync
 	if ss.ChunkBytes < 4<<10 || ss.ChunkBytes > c.P2P.MaxMessageSize/2 {

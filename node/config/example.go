@@ -44,6 +44,9 @@ broadcast = {{q .P2P.Broadcast}}
 # their cost, since gossip relays them through other replicas when two replicas cannot reach each other.
 # Kinds: pre-prepare, prepare, commit, checkpoint, view-change, new-view.
 gossip_kinds = {{list .P2P.GossipKinds}}
+# How often a replica pings the others: those that answered within three intervals count as reachable
+# (status, /v1/peers, metrics), and the round trips size the retransmission timeout.
+ping_interval = {{q .P2P.PingInterval.String}}
 # Connection limits per remote IP address, for inbound connections from addresses that are neither loopback,
 # nor a replica's IP address in the genesis, nor in allow_networks (libp2p's own, 8 connections and 0.2 new
 # ones per second, are replaced by these). A client machine holds one connection per replica for each libp2p
@@ -85,7 +88,12 @@ request_timeout = {{q .Consensus.RequestTimeout.String}}
 # view change without progress.
 view_change_timeout = {{q .Consensus.ViewChangeTimeout.String}}
 # A replica that makes no progress for this long resends its own messages and asks a peer for what it lacks.
+# A floor: the node raises it to 4 round trips to the farthest reachable replica (measured by pings), so the
+# default suits a LAN and a WAN alike.
 retransmit_timeout = {{q .Consensus.RetransmitTimeout.String}}
+# How often a replica tells the others where it is, so that one that fell behind (or comes back to an idle
+# network) catches up without waiting for client traffic.
+status_interval = {{q .Consensus.StatusInterval.String}}
 
 [state_sync]
 # A replica that fell behind a stable checkpoint copies the state from its peers: a snapshot of the
