@@ -27,6 +27,11 @@ var ErrUnknownOutcome = errors.New("outcome unknown")
 // ErrSessionBusy is returned by DoSigned when the session already has a request outstanding.
 var ErrSessionBusy = errors.New("client: session busy")
 
+// ErrRefused is wrapped by Do's error when f+1 replicas refused the request for the same reason (it is
+// then refused by at least one correct replica, for a reason every correct replica shares: it will not
+// execute), and when the client refuses to send it at all (too large).
+var ErrRefused = errors.New("request refused")
+
 // Client sends requests to the replicas of one chain and waits for f+1 matching replies. Create it with
 // New and stop it with Close; its methods are safe for concurrent use.
 type Client struct {
@@ -274,6 +279,9 @@ func (c *Client) Do(ctx context.Context, op []byte) (*Reply, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := c.checkSize(env); err != nil {
+		return nil, err
+	}
 	frame, err := c.hosts[0].EncodeLinkFrame(env)
 	if err != nil {
 		return nil, fmt.Errorf("client: %w", err)
@@ -313,6 +321,9 @@ func (c *Client) Prepare(i int, env *wire.Envelope, ts uint64) (*Prepared, error
 	if !bytes.Equal(env.Author, c.sessions.Session(i).Key().PublicKey()) {
 		return nil, fmt.Errorf("client: the request is not signed by session %d", i)
 	}
+	if err := c.checkSize(env); err != nil {
+		return nil, err
+	}
 	f, err := c.hosts[0].EncodeLinkFrame(env)
 	if err != nil {
 		return nil, fmt.Errorf("client: %w", err)
@@ -335,6 +346,15 @@ func (c *Client) DoPrepared(ctx context.Context, p *Prepared, deadline time.Time
 	c.wg.Add(1)
 	defer c.wg.Done()
 	return c.submit(ctx, i, p.frame, p.ts, deadline)
+}
+
+// checkSize refuses a request the replicas would refuse for its size.
+func (c *Client) checkSize(env *wire.Envelope) error {
+	if n := pbft.RequestSize(env); n > c.cfg.MaxRequestBytes {
+		return fmt.Errorf("client: %w: a request of %d bytes exceeds the replicas' limit of %d (consensus: pbft.Config.MaxRequestBytes)",
+			ErrRefused, n, c.cfg.MaxRequestBytes)
+	}
+	return nil
 }
 
 // primary returns the primary of the believed view.
@@ -406,12 +426,16 @@ func (c *Client) submit(ctx context.Context, si int, frame p2p.LinkFrame, ts uin
 		return sent
 	}
 	if sendRound("first") == 0 {
-		if err := c.waitAnyLink(ctx, links); err != nil {
+		wctx, cancel := context.WithTimeout(ctx, c.cfg.ConnectTimeout)
+		err := c.waitAnyLink(wctx, links)
+		cancel()
+		if err != nil {
 			if c.ctx.Err() != nil {
 				return nil, ErrClosed
 			}
 			c.metrics.abandoned.Add(1)
-			return nil, fmt.Errorf("client: request %d (session %d): no replica reachable: %w: %w", ts, si, ErrUnknownOutcome, err)
+			return nil, fmt.Errorf("client: request %d (session %d) not sent: no replica reachable within %s (connected to %d of %d; check the genesis addresses and --bootstrap): %w",
+				ts, si, c.cfg.ConnectTimeout, c.connectedReplicas(), c.n, err)
 		}
 		sendRound("no replica was reachable")
 	}
@@ -420,6 +444,7 @@ func (c *Client) submit(ctx context.Context, si int, frame p2p.LinkFrame, ts uin
 		sendRound("the primary is unreachable")
 	}
 	refused := false
+	refusals := make(map[int]string, c.n)
 	retryAfter := c.cfg.RetryTimeout
 	nextRetry := time.Now().Add(retryAfter)
 	// One timer serves the retransmissions and the deadline: it fires at whichever comes first.
@@ -436,8 +461,15 @@ func (c *Client) submit(ctx context.Context, si int, frame p2p.LinkFrame, ts uin
 		select {
 		case <-cl.done:
 			return c.accept(si, cl, rounds, start), nil
-		case r := <-cl.refused:
-			if r == primary && !refused {
+		case rf := <-cl.refused:
+			if rf.final {
+				refusals[rf.replica] = rf.reason
+			}
+			if n := countSame(refusals, rf.reason); rf.final && n > c.f {
+				c.metrics.abandoned.Add(1)
+				return nil, fmt.Errorf("client: request %d (session %d): %w by %d replicas: %s", ts, si, ErrRefused, n, rf.reason)
+			}
+			if rf.replica == primary && !refused {
 				refused = true
 				sendRound("the primary refused the request")
 				nextRetry = time.Now().Add(retryAfter)
@@ -461,6 +493,20 @@ func (c *Client) submit(ctx context.Context, si int, frame p2p.LinkFrame, ts uin
 			return nil, ErrClosed
 		}
 	}
+}
+
+// connectedReplicas returns how many replicas the first host is connected to.
+func (c *Client) connectedReplicas() int { return len(c.hosts[0].ConnectedReplicas()) }
+
+// countSame counts the refusals that give reason.
+func countSame(refusals map[int]string, reason string) int {
+	n := 0
+	for _, r := range refusals {
+		if r == reason {
+			n++
+		}
+	}
+	return n
 }
 
 // waitAnyLink waits until at least one of links is up.
@@ -531,7 +577,7 @@ func (c *Client) onPush(r int, data []byte) {
 		if cl := c.callFor(nt.Client, nt.Timestamp); cl != nil {
 			c.log.Debug("replica refused a request", "replica", r, "timestamp", nt.Timestamp, "reason", nt.Reason)
 			select {
-			case cl.refused <- r:
+			case cl.refused <- refusal{replica: r, reason: nt.Reason, final: nt.Final}:
 			default:
 			}
 		}
@@ -597,11 +643,18 @@ func (c *Client) onBundle(r int, data []byte) {
 	}
 }
 
+// refusal is a replica's notice that it refused a request.
+type refusal struct {
+	replica int
+	reason  string
+	final   bool // every correct replica refuses it alike (pbft.Notice.Final)
+}
+
 // call is one request in flight: the replies counted so far.
 type call struct {
 	ts      uint64
 	done    chan struct{} // closed once f+1 replicas sent matching replies
-	refused chan int      // replicas that refused the request (notices)
+	refused chan refusal  // replicas that refused the request (notices)
 
 	mu      sync.Mutex
 	replies []*pbft.Reply // per replica
@@ -609,7 +662,7 @@ type call struct {
 }
 
 func newCall(ts uint64, n int) *call {
-	return &call{ts: ts, done: make(chan struct{}), refused: make(chan int, n), replies: make([]*pbft.Reply, n)}
+	return &call{ts: ts, done: make(chan struct{}), refused: make(chan refusal, 4*n), replies: make([]*pbft.Reply, n)}
 }
 
 // answered reports whether replica r's reply is in.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -519,5 +520,58 @@ func TestDoPreparedDeadline(t *testing.T) {
 	}
 	if d := time.Since(start); d < 300*time.Millisecond {
 		t.Fatalf("gave up after %s, before its deadline", d)
+	}
+}
+
+// A request larger than the replicas accept fails at once, unsent.
+func TestOversizedRequestRefusedAtOnce(t *testing.T) {
+	c := startCluster(t, "oversized", 4)
+	cl := c.client(t, "oversized-client", func(cfg *Config) { cfg.MaxRequestBytes = 1024 })
+	_, err := cl.Do(ctxT(t, 10*time.Second), make([]byte, 2000))
+	if !errors.Is(err, ErrRefused) || cl.Stats().Sent != 0 {
+		t.Fatalf("err %v, stats %+v", err, cl.Stats())
+	}
+}
+
+// The same final refusal from f+1 replicas ends the request at once (one of them is correct, and every
+// correct replica refuses it alike); refusals that are not final, or from f replicas only, do not.
+func TestFinalRefusalsEndTheRequest(t *testing.T) {
+	c := startCluster(t, "final", 4)
+	for _, i := range []int{0, 1} {
+		c.replicas[i].finalRefusal = true
+		c.replicas[i].setMode(refuse)
+	}
+	cl := c.client(t, "final-client", func(cfg *Config) { cfg.RetryTimeout = time.Minute; cfg.MaxRetryTimeout = time.Minute })
+	_, err := cl.Do(ctxT(t, 20*time.Second), []byte("x"))
+	if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "by 2 replicas") {
+		t.Fatalf("err = %v", err)
+	}
+	// One final refusal (f = 1) is not enough: the request completes with the others.
+	c.replicas[1].setMode(honest)
+	c.replicas[0].view.Store(1) // replica 1 orders now
+	for _, r := range c.replicas {
+		r.view.Store(1)
+	}
+	rep, err := cl.Do(ctxT(t, 20*time.Second), []byte("y"))
+	if err != nil || string(rep.Result) != "ok:y" {
+		t.Fatalf("reply %+v, err %v", rep, err)
+	}
+}
+
+// With no replica reachable, a request fails after ConnectTimeout, unsent, saying so.
+func TestNoReplicaReachable(t *testing.T) {
+	c := startCluster(t, "unreachable", 4)
+	cl := c.client(t, "unreachable-client", func(cfg *Config) { cfg.ConnectTimeout = 500 * time.Millisecond })
+	for _, r := range c.replicas {
+		r.host.Close()
+	}
+	waitUntil(t, 10*time.Second, func() bool { return cl.connectedReplicas() == 0 && !cl.links[0][0].Up() })
+	start := time.Now()
+	_, err := cl.Do(ctxT(t, 60*time.Second), []byte("z"))
+	if err == nil || !strings.Contains(err.Error(), "no replica reachable") {
+		t.Fatalf("err = %v", err)
+	}
+	if d := time.Since(start); d > 30*time.Second {
+		t.Fatalf("failed after %s, not after its connect timeout", d)
 	}
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/p2pbft/p2pbft/identity"
 	"github.com/p2pbft/p2pbft/p2p"
+	"github.com/p2pbft/p2pbft/pbft"
 	"github.com/p2pbft/p2pbft/wire"
 )
 
@@ -40,6 +41,12 @@ type Config struct {
 	RetryTimeout time.Duration
 	// MaxRetryTimeout caps the retransmission interval. Default 8s.
 	MaxRetryTimeout time.Duration
+	// ConnectTimeout bounds how long a request waits for a link to any replica before it fails without
+	// having been sent. Default 10s.
+	ConnectTimeout time.Duration
+	// MaxRequestBytes is the replicas' request size limit (pbft.Config.MaxRequestBytes): larger requests
+	// fail at once. Default pbft.DefaultMaxRequestBytes.
+	MaxRequestBytes int
 	// Logger receives the client's logs. Default: slog.Default().
 	Logger *slog.Logger
 	// Registerer, if set, gets the client's Prometheus metrics.
@@ -61,6 +68,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxRetryTimeout == 0 {
 		c.MaxRetryTimeout = 8 * time.Second
+	}
+	if c.ConnectTimeout == 0 {
+		c.ConnectTimeout = 10 * time.Second
+	}
+	if c.MaxRequestBytes == 0 {
+		c.MaxRequestBytes = pbft.DefaultMaxRequestBytes
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()

@@ -96,6 +96,8 @@ type fakeReplica struct {
 	chain string
 	mode  atomic.Int32
 	view  atomic.Uint64
+	// finalRefusal makes refuse mode's notices final.
+	finalRefusal bool
 	// hold, while set, holds back this replica's replies until it is closed.
 	hold atomic.Pointer[chan struct{}]
 	// exec, if set, is the replica's application (called under mu, once per executed request);
@@ -145,7 +147,7 @@ func (r *fakeReplica) onLink(from *p2p.ClientLink, lrs []p2p.LinkRequest) {
 		case silent:
 			continue
 		case refuse:
-			data, err := wire.Marshal(&pbft.Notice{Client: e.Author, Timestamp: req.Timestamp, Reason: "refused"})
+			data, err := wire.Marshal(&pbft.Notice{Client: e.Author, Timestamp: req.Timestamp, Reason: "refused", Final: r.finalRefusal})
 			if err != nil {
 				r.t.Error(err)
 				continue

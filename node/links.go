@@ -52,7 +52,7 @@ func (n *Node) handleLinkRequests(from *p2p.ClientLink, lrs []p2p.LinkRequest) {
 	for _, lr := range lrs {
 		e := lr.Envelope
 		if _, err := n.checkRequest(e); err != nil {
-			n.notify(from, e, err)
+			n.notify(from, e, err, true)
 			continue
 		}
 		if !primary && lr.Routed && !lr.Retry {
@@ -73,7 +73,7 @@ func (n *Node) handleLinkRequests(from *p2p.ClientLink, lrs []p2p.LinkRequest) {
 		if ok[i] {
 			reqs = append(reqs, e)
 		} else {
-			n.notify(from, e, fmt.Errorf("node: %w: %w", ErrRequestRejected, wire.ErrBadSignature))
+			n.notify(from, e, fmt.Errorf("node: %w: %w", ErrRequestRejected, wire.ErrBadSignature), true)
 		}
 	}
 	if len(reqs) == 0 {
@@ -96,19 +96,19 @@ func (n *Node) proposeLinkBatch(lb linkBatch) {
 		}
 		n.metrics.proposed(err)
 		if err != nil {
-			n.notify(lb.from, req, err)
+			n.notify(lb.from, req, err, pbft.FinalRefusal(err))
 		}
 	}
 }
 
-// notify pushes a notice that req was refused.
-func (n *Node) notify(to *p2p.ClientLink, req *wire.Envelope, why error) {
+// notify pushes a notice that req was refused; final says every correct replica refuses it alike.
+func (n *Node) notify(to *p2p.ClientLink, req *wire.Envelope, why error, final bool) {
 	ts, _ := requestTimestamp(req.Payload)
 	reason := why.Error()
 	if len(reason) > 512 {
 		reason = reason[:512]
 	}
-	data, err := wire.Marshal(&pbft.Notice{Client: req.Author, Timestamp: ts, Reason: strings.ToValidUTF8(reason, "?")})
+	data, err := wire.Marshal(&pbft.Notice{Client: req.Author, Timestamp: ts, Reason: strings.ToValidUTF8(reason, "?"), Final: final})
 	if err != nil {
 		return
 	}

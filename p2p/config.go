@@ -51,7 +51,9 @@ type Config struct {
 	// MaxMessageSize bounds one encoded envelope on the gossip topic and on direct streams from replicas.
 	// Default 4 MiB.
 	MaxMessageSize int `toml:"max_message_size"`
-	// MaxClientMessageSize bounds frames from peers that are not replicas. Default 1 MiB.
+	// MaxClientMessageSize bounds frames from peers that are not replicas. Default 2 MiB: above the engine's
+	// request limit (pbft.DefaultMaxRequestBytes, 1 MiB), so that an oversized request gets a refusal that
+	// says why instead of a reset stream.
 	MaxClientMessageSize int `toml:"max_client_message_size"`
 	// Window is how many messages one replica may have in flight towards us; the queues are sized
 	// from it (see QueueSize). Default 64.
@@ -154,7 +156,7 @@ const (
 // Default values.
 const (
 	DefaultMaxMessageSize       = 4 << 20
-	DefaultMaxClientMessageSize = 1 << 20
+	DefaultMaxClientMessageSize = 2 << 20
 	DefaultWindow               = 64
 	DefaultSeenTTL              = 2 * time.Minute
 	minQueueSize                = 256

@@ -61,7 +61,8 @@ type Config struct {
 	StatusInterval int
 	// MaxPendingRequests bounds the client requests a replica holds that have not executed. Default 100000.
 	MaxPendingRequests int
-	// MaxRequestBytes bounds the encoded size of one client request envelope. Default 64 KiB.
+	// MaxRequestBytes bounds the encoded size of one client request envelope. Default 1 MiB (the built-in
+	// key-value store's largest operation, a compare-and-set of two 256 KiB values, fits with room to spare).
 	MaxRequestBytes int
 	// MaxFutureMessages bounds, per sending replica, the messages kept for a view this replica has not
 	// entered yet. Default 4*Window.
@@ -83,7 +84,7 @@ const (
 	DefaultMaxBackoff         = 10
 	DefaultRetransmitTimeout  = 10
 	DefaultMaxPending         = 100000
-	DefaultMaxRequestBytes    = 64 << 10
+	DefaultMaxRequestBytes    = 1 << 20
 	DefaultFetchBatch         = 16
 )
 

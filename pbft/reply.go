@@ -529,12 +529,30 @@ const (
 )
 
 // Notice tells a client that a replica refused one of its requests. It is no vote: a client takes it as a
-// hint to ask other replicas sooner, never as a result.
+// hint to ask other replicas sooner, never as a result. Final says the refusal is one every correct replica
+// makes alike (the request is malformed, too large, for another chain, badly signed, or older than the
+// client's last executed one); a client that gets the same final refusal from f+1 replicas, one of them
+// correct, knows the request will never execute.
 type Notice struct {
 	_         struct{} `cbor:",toarray"`
 	Client    []byte
 	Timestamp uint64
 	Reason    string
+	Final     bool
+}
+
+// FinalRefusal reports whether an error the engine returned for a proposed request is one every correct
+// replica would return alike (Notice.Final).
+func FinalRefusal(err error) bool {
+	var se *StepError
+	if !errors.As(err, &se) {
+		return false
+	}
+	switch se.Reason {
+	case ReasonMalformed, ReasonWrongChain, ReasonUnexpectedKind, ReasonBadSignature, ReasonStaleRequest:
+		return true
+	}
+	return false
 }
 
 // maxNoticeReason bounds a notice's reason.

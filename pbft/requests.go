@@ -168,6 +168,10 @@ func (p *pendingSet) requeueAll(skip map[wire.Digest]bool) {
 	}
 }
 
+// RequestSize is the size of a request envelope that Config.MaxRequestBytes bounds (a client checks it
+// before sending).
+func RequestSize(e *wire.Envelope) int { return requestSize(e) }
+
 // requestSize estimates the encoded size of a request envelope inside a batch.
 func requestSize(e *wire.Envelope) int {
 	return len(e.Payload) + len(e.ChainID) + len(e.Author) + len(e.Sig) + 16

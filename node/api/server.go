@@ -50,7 +50,7 @@ type Options struct {
 	CommitTimeout time.Duration
 	// MaxCommitTimeout caps ?timeout=. Default 5m.
 	MaxCommitTimeout time.Duration
-	// MaxBodyBytes bounds a request body. Default 4 MiB (a 1 MiB value in base64 fits).
+	// MaxBodyBytes bounds a request body. Default 4 MiB (a request of the engine's largest size, 1 MiB, fits in base64).
 	MaxBodyBytes int64
 	// Logger receives the API's logs. Default slog.Default().
 	Logger *slog.Logger
