@@ -8,7 +8,7 @@ import (
 
 // Limits on operations. A request that exceeds them gets StatusInvalid.
 const (
-	MaxKeySize   = 4 << 10 // 4 KiB
+	MaxKeySize   = 4 << 10   // 4 KiB
 	MaxValueSize = 256 << 10 // 256 KiB: a compare-and-set carries two, and a request is at most 1 MiB (pbft.DefaultMaxRequestBytes)
 )
 
