@@ -9,10 +9,12 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -231,6 +233,9 @@ func selfCommand() string {
 }
 
 func runTestnet(ctx context.Context, cmd *cobra.Command, o *testnetOptions, opts *rootOptions) error {
+	// A closed output (`p2pbft testnet | tee log`, and Ctrl-C kills tee first) must not kill this process
+	// before it stops its replicas: writes then fail with EPIPE instead.
+	signal.Ignore(syscall.SIGPIPE)
 	out := cmd.OutOrStdout()
 	fl := cmd.Flags()
 	if o.duration > 0 {
@@ -278,6 +283,11 @@ func runTestnet(ctx context.Context, cmd *cobra.Command, o *testnetOptions, opts
 		}
 		fmt.Fprintf(out, "created a testnet of %d replicas in %s (chain %s)\n", net.N(), o.dir, o.chainID)
 	}
+	unlock, err := net.Lock()
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	var printMu sync.Mutex
 	say := func(format string, args ...any) {
 		printMu.Lock()
