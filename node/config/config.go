@@ -10,6 +10,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -17,6 +18,7 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+	"github.com/multiformats/go-multiaddr"
 
 	"github.com/p2pbft/p2pbft/p2p"
 )
@@ -297,6 +299,36 @@ func (c Config) Path(p string) string {
 	return filepath.Join(c.Home, p)
 }
 
+// transportAddr checks a multiaddr to listen on or to announce: an IP address or DNS name, then TCP or UDP
+// with QUIC, and no peer ID (the node adds its own). External addresses may be DNS names; listen addresses
+// must be IP addresses.
+func transportAddr(s string, external bool) error {
+	a, err := multiaddr.NewMultiaddr(s)
+	if err != nil {
+		return err
+	}
+	ps := a.Protocols()
+	if len(ps) < 2 {
+		return errors.New("want a network address and a transport, e.g. /ip4/203.0.113.7/tcp/26656 or .../udp/26656/quic-v1")
+	}
+	switch ps[0].Code {
+	case multiaddr.P_IP4, multiaddr.P_IP6:
+	case multiaddr.P_DNS, multiaddr.P_DNS4, multiaddr.P_DNS6:
+		if !external {
+			return errors.New("listen on an IP address (a DNS name is for announcing)")
+		}
+	default:
+		return fmt.Errorf("starts with /%s: want /ip4, /ip6 or (external only) /dns, /dns4, /dns6", ps[0].Name)
+	}
+	switch {
+	case len(ps) == 2 && ps[1].Code == multiaddr.P_TCP:
+	case len(ps) == 3 && ps[1].Code == multiaddr.P_UDP && ps[2].Code == multiaddr.P_QUIC_V1:
+	default:
+		return errors.New("want /tcp/PORT or /udp/PORT/quic-v1 after the address (and no /p2p/ part: the node adds its own)")
+	}
+	return nil
+}
+
 // Validate checks every field and names the first bad one.
 func (c Config) Validate() error {
 	var errs []error
@@ -311,6 +343,21 @@ func (c Config) Validate() error {
 	}
 	if len(c.P2P.Listen) == 0 {
 		bad("p2p.listen", "no listen address")
+	}
+	for _, a := range c.P2P.Listen {
+		if err := transportAddr(a, false); err != nil {
+			bad("p2p.listen", "%q: %v", a, err)
+		}
+	}
+	if c.API.HTTP != "" {
+		if _, port, err := net.SplitHostPort(c.API.HTTP); err != nil || port == "" {
+			bad("api.http", "%q is not host:port (e.g. 127.0.0.1:26680; empty disables the API)", c.API.HTTP)
+		}
+	}
+	for _, a := range c.P2P.External {
+		if err := transportAddr(a, true); err != nil {
+			bad("p2p.external", "%q: %v", a, err)
+		}
 	}
 	if c.P2P.MaxMessageSize < 64<<10 || c.P2P.MaxMessageSize > 64<<20 {
 		bad("p2p.max_message_size", "%d not in [64 KiB, 64 MiB]", c.P2P.MaxMessageSize)

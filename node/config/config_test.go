@@ -65,23 +65,31 @@ func TestDecodeRejectsUnknownKeys(t *testing.T) {
 
 func TestValidateNamesBadField(t *testing.T) {
 	cases := map[string]func(c *Config){
-		"consensus.window":             func(c *Config) { c.Consensus.Window = 33 },
-		"consensus.window ":            func(c *Config) { c.Consensus.Window = 32 }, // a multiple of K, but below 2K
-		"consensus.tick":               func(c *Config) { c.Consensus.Tick = 0 },
-		"log.level":                    func(c *Config) { c.Log.Level = "loud" },
-		"p2p.listen":                   func(c *Config) { c.P2P.Listen = nil },
-		"consensus.max_in_flight":      func(c *Config) { c.Consensus.MaxInFlight = 1000 },
-		"p2p.broadcast":                func(c *Config) { c.P2P.Broadcast = "carrier-pigeon" },
-		"p2p.conns_per_ip":             func(c *Config) { c.P2P.ConnsPerIP = 0 },
-		"p2p.conn_rate_per_ip":         func(c *Config) { c.P2P.ConnRatePerIP = -1 },
-		"p2p.conn_burst_per_ip":        func(c *Config) { c.P2P.ConnBurstPerIP = 0 },
-		"p2p.allow_networks":           func(c *Config) { c.P2P.AllowNetworks = []string{"10.0.0.0/8", "lan"} },
-		"state_sync.chunk_bytes":       func(c *Config) { c.StateSync.ChunkBytes = 10 },
-		"state_sync.keep_snapshots":    func(c *Config) { c.StateSync.KeepSnapshots = 1 },
-		"consensus.retransmit_timeout": func(c *Config) { c.Consensus.RetransmitTimeout = 0 },
-		"experiment.byzantine_mode":    func(c *Config) { c.Experiment.ByzantineMode = "evil" },
-		"experiment.byzantine_delay":   func(c *Config) { c.Experiment.ByzantineMode = "delay" },
-		"experiment.byzantine_delay ":  func(c *Config) { c.Experiment.ByzantineDelay = -time.Second },
+		"consensus.window":                func(c *Config) { c.Consensus.Window = 33 },
+		"consensus.window ":               func(c *Config) { c.Consensus.Window = 32 }, // a multiple of K, but below 2K
+		"consensus.tick":                  func(c *Config) { c.Consensus.Tick = 0 },
+		"log.level":                       func(c *Config) { c.Log.Level = "loud" },
+		"p2p.listen":                      func(c *Config) { c.P2P.Listen = nil },
+		"p2p.listen ":                     func(c *Config) { c.P2P.Listen = []string{"0.0.0.0:26656"} },
+		"p2p.listen  ":                    func(c *Config) { c.P2P.Listen = []string{"/dns4/example.com/tcp/1"} },
+		"p2p.external":                    func(c *Config) { c.P2P.External = []string{"/ip4/203.0.113.7"} },
+		"p2p.external ":                   func(c *Config) { c.P2P.External = []string{"/ip4/203.0.113.7/tcp/1/p2p/12D3KooWA"} },
+		"api.http":                        func(c *Config) { c.API.HTTP = "localhost" },
+		"consensus.status_interval":       func(c *Config) { c.Consensus.StatusInterval = 0 },
+		"consensus.pipeline_min_requests": func(c *Config) { c.Consensus.PipelineMinRequests = -1 },
+		"p2p.ping_interval":               func(c *Config) { c.P2P.PingInterval = time.Millisecond },
+		"consensus.max_in_flight":         func(c *Config) { c.Consensus.MaxInFlight = 1000 },
+		"p2p.broadcast":                   func(c *Config) { c.P2P.Broadcast = "carrier-pigeon" },
+		"p2p.conns_per_ip":                func(c *Config) { c.P2P.ConnsPerIP = 0 },
+		"p2p.conn_rate_per_ip":            func(c *Config) { c.P2P.ConnRatePerIP = -1 },
+		"p2p.conn_burst_per_ip":           func(c *Config) { c.P2P.ConnBurstPerIP = 0 },
+		"p2p.allow_networks":              func(c *Config) { c.P2P.AllowNetworks = []string{"10.0.0.0/8", "lan"} },
+		"state_sync.chunk_bytes":          func(c *Config) { c.StateSync.ChunkBytes = 10 },
+		"state_sync.keep_snapshots":       func(c *Config) { c.StateSync.KeepSnapshots = 1 },
+		"consensus.retransmit_timeout":    func(c *Config) { c.Consensus.RetransmitTimeout = 0 },
+		"experiment.byzantine_mode":       func(c *Config) { c.Experiment.ByzantineMode = "evil" },
+		"experiment.byzantine_delay":      func(c *Config) { c.Experiment.ByzantineMode = "delay" },
+		"experiment.byzantine_delay ":     func(c *Config) { c.Experiment.ByzantineDelay = -time.Second },
 		"experiment.byzantine_drop_rate": func(c *Config) {
 			c.Experiment.ByzantineMode, c.Experiment.ByzantineDropRate = "drop", 1.5
 		},
@@ -126,5 +134,16 @@ func TestTicks(t *testing.T) {
 		if got := c.Ticks(tc.d); got != tc.want {
 			t.Errorf("Ticks(%s) = %d, want %d", tc.d, got, tc.want)
 		}
+	}
+}
+
+// Announced addresses may be DNS names; listen addresses take TCP or QUIC on an IP address.
+func TestTransportAddresses(t *testing.T) {
+	c := Default()
+	c.P2P.Listen = []string{"/ip4/0.0.0.0/tcp/7000", "/ip6/::/udp/7000/quic-v1"}
+	c.P2P.External = []string{"/dns4/node.example.com/tcp/7000", "/ip4/203.0.113.7/udp/7000/quic-v1"}
+	c.API.HTTP = "[::1]:26680"
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
 	}
 }
