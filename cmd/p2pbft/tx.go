@@ -52,9 +52,10 @@ func newTxCmd(opts *rootOptions) *cobra.Command {
 		Long: `tx sends one key-value transaction to the chain and prints its result.
 
 By default it is a client of the chain over libp2p: it signs the request with a client key (--key,
-default <home>/cli_key, created on first use), sends it to the primary and f backups (to every replica
-if they do not answer), and accepts the result once f+1 replicas sent matching signed replies. The
-replicas come from the genesis (--genesis, default <home>/genesis.toml) and --bootstrap addresses.
+default <home>/cli_key, created on first use), sends it to every replica it reaches (again, marked as a
+retransmission, if f+1 matching replies do not come within a second), and accepts the result once f+1
+replicas sent matching signed replies. The replicas come from the genesis (--genesis, default
+<home>/genesis.toml), --bootstrap addresses, peer exchange with the replicas reached, and --mdns.
 
 With --http it goes through a node's HTTP API instead (the node signs with its own client key and one
 replica answers); the API address is the --http value, or the one in --home's config.
