@@ -130,11 +130,11 @@ func TestParseMetrics(t *testing.T) {
 p2pbft_consensus_sends_total{kind="commit",path="direct",result="ok"} 10
 p2pbft_consensus_sends_total{kind="prepare",path="direct",result="ok"} 5
 p2pbft_consensus_sends_total{kind="prepare",path="direct",result="failed"} 2
-p2pbft_height 42
+p2pbft_chain_height 42
 bogus line
-p2pbft_batch_requests_sum 1.5e+03
+p2pbft_chain_block_requests_sum 1.5e+03
 `))
-	if m["p2pbft_height"] != 42 || m["p2pbft_consensus_sends_total"] != 17 || m["p2pbft_batch_requests_sum"] != 1500 {
+	if m["p2pbft_chain_height"] != 42 || m["p2pbft_consensus_sends_total"] != 17 || m["p2pbft_chain_block_requests_sum"] != 1500 {
 		t.Fatalf("%v", m)
 	}
 	if got := m.Sum("p2pbft_consensus_sends_total", `result="ok"`); got != 15 {
@@ -143,7 +143,7 @@ p2pbft_batch_requests_sum 1.5e+03
 	if got := m.Sum("p2pbft_consensus_sends_total", `result="ok"`, `kind="prepare"`); got != 5 {
 		t.Fatalf("ok prepares %v", got)
 	}
-	if m.Has("nothing") || !m.Has("p2pbft_height") {
+	if m.Has("nothing") || !m.Has("p2pbft_chain_height") {
 		t.Fatal("Has")
 	}
 }

@@ -194,7 +194,7 @@ func (d *Docker) run(ctx context.Context, i int) error {
 		"--user", fmt.Sprintf("%d:%d", d.uid, d.gid),
 		"-v", home + ":/home/node",
 		"-p", fmt.Sprintf("127.0.0.1:%d:26680/tcp", d.apiPorts[i]),
-		"-p", fmt.Sprintf("127.0.0.1:%d:26656/tcp", d.p2pPorts[i]),
+		"-p", fmt.Sprintf("127.0.0.1:%d:%d/tcp", d.p2pPorts[i], config.DefaultP2PPort),
 		"--stop-timeout", "20",
 		d.cfg.Image, "start", "--home", "/home/node"}
 	if d.cfg.Args != nil {

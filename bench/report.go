@@ -39,11 +39,11 @@ type Result struct {
 	Executed   float64 `json:"executed_per_s"`
 	// Latency of the requests issued in the window (from due time for an open loop).
 	Latency Percentiles `json:"latency_ms"`
-	// Batch: requests per block in the window, from p2pbft_batch_requests (mean over the replicas).
+	// Batch: requests per block in the window, from p2pbft_chain_block_requests (mean over the replicas).
 	BatchMean float64 `json:"batch_mean"`
 	Blocks    float64 `json:"blocks"`
 	// ViewChanges counts the views entered in the window: the rise of the highest view, or the NEW-VIEWs
-	// one replica entered (p2pbft_new_views_total) if more; ViewStart and ViewEnd the highest view at
+	// one replica entered (p2pbft_consensus_new_views_total) if more; ViewStart and ViewEnd the highest view at
 	// its ends.
 	ViewChanges float64 `json:"view_changes"`
 	ViewStart   uint64  `json:"view_start"`
@@ -178,14 +178,14 @@ func (r *Run) result() *Result {
 			executed = max(executed, f["p2pbft_requests_executed_total"]-b["p2pbft_requests_executed_total"])
 			sends += f.Sum("p2pbft_consensus_sends_total", `result="ok"`) - b.Sum("p2pbft_consensus_sends_total", `result="ok"`)
 			received += peerMessages(f) - peerMessages(b)
-			if c := f["p2pbft_batch_requests_count"] - b["p2pbft_batch_requests_count"]; c > 0 {
-				batchSum += f["p2pbft_batch_requests_sum"] - b["p2pbft_batch_requests_sum"]
+			if c := f["p2pbft_chain_block_requests_count"] - b["p2pbft_chain_block_requests_count"]; c > 0 {
+				batchSum += f["p2pbft_chain_block_requests_sum"] - b["p2pbft_chain_block_requests_sum"]
 				batchCount += c
 				nb++
 			}
-			res.ViewChanges = max(res.ViewChanges, f["p2pbft_new_views_total"]-b["p2pbft_new_views_total"])
-			res.ViewStart = max(res.ViewStart, uint64(b["p2pbft_view"]))
-			res.ViewEnd = max(res.ViewEnd, uint64(f["p2pbft_view"]))
+			res.ViewChanges = max(res.ViewChanges, f["p2pbft_consensus_new_views_total"]-b["p2pbft_consensus_new_views_total"])
+			res.ViewStart = max(res.ViewStart, uint64(b["p2pbft_consensus_view"]))
+			res.ViewEnd = max(res.ViewEnd, uint64(f["p2pbft_consensus_view"]))
 		}
 		if window > 0 {
 			res.Executed = executed / window

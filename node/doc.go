@@ -91,7 +91,7 @@
 // process: `go test -run '^$' -bench ClusterLinks -benchtime 30000x ./node/` runs four replicas and a
 // client over links (a CPU profile of it shows the whole request path).
 //
-// Each round of the loop costs one fsync, which on this shared disk took 4-20 ms (p2pbft_persist_seconds):
+// Each round of the loop costs one fsync, which on this shared disk took 4-20 ms (p2pbft_store_persist_seconds):
 // throughput comes from batching (batches grow with the number of waiting requests) and pipelining, not
 // from more rounds.
 //
@@ -110,10 +110,14 @@
 //
 // # Observability
 //
-// Logs go through log/slog with the replica index on every line and the view on every consensus line:
-// view changes and new views at warn and info, state transfers at info with progress, checkpoints at
-// debug. Metrics (Prometheus, on Options.Registry, with the p2p host's): blocks and requests executed,
-// requests per block, commit latency of requests submitted here, persist and execute times, view changes,
-// state transfers and their bytes and blocks, messages the engine accepted, ignored or rejected by kind and
-// reason, the engine's own counters, signature verification and cache hits, height, view, mode.
+// Logs go through log/slog with the replica index on every line ("replica"; another replica a line is
+// about is "peer_replica", so no key repeats) and the view on every consensus line: view changes and new
+// views at warn and info, state transfers at info with progress, checkpoints at debug. Metrics
+// (Prometheus, on Options.Registry, with the p2p host's; docs/metrics.md lists them, metrics.go says how
+// they are named): blocks and requests executed, requests per block, commit latency of requests submitted
+// here, persist and execute times, view changes, state transfers and their bytes and blocks, messages the
+// engine accepted, ignored or rejected by kind and reason, the engine's own counters, signature
+// verification and cache hits, height, view, mode, whether this replica is the primary, n and f, build and
+// node info, and the Go runtime and process collectors. docs/prometheus/p2pbft.rules.yml holds alerting
+// and recording rules on them (checked by promtool in TestPrometheusRules).
 package node

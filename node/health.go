@@ -53,13 +53,13 @@ type healthCollector struct {
 func newHealthCollector(n *Node) *healthCollector {
 	return &healthCollector{
 		n: n,
-		reachable: prometheus.NewDesc("p2pbft_peer_reachable", "1 if the replica answered a ping within the last few seconds, else 0.",
+		reachable: prometheus.NewDesc("p2pbft_p2p_replica_reachable", "1 if the replica answered a ping within the last few seconds, else 0.",
 			[]string{"replica"}, nil),
-		rtt: prometheus.NewDesc("p2pbft_peer_rtt_seconds", "Smoothed round-trip time of the pings to the replica.",
+		rtt: prometheus.NewDesc("p2pbft_p2p_replica_rtt_seconds", "Smoothed round-trip time of the pings to the replica.",
 			[]string{"replica"}, nil),
-		lastPong: prometheus.NewDesc("p2pbft_peer_last_pong_age_seconds", "Time since the replica last answered a ping (absent if it never did).",
+		lastPong: prometheus.NewDesc("p2pbft_p2p_replica_last_pong_age_seconds", "Time since the replica last answered a ping (absent if it never did).",
 			[]string{"replica"}, nil),
-		retxT: prometheus.NewDesc("p2pbft_retransmit_timeout_seconds", "The engine's retransmission timeout: the configured one, or more when round trips call for it.",
+		retxT: prometheus.NewDesc("p2pbft_consensus_retransmit_timeout_seconds", "The engine's retransmission timeout: the configured one, or more when round trips call for it.",
 			nil, nil),
 	}
 }

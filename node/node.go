@@ -278,7 +278,7 @@ func New(cfg config.Config, opts Options) (*Node, error) {
 func (n *Node) open(opts Options) error {
 	cfg := n.cfg
 	st, err := store.Open(cfg.Path(cfg.Store.Dir), store.Options{Genesis: n.genesis.Digest(), Logger: n.log,
-		UnsafeNoSync: !cfg.Store.Sync})
+		UnsafeNoSync: !cfg.Store.Sync, MemTableSize: uint64(cfg.Store.MemTableSize)})
 	if err != nil {
 		return fmt.Errorf("node: %w", err)
 	}

@@ -83,9 +83,9 @@ func TestClusterCommits(t *testing.T) {
 	for _, mf := range mfs {
 		have[mf.GetName()] = true
 	}
-	for _, name := range []string{"p2pbft_blocks_committed_total", "p2pbft_requests_executed_total", "p2pbft_batch_requests",
-		"p2pbft_request_latency_seconds", "p2pbft_view_changes_total", "p2pbft_consensus_messages_total",
-		"p2pbft_consensus_sends_total", "p2pbft_height", "p2pbft_view", "p2pbft_mode", "p2pbft_stable_checkpoint",
+	for _, name := range []string{"p2pbft_chain_blocks_total", "p2pbft_requests_executed_total", "p2pbft_chain_block_requests",
+		"p2pbft_requests_commit_latency_seconds", "p2pbft_consensus_view_changes_total", "p2pbft_consensus_messages_total",
+		"p2pbft_consensus_sends_total", "p2pbft_chain_height", "p2pbft_consensus_view", "p2pbft_consensus_mode", "p2pbft_consensus_stable_checkpoint",
 		"p2pbft_signatures_verified_total", "p2pbft_p2p_messages_total", "p2pbft_p2p_connected_replicas"} {
 		if !have[name] {
 			t.Errorf("metric %s missing", name)

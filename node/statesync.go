@@ -527,7 +527,7 @@ func (s *syncer) fetchChunks(ctx context.Context, providers []manifest, restore 
 			if failures >= 2*len(providers) {
 				return nil, fmt.Errorf("snapshot chunks: replica %d: %w", pv.peer, err)
 			}
-			n.log.Debug("state transfer: chunk failed, trying another replica", "replica", pv.peer, "err", err)
+			n.log.Debug("state transfer: chunk failed, trying another replica", "peer_replica", pv.peer, "err", err)
 			i++
 			continue
 		}

@@ -39,7 +39,7 @@ type Config struct {
 	ListenAddrs []string `toml:"listen_addrs"`
 	// AnnounceAddrs, if set, are the multiaddrs this host tells its peers to dial (identify, peer
 	// exchange) instead of its listen addresses: the public address of a node behind NAT, port forwarding
-	// or a container network. Without /p2p/ suffix, e.g. /ip4/203.0.113.7/tcp/26656.
+	// or a container network. Without /p2p/ suffix, e.g. /ip4/203.0.113.7/tcp/26690.
 	AnnounceAddrs []string `toml:"announce_addrs"`
 	// Bootstrap are peers to connect to at start: multiaddrs ending in /p2p/<peer-id>, for example
 	// /ip4/10.0.0.1/tcp/7000/p2p/12D3KooW..., /dns4/seed.example/udp/7000/quic-v1/p2p/12D3KooW....

@@ -219,7 +219,7 @@ func TestPrometheusCollector(t *testing.T) {
 			for _, l := range m.GetLabel() {
 				labels[l.GetName()] = l.GetValue()
 			}
-			if labels["result"] != "accepted" || labels["peer"] != hosts[0].ID().String() || labels["source"] != TopicName(g.ChainID()) || m.GetCounter().GetValue() != 1 {
+			if labels["result"] != "accepted" || labels["peer_kind"] != "replica" || labels["replica"] != "0" || labels["source"] != TopicName(g.ChainID()) || m.GetCounter().GetValue() != 1 {
 				t.Fatalf("messages counter: %v = %v", labels, m.GetCounter().GetValue())
 			}
 		}

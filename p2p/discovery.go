@@ -202,7 +202,7 @@ func (d *discovery) dial(p peer.ID) {
 	backoff = backoff/2 + rand.N(backoff/2+1) // jitter: [b/2, b]
 	s.next = time.Now().Add(backoff)
 	if h.ctx.Err() == nil {
-		h.log.Debug("dial failed", "peer", p, "replica", s.replica, "attempt", s.attempts, "retry_in", backoff, "err", err)
+		h.log.Debug("dial failed", "peer", p, "peer_replica", s.replica, "attempt", s.attempts, "retry_in", backoff, "err", err)
 	}
 }
 

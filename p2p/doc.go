@@ -28,7 +28,11 @@
 //   - Deliveries returns verified envelopes from every path: the envelope, the author's replica index (-1
 //     for a client key), the peer that handed it over and the path.
 //   - Events reports peers coming and going; Stats (and, with Config.Registerer, Prometheus) counts
-//     accepted, rejected-by-reason and ignored messages per source and peer, and every drop.
+//     accepted, rejected-by-reason and ignored messages per source and peer, and every drop. Peers are
+//     the replicas, each by its index, and "client" for all others together: a counter per client key or
+//     client peer would grow without bound on a public network (and the Prometheus series with it).
+//     Every rejected message is also logged at debug, with a summary at info at most every 10 s
+//     (internal/logs.Rejections).
 //
 // # Validation
 //

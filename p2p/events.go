@@ -67,9 +67,9 @@ func (h *Host) peerChanged(p peer.ID, up bool) {
 	idx := h.replicaIndex(p)
 	if idx >= 0 {
 		if up {
-			h.log.Info("replica connected", "replica", idx, "peer", p)
+			h.log.Info("replica connected", "peer_replica", idx, "peer", p)
 		} else {
-			h.log.Info("replica disconnected", "replica", idx, "peer", p)
+			h.log.Info("replica disconnected", "peer_replica", idx, "peer", p)
 		}
 	} else {
 		h.log.Debug("peer connectedness changed", "peer", p, "up", up)

@@ -90,7 +90,7 @@ func (h *Host) gossipOptions() []pubsub.Option {
 		pubsub.WithFloodPublish(true),
 		pubsub.WithPeerExchange(false),
 		pubsub.WithRawTracer(tracer{h.metrics}),
-		pubsub.WithLogger(h.log.With("component", "pubsub")),
+		pubsub.WithLogger(h.log.With("subsystem", "pubsub")),
 		pubsub.WithPeerScore(h.scoreParams(), &pubsub.PeerScoreThresholds{
 			GossipThreshold:             -500,
 			PublishThreshold:            -1000,

@@ -26,6 +26,7 @@ import (
 	"github.com/multiformats/go-multiaddr"
 
 	"github.com/p2pbft/p2pbft/identity"
+	"github.com/p2pbft/p2pbft/internal/logs"
 	"github.com/p2pbft/p2pbft/wire"
 )
 
@@ -135,7 +136,8 @@ func New(cfg Config) (*Host, error) {
 		}
 		h.verifier = v
 	}
-	h.metrics = newMetrics(func(p peer.ID) bool { return h.replicaIndex(p) >= 0 })
+	h.metrics = newMetrics(func(p peer.ID) bool { return h.replicaIndex(p) >= 0 },
+		logs.NewRejections(h.log, "message", logs.DefaultSummaryInterval))
 	val, err := newValidator(h)
 	if err != nil {
 		return nil, err

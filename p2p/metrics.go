@@ -1,6 +1,8 @@
 package p2p
 
 import (
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -10,6 +12,8 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/p2pbft/p2pbft/internal/logs"
 )
 
 // Result is what the host did with an inbound message.
@@ -52,12 +56,22 @@ const (
 	DropLinkQueue       = "link-queue-full"       // client link: the pushes queued for the client overflowed
 )
 
+// dropReasons are the Drop* reasons, exported at zero until they happen: a counter that exists from the
+// start makes rate() and increase() work from the first drop on, and an alert on it can tell "no drop"
+// from "not scraped".
+var dropReasons = []string{DropValidationQueue, DropThrottled, DropSlowSubscriber, DropOutboundQueue,
+	DropSendQueue, DropSendFailed, DropEvents, DropStreamLimit, DropLinkQueue}
+
+// refusalLimits are the Limit* names, exported at zero (both directions) for the same reason.
+var refusalLimits = []string{LimitConnsPerIP, LimitConnRate, LimitSystem, LimitTransient, LimitPeer, LimitOther}
+
 // CounterKey identifies one message counter.
 type CounterKey struct {
 	// Source is the gossip topic or the direct-stream protocol ID the message came in on.
 	Source string
-	// Peer is the peer that handed us the message (the gossip forwarder or the stream's remote). Beyond
-	// maxTrackedPeers distinct non-replica peers, further ones are counted under the empty peer ID.
+	// Peer is the replica that handed us the message (the gossip forwarder or the stream's remote), or
+	// the empty peer ID for any other peer: clients are counted together, so that the counters (and the
+	// Prometheus series made from them) stay as many as the replicas, however many clients come and go.
 	Peer   peer.ID
 	Result Result
 	Reason Reason
@@ -112,7 +126,8 @@ func (s Stats) Total(r Result, reason Reason) uint64 {
 	return n
 }
 
-// ForPeer sums the message counters of one peer with the given result (any reason).
+// ForPeer sums the message counters of one replica (or, for the empty peer ID, of all clients) with the
+// given result (any reason).
 func (s Stats) ForPeer(p peer.ID, r Result) uint64 {
 	var n uint64
 	for _, c := range s.Messages {
@@ -123,25 +138,25 @@ func (s Stats) ForPeer(p peer.ID, r Result) uint64 {
 	return n
 }
 
-const maxTrackedPeers = 1024
-
 type metrics struct {
 	isReplica func(peer.ID) bool
+	rejects   *logs.Rejections
 
 	mu         sync.Mutex
 	messages   map[CounterKey]uint64
-	peers      map[peer.ID]struct{}
 	drops      map[string]uint64
 	duplicates uint64
 	validation time.Duration
 	refused    map[RefusalKey]uint64
 }
 
-func newMetrics(isReplica func(peer.ID) bool) *metrics {
+// newMetrics returns the host's counters; rejected messages also go to rejects (a log line each at
+// debug, a summary at info), if it is not nil.
+func newMetrics(isReplica func(peer.ID) bool, rejects *logs.Rejections) *metrics {
 	return &metrics{
 		isReplica: isReplica,
+		rejects:   rejects,
 		messages:  make(map[CounterKey]uint64),
-		peers:     make(map[peer.ID]struct{}),
 		drops:     make(map[string]uint64),
 		refused:   make(map[RefusalKey]uint64),
 	}
@@ -159,14 +174,13 @@ func (m *metrics) count(source string, p peer.ID, r Result, reason Reason) {
 
 // countN counts n messages with one outcome.
 func (m *metrics) countN(source string, p peer.ID, r Result, reason Reason, n uint64) {
-	m.mu.Lock()
-	if _, ok := m.peers[p]; !ok {
-		if len(m.peers) >= maxTrackedPeers && !m.isReplica(p) {
-			p = ""
-		} else {
-			m.peers[p] = struct{}{}
-		}
+	if r == Rejected {
+		m.rejects.Reject(string(reason), n, "source", source, "peer", p)
 	}
+	if p != "" && !m.isReplica(p) {
+		p = "" // a client: counted with the others (see CounterKey.Peer)
+	}
+	m.mu.Lock()
 	m.messages[CounterKey{Source: source, Peer: p, Result: r, Reason: reason}] += n
 	m.mu.Unlock()
 }
@@ -242,7 +256,8 @@ func (tracer) RecvRPC(*pubsub.RPC)                                  {}
 func (tracer) SendRPC(*pubsub.RPC, peer.ID)                         {}
 func (tracer) SendRPCCompleted(*pubsub.RPC, peer.ID, time.Duration) {}
 
-// collector exports the counters to Prometheus at scrape time.
+// collector exports the counters to Prometheus at scrape time. Its labels are bounded by the genesis:
+// a peer is named by its replica index, and every other peer (clients, however many) is "client".
 type collector struct {
 	h          *Host
 	messages   *prometheus.Desc
@@ -250,16 +265,23 @@ type collector struct {
 	duplicates *prometheus.Desc
 	validation *prometheus.Desc
 	replicas   *prometheus.Desc
+	connected  *prometheus.Desc
 	peers      *prometheus.Desc
 	refused    *prometheus.Desc
 }
+
+// Peer kinds, the peer_kind label of p2pbft_p2p_messages_total.
+const (
+	peerKindReplica = "replica"
+	peerKindClient  = "client"
+)
 
 func newCollector(h *Host) *collector {
 	return &collector{
 		h: h,
 		messages: prometheus.NewDesc("p2pbft_p2p_messages_total",
-			"Inbound envelopes by source (gossip topic or stream protocol), peer, result and reason.",
-			[]string{"source", "peer", "result", "reason"}, nil),
+			"Inbound envelopes by source (gossip topic or stream protocol), peer kind (replica or client), replica index (empty for clients), result and reason.",
+			[]string{"source", "peer_kind", "replica", "result", "reason"}, nil),
 		drops: prometheus.NewDesc("p2pbft_p2p_drops_total",
 			"Messages lost to full queues or failed sends, by reason.", []string{"reason"}, nil),
 		duplicates: prometheus.NewDesc("p2pbft_p2p_gossip_duplicates_total",
@@ -268,8 +290,11 @@ func newCollector(h *Host) *collector {
 			"Time spent validating accepted messages.", nil, nil),
 		replicas: prometheus.NewDesc("p2pbft_p2p_connected_replicas",
 			"Replicas of the genesis this host is connected to (not counting itself).", nil, nil),
+		connected: prometheus.NewDesc("p2pbft_p2p_replica_connected",
+			"1 if this host is connected to the replica of that index, else 0 (every replica of the genesis but this host).",
+			[]string{"replica"}, nil),
 		peers: prometheus.NewDesc("p2pbft_p2p_connected_peers",
-			"Peers this host is connected to.", nil, nil),
+			"Peers this host is connected to (replicas and clients).", nil, nil),
 		refused: prometheus.NewDesc("p2pbft_p2p_refused_connections_total",
 			"Connections refused by a resource limit, by limit (conns_per_ip, conn_rate_per_ip, system, transient, peer, other) and direction.",
 			[]string{"limit", "direction"}, nil),
@@ -282,6 +307,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.duplicates
 	ch <- c.validation
 	ch <- c.replicas
+	ch <- c.connected
 	ch <- c.peers
 	ch <- c.refused
 }
@@ -289,21 +315,45 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	s := c.h.Stats()
 	for _, m := range s.Messages {
-		p := m.Peer.String()
-		if m.Peer == "" {
-			p = "other"
+		kind, idx := peerKindClient, ""
+		if i := c.h.replicaIndex(m.Peer); m.Peer != "" && i >= 0 {
+			kind, idx = peerKindReplica, strconv.Itoa(i)
 		}
 		ch <- prometheus.MustNewConstMetric(c.messages, prometheus.CounterValue, float64(m.N),
-			m.Source, p, string(m.Result), string(m.Reason))
+			m.Source, kind, idx, string(m.Result), string(m.Reason))
+	}
+	for _, r := range dropReasons {
+		ch <- prometheus.MustNewConstMetric(c.drops, prometheus.CounterValue, float64(s.Drops[r]), r)
 	}
 	for r, n := range s.Drops {
-		ch <- prometheus.MustNewConstMetric(c.drops, prometheus.CounterValue, float64(n), r)
+		if !slices.Contains(dropReasons, r) {
+			ch <- prometheus.MustNewConstMetric(c.drops, prometheus.CounterValue, float64(n), r)
+		}
+	}
+	for _, limit := range refusalLimits {
+		for _, dir := range []string{"inbound", "outbound"} {
+			k := RefusalKey{Limit: limit, Direction: dir}
+			ch <- prometheus.MustNewConstMetric(c.refused, prometheus.CounterValue, float64(s.RefusedConns[k]), k.Limit, k.Direction)
+		}
 	}
 	for k, n := range s.RefusedConns {
-		ch <- prometheus.MustNewConstMetric(c.refused, prometheus.CounterValue, float64(n), k.Limit, k.Direction)
+		if !slices.Contains(refusalLimits, k.Limit) || (k.Direction != "inbound" && k.Direction != "outbound") {
+			ch <- prometheus.MustNewConstMetric(c.refused, prometheus.CounterValue, float64(n), k.Limit, k.Direction)
+		}
 	}
 	ch <- prometheus.MustNewConstMetric(c.duplicates, prometheus.CounterValue, float64(s.Duplicates))
 	ch <- prometheus.MustNewConstMetric(c.validation, prometheus.CounterValue, s.ValidationTime.Seconds())
-	ch <- prometheus.MustNewConstMetric(c.replicas, prometheus.GaugeValue, float64(len(c.h.ConnectedReplicas())))
+	conn := c.h.ConnectedReplicas()
+	ch <- prometheus.MustNewConstMetric(c.replicas, prometheus.GaugeValue, float64(len(conn)))
+	for i := range c.h.genesis.N() {
+		if i == c.h.self {
+			continue
+		}
+		v := 0.0
+		if slices.Contains(conn, i) {
+			v = 1
+		}
+		ch <- prometheus.MustNewConstMetric(c.connected, prometheus.GaugeValue, v, strconv.Itoa(i))
+	}
 	ch <- prometheus.MustNewConstMetric(c.peers, prometheus.GaugeValue, float64(len(c.h.lh.Network().Peers())))
 }

@@ -178,9 +178,9 @@ func Create(cfg Config) (*Network, error) {
 		ni := NodeInfo{Name: name, Home: name, PeerID: k.PeerID().String()}
 		var tcp multiaddr.Multiaddr
 		if cfg.Docker {
-			ni.P2PPort = 26656
+			ni.P2PPort = config.DefaultP2PPort
 			ni.API = fmt.Sprintf("127.0.0.1:%d", 26680+i) // published by the compose file
-			tcp = multiaddr.StringCast(fmt.Sprintf("/dns4/%s/tcp/26656", name))
+			tcp = multiaddr.StringCast(fmt.Sprintf("/dns4/%s/tcp/%d", name, config.DefaultP2PPort))
 		} else {
 			ni.P2PPort = ports[2*i]
 			ni.API = net.JoinHostPort(hostOf(i), strconv.Itoa(ports[2*i+1]))
@@ -200,7 +200,7 @@ func Create(cfg Config) (*Network, error) {
 		c.Home = home
 		c.Moniker = ni.Name
 		if cfg.Docker {
-			c.P2P.Listen = []string{"/ip4/0.0.0.0/tcp/26656", "/ip4/0.0.0.0/udp/26656/quic-v1"}
+			c.P2P.Listen = config.Default().P2P.Listen
 			c.API.HTTP = "0.0.0.0:26680"
 		} else {
 			c.P2P.Listen = []string{

@@ -29,7 +29,7 @@ import (
 var remoteTx = flag.Int("remote-tx", 200, "TestRemoteHost/tx: how many `p2pbft tx` processes run one after the other")
 
 // remotePort is where replicas listen on their hosts: nothing else runs there.
-const remotePort = 26656
+const remotePort = config.DefaultP2PPort
 
 // newRemoteNet starts a testnet with replica i on hosts[i], listening on that host's address only (the
 // genesis lists those addresses, the HTTP API serves on them too).

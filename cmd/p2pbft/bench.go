@@ -60,6 +60,7 @@ type nodeTuning struct {
 	window           uint64
 	broadcast        string
 	storeSync        bool
+	memTableSize     int
 	logLevel         string
 	pprof            bool
 }
@@ -76,6 +77,7 @@ func addNodeTuningFlags(fs *pflag.FlagSet, t *nodeTuning) {
 	fs.Uint64Var(&t.window, "window", d.Consensus.Window, "replicas started here: consensus.window")
 	fs.StringVar(&t.broadcast, "broadcast", d.P2P.Broadcast, "replicas started here: p2p.broadcast (direct or gossip)")
 	fs.BoolVar(&t.storeSync, "store-sync", d.Store.Sync, "replicas started here: store.sync (fsync; false breaks crash safety)")
+	fs.IntVar(&t.memTableSize, "store-memtable-size", d.Store.MemTableSize, "replicas started here: store.memtable_size (bytes; 67108864 is the large setting)")
 	fs.StringVar(&t.logLevel, "log-level", "info", "replicas started here: log.level (their logs are in the testnet folder)")
 	fs.BoolVar(&t.pprof, "pprof", false, "replicas started here: api.pprof (profiles under /debug/pprof/ on each replica's API; take one with go tool pprof during the run)")
 }
@@ -97,6 +99,7 @@ func (t nodeTuning) apply(fs *pflag.FlagSet, c *config.Config) {
 	set("window", func() { c.Consensus.Window = t.window })
 	set("broadcast", func() { c.P2P.Broadcast = t.broadcast })
 	set("store-sync", func() { c.Store.Sync = t.storeSync })
+	set("store-memtable-size", func() { c.Store.MemTableSize = t.memTableSize })
 	set("pprof", func() { c.API.Pprof = t.pprof })
 	c.Log.Level = t.logLevel
 }
@@ -224,10 +227,10 @@ func runBench(ctx context.Context, cmd *cobra.Command, o *benchOptions) error {
 	o.load.OpTimeout = bench.Duration(o.opTO)
 	o.load.RetryTimeout = bench.Duration(o.retryTO)
 	if err := o.load.Validate(); err != nil {
-		return err
+		return withCode(exitUsage, err)
 	}
 	if o.warmup >= o.duration && o.duration > 0 {
-		return fmt.Errorf("--warmup %s must be shorter than --duration %s", o.warmup, o.duration)
+		return usagef("--warmup %s must be shorter than --duration %s", o.warmup, o.duration)
 	}
 	t, cleanup, err := benchTarget(ctx, cmd, o, errOut)
 	if err != nil {
@@ -261,7 +264,7 @@ func runBench(ctx context.Context, cmd *cobra.Command, o *benchOptions) error {
 	var res *bench.Result
 	if len(o.sweep) > 0 {
 		if o.load.Mode != bench.Closed {
-			return errors.New("--sweep-clients is for a closed loop")
+			return usagef("--sweep-clients is for a closed loop")
 		}
 		fmt.Fprintf(errOut, "bench: %d replicas; sweep over %v clients\n", t.N(), o.sweep)
 		for _, c := range o.sweep {
@@ -403,7 +406,7 @@ func benchTarget(ctx context.Context, cmd *cobra.Command, o *benchOptions, errOu
 	fl := cmd.Flags()
 	switch {
 	case o.dir != "" && len(o.apis) > 0:
-		return nil, nil, errors.New("give --dir or --api, not both")
+		return nil, nil, usagef("give --dir or --api, not both")
 	case o.dir != "":
 		t, err := bench.OpenTestnet(o.dir)
 		if err != nil {
@@ -417,7 +420,7 @@ func benchTarget(ctx context.Context, cmd *cobra.Command, o *benchOptions, errOu
 		return t, func() {}, nil
 	case len(o.apis) > 0:
 		if o.genesis == "" {
-			return nil, nil, errors.New("--api needs --genesis FILE (the chain's replica set)")
+			return nil, nil, usagef("--api needs --genesis FILE (the chain's replica set)")
 		}
 		t, err := bench.FromAPIs(ctx, o.genesis, o.apis, o.bootstrap)
 		if err != nil {
@@ -426,7 +429,7 @@ func benchTarget(ctx context.Context, cmd *cobra.Command, o *benchOptions, errOu
 		return t, func() {}, nil
 	}
 	if o.n < 1 {
-		return nil, nil, fmt.Errorf("--n %d: want at least 1", o.n)
+		return nil, nil, usagef("--n %d: want at least 1", o.n)
 	}
 	bin := o.bin
 	if bin == "" {

@@ -57,7 +57,7 @@ func TestInitGenesisID(t *testing.T) {
 	if first := strings.SplitN(out, "\n", 2)[0]; first != g.PeerID(2).String() {
 		t.Fatalf("id printed %q, genesis has %s at index 2", first, g.PeerID(2))
 	}
-	if !strings.Contains(out, "/tcp/26656/p2p/"+g.PeerID(2).String()) {
+	if !strings.Contains(out, "/tcp/26690/p2p/"+g.PeerID(2).String()) {
 		t.Fatalf("id did not print a bootstrap multiaddr:\n%s", out)
 	}
 }
@@ -72,7 +72,7 @@ func TestGenesisFromSpecs(t *testing.T) {
 		ids = append(ids, k.PeerID().String())
 	}
 	out, err := run(t, "genesis", "--chain-id", "c1",
-		"--replica", "a="+ids[0]+"@/ip4/10.0.0.1/tcp/26656",
+		"--replica", "a="+ids[0]+"@/ip4/10.0.0.1/tcp/26690",
 		"--replica", ids[1], "--replica", ids[2], "--replica", ids[3])
 	if err != nil {
 		t.Fatalf("genesis: %v\n%s", err, out)

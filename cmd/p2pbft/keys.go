@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -9,6 +8,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/multiformats/go-multiaddr"
+	manet "github.com/multiformats/go-multiaddr/net"
 	"github.com/spf13/cobra"
 
 	"github.com/p2pbft/p2pbft/identity"
@@ -19,6 +19,7 @@ func newInitCmd(opts *rootOptions) *cobra.Command {
 	var moniker string
 	var listen []string
 	var apiAddr string
+	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "init",
 		Short: "Create a node's home directory: a new node key and a commented config.toml",
@@ -43,7 +44,7 @@ genesis.toml.`,
 				cfg.API.HTTP = apiAddr
 			}
 			if err := cfg.Validate(); err != nil {
-				return err
+				return withCode(exitUsage, err)
 			}
 			cfgPath := filepath.Join(home, config.ConfigFile)
 			if _, err := os.Stat(cfgPath); err == nil {
@@ -61,6 +62,16 @@ genesis.toml.`,
 				return fmt.Errorf("write config: %w", err)
 			}
 			out := cmd.OutOrStdout()
+			if asJSON {
+				return printJSON(out, struct {
+					Home       string `json:"home"`
+					Key        string `json:"key"`
+					KeyCreated bool   `json:"key_created"`
+					Config     string `json:"config"`
+					PeerID     string `json:"peer_id"`
+					Genesis    string `json:"genesis"`
+				}{home, cfg.Path(cfg.Key), created, cfgPath, key.PeerID().String(), cfg.Path(cfg.Genesis)})
+			}
 			verb := "created"
 			if !created {
 				verb = "kept existing"
@@ -70,14 +81,17 @@ genesis.toml.`,
 			return nil
 		},
 	}
+	homeFlag(cmd.Flags(), opts)
 	cmd.Flags().StringVar(&moniker, "moniker", "", "a human-readable name for this node")
-	cmd.Flags().StringSliceVar(&listen, "listen", nil, "p2p listen multiaddrs (default TCP and QUIC on port 26656)")
-	cmd.Flags().StringVar(&apiAddr, "api", "", "HTTP API listen address (default 127.0.0.1:26680; empty disables)")
+	cmd.Flags().StringSliceVar(&listen, "listen", nil, "p2p listen multiaddrs (default TCP and QUIC on port "+defaultP2PPort+")")
+	cmd.Flags().StringVar(&apiAddr, "api", "", "HTTP API listen address (default "+config.DefaultAPIAddr+"; empty disables)")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print what was created as JSON")
 	return cmd
 }
 
 func newKeygenCmd() *cobra.Command {
 	var out string
+	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "keygen --out FILE",
 		Short: "Generate an ed25519 key file (node or client key) and print its peer ID",
@@ -87,7 +101,7 @@ transactions). It never overwrites an existing file.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if out == "" {
-				return errors.New("--out FILE is required")
+				return usagef("--out FILE is required")
 			}
 			k, err := identity.GenerateKey()
 			if err != nil {
@@ -96,21 +110,30 @@ transactions). It never overwrites an existing file.`,
 			if err := identity.SaveKey(out, k); err != nil {
 				return err
 			}
+			if asJSON {
+				return printJSON(cmd.OutOrStdout(), struct {
+					PeerID string `json:"peer_id"`
+					File   string `json:"file"`
+				}{k.PeerID().String(), out})
+			}
 			fmt.Fprintln(cmd.OutOrStdout(), k.PeerID())
 			return nil
 		},
 	}
 	cmd.Flags().StringVar(&out, "out", "", "the key file to create")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the peer ID and the file as JSON")
 	return cmd
 }
 
 func newIDCmd(opts *rootOptions) *cobra.Command {
-	return &cobra.Command{
+	var asJSON bool
+	cmd := &cobra.Command{
 		Use:   "id",
 		Short: "Print this node's peer ID and the multiaddrs others can bootstrap from",
-		Long: `id prints the node's peer ID and, for each configured listen or external address, the full
-multiaddr (ending in /p2p/<peer-id>) that other nodes can pass to --bootstrap. Wildcard listen addresses
-(0.0.0.0, ::) are shown as they are configured: replace them with the machine's reachable address.`,
+		Long: `id prints the node's peer ID and, for each configured external address (p2p.external) or else
+listen address, the full multiaddr (ending in /p2p/<peer-id>) that other nodes can pass to --bootstrap.
+A wildcard listen address (0.0.0.0, ::) is shown as the addresses of this machine's network interfaces
+it stands for, loopback last: pick one the other nodes can reach.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := config.Load(opts.home)
@@ -121,27 +144,80 @@ multiaddr (ending in /p2p/<peer-id>) that other nodes can pass to --bootstrap. W
 			if err != nil {
 				return err
 			}
-			out := cmd.OutOrStdout()
-			fmt.Fprintln(out, key.PeerID())
 			addrs := cfg.P2P.External
 			if len(addrs) == 0 {
 				addrs = cfg.P2P.Listen
 			}
-			for _, a := range addrs {
-				ma, err := multiaddr.NewMultiaddr(a)
-				if err != nil {
-					return fmt.Errorf("address %q in config: %w", a, err)
-				}
-				fmt.Fprintf(out, "%s/p2p/%s\n", ma, key.PeerID())
+			full, err := dialableAddrs(addrs)
+			if err != nil {
+				return err
+			}
+			id := key.PeerID().String()
+			for i := range full {
+				full[i] += "/p2p/" + id
+			}
+			out := cmd.OutOrStdout()
+			if asJSON {
+				return printJSON(out, struct {
+					PeerID string   `json:"peer_id"`
+					Addrs  []string `json:"addrs"`
+				}{id, full})
+			}
+			fmt.Fprintln(out, id)
+			for _, a := range full {
+				fmt.Fprintln(out, a)
 			}
 			return nil
 		},
 	}
+	homeFlag(cmd.Flags(), opts)
+	cmd.Flags().BoolVar(&asJSON, "json", false, `print {"peer_id": ..., "addrs": [...]}`)
+	return cmd
+}
+
+// dialableAddrs turns configured multiaddrs into ones another machine can dial: a wildcard IP becomes
+// each address of this machine's interfaces of that family (non-loopback first). A wildcard that
+// matches no interface is kept as it is.
+func dialableAddrs(addrs []string) ([]string, error) {
+	var ifaces []multiaddr.Multiaddr
+	var out, loopback []string
+	for _, a := range addrs {
+		ma, err := multiaddr.NewMultiaddr(a)
+		if err != nil {
+			return nil, fmt.Errorf("address %q in config: %w", a, err)
+		}
+		if !manet.IsIPUnspecified(ma) {
+			out = append(out, ma.String())
+			continue
+		}
+		if ifaces == nil {
+			if ifaces, err = manet.InterfaceMultiaddrs(); err != nil {
+				return nil, fmt.Errorf("list the network interfaces: %w", err)
+			}
+		}
+		resolved, err := manet.ResolveUnspecifiedAddress(ma, ifaces)
+		if err != nil {
+			out = append(out, ma.String())
+			continue
+		}
+		for _, r := range resolved {
+			if manet.IsIP6LinkLocal(r) {
+				continue
+			}
+			if manet.IsIPLoopback(r) {
+				loopback = append(loopback, r.String())
+			} else {
+				out = append(out, r.String())
+			}
+		}
+	}
+	return append(out, loopback...), nil
 }
 
 func newGenesisCmd() *cobra.Command {
 	var chainID, out string
 	var replicas, homes []string
+	var force bool
 	cmd := &cobra.Command{
 		Use:   "genesis --chain-id ID (--replica SPEC... | --from-home DIR...) [--out FILE]",
 		Short: "Build a replica set (genesis) from the replicas' peer IDs",
@@ -152,16 +228,22 @@ is its position; replica 0 is the first primary). Give each replica as
 
 or point at node homes made by p2pbft init with --from-home DIR (their keys are read; the listen addresses
 of their configs are not copied, since wildcard addresses are not reachable). n replicas tolerate
-f = (n-1)/3 faults. The file is printed, or written to --out.`,
-		Example: `  p2pbft genesis --chain-id lab --replica a=12D3KooW...@/ip4/10.0.0.1/tcp/26656 --replica b=12D3KooW... ...
+f = (n-1)/3 faults. The file is printed, or written to --out, which refuses to replace an existing file
+(as init and keygen do) unless --force is given.`,
+		Example: `  p2pbft genesis --chain-id lab --replica a=12D3KooW...@/ip4/10.0.0.1/tcp/26690 --replica b=12D3KooW... ...
   p2pbft genesis --chain-id lab --from-home n0 --from-home n1 --from-home n2 --from-home n3 --out genesis.toml`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if out != "" && !force {
+				if _, err := os.Stat(out); err == nil {
+					return fmt.Errorf("%s already exists: a replica set is not replaced by accident (give --force to replace it)", out)
+				}
+			}
 			var rs []identity.Replica
 			for _, spec := range replicas {
 				r, err := parseReplicaSpec(spec)
 				if err != nil {
-					return err
+					return withCode(exitUsage, err)
 				}
 				rs = append(rs, r)
 			}
@@ -182,7 +264,7 @@ f = (n-1)/3 faults. The file is printed, or written to --out.`,
 			}
 			g, err := identity.NewGenesis(chainID, rs)
 			if err != nil {
-				return err
+				return withCode(exitUsage, err)
 			}
 			if out != "" {
 				if err := g.Save(out); err != nil {
@@ -202,7 +284,8 @@ f = (n-1)/3 faults. The file is printed, or written to --out.`,
 	cmd.Flags().StringVar(&chainID, "chain-id", "", "the chain ID ([A-Za-z0-9._-], at most 64 characters)")
 	cmd.Flags().StringArrayVar(&replicas, "replica", nil, "a replica as [NAME=]PEER-ID[@MULTIADDR,...] (repeat, in order)")
 	cmd.Flags().StringArrayVar(&homes, "from-home", nil, "a node home directory to read the peer ID from (repeat, in order)")
-	cmd.Flags().StringVar(&out, "out", "", "write the genesis to this file instead of standard output")
+	cmd.Flags().StringVar(&out, "out", "", "write the genesis to this file instead of standard output (an existing file only with --force)")
+	cmd.Flags().BoolVar(&force, "force", false, "with --out: replace an existing file")
 	return cmd
 }
 

@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strings"
 	"sync/atomic"
 
 	"github.com/libp2p/go-libp2p/gologshim"
@@ -13,6 +14,11 @@ import (
 // libp2pLogs routes go-libp2p's own logs (it logs through a process-wide logger, see gologshim) into this
 // process's slog handler. Until a command sets one, they are dropped: a client command should print its
 // results, not libp2p's shutdown chatter. GOLOG_LOG_LEVEL, if set, keeps libp2p's own stderr logging.
+//
+// A warning about a connection or stream the other side closed or reset (churn) is logged at debug: a
+// replica serves short-lived clients (every `p2pbft tx` is one), and go-libp2p warns when one leaves
+// before its identify exchange finished ("error reading identify message ... connection reset"). That is
+// normal, and at info a replica's log should show what is not.
 type libp2pLogs struct {
 	h   atomic.Pointer[slog.Handler]
 	min slog.LevelVar
@@ -54,6 +60,12 @@ func (h routeHandler) Enabled(ctx context.Context, l slog.Level) bool {
 
 func (h routeHandler) Handle(ctx context.Context, rec slog.Record) error {
 	inner := *h.r.h.Load()
+	if rec.Level > slog.LevelDebug && isChurn(rec) {
+		rec.Level = slog.LevelDebug
+		if rec.Level < h.r.min.Level() || !inner.Enabled(ctx, rec.Level) {
+			return nil
+		}
+	}
 	if len(h.attrs) > 0 {
 		inner = inner.WithAttrs(h.attrs)
 	}
@@ -73,4 +85,29 @@ func (h routeHandler) WithGroup(name string) slog.Handler {
 		h.group = name
 	}
 	return h
+}
+
+// churnErrors are what errors say when the other side closed or reset a connection or stream, or went
+// away (TCP, yamux, QUIC).
+var churnErrors = []string{"connection reset", "stream reset", "EOF", "use of closed network connection",
+	"connection closed", "broken pipe", "Application error 0x0", "NO_ERROR", "no recent network activity",
+	"context canceled"}
+
+// isChurn reports whether a libp2p record is about a peer that went away: its error attribute says so.
+func isChurn(rec slog.Record) bool {
+	churn := false
+	rec.Attrs(func(a slog.Attr) bool {
+		if a.Key != "err" && a.Key != "error" {
+			return true
+		}
+		msg := a.Value.String()
+		for _, c := range churnErrors {
+			if strings.Contains(msg, c) {
+				churn = true
+				return false
+			}
+		}
+		return true
+	})
+	return churn
 }

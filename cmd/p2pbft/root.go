@@ -1,27 +1,40 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
-	"runtime/debug"
+	"strconv"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/p2pbft/p2pbft/internal/buildinfo"
+	"github.com/p2pbft/p2pbft/internal/logs"
+	"github.com/p2pbft/p2pbft/node/config"
 )
 
-// rootOptions are the flags every subcommand shares.
+// rootOptions are what the subcommands share.
 type rootOptions struct {
+	// home is the --home of the commands that use a node's home directory (homeFlag).
 	home string
 	// logs routes go-libp2p's logs; nil in tests (then they are left alone).
 	logs *libp2pLogs
 }
 
+// defaultP2PPort is the default p2p port, for help texts.
+var defaultP2PPort = strconv.Itoa(config.DefaultP2PPort)
+
+// envHome names the environment variable that sets the default of --home.
+const envHome = "P2PBFT_HOME"
+
 // newRootCmd builds the command tree (for tests: go-libp2p's logs are left alone).
 func newRootCmd() *cobra.Command { return newRootCmdWith(nil) }
 
-func newRootCmdWith(logs *libp2pLogs) *cobra.Command {
-	opts := &rootOptions{logs: logs}
+func newRootCmdWith(lib *libp2pLogs) *cobra.Command {
+	opts := &rootOptions{logs: lib}
 	root := &cobra.Command{
 		Use:   "p2pbft",
 		Short: "A PBFT replica over libp2p",
@@ -36,11 +49,18 @@ Quick start, one machine:
 By hand, per node:
   p2pbft init --home ~/.p2pbft         # node key and config.toml
   p2pbft genesis ...                   # once, from every replica's peer ID; copy to every home
-  p2pbft start --home ~/.p2pbft --bootstrap /ip4/10.0.0.1/tcp/26656/p2p/12D3KooW...`,
+  p2pbft start --home ~/.p2pbft --bootstrap /ip4/10.0.0.1/tcp/` + defaultP2PPort + `/p2p/12D3KooW...
+
+Environment:
+  P2PBFT_HOME      the default of --home (else ~/.p2pbft)
+  GOLOG_LOG_LEVEL  set: go-libp2p logs to standard error on its own, at this level (e.g. "warn", "identify=debug")
+
+` + exitCodes,
+		Version:       buildinfo.Read().String(),
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.PersistentFlags().StringVar(&opts.home, "home", defaultHome(), "the node's home directory (key, config.toml, genesis, data)")
+	root.SetVersionTemplate("p2pbft {{.Version}}\n")
 	root.AddCommand(
 		newInitCmd(opts),
 		newKeygenCmd(),
@@ -54,11 +74,18 @@ By hand, per node:
 		newScenarioCmd(),
 		newVersionCmd(),
 	)
+	classifyUsage(root)
 	return root
 }
 
+// homeFlag adds --home to a command that uses a node's home directory (flags is the command's own, or
+// its persistent set for a command whose subcommands use it).
+func homeFlag(flags *pflag.FlagSet, opts *rootOptions) {
+	flags.StringVar(&opts.home, "home", defaultHome(), "the node's home directory: key, config.toml, genesis, data (default from $"+envHome+", else ~/.p2pbft)")
+}
+
 func defaultHome() string {
-	if h := os.Getenv("P2PBFT_HOME"); h != "" {
+	if h := os.Getenv(envHome); h != "" {
 		return h
 	}
 	if d, err := os.UserHomeDir(); err == nil {
@@ -67,51 +94,57 @@ func defaultHome() string {
 	return ".p2pbft"
 }
 
-// version returns the module version and VCS revision the binary was built from.
-func version() string {
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		return "unknown"
-	}
-	v := bi.Main.Version
-	for _, s := range bi.Settings {
-		switch s.Key {
-		case "vcs.revision":
-			v += " " + s.Value
-		case "vcs.modified":
-			if s.Value == "true" {
-				v += " (modified)"
-			}
-		}
-	}
-	return v
-}
-
 func newVersionCmd() *cobra.Command {
-	return &cobra.Command{
+	var asJSON bool
+	cmd := &cobra.Command{
 		Use:   "version",
-		Short: "Print the version and the revision the binary was built from",
+		Short: "Print the version and the revision the binary was built from (also: p2pbft --version)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			_, err := fmt.Fprintln(cmd.OutOrStdout(), "p2pbft", version())
+			bi := buildinfo.Read()
+			if asJSON {
+				return printJSON(cmd.OutOrStdout(), struct {
+					Version   string `json:"version"`
+					Revision  string `json:"revision,omitempty"`
+					Modified  bool   `json:"modified,omitempty"`
+					GoVersion string `json:"go_version"`
+				}{bi.Version, bi.Revision, bi.Modified, bi.GoVersion})
+			}
+			_, err := fmt.Fprintln(cmd.OutOrStdout(), "p2pbft", bi)
 			return err
 		},
 	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
 }
 
-// newLogger builds the process logger from the config's log settings.
+// version is the binary's version line, recorded in bench and scenario results.
+func version() string { return buildinfo.Read().String() }
+
+// printJSON writes v as indented JSON and a newline.
+func printJSON(w io.Writer, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode JSON: %w", err)
+	}
+	_, err = fmt.Fprintln(w, string(b))
+	return err
+}
+
+// newLogger builds the process logger from the config's log settings. Every key appears once per line
+// (logs.Dedup): the node, its p2p host and their parts each add what they know.
 func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 	var lv slog.Level
 	if err := lv.UnmarshalText([]byte(level)); err != nil {
-		return nil, fmt.Errorf("log level %q: %w", level, err)
+		return nil, usagef("log level %q: want debug, info, warn or error", level)
 	}
 	hopts := &slog.HandlerOptions{Level: lv}
 	switch format {
 	case "text":
-		return slog.New(slog.NewTextHandler(w, hopts)), nil
+		return slog.New(logs.Dedup(slog.NewTextHandler(w, hopts))), nil
 	case "json":
-		return slog.New(slog.NewJSONHandler(w, hopts)), nil
+		return slog.New(logs.Dedup(slog.NewJSONHandler(w, hopts))), nil
 	default:
-		return nil, fmt.Errorf("log format %q: want text or json", format)
+		return nil, usagef("log format %q: want text or json", format)
 	}
 }

@@ -36,6 +36,7 @@ type configFlags struct {
 	batchMaxRequests, batchMaxBytes, maxInFlight int
 	apiAddr                                      string
 	dataDir                                      string
+	memTableSize                                 int
 	storeSync, pprof                             bool
 	logLevel, logFormat                          string
 	byzantineMode                                string
@@ -71,6 +72,7 @@ func addConfigFlags(fs *pflag.FlagSet) *configFlags {
 	fs.BoolVar(&f.pprof, "pprof", d.API.Pprof, "serve Go runtime profiles under /debug/pprof/ on the HTTP API, to loopback clients (config: api.pprof)")
 	fs.StringVar(&f.dataDir, "data-dir", d.Store.Dir, "data directory, relative to the home (config: store.dir)")
 	fs.BoolVar(&f.storeSync, "store-sync", d.Store.Sync, "fsync before consensus messages leave; false breaks crash safety, for experiments only (config: store.sync)")
+	fs.IntVar(&f.memTableSize, "store-memtable-size", d.Store.MemTableSize, "the database's write buffer in bytes, which also sizes its write-ahead logs on disk; 67108864 is the large setting (config: store.memtable_size)")
 	fs.StringVar(&f.logLevel, "log-level", d.Log.Level, "debug, info, warn or error (config: log.level)")
 	fs.StringVar(&f.logFormat, "log-format", d.Log.Format, "text or json (config: log.format)")
 	fs.StringVar(&f.byzantineMode, "byzantine-mode", d.Experiment.ByzantineMode, "EXPERIMENTS ONLY: misbehave as a Byzantine replica: "+strings.Join(config.ByzantineModes, ", ")+"; refused unless --experiment-byzantine is given too (config: experiment.byzantine_mode)")
@@ -111,6 +113,7 @@ func (f *configFlags) apply(fs *pflag.FlagSet, cfg *config.Config) {
 	set("pprof", func() { cfg.API.Pprof = f.pprof })
 	set("data-dir", func() { cfg.Store.Dir = f.dataDir })
 	set("store-sync", func() { cfg.Store.Sync = f.storeSync })
+	set("store-memtable-size", func() { cfg.Store.MemTableSize = f.memTableSize })
 	set("log-level", func() { cfg.Log.Level = f.logLevel })
 	set("log-format", func() { cfg.Log.Format = f.logFormat })
 	set("byzantine-mode", func() { cfg.Experiment.ByzantineMode = f.byzantineMode })
@@ -145,7 +148,7 @@ the explicit --experiment-byzantine flag; a mode without the flag is refused, so
 from an experiment never starts a Byzantine replica by accident. --experiment-admin-api serves partition
 and heal endpoints to loopback clients (see "p2pbft scenario").`,
 		Example: `  p2pbft start --home ~/.p2pbft
-  p2pbft start --home n1 --bootstrap /ip4/10.0.0.1/tcp/26656/p2p/12D3KooW... --api 127.0.0.1:26681
+  p2pbft start --home n1 --bootstrap /ip4/10.0.0.1/tcp/26690/p2p/12D3KooW... --api 127.0.0.1:26681
   p2pbft start --home n0 --log-format json --log-level debug
   p2pbft start --home n3 --experiment-byzantine --byzantine-mode equivocate   # experiments only`,
 		Args: cobra.NoArgs,
@@ -156,11 +159,12 @@ and heal endpoints to loopback clients (see "p2pbft scenario").`,
 			}
 			flags.apply(cmd.Flags(), &cfg)
 			if err := cfg.Validate(); err != nil {
-				return err
+				return withCode(exitUsage, err) // a bad value, from a flag or config.toml
 			}
 			return runStart(cmd.Context(), cfg, opts, apiSessions, allowByzantine, cmd.ErrOrStderr())
 		},
 	}
+	homeFlag(cmd.Flags(), opts)
 	flags = addConfigFlags(cmd.Flags())
 	cmd.Flags().IntVar(&apiSessions, "api-sessions", 16, "signing sessions of the HTTP API: how many JSON transactions can be outstanding at once")
 	cmd.Flags().BoolVar(&allowByzantine, "experiment-byzantine", false, "EXPERIMENTS ONLY: allow this replica to run the Byzantine mode --byzantine-mode (or experiment.byzantine_mode) names; never set it on a real node")
@@ -193,7 +197,11 @@ func runStart(ctx context.Context, cfg config.Config, opts *rootOptions, apiSess
 	}
 	// The experiment comes from the configuration, with the flag as its opt-in: a mode without the flag
 	// makes New refuse to start.
-	n, err := node.New(cfg, node.Options{Logger: log.With("moniker", cfg.Moniker),
+	nlog := log
+	if cfg.Moniker != "" {
+		nlog = log.With("moniker", cfg.Moniker)
+	}
+	n, err := node.New(cfg, node.Options{Logger: nlog,
 		Experiment: node.ExperimentFromConfig(cfg.Experiment, allowByzantine)})
 	if err != nil {
 		return err

@@ -184,14 +184,14 @@ func TestStartTxStatusOneReplica(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(h, CLIKeyFile)); err != nil {
 		t.Fatalf("tx did not create its client key: %v", err)
 	}
-	out, err = run(t, "tx", "--home", h, "--http", "home", "cas", "color", "red", "green")
+	out, err = run(t, "tx", "--home", h, "--api", "home", "cas", "color", "red", "green")
 	if err != nil || !strings.Contains(out, "replica 0 answered") {
 		t.Fatalf("tx cas over HTTP: %v\n%s", err, out)
 	}
-	if _, err := run(t, "tx", "--home", h, "--http", apiAddr, "cas", "color", "red", "blue"); err == nil || !strings.Contains(err.Error(), `holds "green"`) {
+	if _, err := run(t, "tx", "--home", h, "--api", apiAddr, "cas", "color", "red", "blue"); err == nil || !strings.Contains(err.Error(), `holds "green"`) {
 		t.Fatalf("failing cas: %v", err)
 	}
-	out, err = run(t, "tx", "--http", "http://"+apiAddr, "--local", "get", "color")
+	out, err = run(t, "tx", "--api", "http://"+apiAddr, "--local", "get", "color")
 	if err != nil || out != "green\n" {
 		t.Fatalf("local get: %v %q", err, out)
 	}
@@ -210,7 +210,7 @@ func TestStartTxStatusOneReplica(t *testing.T) {
 	if err != nil || !strings.Contains(out, "replica     0 (solo)") || !strings.Contains(out, "mode normal") {
 		t.Fatalf("status: %v\n%s", err, out)
 	}
-	out, err = run(t, "status", "--api-url", apiAddr, "--json")
+	out, err = run(t, "status", "--api", apiAddr, "--json")
 	var st node.Status
 	if err != nil || json.Unmarshal([]byte(out), &st) != nil || st.Height < 4 || st.ChainID != "cli-test" {
 		t.Fatalf("status --json: %v %+v\n%s", err, st, out)
@@ -219,6 +219,8 @@ func TestStartTxStatusOneReplica(t *testing.T) {
 	if !strings.Contains(logs.String(), `"replica":0`) {
 		t.Fatalf("JSON logs without the replica index:\n%s", logs.String()[:min(2000, len(logs.String()))])
 	}
+	// ... and every key once per line (the node, its p2p host and gossipsub each add theirs).
+	checkKeysOnce(t, logs.String())
 
 	cancel()
 	select {
@@ -232,7 +234,7 @@ func TestStartTxStatusOneReplica(t *testing.T) {
 	if _, err := http.Get("http://" + apiAddr + "/health"); err == nil {
 		t.Fatal("API still answers after shutdown")
 	}
-	if _, err := run(t, "status", "--api-url", apiAddr); err == nil || !strings.Contains(err.Error(), "is the node running") {
+	if _, err := run(t, "status", "--api", apiAddr); err == nil || !strings.Contains(err.Error(), "is the node running") {
 		t.Fatalf("status of a stopped node: %v", err)
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/p2pbft/p2pbft/node"
 	"github.com/p2pbft/p2pbft/node/api"
@@ -36,7 +37,7 @@ func apiURL(flag, home string) (string, error) {
 			return "", err
 		}
 		if cfg.API.HTTP == "" {
-			return "", fmt.Errorf("the node at %s has its HTTP API disabled (api.http is empty); give --api-url", home)
+			return "", fmt.Errorf("the node at %s has its HTTP API disabled (api.http is empty); give --api", home)
 		}
 		addr = cfg.API.HTTP
 	}
@@ -51,7 +52,9 @@ func apiURL(flag, home string) (string, error) {
 }
 
 // apiCall does one request against the HTTP API and decodes the JSON answer into out. Error answers
-// become errors carrying the API's message.
+// become errors carrying the API's message and the exit status they call for: a node that cannot be
+// reached or did not answer in time is exitUnavailable, a request the API refused exitRejected. A 404 is
+// returned with its status code and no error, for the caller to judge.
 func apiCall(ctx context.Context, method, url string, body io.Reader, out any) (int, error) {
 	req, err := http.NewRequestWithContext(ctx, method, url, body)
 	if err != nil {
@@ -62,7 +65,7 @@ func apiCall(ctx context.Context, method, url string, body io.Reader, out any) (
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return 0, fmt.Errorf("HTTP API: %w (is the node running? is --api-url right?)", err)
+		return 0, withCode(exitUnavailable, fmt.Errorf("HTTP API: %w (is the node running? is --api right?)", err))
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
@@ -71,10 +74,11 @@ func apiCall(ctx context.Context, method, url string, body io.Reader, out any) (
 	}
 	if resp.StatusCode >= 300 && resp.StatusCode != http.StatusNotFound {
 		var er api.ErrorResponse
+		err := fmt.Errorf("HTTP API: %s: %s", resp.Status, strings.TrimSpace(string(data)))
 		if json.Unmarshal(data, &er) == nil && er.Error != "" {
-			return resp.StatusCode, fmt.Errorf("HTTP API: %s (%d %s)", er.Error, resp.StatusCode, er.Code)
+			err = fmt.Errorf("HTTP API: %s (%d %s)", er.Error, resp.StatusCode, er.Code)
 		}
-		return resp.StatusCode, fmt.Errorf("HTTP API: %s: %s", resp.Status, strings.TrimSpace(string(data)))
+		return resp.StatusCode, withCode(statusExitCode(resp.StatusCode), err)
 	}
 	if out != nil {
 		if err := json.Unmarshal(data, out); err != nil {
@@ -84,19 +88,42 @@ func apiCall(ctx context.Context, method, url string, body io.Reader, out any) (
 	return resp.StatusCode, nil
 }
 
+// statusExitCode maps an HTTP API error status to the exit status it calls for.
+func statusExitCode(status int) int {
+	switch {
+	case status == http.StatusServiceUnavailable || status == http.StatusGatewayTimeout || status == http.StatusBadGateway:
+		return exitUnavailable
+	case status == http.StatusNotFound:
+		return exitNotFound
+	case status >= 400 && status < 500:
+		return exitRejected
+	}
+	return exitError
+}
+
+// apiFlag adds --api, the HTTP API a client command talks to (host:port or URL), and the name an older
+// release used for it, deprecated (still accepted, with a warning, and hidden from --help).
+func apiFlag(fs *pflag.FlagSet, p *string, usage, oldName string) {
+	fs.StringVar(p, "api", "", usage)
+	if oldName != "" {
+		fs.StringVar(p, oldName, "", usage)
+		_ = fs.MarkDeprecated(oldName, "use --api")
+	}
+}
+
 func newStatusCmd(opts *rootOptions) *cobra.Command {
 	var url string
 	var asJSON bool
 	var timeout time.Duration
 	cmd := &cobra.Command{
-		Use:   "status [--api-url URL] [--json]",
+		Use:   "status [--api ADDR] [--json]",
 		Short: "Show a running replica's status through its HTTP API",
 		Long: `status asks a running replica's HTTP API (GET /v1/status) for its state: chain, replica index, view
 and primary, mode (normal, view-change, syncing), last executed block, stable checkpoint and watermarks,
-pending requests and connected peers. The API address comes from --api-url, or else from the
-config.toml in --home, or else the default 127.0.0.1:26680.`,
+pending requests and connected peers. The API address comes from --api, or else from the config.toml in
+--home, or else the default 127.0.0.1:26680.`,
 		Example: `  p2pbft status --home ~/.p2pbft
-  p2pbft status --api-url 127.0.0.1:26681 --json`,
+  p2pbft status --api 127.0.0.1:26681 --json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			base, err := apiURL(url, opts.home)
@@ -111,15 +138,14 @@ config.toml in --home, or else the default 127.0.0.1:26680.`,
 			}
 			out := cmd.OutOrStdout()
 			if asJSON {
-				b, _ := json.MarshalIndent(st, "", "  ")
-				_, err := fmt.Fprintln(out, string(b))
-				return err
+				return printJSON(out, st)
 			}
 			printStatus(out, st)
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&url, "api-url", "", "the replica's HTTP API, e.g. http://127.0.0.1:26680 (default: from --home's config)")
+	homeFlag(cmd.Flags(), opts)
+	apiFlag(cmd.Flags(), &url, "the replica's HTTP API, host:port or URL, e.g. 127.0.0.1:26680 (default: from --home's config)", "api-url")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the status as JSON")
 	cmd.Flags().DurationVar(&timeout, "timeout", 10*time.Second, "give up after this long")
 	return cmd

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/p2pbft/p2pbft/client"
 	"github.com/p2pbft/p2pbft/node/config"
@@ -26,8 +27,7 @@ import (
 
 type testnetOptions struct {
 	dir         string
-	n           int
-	chainID     string
+	create      createOptions
 	reset       bool
 	bin         string
 	loadRate    float64
@@ -35,10 +35,54 @@ type testnetOptions struct {
 	noLoad      bool
 	noStdin     bool
 	duration    time.Duration
-	logLevel    string
-	logFormat   string
-	reqTimeout  time.Duration
-	adminAPI    bool
+}
+
+// createOptions are the settings of a new testnet folder, the same for `testnet` (when it creates the
+// folder) and `testnet init`.
+type createOptions struct {
+	n                 int
+	chainID           string
+	logLevel          string
+	logFormat         string
+	reqTimeout        time.Duration
+	viewChangeTimeout time.Duration
+	adminAPI          bool
+}
+
+// addCreateFlags adds the flags of createOptions; when names when they apply ("when the folder is
+// created" for `testnet`, which reuses an existing folder).
+func addCreateFlags(f *pflag.FlagSet, o *createOptions, when string) {
+	f.IntVar(&o.n, "n", 4, "number of replicas"+when+" (n = 3f+1 tolerates f faults)")
+	f.StringVar(&o.chainID, "chain-id", "p2pbft-testnet", "chain ID"+when)
+	f.StringVar(&o.logLevel, "log-level", "info", "the replicas' log level (in their node.log)"+when)
+	f.StringVar(&o.logFormat, "log-format", "text", "the replicas' log format, text or json"+when)
+	f.DurationVar(&o.reqTimeout, "request-timeout", 0, "the replicas' consensus.request_timeout, the view-change timer"+when+" (default: the config default)")
+	f.DurationVar(&o.viewChangeTimeout, "view-change-timeout", 0, "the replicas' consensus.view_change_timeout"+when+" (default: the config default)")
+	f.BoolVar(&o.adminAPI, "experiment-admin-api", false, "EXPERIMENTS ONLY: turn on the replicas' admin API (partition, heal)"+when)
+}
+
+// config is the testnet.Config these options describe.
+func (o createOptions) config(dir string, docker bool) (testnet.Config, error) {
+	switch o.logFormat {
+	case "text", "json":
+	default:
+		return testnet.Config{}, usagef("--log-format %q: want text or json", o.logFormat)
+	}
+	switch o.logLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		return testnet.Config{}, usagef("--log-level %q: want debug, info, warn or error", o.logLevel)
+	}
+	return testnet.Config{Dir: dir, N: o.n, ChainID: o.chainID, Docker: docker, AdminAPI: o.adminAPI,
+		Configure: func(_ int, c *config.Config) {
+			c.Log.Level, c.Log.Format = o.logLevel, o.logFormat
+			if o.reqTimeout > 0 {
+				c.Consensus.RequestTimeout = o.reqTimeout
+			}
+			if o.viewChangeTimeout > 0 {
+				c.Consensus.ViewChangeTimeout = o.viewChangeTimeout
+			}
+		}}, nil
 }
 
 const defaultTestnetDir = "testnet/run"
@@ -82,8 +126,7 @@ resume, nodes). NAME is node0 ... nodeN-1 (or the index).`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&o.dir, "dir", defaultTestnetDir, "the testnet folder (created if missing, reused if it holds a testnet)")
-	f.IntVar(&o.n, "n", 4, "number of replicas, when the folder is created (n = 3f+1 tolerates f faults)")
-	f.StringVar(&o.chainID, "chain-id", "p2pbft-testnet", "chain ID, when the folder is created")
+	addCreateFlags(f, &o.create, ", when the folder is created")
 	f.BoolVar(&o.reset, "reset", false, "delete the testnet in the folder and create a new one")
 	f.StringVar(&o.bin, "bin", "", "the p2pbft binary the replicas run (default: this program)")
 	f.Float64Var(&o.loadRate, "load-rate", 20, "demo load: target requests per second; 0 runs closed-loop, as fast as replies come")
@@ -91,10 +134,6 @@ resume, nodes). NAME is node0 ... nodeN-1 (or the index).`,
 	f.BoolVar(&o.noLoad, "no-load", false, "do not drive a demo load")
 	f.BoolVar(&o.noStdin, "no-stdin", false, "do not read commands from standard input")
 	f.DurationVar(&o.duration, "duration", 0, "stop after this long (0: until interrupted)")
-	f.StringVar(&o.logLevel, "log-level", "info", "the replicas' log level (in their node.log), when the folder is created")
-	f.StringVar(&o.logFormat, "log-format", "text", "the replicas' log format, text or json, when the folder is created")
-	f.DurationVar(&o.reqTimeout, "request-timeout", 0, "the replicas' view-change timer, when the folder is created (default: the config default)")
-	f.BoolVar(&o.adminAPI, "experiment-admin-api", false, "EXPERIMENTS ONLY: when the folder is created, turn on the replicas' admin API (partition, heal)")
 
 	for _, action := range testnet.Actions {
 		cmd.AddCommand(newTestnetActionCmd(action))
@@ -116,17 +155,25 @@ func newTestnetActionCmd(action string) *cobra.Command {
 		testnet.ActionHeal:      "Undo every partition of a running testnet",
 	}[action]
 	use, args := action+" NAME [--dir DIR]", cobra.ExactArgs(1)
+	long := short + `.
+
+It talks to the "p2pbft testnet" that runs the folder, through its control socket (DIR/control.addr),
+so the testnet keeps track of its replicas. NAME is node0 ... nodeN-1, or the index.`
 	if action == testnet.ActionHeal {
 		use, args = action+" [--dir DIR]", cobra.NoArgs
+		long = short + `.
+
+It talks to the "p2pbft testnet" that runs the folder, through its control socket (DIR/control.addr).`
+	}
+	if action == testnet.ActionPartition || action == testnet.ActionHeal {
+		long += `
+It needs a testnet created with --experiment-admin-api.`
 	}
 	cmd := &cobra.Command{
 		Use:   use,
 		Short: short,
-		Long: short + `.
-
-It talks to the "p2pbft testnet" that runs the folder, through its control socket (DIR/control.addr),
-so the testnet keeps track of its replicas. NAME is node0 ... nodeN-1, or the index.`,
-		Args: args,
+		Long:  long,
+		Args:  args,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx, cancel := context.WithTimeout(cmd.Context(), 2*time.Minute)
 			defer cancel()
@@ -135,6 +182,9 @@ so the testnet keeps track of its replicas. NAME is node0 ... nodeN-1, or the in
 				name = args[0]
 			}
 			msg, err := testnet.Control(ctx, dir, action, name)
+			if errors.Is(err, testnet.ErrNotRunning) {
+				return withCode(exitUnavailable, err)
+			}
 			if err != nil {
 				return err
 			}
@@ -148,6 +198,7 @@ so the testnet keeps track of its replicas. NAME is node0 ... nodeN-1, or the in
 
 func newTestnetNodesCmd() *cobra.Command {
 	var dir string
+	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "nodes [--dir DIR]",
 		Short: "List the replicas of a testnet folder: running or not, PID, addresses",
@@ -157,17 +208,27 @@ func newTestnetNodesCmd() *cobra.Command {
 			defer cancel()
 			out := cmd.OutOrStdout()
 			states, err := testnet.ControlNodes(ctx, dir)
+			running := err == nil
 			if errors.Is(err, testnet.ErrNotRunning) {
 				n, oerr := testnet.Open(dir)
 				if oerr != nil {
 					return oerr
 				}
-				fmt.Fprintf(out, "(no p2pbft testnet runs %s)\n", dir)
 				for _, ni := range n.Nodes() {
 					states = append(states, testnet.NodeState{NodeInfo: ni})
 				}
 			} else if err != nil {
 				return err
+			}
+			if asJSON {
+				return printJSON(out, struct {
+					Dir     string              `json:"dir"`
+					Running bool                `json:"running"`
+					Nodes   []testnet.NodeState `json:"nodes"`
+				}{dir, running, states})
+			}
+			if !running {
+				fmt.Fprintf(out, "(no p2pbft testnet runs %s)\n", dir)
 			}
 			for _, s := range states {
 				state := "stopped"
@@ -180,38 +241,44 @@ func newTestnetNodesCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&dir, "dir", defaultTestnetDir, "the testnet folder")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the replicas as JSON")
 	return cmd
 }
 
 func newTestnetInitCmd() *cobra.Command {
-	var dir, chainID string
-	var n int
+	var dir string
+	var co createOptions
 	var docker bool
 	cmd := &cobra.Command{
 		Use:   "init --dir DIR [--n 4] [--docker]",
 		Short: "Create a testnet folder without starting it (--docker: for the compose file)",
-		Long: `init writes a testnet folder (keys, genesis, configurations, a client home) and starts nothing.
+		Long: `init writes a testnet folder (keys, genesis, configurations, a client home) and starts nothing. It
+takes the options "p2pbft testnet" takes when it creates a folder (replicas, chain ID, logs, timers, the
+experiment admin API); "p2pbft testnet --dir DIR" then starts it.
 
 With --docker the replicas are laid out for containers on a private docker network, as
-testnet/docker/compose.yaml expects: each listens on 0.0.0.0:26656 (TCP and QUIC) and serves its HTTP API
+testnet/docker/compose.yaml expects: each listens on 0.0.0.0:26690 (TCP and QUIC) and serves its HTTP API
 on 0.0.0.0:26680 inside its container, and the genesis names the replicas by their service names
-(/dns4/node0/tcp/26656, ...). testnet/docker/up.sh runs this for you.`,
+(/dns4/node0/tcp/26690, ...). testnet/docker/up.sh runs this for you.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if docker && n != 4 {
-				return errors.New("--docker: the compose file runs 4 replicas; use --n 4 (or extend compose.yaml)")
+			if docker && co.n != 4 {
+				return usagef("--docker: the compose file runs 4 replicas; use --n 4 (or extend compose.yaml)")
 			}
-			net, err := testnet.Create(testnet.Config{Dir: dir, N: n, ChainID: chainID, Docker: docker})
+			tc, err := co.config(dir, docker)
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "created testnet %q with %d replicas in %s\n", chainID, net.N(), dir)
+			net, err := testnet.Create(tc)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "created testnet %q with %d replicas in %s\n", co.chainID, net.N(), dir)
 			return nil
 		},
 	}
 	cmd.Flags().StringVar(&dir, "dir", defaultTestnetDir, "the testnet folder to create")
-	cmd.Flags().IntVar(&n, "n", 4, "number of replicas")
-	cmd.Flags().StringVar(&chainID, "chain-id", "p2pbft-testnet", "chain ID")
+	addCreateFlags(cmd.Flags(), &co, "")
 	cmd.Flags().BoolVar(&docker, "docker", false, "lay the folder out for testnet/docker/compose.yaml")
 	return cmd
 }
@@ -266,22 +333,19 @@ func runTestnet(ctx context.Context, cmd *cobra.Command, o *testnetOptions, opts
 		if err != nil {
 			return err
 		}
-		if fl.Changed("n") && o.n != net.N() {
-			return fmt.Errorf("%s holds a testnet of %d replicas, not %d: add --reset to create a new one", o.dir, net.N(), o.n)
+		if fl.Changed("n") && o.create.n != net.N() {
+			return usagef("%s holds a testnet of %d replicas, not %d: add --reset to create a new one", o.dir, net.N(), o.create.n)
 		}
 		fmt.Fprintf(out, "reusing the testnet in %s (chain %s, %d replicas; --reset starts over)\n", o.dir, net.Genesis().ChainID(), net.N())
 	} else {
-		net, err = testnet.Create(testnet.Config{Dir: o.dir, N: o.n, ChainID: o.chainID, AdminAPI: o.adminAPI,
-			Configure: func(_ int, c *config.Config) {
-				c.Log.Level, c.Log.Format = o.logLevel, o.logFormat
-				if o.reqTimeout > 0 {
-					c.Consensus.RequestTimeout = o.reqTimeout
-				}
-			}})
+		tc, err := o.create.config(o.dir, false)
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(out, "created a testnet of %d replicas in %s (chain %s)\n", net.N(), o.dir, o.chainID)
+		if net, err = testnet.Create(tc); err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "created a testnet of %d replicas in %s (chain %s)\n", net.N(), o.dir, o.create.chainID)
 	}
 	unlock, err := net.Lock()
 	if err != nil {
@@ -395,7 +459,7 @@ func printEndpoints(w io.Writer, net *testnet.Network, dir string) {
 	fmt.Fprintf(w, "\ntry, in another terminal:\n")
 	fmt.Fprintf(w, "  %s tx --home %s put hello world\n", self, net.ClientHome())
 	fmt.Fprintf(w, "  %s tx --home %s get hello\n", self, net.ClientHome())
-	fmt.Fprintf(w, "  %s status --api-url %s\n", self, net.APIURL(0))
+	fmt.Fprintf(w, "  %s status --api %s\n", self, net.APIURL(0))
 	fmt.Fprintf(w, "  curl -s %s/v1/blocks/latest\n", net.APIURL(0))
 	fmt.Fprintf(w, "  %s testnet kill node0 --dir %s      (or type: kill node0)\n", self, dir)
 	fmt.Fprintf(w, "type help for commands; Ctrl-C stops the testnet\n\n")

@@ -11,6 +11,7 @@ import (
 	"io/fs"
 	"net/http"
 	"net/url"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -36,7 +37,8 @@ type txOptions struct {
 	bootstrap []string
 	mdns      bool
 	timeout   time.Duration
-	http      string
+	api       string
+	valueFile string
 	local     bool
 	asJSON    bool
 	b64       bool
@@ -57,40 +59,47 @@ retransmission, if f+1 matching replies do not come within a second), and accept
 replicas sent matching signed replies. The replicas come from the genesis (--genesis, default
 <home>/genesis.toml), --bootstrap addresses, peer exchange with the replicas reached, and --mdns.
 
-With --http it goes through a node's HTTP API instead (the node signs with its own client key and one
-replica answers); the API address is the --http value, or the one in --home's config.
+With --api it goes through a node's HTTP API instead (the node signs with its own client key and one
+replica answers); the API address is the --api value ("home": the one in --home's config).
 
-Keys and values are taken as UTF-8 text, or as standard base64 with --base64. "get" prints the value (or
-fails with "not found"); "cas" fails with the current value when the expectation does not hold.`,
+Keys and values are taken as UTF-8 text, or as standard base64 with --base64. A new value (put VALUE,
+cas NEW) may instead come from a file, --value-file FILE, or from standard input, "-" in its place or
+--value-file -; it is taken as it is (bytes, not base64). "get" prints the value (or fails with "not
+found"); "cas" fails with the current value when the expectation does not hold.
+
+` + exitCodes,
 		Example: `  p2pbft tx --home testnet/run/client put color red
   p2pbft tx --home testnet/run/client get color
   p2pbft tx --home testnet/run/client cas color red green
   p2pbft tx --home testnet/run/client cas --absent lock me
   p2pbft tx --home testnet/run/client del color
-  p2pbft tx --http 127.0.0.1:26680 put color blue
-  p2pbft tx --http 127.0.0.1:26680 --local get color     # one replica's committed state, no consensus`,
+  p2pbft tx --home testnet/run/client put config --value-file config.json
+  echo -n blue | p2pbft tx --home testnet/run/client put color -
+  p2pbft tx --api 127.0.0.1:26680 put color blue
+  p2pbft tx --api 127.0.0.1:26680 --local get color     # one replica's committed state, no consensus`,
 	}
 	pf := cmd.PersistentFlags()
+	homeFlag(pf, opts)
 	pf.StringVar(&o.genesis, "genesis", "", "the chain's genesis file (default <home>/genesis.toml)")
 	pf.StringVar(&o.key, "key", "", "the client key file (default <home>/"+CLIKeyFile+", created if missing)")
 	pf.StringArrayVar(&o.bootstrap, "bootstrap", nil, "a replica to dial, /ip4/HOST/tcp/PORT/p2p/PEER-ID (repeat; the genesis addresses are dialled too)")
 	pf.BoolVar(&o.mdns, "mdns", false, "also find the replicas on the local network with mDNS (they must run with p2p.mdns on)")
 	pf.DurationVar(&o.timeout, "timeout", 30*time.Second, "give up after this long (the transaction may still execute)")
-	pf.StringVar(&o.http, "http", "", "go through this node HTTP API (host:port or URL; \"home\" for the one in --home's config) instead of libp2p")
-	pf.BoolVar(&o.local, "local", false, "get: read the node's committed state through --http, without consensus (fast, one replica's word)")
+	apiFlag(pf, &o.api, "go through this node's HTTP API (host:port or URL; \"home\": the one in --home's config) instead of libp2p", "http")
+	pf.BoolVar(&o.local, "local", false, "get: read the node's committed state through --api, without consensus (fast, one replica's word)")
 	pf.BoolVar(&o.asJSON, "json", false, "print the result as JSON")
 	pf.BoolVar(&o.b64, "base64", false, "keys and values are standard base64 (output values too)")
 	pf.StringVar(&o.logLevel, "log-level", "warn", "client log level: debug, info, warn or error")
 
-	run := func(build func(args []string) (kv.Op, error)) func(*cobra.Command, []string) error {
+	run := func(build func(cmd *cobra.Command, args []string) (kv.Op, error)) func(*cobra.Command, []string) error {
 		return func(cmd *cobra.Command, args []string) error {
-			op, err := build(args)
+			op, err := build(cmd, args)
 			if err != nil {
 				return err
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), o.timeout)
 			defer cancel()
-			if o.http != "" {
+			if o.api != "" {
 				return txHTTP(ctx, cmd.OutOrStdout(), o, opts, op)
 			}
 			return txP2P(ctx, cmd.OutOrStdout(), cmd.ErrOrStderr(), o, opts, op)
@@ -102,9 +111,30 @@ fails with "not found"); "cas" fails with the current value when the expectation
 		}
 		b, err := base64.StdEncoding.DecodeString(s)
 		if err != nil {
-			return nil, fmt.Errorf("%q is not standard base64 (--base64): %w", s, err)
+			return nil, usagef("%q is not standard base64 (--base64): %v", s, err)
 		}
 		return b, nil
+	}
+	// value returns the new value: from --value-file, from standard input ("-"), or the argument (args
+	// holds it last unless --value-file is given).
+	value := func(cmd *cobra.Command, args []string) ([]byte, error) {
+		switch {
+		case o.valueFile != "":
+			return readValue(cmd.InOrStdin(), o.valueFile)
+		case args[len(args)-1] == "-":
+			return readValue(cmd.InOrStdin(), "-")
+		}
+		return dec(args[len(args)-1])
+	}
+	// withValue checks the argument count: n with the value, n-1 when --value-file gives it.
+	withValue := func(n int) cobra.PositionalArgs {
+		return func(cmd *cobra.Command, args []string) error {
+			want := n
+			if o.valueFile != "" {
+				want--
+			}
+			return cobra.ExactArgs(want)(cmd, args)
+		}
 	}
 	decAll := func(args []string) ([][]byte, error) {
 		out := make([][]byte, len(args))
@@ -117,16 +147,21 @@ fails with "not found"); "cas" fails with the current value when the expectation
 		}
 		return out, nil
 	}
-	put := &cobra.Command{Use: "put KEY VALUE", Short: "Set KEY to VALUE", Args: cobra.ExactArgs(2),
-		RunE: run(func(a []string) (kv.Op, error) {
-			b, err := decAll(a)
+	put := &cobra.Command{Use: "put KEY VALUE|-", Short: "Set KEY to VALUE (-: standard input; or --value-file FILE)", Args: withValue(2),
+		RunE: run(func(cmd *cobra.Command, a []string) (kv.Op, error) {
+			k, err := dec(a[0])
 			if err != nil {
 				return kv.Op{}, err
 			}
-			return kv.Put(b[0], b[1]), nil
+			v, err := value(cmd, a)
+			if err != nil {
+				return kv.Op{}, err
+			}
+			return kv.Put(k, v), nil
 		})}
-	get := &cobra.Command{Use: "get KEY", Short: "Read KEY through consensus (linearizable; --local with --http: a local read)", Args: cobra.ExactArgs(1),
-		RunE: run(func(a []string) (kv.Op, error) {
+	put.Flags().StringVar(&o.valueFile, "value-file", "", "take VALUE from this file (-: standard input), as it is")
+	get := &cobra.Command{Use: "get KEY", Short: "Read KEY through consensus (linearizable; --local with --api: a local read)", Args: cobra.ExactArgs(1),
+		RunE: run(func(_ *cobra.Command, a []string) (kv.Op, error) {
 			b, err := decAll(a)
 			if err != nil {
 				return kv.Op{}, err
@@ -134,33 +169,68 @@ fails with "not found"); "cas" fails with the current value when the expectation
 			return kv.Get(b[0]), nil
 		})}
 	del := &cobra.Command{Use: "del KEY", Aliases: []string{"delete"}, Short: "Delete KEY", Args: cobra.ExactArgs(1),
-		RunE: run(func(a []string) (kv.Op, error) {
+		RunE: run(func(_ *cobra.Command, a []string) (kv.Op, error) {
 			b, err := decAll(a)
 			if err != nil {
 				return kv.Op{}, err
 			}
 			return kv.Delete(b[0]), nil
 		})}
-	cas := &cobra.Command{Use: "cas KEY EXPECT NEW | cas --absent KEY NEW", Short: "Set KEY to NEW if it holds EXPECT (or, with --absent, if it does not exist)",
+	cas := &cobra.Command{Use: "cas KEY EXPECT NEW|- | cas --absent KEY NEW|-", Short: "Set KEY to NEW if it holds EXPECT (or, with --absent, if it does not exist)",
 		Args: func(cmd *cobra.Command, args []string) error {
 			if o.absent {
-				return cobra.ExactArgs(2)(cmd, args)
+				return withValue(2)(cmd, args)
 			}
-			return cobra.ExactArgs(3)(cmd, args)
+			return withValue(3)(cmd, args)
 		},
-		RunE: run(func(a []string) (kv.Op, error) {
-			b, err := decAll(a)
+		RunE: run(func(cmd *cobra.Command, a []string) (kv.Op, error) {
+			n := len(a)
+			if o.valueFile == "" {
+				n-- // the last argument is NEW
+			}
+			b, err := decAll(a[:n])
+			if err != nil {
+				return kv.Op{}, err
+			}
+			v, err := value(cmd, a)
 			if err != nil {
 				return kv.Op{}, err
 			}
 			if o.absent {
-				return kv.CreateIfAbsent(b[0], b[1]), nil
+				return kv.CreateIfAbsent(b[0], v), nil
 			}
-			return kv.CAS(b[0], b[1], b[2]), nil
+			return kv.CAS(b[0], b[1], v), nil
 		})}
 	cas.Flags().BoolVar(&o.absent, "absent", false, "create KEY only if it does not exist")
+	cas.Flags().StringVar(&o.valueFile, "value-file", "", "take NEW from this file (-: standard input), as it is")
 	cmd.AddCommand(put, get, del, cas)
 	return cmd
+}
+
+// maxValueBytes bounds a value read from a file or standard input: far above what one request carries
+// (p2p.max_message_size, 4 MiB by default), so the replicas' limit is the one a user meets, with its
+// message.
+const maxValueBytes = 64 << 20
+
+// readValue reads a value from a file, or standard input for "-".
+func readValue(stdin io.Reader, path string) ([]byte, error) {
+	r, name := stdin, "standard input"
+	if path != "-" {
+		f, err := os.Open(path)
+		if err != nil {
+			return nil, withCode(exitUsage, fmt.Errorf("--value-file: %w", err))
+		}
+		defer f.Close()
+		r, name = f, path
+	}
+	b, err := io.ReadAll(io.LimitReader(r, maxValueBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("read the value from %s: %w", name, err)
+	}
+	if len(b) > maxValueBytes {
+		return nil, usagef("the value in %s is larger than %d bytes", name, maxValueBytes)
+	}
+	return b, nil
 }
 
 // txOutcome is what tx prints.
@@ -192,11 +262,12 @@ func report(w io.Writer, o *txOptions, op kv.Op, res kv.Result, out txOutcome) e
 		out.Value = val
 	}
 	if res.Status == kv.StatusInvalid {
-		return fmt.Errorf("the replicas rejected the operation: %s", res.Error)
+		return withCode(exitRejected, fmt.Errorf("the replicas rejected the operation: %s", res.Error))
 	}
 	if o.asJSON {
-		b, _ := json.MarshalIndent(out, "", "  ")
-		fmt.Fprintln(w, string(b))
+		if err := printJSON(w, out); err != nil {
+			return err
+		}
 	} else {
 		who := fmt.Sprintf("replicas %s agree", joinInts(out.Replicas))
 		if out.Replica != nil {
@@ -214,13 +285,13 @@ func report(w io.Writer, o *txOptions, op kv.Op, res kv.Result, out txOutcome) e
 	}
 	switch {
 	case res.Status == kv.StatusNotFound && op.Type == kv.OpGet:
-		return fmt.Errorf("key %q: %w", out.Key, errNotFound)
+		return withCode(exitNotFound, fmt.Errorf("key %q: %w", out.Key, errNotFound))
 	case res.Status == kv.StatusNotFound:
-		return fmt.Errorf("%s %q: %w (nothing deleted)", out.Op, out.Key, errNotFound)
+		return withCode(exitNotFound, fmt.Errorf("%s %q: %w (nothing deleted)", out.Op, out.Key, errNotFound))
 	case res.Status == kv.StatusConflict && res.Exists:
-		return fmt.Errorf("cas %q: conflict: the key holds %q", out.Key, val)
+		return withCode(exitConflict, fmt.Errorf("cas %q: conflict: the key holds %q", out.Key, val))
 	case res.Status == kv.StatusConflict:
-		return fmt.Errorf("cas %q: conflict: the key does not exist", out.Key)
+		return withCode(exitConflict, fmt.Errorf("cas %q: conflict: the key does not exist", out.Key))
 	}
 	return nil
 }
@@ -236,7 +307,7 @@ func joinInts(xs []int) string {
 // txP2P runs the transaction as a libp2p client of the chain.
 func txP2P(ctx context.Context, w, errw io.Writer, o *txOptions, opts *rootOptions, op kv.Op) error {
 	if o.local {
-		return errors.New("--local reads one node's state through its HTTP API: add --http")
+		return usagef("--local reads one node's state through its HTTP API: add --api ADDR")
 	}
 	genPath := o.genesis
 	if genPath == "" {
@@ -245,7 +316,7 @@ func txP2P(ctx context.Context, w, errw io.Writer, o *txOptions, opts *rootOptio
 	g, err := identity.LoadGenesis(genPath)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
-			return fmt.Errorf("no genesis at %s: give --genesis FILE or --home DIR (the testnet prints one), or use --http", genPath)
+			return fmt.Errorf("no genesis at %s: give --genesis FILE or --home DIR (the testnet prints one), or use --api", genPath)
 		}
 		return err
 	}
@@ -276,8 +347,8 @@ func txP2P(ctx context.Context, w, errw io.Writer, o *txOptions, opts *rootOptio
 	cancel()
 	res, rep, err := c.KV(ctx, op)
 	if err != nil && rep == nil {
-		if errors.Is(err, client.ErrUnknownOutcome) {
-			return fmt.Errorf("%w\n(connected to %d of %d replicas; is the network running and the genesis right?)", err, len(c.Host().ConnectedReplicas()), g.N())
+		if errors.Is(err, client.ErrUnknownOutcome) || errors.Is(err, context.DeadlineExceeded) {
+			return withCode(exitUnavailable, fmt.Errorf("%w\n(connected to %d of %d replicas; is the network running and the genesis right?)", err, len(c.Host().ConnectedReplicas()), g.N()))
 		}
 		return err
 	}
@@ -288,7 +359,7 @@ func txP2P(ctx context.Context, w, errw io.Writer, o *txOptions, opts *rootOptio
 
 // txHTTP runs the transaction through a node's HTTP API.
 func txHTTP(ctx context.Context, w io.Writer, o *txOptions, opts *rootOptions, op kv.Op) error {
-	flag := o.http
+	flag := o.api
 	if flag == "home" {
 		flag = ""
 	}
@@ -299,7 +370,7 @@ func txHTTP(ctx context.Context, w io.Writer, o *txOptions, opts *rootOptions, o
 	start := time.Now()
 	if o.local {
 		if op.Type != kv.OpGet {
-			return errors.New("--local only reads: use it with get")
+			return usagef("--local only reads: use it with get")
 		}
 		var kr api.KVResponse
 		code, err := apiCall(ctx, http.MethodGet, base+"/v1/kv/"+url.PathEscape(base64.URLEncoding.EncodeToString(op.Key))+"?encoding=base64", nil, &kr)

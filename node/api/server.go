@@ -16,6 +16,7 @@ import (
 
 	"github.com/p2pbft/p2pbft/client"
 	"github.com/p2pbft/p2pbft/identity"
+	"github.com/p2pbft/p2pbft/internal/logs"
 	"github.com/p2pbft/p2pbft/node"
 	"github.com/p2pbft/p2pbft/node/store"
 	"github.com/p2pbft/p2pbft/p2p"
@@ -198,7 +199,7 @@ func New(b Backend, opts Options) (*Server, error) {
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", fmt.Sprintf("no endpoint %s (see /v1/status, /v1/tx, /v1/kv/{key}, /v1/blocks, /metrics, /health)", r.URL.Path))
 	})
-	s.handler = mux
+	s.handler = logRejected(mux, logs.NewRejections(s.log, "API request", logs.DefaultSummaryInterval))
 	return s, nil
 }
 

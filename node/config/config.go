@@ -20,8 +20,16 @@ import (
 	"github.com/BurntSushi/toml"
 	"github.com/multiformats/go-multiaddr"
 
+	"github.com/p2pbft/p2pbft/node/store"
 	"github.com/p2pbft/p2pbft/p2p"
 )
+
+// DefaultP2PPort is the TCP and UDP (QUIC) port a replica listens on by default. It is p2pbft's own: not
+// CometBFT's 26656 nor kubo's 4001, so that they run side by side on one machine.
+const DefaultP2PPort = 26690
+
+// DefaultAPIAddr is the default listen address of the HTTP API and /metrics: loopback only.
+const DefaultAPIAddr = "127.0.0.1:26680"
 
 // File names inside a node's home directory.
 const (
@@ -162,6 +170,11 @@ type Store struct {
 	// Sync makes every write durable (fsync) before consensus messages leave. Turning it off breaks
 	// crash safety and is for experiments only.
 	Sync bool `toml:"sync"`
+	// MemTableSize is the database's write buffer, in bytes. It also sets the disk its write-ahead logs
+	// take (each is preallocated to 110% of it, and a few are kept for reuse): the default keeps a
+	// replica's footprint small; 67108864 (64 MiB) is the large setting, for fewer, larger flushes under
+	// sustained heavy write load, at ~0.5 GB of logs (store.DefaultMemTableSize explains).
+	MemTableSize int `toml:"memtable_size"`
 }
 
 // Log configures logging.
@@ -204,7 +217,7 @@ func Default() Config {
 		Genesis: GenesisFile,
 		Key:     KeyFile,
 		P2P: P2P{
-			Listen:         []string{"/ip4/0.0.0.0/tcp/26656", "/ip4/0.0.0.0/udp/26656/quic-v1"},
+			Listen:         []string{fmt.Sprintf("/ip4/0.0.0.0/tcp/%d", DefaultP2PPort), fmt.Sprintf("/ip4/0.0.0.0/udp/%d/quic-v1", DefaultP2PPort)},
 			Bootstrap:      []string{},
 			External:       []string{},
 			MaxMessageSize: 4 << 20,
@@ -236,8 +249,8 @@ func Default() Config {
 			RequestTimeout: 10 * time.Second,
 			KeepSnapshots:  16,
 		},
-		API:   API{HTTP: "127.0.0.1:26680"},
-		Store: Store{Dir: DataDir, Sync: true},
+		API:   API{HTTP: DefaultAPIAddr},
+		Store: Store{Dir: DataDir, Sync: true, MemTableSize: store.DefaultMemTableSize},
 		Log:   Log{Level: "info", Format: "text"},
 	}
 }
@@ -441,6 +454,9 @@ func (c Config) Validate() error {
 	}
 	if c.Store.Dir == "" {
 		bad("store.dir", "empty")
+	}
+	if c.Store.MemTableSize < 1<<20 || c.Store.MemTableSize > 1<<30 {
+		bad("store.memtable_size", "%d not in [1 MiB, 1 GiB]", c.Store.MemTableSize)
 	}
 	if e := c.Experiment; e.ByzantineMode != "" {
 		if !slices.Contains(ByzantineModes, e.ByzantineMode) {

@@ -51,7 +51,9 @@ type Options struct {
 	Genesis wire.Digest
 	// Logger receives the database's messages. Nil means slog.Default().
 	Logger *slog.Logger
-	// MemTableSize is the database's write buffer size; 0 means 64 MiB.
+	// MemTableSize is the database's write buffer size; 0 means DefaultMemTableSize. Besides memory, it
+	// sets the disk the write-ahead log takes: pebble preallocates every log file to 110% of it and keeps
+	// a few for reuse (see DefaultMemTableSize).
 	MemTableSize uint64
 	// CacheSize is the block cache size; 0 means 64 MiB.
 	CacheSize int64
@@ -89,6 +91,17 @@ func (p pebbleLogger) Fatalf(format string, args ...any) {
 	panic("pebble: " + msg)
 }
 
+// DefaultMemTableSize is the memtable size of a store that does not set one: 4 MiB.
+//
+// Pebble preallocates each write-ahead log file to 110% of the memtable size, keeps up to
+// MemTableStopWritesThreshold+1 used ones for reuse, and holds the logs of every memtable not yet
+// flushed; with 64 MiB (pebble's usual setting, and this store's until it measured otherwise) a replica
+// idling at 20 requests per second held ~490 MB of logs after 4 minutes for ~21 MB of data. With 4 MiB
+// the logs take a few tens of MB at most, and flushes come more often, which costs nothing measurable on
+// the request path (BENCHMARKS.md, "Disk footprint"). A replica under sustained heavy write load may set
+// a larger one (store.memtable_size) for fewer, larger flushes.
+const DefaultMemTableSize = 4 << 20
+
 func pebbleOptions(o Options) *pebble.Options {
 	l := o.Logger
 	if l == nil {
@@ -96,7 +109,7 @@ func pebbleOptions(o Options) *pebble.Options {
 	}
 	mem := o.MemTableSize
 	if mem == 0 {
-		mem = 64 << 20
+		mem = DefaultMemTableSize
 	}
 	po := &pebble.Options{
 		MemTableSize: mem,

@@ -43,7 +43,7 @@ export P2PBFT_UID="$(id -u)" P2PBFT_GID="$(id -g)"
 echo "== waiting for the replicas' HTTP APIs"
 for i in 0 1 2 3; do
 	for _ in $(seq 1 120); do
-		if "$here/p2pbft" status --api-url "127.0.0.1:2668$i" --timeout 1s >/dev/null 2>&1; then
+		if "$here/p2pbft" status --api "127.0.0.1:2668$i" --timeout 1s >/dev/null 2>&1; then
 			echo "   node$i: http://127.0.0.1:2668$i"
 			continue 2
 		fi
@@ -58,8 +58,8 @@ network="$(docker network ls --format '{{.Name}}' | grep -E "^${project}[_-]p2pb
 cat <<MSG
 
 The network runs. Try:
-  $here/p2pbft status --api-url 127.0.0.1:26680
-  $here/p2pbft tx --http 127.0.0.1:26681 put hello world
+  $here/p2pbft status --api 127.0.0.1:26680
+  $here/p2pbft tx --api 127.0.0.1:26681 put hello world
   # a libp2p client inside the docker network (f+1 matching replies):
   docker run --rm --network $network -v $here/run/client:/client -u $P2PBFT_UID:$P2PBFT_GID p2pbft:local tx --home /client get hello
   # faults: ${compose[*]} -p $project -f $here/compose.yaml kill node0    (then: start node0)
