@@ -81,8 +81,8 @@
 // ends (the ethtool ioctl, SIOCETHTOOL): the hosts' stacks then send MTU-sized frames with their
 // checksums, as to a real wire. The hosts' traffic is processed by their kernels in the emulator's
 // system calls (a write to a veth runs the receiving host's stack), so the emulator's CPU time includes
-// it. On this 2-core machine it forwards ~10,000 small packets per second and a TCP transfer of several
-// MB/s at a fraction of a core (TestEmulatorForwards logs the figures).
+// it. On the project's 2-core machine it forwarded 8,400 datagrams of 200 bytes per second at 11% of a
+// core, and a TCP transfer at 180 MB/s without a bandwidth cap (TestEmulatorForwards logs the figures).
 //
 // Libraries: golang.org/x/sys/unix (kept by the Go team, already a dependency) for the sockets, setns
 // and the ioctls. No packet-parsing library: the switch reads four fixed fields of a frame (EtherType,
