@@ -199,7 +199,7 @@ func (r *Run) result() *Result {
 			res.ReceivedPerRequest = received / executed
 		}
 		// Bytes sent, by process: the kernel's TCP counters (ss), or for a replica in its own network
-		// namespace (a container) its interfaces' counters.
+		// namespace (a container, a netlab host) its interfaces' counters.
 		if executed > 0 {
 			var sent uint64
 			viaTCP, viaNetns := 0, 0
@@ -225,9 +225,9 @@ func (r *Run) result() *Result {
 			how := "TCP counters via ss"
 			switch {
 			case viaNetns == known:
-				how = "container network interfaces"
+				how = "interfaces of the replicas' network namespaces"
 			case viaTCP != known:
-				how = "TCP counters via ss and container network interfaces"
+				how = "TCP counters via ss and interfaces of network namespaces"
 			}
 			switch {
 			case known == len(final.pids) && known > 0:

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -183,6 +184,13 @@ type LocalConfig struct {
 	Args func(i int) []string
 	// ReadyTimeout bounds the start of the replicas. Default 60s.
 	ReadyTimeout time.Duration
+	// Hosts, BasePort and Command put replica i on an address of its own (testnet.Config.Hosts and
+	// BasePort) and run its process there (testnet.ProcessOptions.Command): hosts of a network lab.
+	Hosts    []string
+	BasePort int
+	Command  func(i int, name string, arg ...string) *exec.Cmd
+	// Where describes the replicas in reports. Default "local processes".
+	Where string
 }
 
 // StartLocal creates a testnet folder, starts its replicas as processes of this machine and waits until
@@ -191,12 +199,14 @@ func StartLocal(ctx context.Context, cfg LocalConfig) (*Target, error) {
 	if cfg.ReadyTimeout <= 0 {
 		cfg.ReadyTimeout = 60 * time.Second
 	}
-	net, err := testnet.Create(testnet.Config{Dir: cfg.Dir, N: cfg.N, ChainID: "p2pbft-bench", Configure: cfg.Configure})
+	net, err := testnet.Create(testnet.Config{Dir: cfg.Dir, N: cfg.N, ChainID: "p2pbft-bench", Configure: cfg.Configure,
+		Hosts: cfg.Hosts, BasePort: cfg.BasePort})
 	if err != nil {
 		return nil, err
 	}
-	net.SetProcessOptions(testnet.ProcessOptions{Binary: cfg.Binary, Args: cfg.Args, ReadyTimeout: cfg.ReadyTimeout, StopTimeout: 20 * time.Second})
-	t := &Target{Genesis: net.Genesis(), Bootstrap: net.Bootstrap(), Net: net, Owned: true, Dir: cfg.Dir, http: newHTTP()}
+	net.SetProcessOptions(testnet.ProcessOptions{Binary: cfg.Binary, Args: cfg.Args, ReadyTimeout: cfg.ReadyTimeout, StopTimeout: 20 * time.Second,
+		Command: cfg.Command})
+	t := &Target{Genesis: net.Genesis(), Bootstrap: net.Bootstrap(), Net: net, Owned: true, Dir: cfg.Dir, http: newHTTP(), where: cfg.Where}
 	for i, ni := range net.Nodes() {
 		t.Nodes = append(t.Nodes, Node{Name: ni.Name, Replica: i, API: net.APIURL(i)})
 	}

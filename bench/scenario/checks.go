@@ -308,16 +308,34 @@ func compareChains(chains map[int]map[uint64]string, common uint64, names []stri
 	return hashes, detail, nil
 }
 
+// nearest orders replicas by how far the runner is from them, nearest first: by the round trip of their
+// emulated links with [network], else by index.
+func (r *runner) nearest(replicas []int) []int {
+	out := slices.Clone(replicas)
+	sort.Ints(out)
+	if nc, ok := r.cl.(*netCluster); ok {
+		c := r.s.N
+		rtt := func(i int) time.Duration { return nc.base[c][i].Delay + nc.base[i][c].Delay }
+		sort.SliceStable(out, func(a, b int) bool { return rtt(out[a]) < rtt(out[b]) })
+	}
+	return out
+}
+
 // checkExactlyOnce reads the whole chain (each block from a replica that holds it) and checks that every
 // accepted request executed exactly once. A block holds its batch as ordered; a request ordered twice (a
 // retransmission after a view change) executes only the first time: by the client table's rule, a
 // request executes iff its timestamp is above the last one executed for its client.
 func (r *runner) checkExactlyOnce(ctx context.Context, res *bench.Result, chains map[int]map[uint64]string, hashes map[uint64]string, common uint64) {
+	var held []int
+	for i := range chains {
+		held = append(held, i)
+	}
+	order := r.nearest(held)
 	holder := make(map[uint64]int, common)
 	for h := uint64(1); h <= common; h++ {
 		found := false
-		for i, m := range chains {
-			if _, ok := m[h]; ok {
+		for _, i := range order {
+			if _, ok := chains[i][h]; ok {
 				holder[h], found = i, true
 				break
 			}

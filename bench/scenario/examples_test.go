@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/p2pbft/p2pbft/bench"
+	"github.com/p2pbft/p2pbft/internal/netlab"
 	"github.com/p2pbft/p2pbft/testnet"
 )
 
@@ -59,7 +60,11 @@ func TestExampleScenarios(t *testing.T) {
 			if needsByzantine(s) && !byzantine {
 				t.Skip("the node offers no Byzantine experiment modes (p2pbft start --experiment-byzantine) yet")
 			}
-			if needsAdmin(s) && !admin {
+			if s.Network != nil {
+				if err := netlab.Available(); err != nil {
+					t.Skipf("[network] runs the replicas on network namespaces with emulated links: %v", err)
+				}
+			} else if needsAdmin(s) && !admin {
 				t.Skip("the node offers no partition endpoints (p2pbft start --experiment-admin-api) yet")
 			}
 			runExample(t, file)
@@ -154,6 +159,17 @@ func runExample(t *testing.T, file string, extra ...string) {
 	}
 	if o.Seed != exampleSeed || !strings.Contains(o.Rerun, fmt.Sprintf("--seed %d", exampleSeed)) || o.Figures == nil {
 		t.Errorf("outcome: seed %d, rerun %q, figures %v", o.Seed, o.Rerun, o.Figures != nil)
+	}
+	if o.Network != nil {
+		// The replicas really talked over the emulated links.
+		var sent, lost, cut uint64
+		for _, l := range o.Network.Links {
+			sent, lost, cut = sent+l.Stats.Packets, lost+l.Stats.Lost, cut+l.Stats.Cut
+		}
+		t.Logf("network %s: %d packets over the emulated links, %d lost, %d dropped by cuts", o.Network.Subnet, sent, lost, cut)
+		if sent < 1000 || len(o.Network.Hosts) == 0 {
+			t.Errorf("the run recorded %d packets over its links and %d hosts", sent, len(o.Network.Hosts))
+		}
 	}
 	var steps []string
 	for _, s := range o.Steps {

@@ -64,6 +64,9 @@ type Outcome struct {
 	Steps  []Step  `json:"steps"`
 	// Figures are the load's measurements over the run (the bench result, with the events marked).
 	Figures *bench.Result `json:"figures,omitempty"`
+	// Network is the emulated network of a scenario with [network]: hosts, regions, the latency matrix,
+	// and what every link did to its packets.
+	Network *NetworkRecord `json:"network,omitempty"`
 }
 
 // Check is one verdict.
@@ -78,6 +81,8 @@ type Step struct {
 	Index   int      `json:"index"`
 	Action  string   `json:"action"`
 	Targets []string `json:"targets,omitempty"`
+	// Label is how the plot marks the event.
+	Label string `json:"label,omitempty"`
 	// AtS is when the action was applied, in seconds since the load started.
 	AtS float64 `json:"at_s"`
 	// ResumeMs: time from the action to the first acceptance of a request issued after it (-1: not seen).
@@ -205,7 +210,8 @@ func (r *runner) execute(ctx context.Context, seed int64) error {
 	netDir := filepath.Join(r.opts.Dir, "testnet")
 	configure := func(_ int, c *config.Config) {
 		s.Nodes.Apply(c)
-		c.Experiment.AdminAPI = adminAPI && !r.opts.Docker
+		// Partitions go through the admin API of local processes; containers and [network] cut links.
+		c.Experiment.AdminAPI = adminAPI && !r.opts.Docker && s.Network == nil
 	}
 	args := func(i int) []string {
 		r.mu.Lock()
@@ -213,18 +219,34 @@ func (r *runner) execute(ctx context.Context, seed int64) error {
 		return slices.Clone(r.args[i])
 	}
 	where := "local processes"
-	if r.opts.Docker {
+	switch {
+	case r.opts.Docker && s.Network != nil:
+		return errors.New("scenario: [network] runs the replicas on network namespaces of this machine, with emulated links; it does not run in docker (drop --docker)")
+	case r.opts.Docker:
 		where = "docker containers"
+	case s.Network != nil:
+		where = fmt.Sprintf("processes on hosts of their own in regions %s, load from %s", strings.Join(sortedRegions(s.Network.Regions), ", "), s.Network.Client)
 	}
 	r.say("scenario %s (%s form, seed %d): %d replicas as %s in %s", s.Name, r.out.Form, seed, s.N, where, netDir)
-	if r.opts.Docker {
+	switch {
+	case s.Network != nil:
+		t, nc, err := startNetwork(ctx, s, r.opts.Binary, netDir, seed, configure, args)
+		if err != nil {
+			return fmt.Errorf("scenario: start the network: %w", err)
+		}
+		r.t, r.cl = t, nc
+		r.say("network: %s", nc.describe())
+		for _, p := range nc.record().Matrix {
+			r.say("  %s -> %s: %s", p.From, p.To, p.Props)
+		}
+	case r.opts.Docker:
 		t, d, err := bench.StartDocker(ctx, bench.DockerConfig{Dir: netDir, N: s.N, Image: r.opts.DockerImage,
 			Binary: r.opts.Binary, Configure: configure, Args: args})
 		if err != nil {
 			return fmt.Errorf("scenario: start the network: %w", err)
 		}
 		r.t, r.cl = t, dockerCluster{t: t, d: d}
-	} else {
+	default:
 		t, err := bench.StartLocal(ctx, bench.LocalConfig{Dir: netDir, N: s.N, Binary: r.opts.Binary, Configure: configure, Args: args})
 		if err != nil {
 			return fmt.Errorf("scenario: start the network: %w", err)
@@ -241,6 +263,9 @@ func (r *runner) execute(ctx context.Context, seed int64) error {
 		r.mu.Unlock()
 		if err := r.cl.close(); err != nil {
 			r.say("stop the replicas: %v", err)
+		}
+		if nc, ok := r.cl.(*netCluster); ok {
+			r.out.Network = nc.final
 		}
 	}()
 
@@ -510,9 +535,22 @@ func (r *runner) apply(ctx context.Context, k int, e Event) (Step, error) {
 	if err != nil {
 		return step, err
 	}
-	step.Targets = r.names(targets)
 	view := r.currentView(ctx)
 	primary := int(view % uint64(r.s.N))
+	var linkPairs [][2]int
+	if e.Action == ActionLink {
+		// The links of the current primary, if the event names it; the targets are the senders.
+		if linkPairs, err = r.s.Network.pairs(r.s, e.linkSpec(), primary); err != nil {
+			return step, err
+		}
+		for _, pr := range linkPairs {
+			if pr[0] < r.s.N && !slices.Contains(targets, pr[0]) {
+				targets = append(targets, pr[0])
+			}
+		}
+		sort.Ints(targets)
+	}
+	step.Targets = r.names(targets)
 	onPrimary := slices.Contains(targets, primary)
 	label := e.Action
 	if len(targets) > 0 {
@@ -527,12 +565,16 @@ func (r *runner) apply(ctx context.Context, k int, e Event) (Step, error) {
 	if e.Action == ActionByzantine {
 		label += " as " + e.Mode
 	}
+	if e.Action == ActionLink {
+		label = linkLabel(e, r.t.Nodes[primary].Name)
+	}
 	actStart := time.Now()
-	if err := r.act(ctx, e, targets); err != nil {
+	if err := r.act(ctx, e, targets, linkPairs); err != nil {
 		return step, err
 	}
 	step.ActMs = float64(time.Since(actStart)) / float64(time.Millisecond)
 	ev := r.run.Mark(label)
+	step.Label = label
 	// What the others have once the action is done: the height a returning replica must reach.
 	var others uint64
 	for i, st := range r.statuses(ctx) {
@@ -583,7 +625,8 @@ func (r *runner) apply(ctx context.Context, k int, e Event) (Step, error) {
 		}()
 	}
 	changesView := onPrimary && (e.Action == ActionKill || e.Action == ActionStop || e.Action == ActionPause ||
-		e.Action == ActionPartition || e.Action == ActionByzantine || e.Action == ActionRestart)
+		e.Action == ActionPartition || e.Action == ActionByzantine || e.Action == ActionRestart ||
+		(e.Action == ActionLink && mutesReplica(linkPairs, e.LinkSettings, primary, r.s.N)))
 	if changesView {
 		wg.Add(1)
 		go func() {
@@ -636,8 +679,22 @@ func (r *runner) partitionLabel(e Event, targets []int) string {
 	return "partition " + strings.Join(gs, " | ")
 }
 
-// act applies an event's action to its targets.
-func (r *runner) act(ctx context.Context, e Event, targets []int) error {
+// mutesReplica reports whether a link event cuts every link from replica i to the other replicas.
+func mutesReplica(pairs [][2]int, ls LinkSettings, i, n int) bool {
+	if ls.Cut == nil || !*ls.Cut {
+		return false
+	}
+	cut := 0
+	for _, pr := range pairs {
+		if pr[0] == i && pr[1] < n {
+			cut++
+		}
+	}
+	return cut == n-1
+}
+
+// act applies an event's action to its targets (for a link event, to the links between linkPairs).
+func (r *runner) act(ctx context.Context, e Event, targets []int, linkPairs [][2]int) error {
 	sctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	for _, i := range targets {
@@ -725,6 +782,15 @@ func (r *runner) act(ctx context.Context, e Event, targets []int) error {
 		return r.cl.partition(sctx, r.sides(e, targets), live)
 	case ActionHeal:
 		return r.cl.heal(sctx, live)
+	case ActionLink, ActionHealLinks:
+		nc, ok := r.cl.(*netCluster)
+		if !ok {
+			return fmt.Errorf("%s: the replicas are not on emulated links (no [network])", e.Action)
+		}
+		if e.Action == ActionLink {
+			return nc.link(linkPairs, e.LinkSettings)
+		}
+		return nc.healLinks()
 	}
 	r.t.PIDs() // the processes observed
 	return nil
@@ -882,9 +948,16 @@ func (o *Outcome) Summary(w io.Writer, runErr error) {
 	if o.Rerun != "" {
 		fmt.Fprintf(w, "  rerun: %s\n", o.Rerun)
 	}
+	if o.Network != nil {
+		fmt.Fprintln(w, "\nnetwork:")
+		o.Network.Summary(w)
+	}
 	fmt.Fprintln(w, "\nsteps:")
 	for _, s := range o.Steps {
 		line := fmt.Sprintf("  %7.2fs  %-9s %-14s", s.AtS, s.Action, strings.Join(s.Targets, ","))
+		if s.Action == ActionLink || s.Action == ActionHealLinks {
+			line = fmt.Sprintf("  %7.2fs  %-24s", s.AtS, s.Label)
+		}
 		if s.ResumeMs >= 0 {
 			line += fmt.Sprintf("  progress after %.2fs", s.ResumeMs/1000)
 		}

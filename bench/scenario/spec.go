@@ -20,21 +20,23 @@ type Duration = bench.Duration
 
 // Actions an event takes.
 const (
-	ActionKill      = "kill"      // SIGKILL: a crash
-	ActionStop      = "stop"      // SIGTERM: a clean shutdown
-	ActionStart     = "start"     // start a stopped or killed replica
-	ActionRestart   = "restart"   // stop (cleanly) and start again
-	ActionPause     = "pause"     // SIGSTOP: a hung replica (connections stay open)
-	ActionResume    = "resume"    // SIGCONT
-	ActionPartition = "partition" // cut the network into groups (the replicas' admin API)
-	ActionHeal      = "heal"      // undo every partition
-	ActionByzantine = "byzantine" // restart the target with a Byzantine mode (experiments only)
-	ActionWait      = "wait"      // nothing: a checkpoint in the timeline (after, after_requests)
+	ActionKill      = "kill"       // SIGKILL: a crash
+	ActionStop      = "stop"       // SIGTERM: a clean shutdown
+	ActionStart     = "start"      // start a stopped or killed replica
+	ActionRestart   = "restart"    // stop (cleanly) and start again
+	ActionPause     = "pause"      // SIGSTOP: a hung replica (connections stay open)
+	ActionResume    = "resume"     // SIGCONT
+	ActionPartition = "partition"  // cut the network into groups (the replicas' admin API; with [network], the links)
+	ActionHeal      = "heal"       // undo every partition
+	ActionByzantine = "byzantine"  // restart the target with a Byzantine mode (experiments only)
+	ActionWait      = "wait"       // nothing: a checkpoint in the timeline (after, after_requests)
+	ActionLink      = "link"       // change links of the emulated network ([network]): delay, loss, cut, ...
+	ActionHealLinks = "heal-links" // every link back to what [network] says (link events and partitions undone)
 )
 
 // Actions lists the event actions.
 var Actions = []string{ActionKill, ActionStop, ActionStart, ActionRestart, ActionPause, ActionResume,
-	ActionPartition, ActionHeal, ActionByzantine, ActionWait}
+	ActionPartition, ActionHeal, ActionByzantine, ActionWait, ActionLink, ActionHealLinks}
 
 // Scenario is a scenario file: a network, a load, a timeline of events and what must hold.
 type Scenario struct {
@@ -50,6 +52,9 @@ type Scenario struct {
 	// Byzantine makes replicas Byzantine from the start: replica name -> mode (see the node's
 	// [experiment] byzantine_mode). They are left out of the checks.
 	Byzantine map[string]string `toml:"byzantine"`
+	// Network, if set, runs every replica on a host of its own with emulated links between them: regions,
+	// a latency matrix, loss and bandwidth (see Network). It needs root.
+	Network *Network `toml:"network"`
 	// Load is the load during the whole timeline. Its duration is an upper bound (default 10m): the load
 	// stops Tail after the last event's checks.
 	Load bench.LoadConfig `toml:"load"`
@@ -182,6 +187,20 @@ type Event struct {
 	// should absorb, like a silent backup under a healthy primary.
 	MinThroughputRatio float64 `toml:"min_throughput_ratio"`
 	MaxP99Ratio        float64 `toml:"max_p99_ratio"`
+	// From and To (one way), or Between (both ways), are the ends of the links a link event changes:
+	// replica names, "primary" (of the current view), "all" (the replicas), "client", region names (a
+	// region's replicas, and the client if it is the client's region); From and To take a name or a list.
+	From    any      `toml:"from"`
+	To      any      `toml:"to"`
+	Between []string `toml:"between"`
+	// LinkSettings are what a link event sets on those links (delay, jitter, reorder, loss, bandwidth,
+	// cut); the fields not given keep their values.
+	LinkSettings
+}
+
+// linkSpec returns a link event's links and settings.
+func (e Event) linkSpec() LinkSpec {
+	return LinkSpec{From: e.From, To: e.To, Between: e.Between, LinkSettings: e.LinkSettings}
 }
 
 // targetWords are the target names that are not replica names.
@@ -222,6 +241,22 @@ func Parse(data []byte, short bool) (*Scenario, error) {
 	}
 	if md.IsDefined("short", "byzantine") {
 		target.Byzantine = nil
+	}
+	if target != s && s.Network != nil {
+		nw := *s.Network
+		target.Network = &nw
+	}
+	if target.Network != nil {
+		// Lists and the regions are replaced, not merged element by element.
+		if md.IsDefined("short", "network", "regions") {
+			target.Network.Regions = nil
+		}
+		if md.IsDefined("short", "network", "paths") {
+			target.Network.Paths = nil
+		}
+		if md.IsDefined("short", "network", "links") {
+			target.Network.Links = nil
+		}
 	}
 	if err := md.PrimitiveDecode(s.Short, target); err != nil {
 		return nil, fmt.Errorf("[short]: %w", err)
@@ -300,6 +335,11 @@ func (s *Scenario) Validate() error {
 	if len(s.Byzantine) > s.F() {
 		bad("[byzantine]: %d Byzantine replicas, but n = %d tolerates f = %d", len(s.Byzantine), s.N, s.F())
 	}
+	if s.Network != nil {
+		if err := s.Network.validate(s); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	for k, e := range s.Events {
 		where := fmt.Sprintf("events[%d] (%s)", k, e.Action)
 		if !slices.Contains(Actions, e.Action) {
@@ -309,7 +349,8 @@ func (s *Scenario) Validate() error {
 		if e.After < 0 || e.AfterRequests < 0 {
 			bad("%s: negative after or after_requests", where)
 		}
-		needsTarget := e.Action != ActionHeal && e.Action != ActionWait && !(e.Action == ActionPartition && len(e.Groups) > 0)
+		needsTarget := e.Action != ActionHeal && e.Action != ActionWait && e.Action != ActionLink && e.Action != ActionHealLinks &&
+			!(e.Action == ActionPartition && len(e.Groups) > 0)
 		names, err := targetNames(e.Target)
 		switch {
 		case err != nil:
@@ -349,6 +390,7 @@ func (s *Scenario) Validate() error {
 		if e.Mode != "" && e.Action != ActionByzantine {
 			bad("%s: mode only applies to byzantine", where)
 		}
+		s.validateLinkEvent(where, e, bad)
 		if e.MinThroughputRatio < 0 || e.MinThroughputRatio > 1 {
 			bad("%s: min_throughput_ratio %g: want 0 to 1", where, e.MinThroughputRatio)
 		}
@@ -357,6 +399,36 @@ func (s *Scenario) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// validateLinkEvent checks the fields of link and heal-links events.
+func (s *Scenario) validateLinkEvent(where string, e Event, bad func(string, ...any)) {
+	isLink := e.Action == ActionLink
+	if (isLink || e.Action == ActionHealLinks) && s.Network == nil {
+		bad("%s: needs a [network] (replicas on emulated links)", where)
+		return
+	}
+	if !isLink {
+		if e.From != nil || e.To != nil || len(e.Between) > 0 || !e.LinkSettings.empty() {
+			bad("%s: from, to, between and link settings (delay, jitter, reorder, loss, bandwidth, cut) only apply to link", where)
+		}
+		return
+	}
+	from, to, _, err := e.linkSpec().sides()
+	if err != nil {
+		bad("%s: %v", where, err)
+	}
+	for _, name := range slices.Concat(from, to) {
+		if _, err := s.Network.endpoints(s, name, 0); err != nil {
+			bad("%s: %v", where, err)
+		}
+	}
+	if e.LinkSettings.empty() {
+		bad("%s: sets nothing (delay, jitter, reorder, loss, bandwidth, cut)", where)
+	}
+	if err := e.LinkSettings.validate(); err != nil {
+		bad("%s: %v", where, err)
+	}
 }
 
 // replica resolves a replica name ("node2" or "2").

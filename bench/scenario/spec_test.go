@@ -1,12 +1,15 @@
 package scenario
 
 import (
+	"context"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/p2pbft/p2pbft/bench"
+	"github.com/p2pbft/p2pbft/internal/netlab"
 	"github.com/p2pbft/p2pbft/node/config"
 )
 
@@ -139,5 +142,153 @@ func TestLoadWindow(t *testing.T) {
 	}
 	if w := window(recs, time.Second, 2*time.Second); w.accepted != 1 || w.p99 != 0 {
 		t.Fatalf("second window %+v", w)
+	}
+}
+
+const networkSample = `
+n = 4
+[network]
+client = "eu"
+[network.regions]
+eu = ["node0", "node1"]
+us = ["node2"]
+ap = ["node3"]
+[[network.paths]]
+between = ["eu", "us"]
+delay = "20ms"
+jitter = "1ms"
+[[network.paths]]
+from = "us"
+to = "ap"
+delay = "80ms"
+loss = 0.01
+[[network.paths]]
+between = ["eu", "eu"]
+delay = "1ms"
+[[network.links]]
+from = "node0"
+to = ["node2", "client"]
+bandwidth = "10mbit"
+[load]
+clients = 4
+[[events]]
+action = "link"
+from = "primary"
+to = "all"
+cut = true
+[[events]]
+action = "link"
+between = ["eu", "ap"]
+loss = 0.05
+delay = "150ms"
+[[events]]
+action = "heal-links"
+[short]
+[[short.network.links]]
+between = ["node1", "node3"]
+loss = 0.5
+`
+
+// A latency matrix, per-link overrides, link events and their endpoints.
+func TestParseNetwork(t *testing.T) {
+	s, err := Parse([]byte(networkSample), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nw := s.Network
+	ms := time.Millisecond
+	base := nw.base(s)
+	const client = 4
+	for _, tc := range []struct {
+		from, to int
+		want     netlab.LinkProps
+	}{
+		{0, 2, netlab.LinkProps{Delay: 20 * ms, Jitter: ms, Bandwidth: 10_000_000}}, // eu->us, and the link override
+		{2, 0, netlab.LinkProps{Delay: 20 * ms, Jitter: ms}},                        // between: both ways
+		{1, 2, netlab.LinkProps{Delay: 20 * ms, Jitter: ms}},
+		{2, 3, netlab.LinkProps{Delay: 80 * ms, Loss: 0.01}}, // from/to: one way
+		{3, 2, netlab.LinkProps{}},
+		{0, 1, netlab.LinkProps{Delay: ms}},
+		{client, 0, netlab.LinkProps{Delay: ms}}, // the client is in eu
+		{0, client, netlab.LinkProps{Delay: ms, Bandwidth: 10_000_000}},
+		{client, 2, netlab.LinkProps{Delay: 20 * ms, Jitter: ms}},
+		{0, 3, netlab.LinkProps{}}, // no path eu-ap
+	} {
+		if got := base[tc.from][tc.to]; got != tc.want {
+			t.Errorf("link %d->%d: %+v, want %+v", tc.from, tc.to, got, tc.want)
+		}
+	}
+	// Link events: primary and all; a region includes the client when it is the client's region.
+	pairs, err := nw.pairs(s, s.Events[0].linkSpec(), 1)
+	if err != nil || fmt.Sprint(pairs) != "[[1 0] [1 2] [1 3]]" {
+		t.Fatalf("primary -> all with primary 1: %v, %v", pairs, err)
+	}
+	pairs, err = nw.pairs(s, s.Events[1].linkSpec(), 0)
+	if err != nil || fmt.Sprint(pairs) != "[[0 3] [3 0] [1 3] [3 1] [4 3] [3 4]]" {
+		t.Fatalf("between eu and ap: %v, %v", pairs, err)
+	}
+	if l := linkLabel(s.Events[0], "node1"); l != "link node1 (primary) -> all: cut" {
+		t.Errorf("label %q", l)
+	}
+	if l := linkLabel(s.Events[1], "node1"); l != "link eu <-> ap: delay 150ms, loss 5%" {
+		t.Errorf("label %q", l)
+	}
+	// The short form replaces the links and leaves the full form alone.
+	short, err := Parse([]byte(networkSample), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(short.Network.Links) != 1 || len(s.Network.Links) != 1 || s.Network.Links[0].Bandwidth != "10mbit" ||
+		short.Network.base(short)[3][1].Loss != 0.5 || short.Network.Client != "eu" || len(short.Network.Paths) != 3 {
+		t.Fatalf("short network %+v (full %+v)", short.Network, s.Network)
+	}
+}
+
+func TestParseNetworkErrors(t *testing.T) {
+	net := "[network]\nclient = \"eu\"\n[network.regions]\neu = [\"node0\", \"node1\"]\nus = [\"node2\", \"node3\"]\n"
+	base := "[load]\nclients = 4\n"
+	for _, tc := range []struct{ src, want string }{
+		{"[network]\nclient = \"eu\"\n" + base, "regions: none"},
+		{"[network]\nclient = \"eu\"\n[network.regions]\neu = [\"node0\", \"node1\", \"node2\"]\n" + base, "node3 in no region"},
+		{"[network]\nclient = \"eu\"\n[network.regions]\neu = [\"node0\", \"node1\"]\nus = [\"node1\", \"node2\", \"node3\"]\n" + base, "node1 is in regions eu and us"},
+		{"[network]\nclient = \"mars\"\n[network.regions]\neu = [\"node0\", \"node1\", \"node2\", \"node3\"]\n" + base, `client "mars"`},
+		{"[network]\nclient = \"all\"\n[network.regions]\nall = [\"node0\", \"node1\", \"node2\", \"node3\"]\n" + base, `region "all"`},
+		{"[network]\nclient = \"eu\"\n[network.regions]\neu = [\"node0\", \"node1\", \"node2\", \"node9\"]\n" + base, `no replica "node9"`},
+		{net + "[[network.paths]]\nbetween = [\"eu\", \"asia\"]\ndelay = \"1ms\"\n" + base, `"asia" is not a region`},
+		{net + "[[network.paths]]\nbetween = [\"eu\", \"us\"]\nloss = 2.0\n" + base, "loss 2"},
+		{net + "[[network.paths]]\nbetween = [\"eu\", \"us\"]\nbandwidth = \"fast\"\n" + base, `bandwidth "fast"`},
+		{net + "[[network.paths]]\nbetween = [\"eu\", \"us\"]\n" + base, "sets nothing"},
+		{net + "[[network.paths]]\nbetween = [\"eu\", \"us\"]\ncut = true\n" + base, "the network starts connected"},
+		{net + "[[network.paths]]\nfrom = \"eu\"\nbetween = [\"eu\", \"us\"]\ndelay = \"1ms\"\n" + base, "not both"},
+		{net + "[[network.paths]]\nfrom = \"eu\"\ndelay = \"1ms\"\n" + base, "no from and to"},
+		{net + "[[network.links]]\nfrom = \"node0\"\nto = \"primary\"\ndelay = \"1ms\"\n" + base, `"primary" is only known during the run`},
+		{net + "[[network.links]]\nfrom = \"node0\"\nto = \"moon\"\ndelay = \"1ms\"\n" + base, `endpoint "moon"`},
+		{net + base + "[[events]]\naction = \"link\"\nfrom = \"node0\"\nto = \"all\"\n", "sets nothing"},
+		{net + base + "[[events]]\naction = \"link\"\nfrom = \"node0\"\nto = \"x\"\ncut = true\n", `endpoint "x"`},
+		{net + base + "[[events]]\naction = \"link\"\ntarget = \"node0\"\nfrom = \"node0\"\nto = \"all\"\ncut = true\n", "takes no target"},
+		{net + base + "[[events]]\naction = \"kill\"\ntarget = \"node0\"\nloss = 0.1\n", "only apply to link"},
+		{net + base + "[[events]]\naction = \"heal-links\"\ntarget = \"node0\"\n", "takes no target"},
+		{base + "[[events]]\naction = \"link\"\nfrom = \"node0\"\nto = \"all\"\ncut = true\n", "needs a [network]"},
+		{base + "[[events]]\naction = \"heal-links\"\n", "needs a [network]"},
+	} {
+		_, err := Parse([]byte(tc.src), false)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: error %v, want %q", tc.src, err, tc.want)
+		}
+	}
+}
+
+// Without root, a scenario with [network] fails at once and says why.
+func TestNetworkNeedsRoot(t *testing.T) {
+	if err := netlab.Available(); err == nil {
+		t.Skip("this machine can run network namespaces (root): the example scenarios run the [network] ones")
+	}
+	s, err := Parse([]byte(networkSample), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = Run(context.Background(), s, Options{Binary: "p2pbft", Dir: filepath.Join(t.TempDir(), "out")})
+	if err == nil || !strings.Contains(err.Error(), "needs root and network namespaces") {
+		t.Fatalf("Run without root: %v", err)
 	}
 }

@@ -16,10 +16,15 @@ import (
 func newScenarioCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "scenario",
-		Short: "Run fault-injection scenarios (crashes, restarts, pauses, partitions, Byzantine replicas) against a local testnet",
+		Short: "Run fault-injection scenarios (crashes, restarts, pauses, partitions, Byzantine replicas, WAN links) against a local testnet",
 		Long: `A scenario is a TOML file: a network (n replicas as local processes, their configuration), a load,
-a timeline of events (kill, stop, start, restart, pause, resume, partition, heal, byzantine) and what must
-hold: progress resumes within a bound after each event, returning replicas catch up within a bound.
+a timeline of events (kill, stop, start, restart, pause, resume, partition, heal, byzantine, link,
+heal-links) and what must hold: progress resumes within a bound after each event, returning replicas catch
+up within a bound.
+
+A scenario with a [network] section runs every replica on a host of its own (a Linux network namespace
+with its own address) in a region, with the links between regions emulated in user space: one-way delay,
+jitter, loss and bandwidth (a latency matrix), and one-way cuts (link events). It needs root.
 
 After the load, every scenario checks that all correct replicas reach the same height and hold the same
 chain (the same block hashes), and that every request the clients saw accepted (f+1 matching replies) is
@@ -54,7 +59,9 @@ checks what must hold, and writes the result folder:
 The replicas are local processes, or with --docker containers on a private docker network (their HTTP
 APIs and p2p ports published on 127.0.0.1): kill, stop, start, pause and resume become docker kill, stop,
 run, pause and unpause; a partition disconnects from the network every replica outside its largest side
-(so such a replica reaches nobody, clients included).
+(so such a replica reaches nobody, clients included). With [network] (root only) they are processes on
+network namespaces joined by a link emulator, the load comes from the client's region, partitions cut
+links, and run.json also records the network.
 
 It exits with status 1 if a check fails.`,
 		Example: `  p2pbft scenario run scenarios/primary-crash.toml

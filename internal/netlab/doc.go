@@ -19,7 +19,8 @@
 //     has 10.77.X.(k+2). The address is the host's identity, as a machine's would be: listen on it, put
 //     it in configurations, dial it from the other hosts.
 //   - The fabric namespace holds the other ends of the hosts' links (h0, h1, ...) and what joins them,
-//     by default a Linux bridge (Bridge): a switch with no delay and no loss. It has a namespace of its
+//     by default a Linux bridge (Bridge): a switch with no delay and no loss; or the link emulator
+//     (Emulator, below): delay, jitter, loss, bandwidth and one-way cuts per ordered pair of hosts. It has a namespace of its
 //     own so that bridged traffic never passes the root namespace's firewall (docker's FORWARD policy is
 //     DROP, and br_netfilter sends bridged frames through it) and so that its interface names never
 //     clash with anything.
@@ -45,12 +46,49 @@
 // for a test: it skips the test when the machine cannot run a lab (not root, no `ip`), and closes the lab
 // in t.Cleanup.
 //
-// # Growing it
+// # The link emulator
 //
-// The lab keeps one address per host and one link per host into the fabric, so that a link emulator can
-// replace the bridge without the hosts noticing: a Fabric is handed every link end in the fabric
-// namespace (Lab.FabricNS, Link). A user-space emulator would leave them unbridged, read and write frames
-// on each (AF_PACKET sockets, from a process run in the fabric namespace with Lab.FabricCommand), and
-// forward them between hosts with delay, loss, a bandwidth cap or a one-way cut per ordered pair of hosts,
-// found by the frames' IP addresses. Hosts, addresses and commands stay as they are.
+// This kernel may have no netem (`tc qdisc add ... netem` fails with "Specified qdisc kind is unknown"),
+// so delay and loss are emulated in user space. An Emulator, given as Config.Fabric, replaces the bridge
+// with a switch in the test process: a packet socket (AF_PACKET, SOCK_RAW) on every link end of the
+// fabric namespace, opened from a thread that entered the namespace (setns) for the purpose, so that no
+// helper process runs there. Each frame read on a port goes
+//
+//   - if IPv4: onto the link from that port to the port of its destination address (the lab knows every
+//     host's; the root namespace is the port named Root, at Lab.Gateway), and to every other port for a
+//     broadcast or an address no port has, each copy on its own link;
+//   - if ARP: to the port of its target address (every other port for an announcement) at once, with no
+//     property applied: address resolution is the local network's business, and a one-way cut must not
+//     keep the other direction from resolving its neighbour (B->A works while A->B is cut only if B can
+//     still learn A's address);
+//   - otherwise (IPv6 neighbour discovery and the like: the lab is IPv4): nowhere.
+//
+// A link, one direction from one port to another, has LinkProps: a delay, a jitter (uniform, without
+// reordering unless asked), a loss probability, a bandwidth cap (a packet waits for those ahead of it
+// and takes size/bandwidth to send; a queue of bounded bytes, tail drop), and a cut. A packet's fate is
+// decided when it enters the link (loss, queue) and its time of delivery computed then; a goroutine per
+// port writes the frames due there in order of that time (a heap), woken by a timer. Properties change
+// at any time (SetLink, UpdateLink, SetGroups, Cut, Heal, Apply with a latency Matrix of regions) and
+// apply to the packets that enter the link afterwards; a cut also drops the packets already on their
+// way. Loss and jitter draw from a generator per link seeded with EmulatorConfig.Seed, so a link's n-th
+// packet meets the same fate in every run. Stats count each link's packets and their fates.
+//
+// The hosts' ends of the links hand over frames the way a real network card would not: veth offloads
+// checksums and segmentation by default, so a frame read from the fabric may be a 64 KB TCP segment with
+// no checksum, which the other host would drop once it is written again through a packet socket.
+// Connect therefore turns off checksum offload (and with it TCP and UDP segmentation offload), generic
+// segmentation and receive offload on every host's eth0, on the root namespace's link and on the fabric
+// ends (the ethtool ioctl, SIOCETHTOOL): the hosts' stacks then send MTU-sized frames with their
+// checksums, as to a real wire. The hosts' traffic is processed by their kernels in the emulator's
+// system calls (a write to a veth runs the receiving host's stack), so the emulator's CPU time includes
+// it. On the project's 2-core machine it forwarded 8,400 datagrams of 200 bytes per second at 11% of a
+// core, and a TCP transfer at 180 MB/s without a bandwidth cap (TestEmulatorForwards logs the figures).
+//
+// Libraries: golang.org/x/sys/unix (kept by the Go team, already a dependency) for the sockets, setns
+// and the ioctls. No packet-parsing library: the switch reads four fixed fields of a frame (EtherType,
+// IPv4 destination, ARP target), which gopacket (github.com/google/gopacket, unmaintained since 2021; its
+// fork a new dependency tree) would decode into allocated layers per packet for nothing more.
+//
+// Host.Do runs a function on a thread inside a host's namespace: sockets opened there belong to the host,
+// which lets a test talk from host to host without helper processes (emulator_test.go).
 package netlab

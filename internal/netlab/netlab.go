@@ -23,9 +23,10 @@ import (
 // Config describes a lab.
 type Config struct {
 	// Hosts names the hosts, one namespace each; host k (in this order) gets address .k+2 of the lab's
-	// /24. Names are lower-case letters, digits and '-', unique, and not "fabric". At least one.
+	// /24. Names are lower-case letters, digits and '-', unique, and neither "fabric" nor "root" (the
+	// link emulator's name of the root namespace). At least one.
 	Hosts []string
-	// Fabric joins the hosts' links. Default: a Bridge.
+	// Fabric joins the hosts' links. Default: a Bridge; an Emulator emulates a wide-area network.
 	Fabric Fabric
 	// Base is the range the lab's /24 is taken from. Default 10.77.0.0/16.
 	Base netip.Prefix
@@ -144,8 +145,8 @@ func New(cfg Config) (*Lab, error) {
 	}
 	seen := map[string]bool{}
 	for _, h := range cfg.Hosts {
-		if !hostName.MatchString(h) || h == "fabric" || seen[h] {
-			return nil, fmt.Errorf("netlab: host name %q: want lower-case letters, digits and '-', unique, not \"fabric\"", h)
+		if !hostName.MatchString(h) || h == "fabric" || h == Root || seen[h] {
+			return nil, fmt.Errorf("netlab: host name %q: want lower-case letters, digits and '-', unique, not \"fabric\" or \"root\"", h)
 		}
 		seen[h] = true
 	}

@@ -248,7 +248,7 @@ func TestNewRejectsBadHosts(t *testing.T) {
 	if err := Available(); err != nil {
 		t.Skipf("netlab: %v", err)
 	}
-	for _, hosts := range [][]string{nil, {"A"}, {"a", "a"}, {"fabric"}, {"a b"}} {
+	for _, hosts := range [][]string{nil, {"A"}, {"a", "a"}, {"fabric"}, {"root"}, {"a b"}} {
 		if l, err := New(Config{Hosts: hosts}); err == nil {
 			l.Close()
 			t.Errorf("hosts %q accepted", hosts)
