@@ -164,19 +164,28 @@ func (r *runner) checkExperiment(ctx context.Context, replicas []int) {
 		sort.Strings(parts)
 		r.check("byzantine", ok, "%s", strings.Join(parts, "; "))
 	}
-	if min := r.s.Expect.MinView; min > 0 {
+	if min, max := r.s.Expect.MinView, r.s.Expect.MaxView; min > 0 || max != nil {
 		var views []string
 		ok := true
 		for _, i := range replicas {
 			st, err := r.t.Status(ctx, i)
-			if err != nil || st.View < min {
+			if err != nil || st.View < min || (max != nil && st.View > *max) {
 				ok = false
 			}
 			if err == nil {
 				views = append(views, fmt.Sprintf("%s %d", r.t.Nodes[i].Name, st.View))
 			}
 		}
-		r.check("view", ok, "at least view %d wanted: %s", min, strings.Join(views, ", "))
+		want := fmt.Sprintf("at least view %d", min)
+		switch {
+		case max != nil && *max == min:
+			want = fmt.Sprintf("view %d", min)
+		case max != nil && min == 0:
+			want = fmt.Sprintf("at most view %d", *max)
+		case max != nil:
+			want = fmt.Sprintf("a view from %d to %d", min, *max)
+		}
+		r.check("view", ok, "%s wanted: %s", want, strings.Join(views, ", "))
 	}
 }
 

@@ -155,6 +155,9 @@ type Expect struct {
 	// MinView is the view the correct replicas must at least be in at the end (for a scenario whose
 	// faulty primary must be replaced). Default 0.
 	MinView uint64 `toml:"min_view"`
+	// MaxView, if set, is the view the correct replicas may at most be in at the end: 0 says that no
+	// view change may happen (none is spurious: a scenario with loss but a correct primary).
+	MaxView *uint64 `toml:"max_view"`
 }
 
 // Event is one step of the timeline: wait, then act, then check that progress resumes.
@@ -334,6 +337,9 @@ func (s *Scenario) Validate() error {
 	}
 	if len(s.Byzantine) > s.F() {
 		bad("[byzantine]: %d Byzantine replicas, but n = %d tolerates f = %d", len(s.Byzantine), s.N, s.F())
+	}
+	if m := s.Expect.MaxView; m != nil && *m < s.Expect.MinView {
+		bad("[expect] max_view = %d is below min_view = %d", *m, s.Expect.MinView)
 	}
 	if s.Network != nil {
 		if err := s.Network.validate(s); err != nil {
