@@ -73,6 +73,32 @@ type Config struct {
 	VerifiedCacheSize int
 	// FetchBatch bounds the sequence numbers asked for in one KindFetch. Default 16.
 	FetchBatch int
+
+	// SignedMark, if not zero, covers votes this replica signed in an earlier life that the state given to
+	// Restart may not hold (a store that lost the tail of its log, a data folder restored from a backup or
+	// wiped): the replica signs no PRE-PREPARE, PREPARE or COMMIT with view <= SignedMark.View and sequence
+	// number <= SignedMark.Seq, and no VIEW-CHANGE or NEW-VIEW for a view <= SignedMark.View, so that it can
+	// never contradict a vote it forgot. It catches up meanwhile like any replica that is behind (it executes
+	// what the others commit, by their certificates or by state transfer), and votes again past the mark.
+	// A view change it starts goes to SignedMark.View+1 at least.
+	SignedMark Mark
+}
+
+// Mark is a signed high-water mark (Config.SignedMark).
+type Mark struct {
+	View, Seq uint64
+}
+
+// forbids says whether the mark forbids signing kind for view and seq (seq ignored for view changes and
+// new views).
+func (m Mark) forbids(kind wire.Kind, view, seq uint64) bool {
+	switch kind {
+	case wire.KindPrePrepare, wire.KindPrepare, wire.KindCommit:
+		return view <= m.View && seq <= m.Seq && m != Mark{}
+	case wire.KindViewChange, wire.KindNewView:
+		return view <= m.View && m != Mark{}
+	}
+	return false
 }
 
 // Defaults for the zero values of Config.

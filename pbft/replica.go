@@ -453,6 +453,10 @@ func (r *Replica) resend(to int, e *wire.Envelope) {
 }
 
 func (r *Replica) sign(kind wire.Kind, payload any) (*wire.Envelope, error) {
+	if view, seq, ok := voteSlot(payload); ok && r.cfg.SignedMark.forbids(kind, view, seq) {
+		r.stats.count(ReasonBelowSignedMark)
+		return nil, ErrBelowSignedMark
+	}
 	p, err := wire.Marshal(payload)
 	if err != nil {
 		return nil, err
@@ -466,6 +470,27 @@ func (r *Replica) sign(kind wire.Kind, payload any) (*wire.Envelope, error) {
 	// Our own messages end up in certificates we check later.
 	r.vcache.add(envelopeID(e), e)
 	return e, nil
+}
+
+// ErrBelowSignedMark: the replica would sign a vote that Config.SignedMark covers.
+var ErrBelowSignedMark = errors.New("pbft: vote at or below the signed mark of an earlier life")
+
+// voteSlot returns the view and sequence number of a vote payload (a view change or new view has no
+// sequence number: 0).
+func voteSlot(payload any) (view, seq uint64, ok bool) {
+	switch p := payload.(type) {
+	case *PrePrepare:
+		return p.View, p.Seq, true
+	case *Prepare:
+		return p.View, p.Seq, true
+	case *Commit:
+		return p.View, p.Seq, true
+	case *ViewChange:
+		return p.View, 0, true
+	case *NewView:
+		return p.View, 0, true
+	}
+	return 0, 0, false
 }
 
 // verifyEnvelopes checks the signatures of embedded envelopes, using and filling the verified cache.

@@ -30,6 +30,8 @@ const (
 	ReasonRateLimited    Reason = "rate-limited"      // ignored: fetch served recently
 	ReasonAlreadyDone    Reason = "already-committed" // ignored: the slot already committed
 	ReasonSignFailed     Reason = "sign-failed"       // the own signer failed
+	// not signed: a vote that Config.SignedMark covers (the replica forgot what it signed there)
+	ReasonBelowSignedMark Reason = "below-signed-mark"
 )
 
 var invalidReasons = map[Reason]bool{

@@ -39,6 +39,10 @@ func (r *Replica) tickTimers() {
 
 // startViewChange moves to view v (> current view) and multicasts this replica's VIEW-CHANGE.
 func (r *Replica) startViewChange(v uint64) {
+	if m := r.cfg.SignedMark.View; v <= m && r.cfg.SignedMark != (Mark{}) {
+		// It may have sent a VIEW-CHANGE for v in a life it forgot: skip to a view it never voted in.
+		v = m + 1
+	}
 	if v <= r.view {
 		return
 	}
