@@ -21,6 +21,7 @@ import (
 	"github.com/p2pbft/p2pbft/node/app"
 	"github.com/p2pbft/p2pbft/node/app/kv"
 	"github.com/p2pbft/p2pbft/node/config"
+	"github.com/p2pbft/p2pbft/node/signstate"
 	"github.com/p2pbft/p2pbft/node/statesync"
 	"github.com/p2pbft/p2pbft/node/store"
 	"github.com/p2pbft/p2pbft/p2p"
@@ -61,6 +62,7 @@ type Node struct {
 	cfg       config.Config
 	log       *slog.Logger
 	key       *identity.Key
+	pub       []byte // key's public key
 	clientKey *identity.Key
 	genesis   *identity.Genesis
 	chainID   string
@@ -70,13 +72,17 @@ type Node struct {
 	// gossipKinds are the kinds broadcast over gossip (the rest over direct streams).
 	gossipKinds map[wire.Kind]bool
 
-	store    *store.Store
-	app      app.Application
-	querier  app.Querier
-	appMu    sync.Mutex // serializes application calls between the loop and the state-transfer goroutine
-	host     *p2p.Host
-	registry *prometheus.Registry
-	metrics  *metrics
+	store *store.Store
+	// signed is the signed high-water mark's file (signed.go); signedMark arms the engine's guard when
+	// the store holds less than it.
+	signed     *signstate.File
+	signedMark pbft.Mark
+	app        app.Application
+	querier    app.Querier
+	appMu      sync.Mutex // serializes application calls between the loop and the state-transfer goroutine
+	host       *p2p.Host
+	registry   *prometheus.Registry
+	metrics    *metrics
 
 	sigs *sigCache
 	// trusted are requests a backup took from their author's routed link (links.go): no signature
@@ -231,6 +237,7 @@ func New(cfg config.Config, opts Options) (*Node, error) {
 		cfg:        cfg,
 		log:        log.With("replica", self),
 		key:        key,
+		pub:        key.PublicKey(),
 		clientKey:  clientKey,
 		genesis:    genesis,
 		chainID:    genesis.ChainID(),
@@ -328,6 +335,9 @@ func (n *Node) open(opts Options) error {
 	n.pool.pinned = func(author []byte) bool { _, ok := n.genesis.IndexOfKey(author); return ok }
 	n.verifier = &cachedVerifier{v: idv, cache: n.sigs, stats: n.vstats}
 
+	if err := n.openSignedState(persisted, info.Height); err != nil {
+		return err
+	}
 	rep, err := pbft.Restart(n.engineConfig(), persisted, info.Height)
 	if err != nil {
 		return fmt.Errorf("node: restore the replica (application at height %d): %w", info.Height, err)
@@ -411,6 +421,7 @@ func (n *Node) engineConfig() pbft.Config {
 		NewViewTimeout:     cs.Ticks(cs.ViewChangeTimeout),
 		RetransmitTimeout:  cs.Ticks(cs.RetransmitTimeout),
 		StatusInterval:     cs.Ticks(cs.StatusInterval),
+		SignedMark:         n.signedMark,
 	}
 }
 
@@ -430,7 +441,16 @@ func (n *Node) release() error {
 		n.metrics.unregister()
 	}
 	if n.store != nil {
-		errs = append(errs, n.store.Close())
+		head := n.store.Head().Height
+		err := n.store.Close()
+		errs = append(errs, err)
+		if err == nil && n.signed != nil {
+			// A clean stop: the next start checks that the store still reaches this height.
+			errs = append(errs, n.signed.Stopped(head))
+		}
+	}
+	if n.signed != nil {
+		errs = append(errs, n.signed.Close())
 	}
 	return errors.Join(errs...)
 }

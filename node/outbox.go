@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"time"
 
@@ -106,6 +107,15 @@ func (n *Node) runOutbox(ctx context.Context) {
 					failed = true
 					n.fatal(err)
 					continue
+				}
+			}
+			if n.signed != nil && len(it.msgs) > 0 {
+				if m := voteMark(it.msgs, n.pub); !m.IsZero() {
+					if _, err := n.signed.Raise(m); err != nil {
+						failed = true
+						n.fatal(fmt.Errorf("node: %w", err))
+						continue
+					}
 				}
 			}
 			for _, m := range it.msgs {

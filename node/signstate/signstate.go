@@ -62,7 +62,10 @@ type record struct {
 	Chain string `json:"chain"`
 	Gen   uint64 `json:"gen"`
 	Mark
-	CRC uint32 `json:"crc"`
+	// Height is a height the store had reached when the file was last written at a clean stop (a lower
+	// bound of the store's head from then on).
+	Height uint64 `json:"height,omitempty"`
+	CRC    uint32 `json:"crc"`
 }
 
 func (r record) checksum() uint32 {
@@ -76,13 +79,14 @@ var ErrCorrupt = errors.New("signstate: corrupt file")
 
 // File is an open signed-state file. Its methods are safe for concurrent use.
 type File struct {
-	mu    sync.Mutex
-	f     *os.File
-	path  string
-	chain string
-	gen   uint64
-	mark  Mark
-	sync  bool
+	mu     sync.Mutex
+	f      *os.File
+	path   string
+	chain  string
+	gen    uint64
+	mark   Mark
+	height uint64
+	sync   bool
 }
 
 // Open opens (creating it if missing) the file at path for the chain whose genesis digest is genesis. A
@@ -113,7 +117,7 @@ func Open(path string, genesis []byte, sync bool) (f *File, foreign bool, err er
 			return nil, false, err
 		}
 	default:
-		f.gen, f.mark = rec.Gen, rec.Mark
+		f.gen, f.mark, f.height = rec.Gen, rec.Mark, rec.Height
 	}
 	return f, foreign, nil
 }
@@ -155,9 +159,9 @@ func (f *File) read() (rec record, empty bool, err error) {
 	return rec, false, nil
 }
 
-// write stores m in the next slot.
+// write stores m in the next slot, with the current height.
 func (f *File) write(m Mark) error {
-	r := record{Chain: f.chain, Gen: f.gen + 1, Mark: m}
+	r := record{Chain: f.chain, Gen: f.gen + 1, Mark: m, Height: f.height}
 	r.CRC = r.checksum()
 	b, err := json.Marshal(r)
 	if err != nil {
@@ -198,6 +202,30 @@ func (f *File) Raise(m Mark) (bool, error) {
 	return true, f.write(f.mark.Max(m))
 }
 
+// Height returns the store height recorded at the last clean stop (0 if none).
+func (f *File) Height() uint64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.height
+}
+
+// Stopped records, at a clean stop, the height the store has reached (durably): the next start checks
+// that the store still has it.
+func (f *File) Stopped(height uint64) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.f == nil || height <= f.height {
+		return nil
+	}
+	old := f.height
+	f.height = height
+	if err := f.write(f.mark); err != nil {
+		f.height = old
+		return err
+	}
+	return nil
+}
+
 // Close closes the file.
 func (f *File) Close() error {
 	f.mu.Lock()
@@ -210,21 +238,30 @@ func (f *File) Close() error {
 	return err
 }
 
-// Read returns the mark stored at path without opening it for writing (for status and reset commands).
-// A missing file gives a zero mark and ok false.
-func Read(path string) (m Mark, chain string, ok bool, err error) {
+// State is what the file holds.
+type State struct {
+	Mark
+	// Chain is the hex digest of the genesis the mark belongs to.
+	Chain string
+	// Height is the store's height at the last clean stop.
+	Height uint64
+}
+
+// Read returns what the file at path holds without opening it for writing (for the reset command). A
+// missing or empty file gives ok false.
+func Read(path string) (st State, ok bool, err error) {
 	fh, err := os.Open(path)
 	if errors.Is(err, os.ErrNotExist) {
-		return Mark{}, "", false, nil
+		return State{}, false, nil
 	}
 	if err != nil {
-		return Mark{}, "", false, fmt.Errorf("signstate: open %s: %w", path, err)
+		return State{}, false, fmt.Errorf("signstate: open %s: %w", path, err)
 	}
 	defer fh.Close()
 	f := &File{f: fh, path: path}
 	rec, empty, err := f.read()
 	if err != nil || empty {
-		return Mark{}, "", !empty && err == nil, err
+		return State{}, false, err
 	}
-	return rec.Mark, rec.Chain, true, nil
+	return State{Mark: rec.Mark, Chain: rec.Chain, Height: rec.Height}, true, nil
 }
