@@ -33,12 +33,33 @@ func testLogger(t testing.TB) *slog.Logger {
 	if os.Getenv("CLIENT_TEST_LOG") == "" {
 		return slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	w := &tWriter{t: t}
+	t.Cleanup(w.stop)
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
-type tWriter struct{ t testing.TB }
+// tWriter writes log lines to the test's log until the test's cleanup: goroutines that outlive a host's
+// Close by a moment (pubsub's shutdown line) must not log into a finished test.
+type tWriter struct {
+	t    testing.TB
+	mu   sync.Mutex
+	done bool
+}
 
-func (w tWriter) Write(p []byte) (int, error) { w.t.Log(string(p)); return len(p), nil }
+func (w *tWriter) stop() {
+	w.mu.Lock()
+	w.done = true
+	w.mu.Unlock()
+}
+
+func (w *tWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.done {
+		w.t.Log(string(p))
+	}
+	return len(p), nil
+}
 
 func seedKey(t testing.TB, name string) *identity.Key {
 	t.Helper()
@@ -103,6 +124,10 @@ type fakeReplica struct {
 	// exec, if set, is the replica's application (called under mu, once per executed request);
 	// otherwise the result is "ok:"+op.
 	exec func(client string, ts uint64, op []byte) []byte
+
+	// stop ends the goroutines that wait to push a reply (wg), at the end of the test.
+	stop chan struct{}
+	wg   sync.WaitGroup
 
 	mu       sync.Mutex
 	arrivals []arrival
@@ -223,16 +248,38 @@ func (r *fakeReplica) execute(e *wire.Envelope, req *pbft.Request) {
 		r.t.Error(err)
 		return
 	}
-	l := r.host.LinkFor(e.Author)
-	if l == nil {
+	hold := r.hold.Load()
+	if l := r.host.LinkFor(e.Author); l != nil && hold == nil {
+		l.Push(append([]byte{pbft.PushReplies}, data...))
 		return
 	}
-	push := func() { l.Push(append([]byte{pbft.PushReplies}, data...)) }
-	if h := r.hold.Load(); h != nil {
-		go func() { <-*h; push() }()
-		return
-	}
-	push()
+	// The primary executes a request at every fake replica the moment it arrives, which may be before
+	// another replica has read the client's hello on its own link (a real replica executes after
+	// consensus): wait for the route, as long as the client may wait.
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		if hold != nil {
+			select {
+			case <-*hold:
+			case <-r.stop:
+				return
+			}
+		}
+		tick := time.NewTicker(5 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			if l := r.host.LinkFor(e.Author); l != nil {
+				l.Push(append([]byte{pbft.PushReplies}, data...))
+				return
+			}
+			select {
+			case <-tick.C:
+			case <-r.stop:
+				return
+			}
+		}
+	}()
 }
 
 // replyLeaf is pbft's reply leaf hash (see pbft/reply.go). makeReply's replies are checked with
@@ -310,7 +357,8 @@ func startCluster(t *testing.T, name string, n int) *cluster {
 		}
 		t.Cleanup(func() { h.Close() })
 		r := &fakeReplica{t: t, c: c, i: i, key: k, other: keys[(i+1)%n], host: h, chain: name,
-			table: make(map[string]*clientRow)}
+			table: make(map[string]*clientRow), stop: make(chan struct{})}
+		t.Cleanup(func() { close(r.stop); r.wg.Wait() })
 		h.SetLinkHandler(r.onLink)
 		c.replicas = append(c.replicas, r)
 		c.addrs = append(c.addrs, h.Addrs()[0].String())

@@ -37,8 +37,10 @@ import (
 // timeout) or linkPush (replica to client: the driver's bytes). The serving side checks envelopes like
 // every other path (size, decode, chain, kind, membership: client kinds only; the driver's filter) and
 // reads ahead while frames are buffered, up to LinkVerifyBatch envelopes, handled on up to
-// LinkVerifyParallel goroutines per link at once so that one busy client host is served on every core:
-// hellos are verified there, and requests reach the driver (SetLinkHandler) with their signatures NOT yet
+// LinkVerifyParallel goroutines per link at once so that one busy client host is served on every core.
+// Hellos are verified and routed on the reader itself, before any request read after them is handed on
+// (a replica that executes a client's first request at once must already know where its reply goes);
+// requests reach the driver (SetLinkHandler) with their signatures NOT yet
 // verified, marked with whether their author is routed to the link: the driver verifies them (VerifyBatch)
 // or, where its protocol allows, trusts the authenticated link instead (see LinkRequest). Pushes queue per
 // link (LinkQueue frames); a full queue drops the push and counts it, and the client, missing an answer,
@@ -222,9 +224,15 @@ func (c *ClientLink) read(s network.Stream) {
 	sem := make(chan struct{}, LinkVerifyParallel)
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	var batch []*wire.Envelope
+	var batch, hellos []*wire.Envelope
 	var retries []bool
 	flush := func() bool {
+		// Hellos are routed here, on the reader, before any request read after them is handed on: a
+		// replica that executes a client's first request at once must find where to send the reply.
+		if len(hellos) > 0 {
+			c.routeHellos(hellos)
+			hellos = nil
+		}
 		if len(batch) == 0 {
 			return true
 		}
@@ -244,7 +252,7 @@ func (c *ClientLink) read(s network.Stream) {
 		return true
 	}
 	for {
-		if len(batch) > 0 && br.Buffered() < frameHeaderSize {
+		if (len(batch) > 0 || len(hellos) > 0) && br.Buffered() < frameHeaderSize {
 			if !flush() {
 				return
 			}
@@ -281,6 +289,16 @@ func (c *ClientLink) read(s network.Stream) {
 			h.val.observe(source, c.remote, Rejected, ReasonKind, start)
 			continue
 		}
+		if e.Kind == wire.KindHello {
+			hellos = append(hellos, e)
+			if len(hellos) >= LinkVerifyBatch && !flush() {
+				return
+			}
+			continue
+		}
+		if len(hellos) > 0 && !flush() {
+			return
+		}
 		batch = append(batch, e)
 		retries = append(retries, body[0] == linkRetry)
 		if len(batch) >= LinkVerifyBatch && !flush() {
@@ -289,47 +307,47 @@ func (c *ClientLink) read(s network.Stream) {
 	}
 }
 
-// deliver routes a read batch's hellos (verified first) and hands its requests to the driver, each marked
-// with whether its author is routed to this link.
+// routeHellos verifies hellos (in one batch) and routes their keys to this link.
+func (c *ClientLink) routeHellos(hellos []*wire.Envelope) {
+	h := c.h
+	source := string(h.linkProto)
+	start := time.Now()
+	ok := h.val.verifyBatch(hellos)
+	var accepted, badSig uint64
+	for i, e := range hellos {
+		switch {
+		case !ok[i]:
+			badSig++
+		case !bytes.Equal(e.Payload, []byte(c.remote)):
+			h.metrics.count(source, c.remote, Rejected, ReasonMalformed)
+		case h.route(c, e.Author):
+			accepted++
+		default:
+			h.metrics.count(source, c.remote, Ignored, ReasonLinkKeys)
+		}
+	}
+	if badSig > 0 {
+		h.metrics.countN(source, c.remote, Rejected, ReasonSignature, badSig)
+	}
+	if accepted > 0 {
+		h.metrics.countN(source, c.remote, Accepted, ReasonNone, accepted)
+		h.metrics.addValidationTime(time.Since(start))
+	}
+}
+
+// deliver hands a read batch's requests to the driver, each marked with whether its author is routed to
+// this link (the hellos read before them are routed already).
 func (c *ClientLink) deliver(batch []*wire.Envelope, retries []bool) {
 	h := c.h
 	source := string(h.linkProto)
 	start := time.Now()
-	var hellos []*wire.Envelope
-	for _, e := range batch {
-		if e.Kind == wire.KindHello {
-			hellos = append(hellos, e)
-		}
-	}
-	var accepted uint64
-	if len(hellos) > 0 {
-		ok := h.val.verifyBatch(hellos)
-		var badSig uint64
-		for i, e := range hellos {
-			switch {
-			case !ok[i]:
-				badSig++
-			case !bytes.Equal(e.Payload, []byte(c.remote)):
-				h.metrics.count(source, c.remote, Rejected, ReasonMalformed)
-			case h.route(c, e.Author):
-				accepted++
-			default:
-				h.metrics.count(source, c.remote, Ignored, ReasonLinkKeys)
-			}
-		}
-		if badSig > 0 {
-			h.metrics.countN(source, c.remote, Rejected, ReasonSignature, badSig)
-		}
-	}
-	reqs := make([]LinkRequest, 0, len(batch)-len(hellos))
+	reqs := make([]LinkRequest, 0, len(batch))
 	h.linksMu.Lock()
 	for i, e := range batch {
-		if e.Kind == wire.KindRequest {
-			reqs = append(reqs, LinkRequest{Envelope: e, Routed: h.linkByKey[string(e.Author)] == c, Retry: retries[i]})
-		}
+		reqs = append(reqs, LinkRequest{Envelope: e, Routed: h.linkByKey[string(e.Author)] == c, Retry: retries[i]})
 	}
 	h.linksMu.Unlock()
-	accepted += uint64(len(reqs))
+	accepted := uint64(len(reqs))
 	if accepted > 0 {
 		h.metrics.countN(source, c.remote, Accepted, ReasonNone, accepted)
 		h.metrics.addValidationTime(time.Since(start))

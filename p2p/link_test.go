@@ -118,6 +118,60 @@ func TestLinkRoutesRepliesByHello(t *testing.T) {
 	waitFor(t, 10*time.Second, "route dropped", func() bool { return r.LinkFor(sess[0].PublicKey()) == nil })
 }
 
+// A request sent the moment a link comes up reaches the handler with its author already routed: the
+// hello before it on the stream is routed before the request is handed on, so a replica that answers at
+// once finds the link (Host.LinkFor). Each round opens a new link with many keys' hellos.
+func TestLinkHelloRoutedBeforeRequests(t *testing.T) {
+	r, c, g := linkPair(t, "order")
+	sess := testKeys(t, "order-session", 32)
+	var hellos []*wire.Envelope
+	for _, k := range sess {
+		h, err := c.SignHello(k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		hellos = append(hellos, h)
+	}
+	var mu sync.Mutex
+	unrouted, delivered := 0, 0
+	r.SetLinkHandler(func(from *ClientLink, lrs []LinkRequest) {
+		mu.Lock()
+		defer mu.Unlock()
+		delivered += len(lrs)
+		for _, lr := range lrs {
+			if !lr.Routed || r.LinkFor(lr.Envelope.Author) != from {
+				unrouted++
+			}
+		}
+	})
+	for round := range 5 {
+		l, err := c.NewLink(r.ID(), hellos, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := l.WaitUp(ctxFor(t, 10*time.Second)); err != nil {
+			t.Fatal(err)
+		}
+		for i, k := range sess {
+			if err := l.Send(seal(t, k, g.ChainID(), wire.KindRequest, fmt.Sprint("req", round, i))); err != nil {
+				t.Fatal(err)
+			}
+		}
+		waitFor(t, 10*time.Second, "requests delivered", func() bool {
+			mu.Lock()
+			defer mu.Unlock()
+			return delivered == (round+1)*len(sess)
+		})
+		l.Close()
+		waitFor(t, 10*time.Second, "route dropped", func() bool { return r.LinkFor(sess[0].PublicKey()) == nil })
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if unrouted > 0 {
+		t.Fatalf("%d requests reached the handler before their author's hello was routed", unrouted)
+	}
+}
+
 // A hello names the client host it was signed for: replayed by another host it is refused, and a key
 // cannot be claimed without its private key (a bad signature), so nobody can take another's replies.
 func TestLinkHelloReplayRefused(t *testing.T) {
