@@ -145,12 +145,18 @@ func TestRestartRejoinsWithoutReexecuting(t *testing.T) {
 	if err := c.load(ctx, "c", 4, 10); err != nil {
 		t.Fatal(err)
 	}
-	c.start(3)
+	// The store survived the crash: it holds every vote the replica signed, so the signed mark's guard
+	// stays off (no false alarm after a crash).
+	if n := c.start(3); n.signedMark != (pbft.Mark{}) {
+		t.Fatalf("a restart after a crash with an intact store armed the guard at %+v", n.signedMark)
+	}
 	c.waitConnected(30 * time.Second)
 
 	// The primary (replica 0) is stopped cleanly and restarted at once.
 	c.stop(0)
-	c.start(0)
+	if n := c.start(0); n.signedMark != (pbft.Mark{}) {
+		t.Fatalf("a clean restart armed the guard at %+v", n.signedMark)
+	}
 	c.waitConnected(30 * time.Second)
 	if err := c.load(ctx, "d", 4, 10); err != nil {
 		t.Fatal(err)
