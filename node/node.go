@@ -286,6 +286,10 @@ func (n *Node) open(opts Options) error {
 	cfg := n.cfg
 	st, err := store.Open(cfg.Path(cfg.Store.Dir), store.Options{Genesis: n.genesis.Digest(), Logger: n.log,
 		UnsafeNoSync: !cfg.Store.Sync, MemTableSize: uint64(cfg.Store.MemTableSize)})
+	if errors.Is(err, store.ErrCorrupt) {
+		return fmt.Errorf("node: %w (the replica cannot use this data: run `p2pbft reset --home %s` to wipe it; "+
+			"the replica keeps its key, config, genesis and signed state, and catches up from the others)", err, cfg.Home)
+	}
 	if err != nil {
 		return fmt.Errorf("node: %w", err)
 	}

@@ -58,6 +58,13 @@ func startSolo(t *testing.T, extra ...string) (string, func()) {
 	ln.Close()
 	initHome(t, h, "--api", apiAddr)
 	writeGenesis(t, h, loadKey(t, h))
+	return apiAddr, startHome(t, h, apiAddr, extra...)
+}
+
+// startHome starts the replica of home h (its API at apiAddr) in process and returns a function that
+// stops it.
+func startHome(t *testing.T, h, apiAddr string, extra ...string) func() {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	cmd := newRootCmd()
 	logs := &syncBuffer{}
@@ -87,7 +94,7 @@ func startSolo(t *testing.T, extra ...string) (string, func()) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	return apiAddr, func() {
+	return func() {
 		cancel()
 		select {
 		case err := <-done:

@@ -44,6 +44,11 @@ var ErrNotFound = errors.New("not found")
 // store has one writer (the node's event loop), and a batch built on a stale head must not be applied.
 var ErrConflict = errors.New("concurrent batch committed first")
 
+// ErrCorrupt says that the store's files are damaged (garbage in the write-ahead log or a table, a
+// checksum that does not match): the store cannot be opened as it is. A replica recovers by wiping its
+// store (Wipe) and catching up from the others.
+var ErrCorrupt = errors.New("store: the data is damaged")
+
 // Options configures a Store. The zero value is usable.
 type Options struct {
 	// Genesis is the hash that block 1 links to (the hash of the genesis document). A new store records
@@ -134,6 +139,9 @@ func Open(dir string, opts Options) (*Store, error) {
 	po.Cache = cache
 	db, err := pebble.Open(dir, po)
 	if err != nil {
+		if pebble.IsCorruptionError(err) {
+			return nil, fmt.Errorf("%w: open %s: %w", ErrCorrupt, dir, err)
+		}
 		return nil, fmt.Errorf("store: open %s: %w", dir, err)
 	}
 	log := opts.Logger
