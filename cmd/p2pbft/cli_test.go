@@ -107,3 +107,42 @@ func TestKeygenAndMissingHome(t *testing.T) {
 		t.Fatalf("missing home: %v", err)
 	}
 }
+
+// genesis warns, on standard error, when the replica count tolerates no fault or pays for replicas that
+// add no tolerance; the genesis on standard output stays parseable.
+func TestGenesisFaultToleranceWarning(t *testing.T) {
+	var ids []string
+	for range 5 {
+		k, err := identity.GenerateKey()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, k.PeerID().String())
+	}
+	for _, tc := range []struct {
+		n    int
+		warn string
+	}{{1, "tolerates no faulty replica (f=0)"}, {3, "tolerates no faulty replica (f=0)"}, {4, ""}, {5, "n=5 tolerates f=1, as n=4 does"}} {
+		args := []string{"genesis", "--chain-id", "c"}
+		for _, id := range ids[:tc.n] {
+			args = append(args, "--replica", id)
+		}
+		cmd := newRootCmd()
+		var out, errOut bytes.Buffer
+		cmd.SetOut(&out)
+		cmd.SetErr(&errOut)
+		cmd.SetArgs(args)
+		if err := cmd.Execute(); err != nil {
+			t.Fatalf("n=%d: %v", tc.n, err)
+		}
+		if _, err := identity.ParseGenesis(out.Bytes()); err != nil {
+			t.Fatalf("n=%d: the genesis on standard output does not parse: %v", tc.n, err)
+		}
+		switch {
+		case tc.warn == "" && errOut.Len() > 0:
+			t.Fatalf("n=%d: unexpected warning %q", tc.n, errOut.String())
+		case tc.warn != "" && !strings.Contains(errOut.String(), tc.warn):
+			t.Fatalf("n=%d: warning %q, want it to say %q", tc.n, errOut.String(), tc.warn)
+		}
+	}
+}

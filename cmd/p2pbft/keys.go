@@ -266,6 +266,9 @@ f = (n-1)/3 faults. The file is printed, or written to --out, which refuses to r
 			if err != nil {
 				return withCode(exitUsage, err)
 			}
+			if w := faultToleranceWarning(g.N(), g.F()); w != "" {
+				fmt.Fprintln(cmd.ErrOrStderr(), "warning: "+w)
+			}
 			if out != "" {
 				if err := g.Save(out); err != nil {
 					return err
@@ -312,4 +315,18 @@ func parseReplicaSpec(spec string) (identity.Replica, error) {
 		}
 	}
 	return r, nil
+}
+
+// faultToleranceWarning says what a replica count tolerates when it is not what one would expect: fewer
+// than 4 replicas tolerate no fault at all, and a count between two 3f+1 values pays for replicas that add
+// no tolerance.
+func faultToleranceWarning(n, f int) string {
+	switch {
+	case f == 0:
+		return fmt.Sprintf("n=%d tolerates no faulty replica (f=0): one crash stops the chain, and one Byzantine replica "+
+			"can break it; PBFT tolerates f faults with n=3f+1 replicas, 4 for f=1 (fine for development)", n)
+	case n != 3*f+1:
+		return fmt.Sprintf("n=%d tolerates f=%d, as n=%d does: the other %d replica(s) add messages, not tolerance", n, f, 3*f+1, n-(3*f+1))
+	}
+	return ""
 }

@@ -274,6 +274,9 @@ on 0.0.0.0:26680 inside its container, and the genesis names the replicas by the
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "created testnet %q with %d replicas in %s\n", co.chainID, net.N(), dir)
+			if w := faultToleranceWarning(net.N(), net.Genesis().F()); w != "" {
+				fmt.Fprintln(cmd.ErrOrStderr(), "warning: "+w)
+			}
 			return nil
 		},
 	}
@@ -346,6 +349,9 @@ func runTestnet(ctx context.Context, cmd *cobra.Command, o *testnetOptions, opts
 			return err
 		}
 		fmt.Fprintf(out, "created a testnet of %d replicas in %s (chain %s)\n", net.N(), o.dir, o.create.chainID)
+		if w := faultToleranceWarning(net.N(), net.Genesis().F()); w != "" {
+			fmt.Fprintln(cmd.ErrOrStderr(), "warning: "+w)
+		}
 	}
 	unlock, err := net.Lock()
 	if err != nil {
