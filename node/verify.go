@@ -12,7 +12,7 @@ import (
 	"github.com/p2pbft/p2pbft/wire"
 )
 
-// Signature verification is the node's main CPU cost (MEASURED-LIMITS.md): every client request is
+// Signature verification is the node's main CPU cost (BENCHMARKS.md): every client request is
 // verified by every replica that sees it. Three pieces make sure each signature is checked once per
 // replica, off the event loop where possible, and in batches when there is a queue:
 //

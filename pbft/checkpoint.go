@@ -7,7 +7,7 @@ import (
 	"github.com/p2pbft/p2pbft/wire"
 )
 
-// Checkpoints and garbage collection (PBFT.md rows 9-10). After executing a multiple of K a replica signs
+// Checkpoints and garbage collection (docs/design/pbft.md rows 9-10). After executing a multiple of K a replica signs
 // CHECKPOINT(seq, digest) with digest = CheckpointDigest(seq, app digest, client table digest). A quorum of
 // matching checkpoints from distinct replicas makes it stable: the low watermark h moves to seq, the window
 // to (h, h+L], and everything at or below seq is discarded, keeping the proof. A replica that learns a stable
@@ -164,7 +164,7 @@ func (r *Replica) checkStable(seq uint64, d wire.Digest) {
 // onCertified moves the low watermark to a checkpoint a quorum certified (from checkpoint messages, a
 // NEW-VIEW or a fetch reply), and sees to the state: a replica that has it keeps it as its snapshot; one that
 // is a little behind catches up through the normal protocol and fetched commit certificates for a few
-// retransmission periods; one far behind, or still behind after that, asks for a state transfer (PBFT.md
+// retransmission periods; one far behind, or still behind after that, asks for a state transfer (docs/design/pbft.md
 // pitfall 5: the watermarks never move without the state following).
 func (r *Replica) onCertified(c stableCheckpoint) {
 	if c.seq <= r.stable.seq {

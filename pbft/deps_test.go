@@ -12,7 +12,7 @@ import (
 )
 
 // The core imports nothing but the standard library, the project's wire types and their CBOR library
-// (ARCHITECTURE.md): `go list -deps ./pbft` must show nothing else.
+// (docs/design/architecture.md): `go list -deps ./pbft` must show nothing else.
 func TestDependencies(t *testing.T) {
 	out, err := exec.Command("go", "list", "-deps", "-f", "{{if not .Standard}}{{.ImportPath}}{{end}}", ".").CombinedOutput()
 	if err != nil {

@@ -3,6 +3,9 @@
 // no I/O, no randomness. A driver (the node, or the simulator in pbft/sim) feeds it inputs and carries out
 // its outputs.
 //
+// Comments and tests here cite the mechanisms ("row N") and pitfalls ("pitfall N") listed in the
+// repository's docs/design/pbft.md, the checklist the engine is built and tested against.
+//
 // # The driver loop
 //
 //	r, err := pbft.Restart(cfg, persisted, applied) // or pbft.New(cfg) for a fresh replica
@@ -103,7 +106,7 @@
 // Normal case: the primary cuts a batch when it has MaxBatchRequests requests or MaxBatchBytes, or when the
 // oldest has waited BatchTimeout ticks (0: as soon as the pipeline has room, so batches grow with load),
 // while fewer than PipelineDepth batches are in flight and the sequence number is inside the window (h, H].
-// Backups check each pre-prepare completely (PBFT.md row 2). Prepared means the pre-prepare and quorum-1
+// Backups check each pre-prepare completely (docs/design/pbft.md row 2). Prepared means the pre-prepare and quorum-1
 // matching prepares from distinct backups; committed-local means prepared plus a quorum of matching commits,
 // own included (quorum = 2f+1 for n = 3f+1; Quorum(n) in general). Committed batches leave in sequence
 // order, exactly once, with their commit certificate; requests a client already executed are filtered by the

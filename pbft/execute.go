@@ -6,7 +6,7 @@ import (
 	"github.com/p2pbft/p2pbft/wire"
 )
 
-// Execution (PBFT.md rows 5-7): committed batches leave the core strictly in sequence order, each exactly
+// Execution (docs/design/pbft.md rows 5-7): committed batches leave the core strictly in sequence order, each exactly
 // once, filtered by the client table; the driver executes them and reports back with Executed, after which
 // the core updates the client table, signs the replies and, every K sequence numbers, takes a checkpoint.
 

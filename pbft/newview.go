@@ -8,7 +8,7 @@ import (
 	"github.com/p2pbft/p2pbft/wire"
 )
 
-// NEW-VIEW (PBFT.md rows 15-16). From a quorum of valid VIEW-CHANGEs for view v the new primary computes:
+// NEW-VIEW (docs/design/pbft.md rows 15-16). From a quorum of valid VIEW-CHANGEs for view v the new primary computes:
 //
 //	min-s = the highest stable checkpoint among them (its proof comes with it),
 //	max-s = the highest sequence number of a prepared certificate among them,

@@ -7,7 +7,7 @@ import (
 	"github.com/p2pbft/p2pbft/wire"
 )
 
-// The normal case: batching and pipelining at the primary, PRE-PREPARE, PREPARE and COMMIT (PBFT.md rows
+// The normal case: batching and pipelining at the primary, PRE-PREPARE, PREPARE and COMMIT (docs/design/pbft.md rows
 // 2-4 and 8-9).
 
 // maybePropose lets the primary cut batches while the pipeline and the window have room.
@@ -295,7 +295,7 @@ func (r *Replica) onVote(e *wire.Envelope, from int) error {
 }
 
 // checkPrepared: the slot prepared once it has the pre-prepare and quorum-1 matching prepares from distinct
-// backups (the primary sends none), PBFT.md row 3. Then the replica sends its COMMIT.
+// backups (the primary sends none), docs/design/pbft.md row 3. Then the replica sends its COMMIT.
 func (r *Replica) checkPrepared(s *slot) {
 	if s.prepared || s.pp == nil || count(s.prepares, s.digest) < r.q-1 {
 		return

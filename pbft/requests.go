@@ -8,7 +8,7 @@ import (
 	"github.com/p2pbft/p2pbft/wire"
 )
 
-// Client requests: ingress checks, the pending set, forwarding and the request timer (PBFT.md rows 1, 7, 12).
+// Client requests: ingress checks, the pending set, forwarding and the request timer (docs/design/pbft.md rows 1, 7, 12).
 
 type pendingReq struct {
 	req      *request
@@ -305,7 +305,7 @@ func (r *Replica) replyFromCache(client string, ce *clientEntry) {
 	r.out.Replies = append(r.out.Replies, ReplyMessage{Client: []byte(client), Timestamp: ce.execTS, batch: b})
 }
 
-// The request timer (PBFT.md row 12) runs while a known request waits to execute. It watches one request,
+// The request timer (docs/design/pbft.md row 12) runs while a known request waits to execute. It watches one request,
 // the oldest pending one when it starts; it stops when that request executes and restarts for the next
 // oldest if any is left. Only execution resets it, never other traffic. On expiry the replica starts a view
 // change.

@@ -7,7 +7,7 @@ import (
 	"github.com/p2pbft/p2pbft/wire"
 )
 
-// Crash recovery (PBFT.md row 18). Everything a replica promised is in the log before the message carrying
+// Crash recovery (docs/design/pbft.md row 18). Everything a replica promised is in the log before the message carrying
 // the promise leaves (Ready's order): its pre-prepares, prepares, commits and checkpoints, the votes of others
 // it acted on, its VIEW-CHANGE and the NEW-VIEW it entered (in HardState). Restart rebuilds the slots from the
 // log in order, so a restarted replica holds the same pre-prepares and sent the same votes, never signs a

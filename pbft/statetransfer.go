@@ -6,7 +6,7 @@ import (
 	"github.com/p2pbft/p2pbft/wire"
 )
 
-// State transfer (PBFT.md row 11). A replica that is behind a certified checkpoint (it sees a stable
+// State transfer (docs/design/pbft.md row 11). A replica that is behind a certified checkpoint (it sees a stable
 // checkpoint above what it executed, a NEW-VIEW starts above it, it restarts behind, or its own checkpoint
 // contradicts the certified one) puts a StateTransfer in Ready. The driver then either
 //

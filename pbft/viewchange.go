@@ -8,7 +8,7 @@ import (
 	"github.com/p2pbft/p2pbft/wire"
 )
 
-// View change, OSDI'99 with signatures (PBFT.md rows 12-14). A replica whose request timer expires moves to
+// View change, OSDI'99 with signatures (docs/design/pbft.md rows 12-14). A replica whose request timer expires moves to
 // view v+1: it stops accepting messages of v and multicasts VIEW-CHANGE(v+1, stable checkpoint and its
 // proof, a prepared certificate for every prepared sequence number above it). Once a quorum of VIEW-CHANGEs
 // for its view is in, it waits NewViewTimeout for the NEW-VIEW and otherwise moves on to the next view with
