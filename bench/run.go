@@ -27,7 +27,8 @@ type Config struct {
 	ClientKey *identity.Key
 	// ConnectTimeout bounds the wait for the client hosts to reach the replicas. Default 30s.
 	ConnectTimeout time.Duration
-	// Connect is how many replicas every client host must reach before the load starts. Default all.
+	// Connect is how many replicas every client host must reach before the load starts. Default: all of
+	// them, or, if some are still unreachable after a few seconds (a replica down), a quorum (2f+1).
 	Connect int
 	Logger  *slog.Logger
 }
@@ -122,6 +123,7 @@ func Begin(ctx context.Context, t *Target, cfg Config) (*Run, error) {
 	if cfg.ConnectTimeout <= 0 {
 		cfg.ConnectTimeout = 30 * time.Second
 	}
+	quorumFallback := cfg.Connect <= 0
 	if cfg.Connect <= 0 {
 		cfg.Connect = t.N()
 	}
@@ -140,7 +142,7 @@ func Begin(ctx context.Context, t *Target, cfg Config) (*Run, error) {
 		}
 	}
 	cctx, cancel := context.WithTimeout(ctx, cfg.ConnectTimeout)
-	err = gen.Connect(cctx, cfg.Connect)
+	err = connect(cctx, gen, cfg, t, quorumFallback)
 	cancel()
 	if err != nil {
 		gen.Close()
@@ -363,4 +365,31 @@ func Measure(ctx context.Context, t *Target, cfg Config) (*Result, error) {
 	stop := context.AfterFunc(ctx, r.Stop)
 	defer stop()
 	return r.End(), nil
+}
+
+// allLinkedWait is how long a run waits for links to every replica before it settles for a quorum.
+const allLinkedWait = 5 * time.Second
+
+// connect waits until the load's client hosts reach cfg.Connect replicas. With quorumFallback (the
+// default), a run against a network with replicas down starts once a quorum is linked, saying so: the
+// replicas that are up commit without the others.
+func connect(ctx context.Context, gen *Generator, cfg Config, t *Target, quorumFallback bool) error {
+	if !quorumFallback {
+		return gen.Connect(ctx, cfg.Connect)
+	}
+	actx, cancel := context.WithTimeout(ctx, allLinkedWait)
+	err := gen.Connect(actx, t.N())
+	cancel()
+	if err == nil || ctx.Err() != nil {
+		return err
+	}
+	q := 2*((t.N()-1)/3) + 1
+	if err := gen.Connect(ctx, q); err != nil {
+		return err
+	}
+	if cfg.Progress != nil {
+		fmt.Fprintf(cfg.Progress, "warning: not every replica is reachable after %s; the load runs with a quorum (%d of %d)\n", allLinkedWait, q, t.N())
+	}
+	cfg.Logger.Warn("not every replica is reachable; the load runs with a quorum", "quorum", q, "n", t.N())
+	return nil
 }
