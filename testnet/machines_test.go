@@ -70,7 +70,8 @@ func TestAcrossMachines(t *testing.T) {
 	}
 	// 3. Start every replica, bootstrapping from one that is up (the first one from none).
 	bootstrap := fmt.Sprintf("/ip4/%s/tcp/26690/p2p/%s", lab.Host("a").Addr, peers["a"])
-	m.start("a", "a")
+	// a serves its HTTP API on every interface (step 5), for status from another machine.
+	m.start("a", "a", "--api", "0.0.0.0:26680")
 	for _, name := range replicas[1:] {
 		m.start(name, name, "--bootstrap", bootstrap)
 	}
@@ -86,6 +87,19 @@ func TestAcrossMachines(t *testing.T) {
 	out := m.run("client", "tx", "--home", m.home("client"), "--genesis", genesis, "--bootstrap", bootstrap,
 		"--timeout", "60s", "put", "hello", "world")
 	t.Logf("tx from the client machine: %s", strings.TrimSpace(out))
+	if _, err := os.Stat(filepath.Join(m.home("client"), "cli_key")); err != nil {
+		t.Fatalf("tx did not create its client key on first use: %v", err)
+	}
+	// Step 5: status from another machine, through the API exposed beyond loopback, which a's log warns
+	// about.
+	remote := m.run("client", "status", "--api", lab.Host("a").Addr.String()+":26680", "--json")
+	var rs machineStatus
+	if err := json.Unmarshal([]byte(remote), &rs); err != nil || len(rs.Peers) != 3 {
+		t.Fatalf("status of a from the client machine: %v\n%s", err, remote)
+	}
+	if b, err := os.ReadFile(filepath.Join(m.home("a"), "node.log")); err != nil || !strings.Contains(string(b), "no authentication") {
+		t.Fatalf("a serves its API beyond loopback without a warning in its log (%v)", err)
+	}
 	for _, name := range replicas {
 		m.waitStatus(name, name, "the transaction executed", 60*time.Second, func(s machineStatus) bool { return s.Height >= 1 })
 	}
