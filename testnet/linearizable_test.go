@@ -205,7 +205,9 @@ func TestE2ELinearizable(t *testing.T) {
 		}
 	}
 	// Let the clients finish the operation budget (bounded by the run's time), then stop them.
-	err = WaitFor(runCtx, "the operation budget", 20*time.Millisecond, func() error {
+	budgetCtx, cancelBudget := context.WithDeadline(runCtx, began.Add(cfg.maxTime))
+	defer cancelBudget()
+	err = WaitFor(budgetCtx, "the operation budget", 20*time.Millisecond, func() error {
 		if n := issued.Load(); int(n) < cfg.ops {
 			return fmt.Errorf("%d of %d operations issued", n, cfg.ops)
 		}
