@@ -108,7 +108,8 @@ func TestE2ELinearizable(t *testing.T) {
 	rec := linearize.NewRecorder()
 	var issued, acked atomic.Int64
 	var stop atomic.Bool
-	runCtx, cancelRun := context.WithTimeout(context.Background(), cfg.maxTime+linOpTimeout)
+	// The clients run until stopped; runCtx only bounds them should the nemesis's last round overrun.
+	runCtx, cancelRun := context.WithTimeout(context.Background(), cfg.maxTime+10*time.Minute)
 	var wg sync.WaitGroup
 	for w := range linWorkers {
 		wg.Add(1)
@@ -126,11 +127,12 @@ func TestE2ELinearizable(t *testing.T) {
 					timeout = time.Duration(500+rng.IntN(1500)) * time.Millisecond
 				}
 				ctx, cancel := context.WithTimeout(runCtx, timeout)
-				outcome, _ := rec.Run(ctx, clients[w%len(clients)], id, in)
+				out, outcome, _ := rec.Run(ctx, clients[w%len(clients)], id, in)
 				cancel()
 				switch outcome {
 				case linearize.OK:
 					acked.Add(1)
+					linSaw(seen, in, out)
 				case linearize.Unknown:
 					// As in Jepsen, a client whose operation is indeterminate is replaced by a new one: the
 					// old operation may still be in flight, and one porcupine client runs one at a time.
@@ -256,7 +258,7 @@ func linStaleReadControl(t *testing.T, net *Network, c *client.Client) {
 	const key = "control"
 	write := func(v string) {
 		t.Helper()
-		if o, err := rec.Run(ctx, c, 0, linearize.Input{Kind: linearize.Put, Key: key, Value: v}); o != linearize.OK {
+		if _, o, err := rec.Run(ctx, c, 0, linearize.Input{Kind: linearize.Put, Key: key, Value: v}); o != linearize.OK {
 			t.Fatalf("control: put %s: %s: %v", v, o, err)
 		}
 	}
@@ -318,7 +320,7 @@ func linStaleReadControl(t *testing.T, net *Network, c *client.Client) {
 }
 
 // linOp draws client w's n-th operation (the issued-th of the run): a get (40%), put (25%), CAS (30%: from
-// the value the client last saw, else create-if-absent) or delete (5%) of one of linKeys keys. Keys change
+// the value the client last wrote or saw, else create-if-absent) or delete (5%) of one of linKeys keys. Keys change
 // every linKeyGen operations, as Jepsen's independent keys do, so that indeterminate operations, which
 // stay concurrent with everything after their call, do not pile up on the same key in a long run.
 func linOp(rng *rand.Rand, w, n, issued int, seen map[string]string) linearize.Input {
@@ -340,6 +342,17 @@ func linOp(rng *rand.Rand, w, n, issued int, seen map[string]string) linearize.I
 	default:
 		delete(seen, key)
 		return linearize.Input{Kind: linearize.Del, Key: key}
+	}
+}
+
+// linSaw notes the value a client learnt from an acknowledged read or failed CAS.
+func linSaw(seen map[string]string, in linearize.Input, out linearize.Output) {
+	if in.Kind == linearize.Get || in.Kind == linearize.CAS && !out.Swapped {
+		if out.Found {
+			seen[in.Key] = out.Value
+		} else {
+			delete(seen, in.Key)
+		}
 	}
 }
 

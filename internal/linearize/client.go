@@ -48,19 +48,20 @@ func Classify(err error) Outcome {
 }
 
 // Run records in as an operation of client (see Recorder.Begin), runs it through c, and records its
-// outcome. It returns the outcome and the client's error.
-func (r *Recorder) Run(ctx context.Context, c *client.Client, clientID int, in Input) (Outcome, error) {
+// outcome. It returns the operation's output (meaningful when the outcome is OK), the outcome and the
+// client's error.
+func (r *Recorder) Run(ctx context.Context, c *client.Client, clientID int, in Input) (Output, Outcome, error) {
 	call := r.Begin(clientID, in)
 	out, err := Do(ctx, c, in)
 	switch o := Classify(err); o {
 	case OK:
 		call.Return(out)
-		return o, nil
+		return out, o, nil
 	case Failed:
 		call.Fail()
-		return o, err
+		return Output{}, o, err
 	default:
 		call.Indeterminate()
-		return o, err
+		return Output{}, o, err
 	}
 }
