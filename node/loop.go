@@ -227,9 +227,7 @@ func (n *Node) step(m inMsg) {
 		err = n.rep.Step(e)
 	}
 	n.metrics.stepped(e.Kind, err)
-	if err == nil {
-		n.traceStep(e, m.d.Author)
-	}
+	n.traceStep(e, m.d.Author, err)
 }
 
 // processReady handles the engine's output until it has none.

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"errors"
 	"time"
 
 	"github.com/p2pbft/p2pbft/node/config"
@@ -10,10 +11,12 @@ import (
 )
 
 // Tracing (package node/trace) records the life of each slot from what the node, as the engine's driver,
-// sees anyway: the messages it hands to the engine (step, once accepted) and to the network (send), the
+// sees anyway: the messages it hands to the engine (step) and to the network (send), the
 // quorums the engine reports (pbft.Ready.Quorums), the blocks it executes and makes durable, and the replies
 // it hands out. The engine stays pure and unaware of it. Every record takes the wall clock, so that the
-// records of different replicas line up in one timeline (p2pbft trace).
+// records of different replicas line up in one timeline (p2pbft trace). Votes the engine takes from inside
+// other messages (a FETCH-REPLY repairing a slot) are not seen by the driver and not recorded; the quorum
+// moments are, whatever brought the votes.
 
 // newTracer returns the replica's recorder, or nil when tracing is off (every recording call is then a nil
 // check). Phases go to p2pbft_consensus_phase_seconds.
@@ -34,10 +37,18 @@ func (n *Node) Traces(from uint64, limit int) ([]trace.Slot, []trace.ViewChange)
 // TraceEnabled reports whether this replica keeps trace records.
 func (n *Node) TraceEnabled() bool { return n.tracer != nil }
 
-// traceStep records a message the engine accepted from replica from.
-func (n *Node) traceStep(e *wire.Envelope, from int) {
+// traceStep records a message from replica from that the engine took (err, its verdict, is nil) or that
+// came after its slot committed here (a late vote: it shows which replica lagged). Other messages the engine
+// refused are not recorded: they may name any slot, and must not push real records out of the ring.
+func (n *Node) traceStep(e *wire.Envelope, from int, err error) {
 	if n.tracer == nil {
 		return
+	}
+	if err != nil {
+		var se *pbft.StepError
+		if !errors.As(err, &se) || se.Reason != pbft.ReasonAlreadyDone {
+			return
+		}
 	}
 	view, seq, ok := peekViewSeq(e.Payload)
 	if !ok {
