@@ -103,8 +103,8 @@ func newMetrics(n *Node) (*metrics, error) {
 	m.phaseSeconds = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "p2pbft_consensus_phase_seconds",
 		Help:    "Time a slot or view change spent in each phase at this replica, by phase (from the trace records; empty when trace.enabled is off).",
 		Buckets: prometheus.ExponentialBuckets(0.0001, 2, 18)}, []string{"phase"})
-	m.phases = make(map[trace.Phase]prometheus.Observer, len(trace.Phases))
-	for _, p := range trace.Phases {
+	m.phases = make(map[trace.Phase]prometheus.Observer, len(trace.Phases()))
+	for _, p := range trace.Phases() {
 		m.phases[p] = m.phaseSeconds.WithLabelValues(string(p))
 	}
 	m.collectors = []prometheus.Collector{m.phaseSeconds, m.blocks, m.requests, m.batchRequests, m.latency, m.persistSeconds,

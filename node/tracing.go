@@ -66,6 +66,28 @@ func (n *Node) traceStep(e *wire.Envelope, from int, err error) {
 		n.tracer.ViewChangeReceived(view, from, at)
 	case wire.KindNewView:
 		n.tracer.NewViewReceived(view, at)
+		n.traceNewViewSlots(e, from, at, false)
+	}
+}
+
+// traceNewViewSlots records the pre-prepares a NEW-VIEW carries (the slots the new primary re-proposes) as
+// sent by the primary or received from it at time at. View changes are rare: decoding the NEW-VIEW again
+// here costs nothing that matters.
+func (n *Node) traceNewViewSlots(e *wire.Envelope, primary int, at int64, sent bool) {
+	nv, err := pbft.DecodeNewView(e.Payload)
+	if err != nil {
+		return
+	}
+	for _, pp := range nv.PrePrepares {
+		view, seq, ok := peekViewSeq(pp.Payload)
+		if !ok {
+			continue
+		}
+		if sent {
+			n.tracer.PrePrepareSent(view, seq, 0, at)
+		} else {
+			n.tracer.PrePrepareReceived(view, seq, primary, 0, at)
+		}
 	}
 }
 
@@ -98,6 +120,7 @@ func (n *Node) traceSent(m pbft.Message) {
 		n.tracer.ViewChangeSent(view, at)
 	case wire.KindNewView:
 		n.tracer.NewViewSent(view, at)
+		n.traceNewViewSlots(e, n.self, at, true)
 	}
 }
 

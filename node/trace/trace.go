@@ -60,8 +60,10 @@ const (
 )
 
 // Phases lists every Phase, for creating metrics ahead of the first event.
-var Phases = []Phase{PrePrepareToPrepared, PreparedToCommitted, CommittedToExecuted, ExecutedToDurable,
-	DurableToReplied, ViewChangeToNewView, NewViewToFirstCommit}
+func Phases() []Phase {
+	return []Phase{PrePrepareToPrepared, PreparedToCommitted, CommittedToExecuted, ExecutedToDurable,
+		DurableToReplied, ViewChangeToNewView, NewViewToFirstCommit}
+}
 
 // Vote is a message from one replica and when it arrived (or, for the replica's own, when it left).
 type Vote struct {
