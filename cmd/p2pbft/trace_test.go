@@ -93,3 +93,17 @@ func TestTraceMergesReplicas(t *testing.T) {
 		t.Fatalf("trace of a replica that is down: %v\n%s", err, out)
 	}
 }
+
+// start --trace=false turns the records off: the replica says so, and trace warns about it.
+func TestStartTraceOff(t *testing.T) {
+	api, stop := startSolo(t, "--trace=false")
+	defer stop()
+	code, body := httpDo(t, "GET", "http://"+api+"/v1/trace", "")
+	if code != 200 || !strings.Contains(body, `"enabled": false`) {
+		t.Fatalf("/v1/trace: %d %s", code, body)
+	}
+	out, err := run(t, "trace", "--api", api)
+	if err != nil || !strings.Contains(out, "trace.enabled is off") || !strings.Contains(out, "(no trace records)") {
+		t.Fatalf("trace: %v\n%s", err, out)
+	}
+}
