@@ -1,6 +1,7 @@
 package node
 
 import (
+	"bytes"
 	"errors"
 	"time"
 
@@ -91,8 +92,9 @@ func (n *Node) traceNewViewSlots(e *wire.Envelope, primary int, at int64, sent b
 	}
 }
 
-// traceSent records a message leaving this replica. A retransmission (Resend set) records nothing new:
-// the first sending counts.
+// traceSent records a message of this replica's own leaving it. A retransmission records nothing new (the
+// first sending counts), nor does another replica's message this one passes on (a NEW-VIEW or pre-prepare
+// resent to a replica that missed it).
 func (n *Node) traceSent(m pbft.Message) {
 	if n.tracer == nil {
 		return
@@ -101,6 +103,9 @@ func (n *Node) traceSent(m pbft.Message) {
 	switch e.Kind {
 	case wire.KindPrePrepare, wire.KindPrepare, wire.KindCommit, wire.KindViewChange, wire.KindNewView:
 	default:
+		return
+	}
+	if !bytes.Equal(e.Author, n.pub) {
 		return
 	}
 	view, seq, ok := peekViewSeq(e.Payload)

@@ -115,8 +115,10 @@ func TestTraceRecords(t *testing.T) {
 				vc = &vcs[i]
 			}
 		}
-		if vc == nil || vc.Sent == 0 || len(vc.Received) < 2 || vc.NewView() == 0 || vc.FirstCommit < vc.NewView() ||
-			vc.FirstCommitSeq == 0 {
+		// A backup may enter the view on the NEW-VIEW before its own timer fired, and may get some VIEW-CHANGEs
+		// only inside the NEW-VIEW: the new primary has sent one and every replica has seen at least one.
+		if vc == nil || (vc.Sent == 0 && (n.Status().Primary == n.self || len(vc.Received) == 0)) || vc.NewView() == 0 ||
+			vc.FirstCommit < vc.NewView() || vc.FirstCommitSeq == 0 {
 			t.Fatalf("replica %d: view change to %d: %+v (all: %+v)", n.self, view, vc, vcs)
 		}
 		if (vc.NewViewSent != 0) != (n.Status().Primary == n.self) {
@@ -154,13 +156,14 @@ func BenchmarkTraceSlot(b *testing.B) {
 	for _, p := range trace.Phases() {
 		m.phases[p] = m.phaseSeconds.WithLabelValues(string(p))
 	}
-	n := &Node{self: 1, tracer: newTracer(config.Default().Trace, m)}
+	self := make([]byte, 32)
+	n := &Node{self: 1, pub: self, tracer: newTracer(config.Default().Trace, m)}
 	env := func(kind wire.Kind, payload any) *wire.Envelope {
 		p, err := wire.Marshal(payload)
 		if err != nil {
 			b.Fatal(err)
 		}
-		return &wire.Envelope{Kind: kind, Payload: p, Body: make([]byte, 4096)}
+		return &wire.Envelope{Kind: kind, Author: self, Payload: p, Body: make([]byte, 4096)}
 	}
 	const slots = 4096 // envelopes made ahead, reused round the ring
 	type slotEnvs struct{ pp, prep, com *wire.Envelope }
