@@ -72,12 +72,20 @@ func (n *Node) traceStep(e *wire.Envelope, from int, err error) {
 }
 
 // traceNewViewSlots records the pre-prepares a NEW-VIEW carries (the slots the new primary re-proposes) as
-// sent by the primary or received from it at time at. View changes are rare: decoding the NEW-VIEW again
-// here costs nothing that matters.
+// sent by the primary or received from it at time at; at a backup, the VIEW-CHANGEs it carries count as
+// received then, unless they arrived on their own before. View changes are rare: decoding the NEW-VIEW
+// again here costs nothing that matters.
 func (n *Node) traceNewViewSlots(e *wire.Envelope, primary int, at int64, sent bool) {
 	nv, err := pbft.DecodeNewView(e.Payload)
 	if err != nil {
 		return
+	}
+	if !sent {
+		for _, vc := range nv.ViewChanges {
+			if from, ok := n.genesis.IndexOfKey(vc.Author); ok && from != n.self {
+				n.tracer.ViewChangeReceived(nv.View, from, at)
+			}
+		}
 	}
 	for _, pp := range nv.PrePrepares {
 		view, seq, ok := peekViewSeq(pp.Payload)

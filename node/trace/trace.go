@@ -113,7 +113,7 @@ func (s *Slot) PrePrepare() int64 {
 type ViewChange struct {
 	View uint64 `json:"view"`
 	// Sent is when this replica sent its VIEW-CHANGE for View; Received the first VIEW-CHANGE of each other
-	// replica, in arrival order.
+	// replica, in arrival order (one that reached a backup only inside the NEW-VIEW counts from then).
 	Sent     int64  `json:"view_change_sent,omitempty"`
 	Received []Vote `json:"view_changes_received,omitempty"`
 	// NewViewSent is when this replica, the new primary, sent the NEW-VIEW; NewViewReceived when a backup
