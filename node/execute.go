@@ -13,9 +13,12 @@ import (
 // outcome is what an executed block produced, reported to the engine (Executed) once the block is
 // durable.
 type outcome struct {
+	view    uint64 // of the block's commit certificate
 	seq     uint64
 	results [][]byte
 	digest  wire.Digest
+	// replayed: a block executed before a restart, replayed to the engine (nothing to trace).
+	replayed bool
 }
 
 // executeInto runs the committed batches waiting in n.deferred through the application and makes each one
@@ -55,7 +58,7 @@ func (n *Node) executeInto(bp **store.Batch, durable *[]*store.Durable) ([]outco
 				return nil, fmt.Errorf("node: block %d: %d stored results for %d requests", cb.Seq, len(rec.Results), len(cb.Execute))
 			}
 			delete(n.replayed, cb.Seq)
-			outs = append(outs, outcome{cb.Seq, rec.Results, rec.Digest})
+			outs = append(outs, outcome{seq: cb.Seq, results: rec.Results, digest: rec.Digest, replayed: true})
 			continue
 		}
 		b := *bp
@@ -85,7 +88,8 @@ func (n *Node) executeInto(bp **store.Batch, durable *[]*store.Durable) ([]outco
 			return nil, err
 		}
 		dirty = true
-		outs = append(outs, outcome{cb.Seq, out.Results, out.Digest})
+		outs = append(outs, outcome{view: cb.View, seq: cb.Seq, results: out.Results, digest: out.Digest})
+		n.tracer.Executed(cb.View, cb.Seq, len(cb.Batch), time.Now().UnixNano())
 		if n.hooks != nil && n.hooks.executed != nil {
 			n.hooks.executed(cb.Seq)
 		}

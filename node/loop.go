@@ -227,6 +227,7 @@ func (n *Node) step(m inMsg) {
 		err = n.rep.Step(e)
 	}
 	n.metrics.stepped(e.Kind, err)
+	n.traceStep(e, m.d.Author, err)
 }
 
 // processReady handles the engine's output until it has none.
@@ -253,6 +254,7 @@ func (n *Node) processReady() error {
 // atomically with them).
 func (n *Node) handleReady(rd *pbft.Ready, b *store.Batch) error {
 	start := time.Now()
+	n.traceQuorums(rd)
 	if b == nil {
 		b = n.store.NewBatch()
 	}
@@ -281,6 +283,7 @@ func (n *Node) handleReady(rd *pbft.Ready, b *store.Batch) error {
 	}
 	if len(rd.Replies) > 0 {
 		n.replies.in <- rd.Replies
+		n.traceReplies(rd.Replies)
 	}
 	if len(rd.Messages) > 0 || len(outs) > 0 || len(durable) > 0 {
 		it := &outItem{durable: durable, msgs: rd.Messages, outs: outs, epoch: n.execEpoch, start: start}
@@ -342,6 +345,7 @@ func (n *Node) send(m pbft.Message) {
 	if n.hooks != nil && n.hooks.sent != nil {
 		n.hooks.sent(m)
 	}
+	n.traceSent(m)
 	if n.byz != nil {
 		n.byz.send(m)
 		return

@@ -4,11 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/p2pbft/p2pbft/internal/buildinfo"
+	"github.com/p2pbft/p2pbft/node/trace"
 	"github.com/p2pbft/p2pbft/pbft"
 	"github.com/p2pbft/p2pbft/wire"
 )
@@ -47,6 +49,8 @@ type metrics struct {
 	linkReplies    prometheus.Counter
 	linkTrusted    prometheus.Counter
 	replySeconds   prometheus.Histogram
+	phaseSeconds   *prometheus.HistogramVec
+	phases         map[trace.Phase]prometheus.Observer // phaseSeconds by label, resolved once; read-only
 }
 
 func newMetrics(n *Node) (*metrics, error) {
@@ -96,7 +100,14 @@ func newMetrics(n *Node) (*metrics, error) {
 	m.replySeconds = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "p2pbft_links_reply_seconds",
 		Help:    "Time to bundle and queue the replies of one round for the clients' links.",
 		Buckets: prometheus.ExponentialBuckets(0.00001, 2, 16)})
-	m.collectors = []prometheus.Collector{m.blocks, m.requests, m.batchRequests, m.latency, m.persistSeconds,
+	m.phaseSeconds = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "p2pbft_consensus_phase_seconds",
+		Help:    "Time a slot or view change spent in each phase at this replica, by phase (from the trace records; empty when trace.enabled is off).",
+		Buckets: prometheus.ExponentialBuckets(0.0001, 2, 18)}, []string{"phase"})
+	m.phases = make(map[trace.Phase]prometheus.Observer, len(trace.Phases()))
+	for _, p := range trace.Phases() {
+		m.phases[p] = m.phaseSeconds.WithLabelValues(string(p))
+	}
+	m.collectors = []prometheus.Collector{m.phaseSeconds, m.blocks, m.requests, m.batchRequests, m.latency, m.persistSeconds,
 		m.executeSeconds, m.messages, m.sends, m.proposals, m.syncs, m.syncBytes, m.syncBlocks, m.linkReplies,
 		m.linkTrusted, m.replySeconds, newEngineCollector(n), newHealthCollector(n), newInfoCollector(n)}
 	for i, c := range m.collectors {
@@ -305,4 +316,11 @@ func (c *engineCollector) Collect(ch chan<- prometheus.Metric) {
 	ct(c.cacheHits, vs.cacheHits.Load())
 	ct(c.verifyBatches, vs.batches.Load())
 	ct(c.verifyFails, vs.failed.Load())
+}
+
+// phase observes one measured phase of the trace records.
+func (m *metrics) phase(p trace.Phase, d time.Duration) {
+	if o := m.phases[p]; o != nil {
+		o.Observe(d.Seconds())
+	}
 }

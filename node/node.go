@@ -24,6 +24,7 @@ import (
 	"github.com/p2pbft/p2pbft/node/signstate"
 	"github.com/p2pbft/p2pbft/node/statesync"
 	"github.com/p2pbft/p2pbft/node/store"
+	"github.com/p2pbft/p2pbft/node/trace"
 	"github.com/p2pbft/p2pbft/p2p"
 	"github.com/p2pbft/p2pbft/pbft"
 	"github.com/p2pbft/p2pbft/wire"
@@ -83,6 +84,8 @@ type Node struct {
 	host       *p2p.Host
 	registry   *prometheus.Registry
 	metrics    *metrics
+	// tracer keeps the per-slot records (tracing.go); nil when trace.enabled is off.
+	tracer *trace.Recorder
 
 	sigs *sigCache
 	// trusted are requests a backup took from their author's routed link (links.go): no signature
@@ -366,6 +369,7 @@ func (n *Node) open(opts Options) error {
 	if err != nil {
 		return err
 	}
+	n.tracer = newTracer(cfg.Trace, n.metrics)
 	if err := checkListenAddrs(cfg.P2P.Listen); err != nil {
 		return err
 	}

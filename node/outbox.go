@@ -102,6 +102,7 @@ func (n *Node) runOutbox(ctx context.Context) {
 			if len(it.durable) > 0 {
 				n.metrics.persistSeconds.Observe(time.Since(it.start).Seconds())
 			}
+			n.traceDurable(it.outs)
 			if n.hooks != nil && n.hooks.afterPersist != nil && it.rd != nil {
 				if err := n.hooks.afterPersist(it.rd); err != nil {
 					failed = true

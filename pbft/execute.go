@@ -115,6 +115,6 @@ func (r *Replica) sendReplies(seq uint64, exec []ClientRequest, results [][]byte
 		return
 	}
 	for i := range exec {
-		r.out.Replies = append(r.out.Replies, ReplyMessage{Client: clients[i], Timestamp: stamps[i], batch: b, index: i})
+		r.out.Replies = append(r.out.Replies, ReplyMessage{Client: clients[i], Timestamp: stamps[i], Seq: seq, batch: b, index: i})
 	}
 }

@@ -440,6 +440,7 @@ func (r *Replica) commitByCert(seq, view uint64, digest wire.Digest, b *batch, c
 	}
 	s.addBatch(b)
 	s.committed = true
+	r.out.Quorums = append(r.out.Quorums, QuorumEvent{View: view, Seq: seq, Committed: true})
 	s.cert = &commitCert{view: view, digest: digest, commits: cert}
 	r.stats.CertCommits++
 	r.stats.CommittedBatches++

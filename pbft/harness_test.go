@@ -86,6 +86,8 @@ type tnet struct {
 	replies map[string][]*wire.Envelope
 	bundles [][]byte // every Ready's replies of one batch, encoded as one reply bundle
 	commits [][]CommittedBatch
+	quorums [][]QuorumEvent // by replica, as Ready.Quorums reported them
+	replyMs []ReplyMessage  // every reply of every replica
 	xfers   []*StateTransfer
 	filter  func(m tmsg) bool // false drops the message
 	clients map[int]*wiretest.Key
@@ -105,6 +107,7 @@ func newNet(t testing.TB, n int, mod func(*Config)) *tnet {
 	tn.apps = make([]*tapp, n)
 	tn.down = make([]bool, n)
 	tn.commits = make([][]CommittedBatch, n)
+	tn.quorums = make([][]QuorumEvent, n)
 	tn.xfers = make([]*StateTransfer, n)
 	tn.noExec = make([]bool, n)
 	for i := 0; i < n; i++ {
@@ -153,6 +156,7 @@ func (tn *tnet) drain(i int) {
 	for !tn.down[i] && r.HasReady() {
 		rd := r.Ready()
 		tn.stores[i].apply(&rd)
+		tn.quorums[i] = append(tn.quorums[i], rd.Quorums...)
 		for _, m := range rd.Messages {
 			if m.To == Broadcast {
 				for j := 0; j < tn.n; j++ {
@@ -176,6 +180,7 @@ func (tn *tnet) drain(i int) {
 			tn.bundles = append(tn.bundles, b)
 			k = j
 		}
+		tn.replyMs = append(tn.replyMs, rd.Replies...)
 		for _, rm := range rd.Replies {
 			e, err := rm.Envelope()
 			if err != nil {

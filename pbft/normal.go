@@ -301,6 +301,7 @@ func (r *Replica) checkPrepared(s *slot) {
 		return
 	}
 	s.prepared = true
+	r.out.Quorums = append(r.out.Quorums, QuorumEvent{View: s.view, Seq: s.seq})
 	s.pcert = &preparedCert{view: s.view, digest: s.digest, pp: s.pp, prepares: matching(s.prepares, s.digest, r.q-1)}
 	if !s.sentCommit {
 		e, err := r.sign(wire.KindCommit, &Commit{View: s.view, Seq: s.seq, Digest: s.digest})
@@ -321,6 +322,7 @@ func (r *Replica) checkCommitted(s *slot) {
 		return
 	}
 	s.committed = true
+	r.out.Quorums = append(r.out.Quorums, QuorumEvent{View: s.view, Seq: s.seq, Committed: true})
 	s.cert = &commitCert{view: s.view, digest: s.digest, commits: matching(s.commits, s.digest, r.q)}
 	r.stats.CommittedBatches++
 }

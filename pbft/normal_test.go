@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"testing"
 
 	"github.com/p2pbft/p2pbft/wire"
@@ -625,6 +626,32 @@ func TestPipelineMinBatch(t *testing.T) {
 			if tn.executed(i) < 1 || tn.reps[i].pending.len() != 0 {
 				t.Fatalf("min %d: replica %d executed %d, %d pending", tc.min, i, tn.executed(i), tn.reps[i].pending.len())
 			}
+		}
+	}
+}
+
+// Ready.Quorums reports each slot's prepared and then committed quorum once at every replica, and the
+// replies name their block.
+func TestReadyReportsQuorums(t *testing.T) {
+	tn := newNet(t, 4, nil)
+	for ts := uint64(1); ts <= 2; ts++ {
+		if err := tn.propose(0, tn.request(1, ts, "abc")); err != nil {
+			t.Fatal(err)
+		}
+		tn.run()
+	}
+	for i := range 4 {
+		want := []QuorumEvent{{View: 0, Seq: 1}, {View: 0, Seq: 1, Committed: true}, {View: 0, Seq: 2}, {View: 0, Seq: 2, Committed: true}}
+		if !slices.Equal(tn.quorums[i], want) {
+			t.Fatalf("replica %d: quorums %+v, want %+v", i, tn.quorums[i], want)
+		}
+	}
+	if len(tn.replyMs) != 8 {
+		t.Fatalf("%d replies, want 2 from each replica", len(tn.replyMs))
+	}
+	for _, rm := range tn.replyMs {
+		if rm.Seq != rm.Timestamp { // request ts executed in block ts
+			t.Fatalf("reply to request %d names block %d", rm.Timestamp, rm.Seq)
 		}
 	}
 }

@@ -36,12 +36,24 @@ type Ready struct {
 	StateTransfer *StateTransfer
 	// SoftState, when not nil, is the replica's new volatile state (it changed).
 	SoftState *SoftState
+	// Quorums are the slots that prepared or committed (locally) while the engine produced this Ready, in
+	// the order they did. They are for observers (tracing, latency metrics): the driver need not act on
+	// them, and their time is the time the driver takes the Ready.
+	Quorums []QuorumEvent
+}
+
+// QuorumEvent says that the slot (View, Seq) reached a quorum: prepared (the pre-prepare and quorum-1 matching
+// PREPAREs) or, if Committed, committed-local (prepared and a quorum of matching COMMITs).
+type QuorumEvent struct {
+	View, Seq uint64
+	Committed bool
 }
 
 // IsEmpty reports whether the Ready carries nothing.
 func (rd *Ready) IsEmpty() bool {
 	return rd.HardState == nil && len(rd.Entries) == 0 && rd.Truncate == 0 && len(rd.Messages) == 0 &&
-		len(rd.Replies) == 0 && len(rd.Committed) == 0 && rd.StateTransfer == nil && rd.SoftState == nil
+		len(rd.Replies) == 0 && len(rd.Committed) == 0 && rd.StateTransfer == nil && rd.SoftState == nil &&
+		len(rd.Quorums) == 0
 }
 
 // Broadcast is the Message.To value that addresses every other replica.

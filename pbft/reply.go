@@ -148,8 +148,10 @@ type ReplyMessage struct {
 	// Client is the client's public key (the request envelope's Author).
 	Client    []byte
 	Timestamp uint64
-	batch     *replyBatch
-	index     int
+	// Seq is the block the request executed in, or 0 for a reply resent to a repeated request.
+	Seq   uint64
+	batch *replyBatch
+	index int
 }
 
 // Envelope builds the client's KindReply envelope: the shared signed header with this client's leaf and

@@ -63,6 +63,7 @@ type nodeTuning struct {
 	memTableSize     int
 	logLevel         string
 	pprof            bool
+	trace            bool
 }
 
 func addNodeTuningFlags(fs *pflag.FlagSet, t *nodeTuning) {
@@ -79,6 +80,7 @@ func addNodeTuningFlags(fs *pflag.FlagSet, t *nodeTuning) {
 	fs.BoolVar(&t.storeSync, "store-sync", d.Store.Sync, "replicas started here: store.sync (fsync; false breaks crash safety)")
 	fs.IntVar(&t.memTableSize, "store-memtable-size", d.Store.MemTableSize, "replicas started here: store.memtable_size (bytes; 67108864 is the large setting)")
 	fs.StringVar(&t.logLevel, "log-level", "info", "replicas started here: log.level (their logs are in the testnet folder)")
+	fs.BoolVar(&t.trace, "trace", d.Trace.Enabled, "replicas started here: trace.enabled (per-slot consensus records; off to measure their cost)")
 	fs.BoolVar(&t.pprof, "pprof", false, "replicas started here: api.pprof (profiles under /debug/pprof/ on each replica's API; take one with go tool pprof during the run)")
 }
 
@@ -101,6 +103,7 @@ func (t nodeTuning) apply(fs *pflag.FlagSet, c *config.Config) {
 	set("store-sync", func() { c.Store.Sync = t.storeSync })
 	set("store-memtable-size", func() { c.Store.MemTableSize = t.memTableSize })
 	set("pprof", func() { c.API.Pprof = t.pprof })
+	set("trace", func() { c.Trace.Enabled = t.trace })
 	c.Log.Level = t.logLevel
 }
 

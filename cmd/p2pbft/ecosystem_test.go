@@ -119,7 +119,7 @@ func TestFlagNames(t *testing.T) {
 		}
 		return out
 	}
-	for _, c := range [][]string{{"start"}, {"init"}, {"status"}, {"tx"}, {"tx", "put"}, {"bench"}} {
+	for _, c := range [][]string{{"start"}, {"init"}, {"status"}, {"tx"}, {"tx", "put"}, {"bench"}, {"trace"}} {
 		if h := help(c...); !strings.Contains(h, "--api ") {
 			t.Errorf("%v has no --api:\n%s", c, h)
 		}
@@ -134,12 +134,12 @@ func TestFlagNames(t *testing.T) {
 			t.Errorf("%v does not document --home and %s", c, envHome)
 		}
 	}
-	for _, c := range [][]string{{"keygen"}, {"genesis"}, {"testnet"}, {"testnet", "init"}, {"bench"}, {"scenario", "run"}, {"version"}} {
+	for _, c := range [][]string{{"keygen"}, {"genesis"}, {"testnet"}, {"testnet", "init"}, {"bench"}, {"trace"}, {"scenario", "run"}, {"version"}} {
 		if h := help(c...); strings.Contains(h, "--home") {
 			t.Errorf("%v shows --home, which it does not use", c)
 		}
 	}
-	for _, c := range [][]string{{"id"}, {"init"}, {"keygen"}, {"status"}, {"tx"}, {"testnet", "nodes"}, {"bench"}, {"version"}} {
+	for _, c := range [][]string{{"id"}, {"init"}, {"keygen"}, {"status"}, {"tx"}, {"testnet", "nodes"}, {"bench"}, {"trace"}, {"version"}} {
 		if h := help(c...); !strings.Contains(h, "--json") {
 			t.Errorf("%v has no --json", c)
 		}

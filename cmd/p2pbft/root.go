@@ -68,6 +68,7 @@ Environment:
 		newGenesisCmd(),
 		newStartCmd(opts),
 		newStatusCmd(opts),
+		newTraceCmd(),
 		newResetCmd(opts),
 		newTxCmd(opts),
 		newTestnetCmd(opts),

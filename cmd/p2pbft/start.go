@@ -38,6 +38,8 @@ type configFlags struct {
 	dataDir                                      string
 	memTableSize                                 int
 	storeSync, pprof                             bool
+	trace                                        bool
+	traceSlots                                   int
 	logLevel, logFormat                          string
 	byzantineMode                                string
 	byzantineDelay                               time.Duration
@@ -70,6 +72,8 @@ func addConfigFlags(fs *pflag.FlagSet) *configFlags {
 	fs.DurationVar(&f.retransmitTimeout, "retransmit-timeout", d.Consensus.RetransmitTimeout, "how long a replica without progress waits before resending and fetching what it misses (config: consensus.retransmit_timeout)")
 	fs.StringVar(&f.apiAddr, "api", d.API.HTTP, "HTTP API and /metrics listen address; loopback by default, empty disables (config: api.http)")
 	fs.BoolVar(&f.pprof, "pprof", d.API.Pprof, "serve Go runtime profiles under /debug/pprof/ on the HTTP API, to loopback clients (config: api.pprof)")
+	fs.BoolVar(&f.trace, "trace", d.Trace.Enabled, "keep per-slot consensus records for /v1/trace and the phase histograms of /metrics (config: trace.enabled)")
+	fs.IntVar(&f.traceSlots, "trace-slots", d.Trace.Slots, "how many of the latest slots the records keep (config: trace.slots)")
 	fs.StringVar(&f.dataDir, "data-dir", d.Store.Dir, "data directory, relative to the home (config: store.dir)")
 	fs.BoolVar(&f.storeSync, "store-sync", d.Store.Sync, "fsync before consensus messages leave; false breaks crash safety, for experiments only (config: store.sync)")
 	fs.IntVar(&f.memTableSize, "store-memtable-size", d.Store.MemTableSize, "the database's write buffer in bytes, which also sizes its write-ahead logs on disk; 67108864 is the large setting (config: store.memtable_size)")
@@ -111,6 +115,8 @@ func (f *configFlags) apply(fs *pflag.FlagSet, cfg *config.Config) {
 	set("retransmit-timeout", func() { cfg.Consensus.RetransmitTimeout = f.retransmitTimeout })
 	set("api", func() { cfg.API.HTTP = f.apiAddr })
 	set("pprof", func() { cfg.API.Pprof = f.pprof })
+	set("trace", func() { cfg.Trace.Enabled = f.trace })
+	set("trace-slots", func() { cfg.Trace.Slots = f.traceSlots })
 	set("data-dir", func() { cfg.Store.Dir = f.dataDir })
 	set("store-sync", func() { cfg.Store.Sync = f.storeSync })
 	set("store-memtable-size", func() { cfg.Store.MemTableSize = f.memTableSize })

@@ -250,7 +250,7 @@ func TestHelpDocumentsEveryFlag(t *testing.T) {
 		}
 	}
 	out, _ := run(t, "start", "--help")
-	for _, flag := range []string{"--bootstrap", "--listen", "--api", "--log-format", "--request-timeout", "--store-sync", "--external", "--mdns"} {
+	for _, flag := range []string{"--bootstrap", "--listen", "--api", "--log-format", "--request-timeout", "--store-sync", "--external", "--mdns", "--trace", "--trace-slots"} {
 		if !strings.Contains(out, flag) {
 			t.Errorf("start --help does not document %s", flag)
 		}

@@ -21,6 +21,7 @@ import (
 
 	"github.com/p2pbft/p2pbft/node"
 	"github.com/p2pbft/p2pbft/node/app/kv"
+	"github.com/p2pbft/p2pbft/node/trace"
 	"github.com/p2pbft/p2pbft/pbft"
 	"github.com/p2pbft/p2pbft/wire"
 )
@@ -553,5 +554,41 @@ func TestRelayOnTimeout(t *testing.T) {
 		if len(relay.calls[i]) != 1 || hexDigest(relay.calls[i][0]) != r.ID {
 			t.Fatalf("replica %d was relayed %v, want the request %s once", i, relay.calls[i], r.ID)
 		}
+	}
+}
+
+func TestTrace(t *testing.T) {
+	e := newEnv(t, Options{})
+	var tr TraceResponse
+	if code := e.do("GET", "/v1/trace", "", nil, &tr); code != 200 || tr.Enabled || len(tr.Slots) != 0 || tr.Slots == nil || tr.Replica != 1 {
+		t.Fatalf("tracing off: %d %+v", code, tr)
+	}
+	e.f.tracer = trace.New(trace.Options{Slots: 16})
+	for seq := uint64(1); seq <= 20; seq++ {
+		e.f.tracer.PrePrepareReceived(0, seq, 0, 100, int64(seq))
+		e.f.tracer.Commit(0, seq, 2, int64(seq)+1)
+	}
+	e.f.tracer.ViewChangeSent(1, 50)
+	if code := e.do("GET", "/v1/trace", "", nil, &tr); code != 200 || !tr.Enabled || len(tr.Slots) != 16 ||
+		tr.Slots[0].Seq != 5 || tr.Slots[15].Seq != 20 || len(tr.ViewChanges) != 1 || tr.Now == 0 {
+		t.Fatalf("latest: %d %+v", code, tr)
+	}
+	if s := tr.Slots[0]; s.PrePrepareReceived != 5 || s.PrePrepareFrom != 0 || len(s.Commits) != 1 || s.Commits[0] != (trace.Vote{From: 2, At: 6}) {
+		t.Fatalf("slot 5: %+v", s)
+	}
+	if code := e.do("GET", "/v1/trace?limit=3", "", nil, &tr); code != 200 || len(tr.Slots) != 3 || tr.Slots[0].Seq != 18 {
+		t.Fatalf("latest 3: %d %+v", code, tr.Slots)
+	}
+	if code := e.do("GET", "/v1/trace?from=7&limit=2", "", nil, &tr); code != 200 || len(tr.Slots) != 2 || tr.Slots[0].Seq != 7 || tr.Slots[1].Seq != 8 {
+		t.Fatalf("from 7: %d %+v", code, tr.Slots)
+	}
+	for _, q := range []string{"from=0", "from=x", "from=-1", "limit=0", "limit=10001", "limit=abc"} {
+		var er ErrorResponse
+		if code := e.do("GET", "/v1/trace?"+q, "", nil, &er); code != 400 || er.Code != "bad_request" || er.Error == "" {
+			t.Fatalf("?%s: %d %+v", q, code, er)
+		}
+	}
+	if code := e.do("POST", "/v1/trace", "", nil, nil); code != http.StatusMethodNotAllowed {
+		t.Fatalf("POST: %d", code)
 	}
 }

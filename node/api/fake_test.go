@@ -16,6 +16,7 @@ import (
 	"github.com/p2pbft/p2pbft/node"
 	"github.com/p2pbft/p2pbft/node/app/kv"
 	"github.com/p2pbft/p2pbft/node/store"
+	"github.com/p2pbft/p2pbft/node/trace"
 	"github.com/p2pbft/p2pbft/pbft"
 	"github.com/p2pbft/p2pbft/wire"
 )
@@ -43,6 +44,7 @@ type fakeNode struct {
 	stopped  chan struct{}
 	blocks   map[uint64]*store.Block
 	submitFn func(ctx context.Context, env *wire.Envelope) (*wire.Envelope, error) // overrides Submit
+	tracer   *trace.Recorder                                                       // nil: tracing off
 
 	mu        sync.Mutex
 	kv        map[string][]byte
@@ -234,6 +236,10 @@ func (f *fakeNode) ClientKey() *identity.Key      { return f.ckey }
 func (f *fakeNode) Genesis() *identity.Genesis    { return f.g }
 func (f *fakeNode) Started() <-chan struct{}      { return f.started }
 func (f *fakeNode) Stopped() <-chan struct{}      { return f.stopped }
+func (f *fakeNode) TraceEnabled() bool            { return f.tracer != nil }
+func (f *fakeNode) Traces(from uint64, limit int) ([]trace.Slot, []trace.ViewChange) {
+	return f.tracer.Slots(from, limit), f.tracer.ViewChanges()
+}
 
 // addBlock adds a block at height h with one put request and a certificate of three commits; forge makes
 // the last commit carry a bad signature.

@@ -18,6 +18,7 @@ import (
 	"github.com/p2pbft/p2pbft/node"
 	"github.com/p2pbft/p2pbft/node/app/kv"
 	"github.com/p2pbft/p2pbft/node/store"
+	"github.com/p2pbft/p2pbft/node/trace"
 	"github.com/p2pbft/p2pbft/pbft"
 	"github.com/p2pbft/p2pbft/wire"
 )
@@ -496,4 +497,44 @@ func (s *Server) commitJSON(data []byte, b *store.Block) CommitMessage {
 		cm.Valid = true
 	}
 	return cm
+}
+
+// Trace limits: the default number of slots returned and the most one request may ask for.
+const (
+	defaultTraceLimit = 100
+	maxTraceLimit     = 10000
+)
+
+// handleTrace serves GET /v1/trace?from=SEQ&limit=N: the replica's slot records from sequence number SEQ
+// upward (without from: the latest N), at most N (default 100), and its view change records.
+func (s *Server) handleTrace(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	limit := defaultTraceLimit
+	if v := q.Get("limit"); v != "" {
+		l, err := strconv.Atoi(v)
+		if err != nil || l < 1 || l > maxTraceLimit {
+			writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("?limit=%q: want 1 to %d", v, maxTraceLimit))
+			return
+		}
+		limit = l
+	}
+	var from uint64
+	if v := q.Get("from"); v != "" {
+		f, err := strconv.ParseUint(v, 10, 64)
+		if err != nil || f == 0 {
+			writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("?from=%q: want a sequence number >= 1", v))
+			return
+		}
+		from = f
+	}
+	slots, vcs := s.b.Traces(from, limit)
+	out := TraceResponse{Replica: s.b.Status().Replica, Enabled: s.b.TraceEnabled(), Now: time.Now().UnixNano(),
+		Slots: slots, ViewChanges: vcs}
+	if out.Slots == nil {
+		out.Slots = []trace.Slot{}
+	}
+	if out.ViewChanges == nil {
+		out.ViewChanges = []trace.ViewChange{}
+	}
+	writeJSON(w, http.StatusOK, out)
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/p2pbft/p2pbft/internal/logs"
 	"github.com/p2pbft/p2pbft/node"
 	"github.com/p2pbft/p2pbft/node/store"
+	"github.com/p2pbft/p2pbft/node/trace"
 	"github.com/p2pbft/p2pbft/p2p"
 	"github.com/p2pbft/p2pbft/wire"
 )
@@ -36,6 +37,10 @@ type Backend interface {
 	Genesis() *identity.Genesis
 	Started() <-chan struct{}
 	Stopped() <-chan struct{}
+	// Traces returns the replica's trace records (node/trace): slots from sequence number from upward (0:
+	// the latest), at most limit of them, and its view changes. TraceEnabled says whether it keeps them.
+	Traces(from uint64, limit int) ([]trace.Slot, []trace.ViewChange)
+	TraceEnabled() bool
 }
 
 var _ Backend = (*node.Node)(nil)
@@ -183,6 +188,7 @@ func New(b Backend, opts Options) (*Server, error) {
 	mux.HandleFunc("/v1/peers", s.only(http.MethodGet, s.handlePeers))
 	mux.HandleFunc("/v1/blocks/{height}", s.only(http.MethodGet, s.handleBlock))
 	mux.HandleFunc("/v1/blocks", s.only(http.MethodGet, s.handleBlocks))
+	mux.HandleFunc("/v1/trace", s.only(http.MethodGet, s.handleTrace))
 	mux.HandleFunc("/health", s.only(http.MethodGet, s.handleHealth))
 	metrics := promhttp.HandlerFor(b.Gatherer(), promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError})
 	mux.HandleFunc("/metrics", s.only(http.MethodGet, metrics.ServeHTTP))

@@ -9,6 +9,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/p2pbft/p2pbft/node/app/kv"
+	"github.com/p2pbft/p2pbft/node/trace"
 )
 
 // TxRequest is the body of POST /v1/tx: either Op (signed by the node) or Envelope (already signed).
@@ -161,6 +162,19 @@ type Block struct {
 	Requests    []BlockRequest  `json:"requests"`
 	Certificate []CommitMessage `json:"certificate"`
 	Raw         string          `json:"raw,omitempty"`
+}
+
+// TraceResponse is the answer of GET /v1/trace: one replica's trace records (see package node/trace for
+// what each time means). Times are Unix nanoseconds of the replica's clock; Now is that clock when it
+// answered, so that a reader can tell how far the clocks of several replicas disagree.
+type TraceResponse struct {
+	Replica int   `json:"replica"`
+	Enabled bool  `json:"enabled"`
+	Now     int64 `json:"now"`
+	// Slots are ordered by sequence number, then view; a sequence number re-proposed after a view change
+	// has a record per view.
+	Slots       []trace.Slot       `json:"slots"`
+	ViewChanges []trace.ViewChange `json:"view_changes"`
 }
 
 // BlockSummary is a block without its requests and certificate.

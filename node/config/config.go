@@ -56,6 +56,7 @@ type Config struct {
 	StateSync  StateSync  `toml:"state_sync"`
 	Store      Store      `toml:"store"`
 	Log        Log        `toml:"log"`
+	Trace      Trace      `toml:"trace"`
 	Experiment Experiment `toml:"experiment"`
 }
 
@@ -185,6 +186,17 @@ type Log struct {
 	Format string `toml:"format"`
 }
 
+// Trace configures the per-slot consensus records (package node/trace) served at /v1/trace and the
+// phase histograms of /metrics (p2pbft_consensus_phase_seconds) derived from them.
+type Trace struct {
+	// Enabled keeps the records. They cost a few microseconds per slot, so they are on by default.
+	Enabled bool `toml:"enabled"`
+	// Slots is how many of the latest slots (sequence number and view) are kept.
+	Slots int `toml:"slots"`
+	// ViewChanges is how many of the latest view changes are kept.
+	ViewChanges int `toml:"view_changes"`
+}
+
 // Experiment holds settings that make a replica misbehave on purpose, for fault-injection experiments.
 type Experiment struct {
 	// ByzantineMode makes this replica Byzantine: "" (off), or one of ByzantineModes. It only takes effect
@@ -252,6 +264,7 @@ func Default() Config {
 		API:   API{HTTP: DefaultAPIAddr},
 		Store: Store{Dir: DataDir, Sync: true, MemTableSize: store.DefaultMemTableSize},
 		Log:   Log{Level: "info", Format: "text"},
+		Trace: Trace{Enabled: true, Slots: 1024, ViewChanges: 64},
 	}
 }
 
@@ -448,6 +461,12 @@ func (c Config) Validate() error {
 	}
 	if ss.RequestTimeout < 100*time.Millisecond {
 		bad("state_sync.request_timeout", "%s is shorter than 100ms", ss.RequestTimeout)
+	}
+	if c.Trace.Slots < 1 || c.Trace.Slots > 1<<20 {
+		bad("trace.slots", "%d not in [1, %d]", c.Trace.Slots, 1<<20)
+	}
+	if c.Trace.ViewChanges < 1 || c.Trace.ViewChanges > 1<<16 {
+		bad("trace.view_changes", "%d not in [1, %d]", c.Trace.ViewChanges, 1<<16)
 	}
 	if ss.KeepSnapshots < 2 || ss.KeepSnapshots > 1024 {
 		bad("state_sync.keep_snapshots", "%d not in [2, 1024]", ss.KeepSnapshots)

@@ -87,6 +87,8 @@ func TestValidateNamesBadField(t *testing.T) {
 		"state_sync.chunk_bytes":          func(c *Config) { c.StateSync.ChunkBytes = 10 },
 		"state_sync.keep_snapshots":       func(c *Config) { c.StateSync.KeepSnapshots = 1 },
 		"consensus.retransmit_timeout":    func(c *Config) { c.Consensus.RetransmitTimeout = 0 },
+		"trace.slots":                     func(c *Config) { c.Trace.Slots = 0 },
+		"trace.view_changes":              func(c *Config) { c.Trace.ViewChanges = -1 },
 		"store.memtable_size":             func(c *Config) { c.Store.MemTableSize = 1000 },
 		"experiment.byzantine_mode":       func(c *Config) { c.Experiment.ByzantineMode = "evil" },
 		"experiment.byzantine_delay":      func(c *Config) { c.Experiment.ByzantineMode = "delay" },

@@ -131,6 +131,15 @@ level = {{q .Log.Level}}
 # text or json.
 format = {{q .Log.Format}}
 
+[trace]
+# Keep per-slot records of consensus (served at /v1/trace, merged by p2pbft trace) and the phase
+# histograms of /metrics. Cheap enough to stay on.
+enabled = {{.Trace.Enabled}}
+# How many of the latest slots (sequence number in a view) are kept ...
+slots = {{.Trace.Slots}}
+# ... and how many of the latest view changes.
+view_changes = {{.Trace.ViewChanges}}
+
 [experiment]
 # Byzantine behaviour for fault-injection experiments. Ignored unless the node is also started with
 # --experiment-byzantine; leave empty on real nodes.
