@@ -18,7 +18,9 @@ import (
 //  3. exactly-once: replaying the agreed chain with a reference client table and application, every request
 //     executes at most once, every replica filtered the same requests, and every result a client accepted
 //     is the one the agreed order produces;
-//  4. liveness: after the fault period every client request completes and every correct replica reaches the
+//  4. non-equivocation: no correct replica signs two different PRE-PREPAREs, PREPAREs or COMMITs for one
+//     view and sequence number, or two different VIEW-CHANGEs for one view, in any of its lives (signed.go);
+//  5. liveness: after the fault period every client request completes and every correct replica reaches the
 //     same point, within LivenessTicks;
 //
 // plus the bounds the core promises (slots inside the window, bounded buffers) and that nothing outside
@@ -38,6 +40,7 @@ type observer struct {
 	finished   bool
 	lastIssue  int64
 	transfers  int
+	signed     map[signedKey]wire.Digest // what correct replicas signed, across all their lives (signed.go)
 	// olderSnapshots counts snapshots installed at a certified checkpoint below the one the transfer asked
 	// for (a copy that outlasted a checkpoint interval).
 	olderSnapshots int
@@ -58,7 +61,8 @@ type commitRec struct {
 func newObserver(c *Cluster) *observer {
 	return &observer{c: c, commits: map[uint64]*commitRec{}, stable: map[uint64]wire.Digest{}, held: map[uint64]wire.Digest{},
 		next: map[*node]uint64{}, issued: map[clientTS][]byte{}, accepted: map[clientTS]*pbft.Reply{}, drops: map[string]int{},
-		stats: pbft.Stats{Rejected: map[pbft.Reason]uint64{}}}
+		signed: map[signedKey]wire.Digest{},
+		stats:  pbft.Stats{Rejected: map[pbft.Reason]uint64{}}}
 }
 
 func (o *observer) violation(format string, args ...any) {

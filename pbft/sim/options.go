@@ -24,11 +24,12 @@ const (
 	FaultForge      Fault = "forge"      // a Byzantine replica that forges signatures, certificates and snapshots
 	FaultStale      Fault = "stale"      // a Byzantine replica that replays old messages and floods far-away ones
 	FaultTwins      Fault = "twins"      // two honest instances with the same key, each talking to part of the network
+	FaultWipe       Fault = "wipe"       // a correct replica restarts from an empty disk, with only its signed mark
 )
 
 // AllFaults lists every fault.
 var AllFaults = []Fault{FaultLoss, FaultDup, FaultDelay, FaultPartition, FaultAsym, FaultCrash, FaultSilent,
-	FaultEquivocate, FaultForge, FaultStale, FaultTwins}
+	FaultEquivocate, FaultForge, FaultStale, FaultTwins, FaultWipe}
 
 var byzantineFaults = []Fault{FaultSilent, FaultEquivocate, FaultForge, FaultStale, FaultTwins}
 
@@ -94,6 +95,9 @@ func Plan(seed int64, ns []int, allowed []Fault) Options {
 	// Each allowed fault is on with probability 1/2; Byzantine behaviours go to at most f replicas.
 	var byz []Fault
 	for _, flt := range allowed {
+		if flt == FaultWipe {
+			continue // drawn below, from a stream of its own
+		}
 		if rng.IntN(2) == 0 {
 			continue
 		}
@@ -120,6 +124,11 @@ func Plan(seed int64, ns []int, allowed []Fault) Options {
 	extra := rand.New(rand.NewPCG(uint64(seed), 0xd21fe))
 	o.PipelineMinBatch = []int{0, 0, 2, 4}[extra.IntN(4)]
 	o.DriverDecodes = extra.IntN(2) == 0
+	// The wipe fault came later still, with a stream of its own for the same reason. A third of the seeds
+	// that allow it get it: enough for the CI budget to wipe replicas in every fault mix.
+	if slices.Contains(allowed, FaultWipe) && rand.New(rand.NewPCG(uint64(seed), 0x817e)).IntN(3) == 0 {
+		o.Faults = append(o.Faults, FaultWipe)
+	}
 	return o
 }
 
