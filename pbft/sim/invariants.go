@@ -338,9 +338,15 @@ type Result struct {
 	Dropped    map[string]int
 	// OlderSnapshots counts snapshots installed at a recent certified checkpoint below the one asked for.
 	OlderSnapshots int
+	// Wipes counts restarts from an empty disk.
+	Wipes int
 }
 
 func (o *observer) result() *Result {
+	wipes := 0
+	for _, n := range o.c.nodes {
+		wipes += n.wipes
+	}
 	return &Result{Options: o.c.opt, Violations: o.violations, Ticks: o.c.now / tickEvery, Stats: o.stats,
-		Requests: len(o.accepted), MaxSeq: o.maxSeq, Dropped: o.drops, OlderSnapshots: o.olderSnapshots}
+		Requests: len(o.accepted), MaxSeq: o.maxSeq, Dropped: o.drops, OlderSnapshots: o.olderSnapshots, Wipes: wipes}
 }
