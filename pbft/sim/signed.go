@@ -111,5 +111,5 @@ func (o *observer) signedVote(n *node, kind wire.Kind, view, seq uint64, d wire.
 		o.violation("non-equivocation: %s signed two VIEW-CHANGEs for view %d: %s… and %s…", n.name, view, prev, d)
 		return
 	}
-	o.violation("non-equivocation: %s signed two %sS for view %d seq %d: %s… and %s…", n.name, strings.ToUpper(kind.String()), view, seq, prev, d)
+	o.violation("non-equivocation: %s signed two %ss for view %d seq %d: %s… and %s…", n.name, strings.ToUpper(kind.String()), view, seq, prev, d)
 }

@@ -57,7 +57,7 @@ func TestNonEquivocationInvariant(t *testing.T) {
 	}
 	c.stopped = false
 	c.obs.onSent(r1, sealed(t, c, 1, wire.KindPrepare, &pbft.Prepare{View: 3, Seq: 17, Digest: digest(0xcd)}))
-	if len(c.obs.violations) != 1 || !strings.Contains(c.obs.violations[0], "r1 signed two PREPARES for view 3 seq 17: ab010203") {
+	if len(c.obs.violations) != 1 || !strings.Contains(c.obs.violations[0], "r1 signed two PREPAREs for view 3 seq 17: ab010203") {
 		t.Fatalf("violations: %v", c.obs.violations)
 	}
 
@@ -67,7 +67,7 @@ func TestNonEquivocationInvariant(t *testing.T) {
 	c.obs.onSent(r0, sealed(t, c, 0, wire.KindPrePrepare, &pbft.PrePrepare{View: 4, Seq: 9, Digest: digest(1)}))
 	pp := sealed(t, c, 0, wire.KindPrePrepare, &pbft.PrePrepare{View: 4, Seq: 9, Digest: digest(2)})
 	c.obs.onSent(r0, sealed(t, c, 0, wire.KindNewView, &pbft.NewView{View: 4, PrePrepares: []*wire.Envelope{pp}}))
-	if len(c.obs.violations) != 1 || !strings.Contains(c.obs.violations[0], "r0 signed two PRE-PREPARES for view 4 seq 9") {
+	if len(c.obs.violations) != 1 || !strings.Contains(c.obs.violations[0], "r0 signed two PRE-PREPAREs for view 4 seq 9") {
 		t.Fatalf("violations: %v", c.obs.violations)
 	}
 }
