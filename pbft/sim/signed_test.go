@@ -1,6 +1,7 @@
 package sim
 
 import (
+	"bytes"
 	"strings"
 	"testing"
 
@@ -88,5 +89,50 @@ func TestWipes(t *testing.T) {
 				t.Errorf("%s: no replica was wiped", o)
 			}
 		}
+	}
+}
+
+// A Byzantine replica's forged reply is well formed (its signature and Merkle proof check out, so the
+// client judges it by its result), carries a wrong result of the right size, and f of them do not make a
+// client accept.
+func TestBadReplyOpens(t *testing.T) {
+	c := NewCluster(scenario(1, 7, nil, map[int]Fault{2: FaultForge, 5: FaultEquivocate}), nil)
+	cl := c.clients[0]
+	good := []byte("k1=\x00\x00\x00\x00\x00\x00\x00\x07")
+	reply := func(i int, result []byte) *wire.Envelope {
+		hdr := pbft.ReplyHeader{View: 0, Seq: 4, Replica: uint32(i), Count: 1, Root: replyLeaf(cl.pub, 1, result)}
+		e := sealed(t, c, i, wire.KindReply, &hdr)
+		body, err := wire.Marshal(&pbft.ReplyProof{Client: cl.pub, Timestamp: 1, Result: result})
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.Body = body
+		return e
+	}
+	if r, err := pbft.OpenReply(reply(0, good)); err != nil || !bytes.Equal(r.Result, good) {
+		t.Fatalf("the simulator's reply leaf differs from the engine's: %v", err)
+	}
+	coll := pbft.NewReplyCollector(chainID, c.pubs, c.reg, cl.pub)
+	coll.Await(1)
+	for _, i := range []int{2, 5} {
+		bad := c.nodes[i].byz.badReply(reply(i, good))
+		r, err := pbft.OpenReply(bad)
+		if err != nil || c.reg.Verify(bad) != nil {
+			t.Fatalf("forged reply of r%d does not open: %v", i, err)
+		}
+		if bytes.Equal(r.Result, good) || len(r.Result) != len(good) {
+			t.Fatalf("forged result %q for %q", r.Result, good)
+		}
+		if acc, err := coll.Add(bad); err != nil || acc != nil {
+			t.Fatalf("f forged replies: accepted %v, %v", acc, err)
+		}
+	}
+	for _, i := range []int{0, 1} {
+		if acc, _ := coll.Add(reply(i, good)); acc != nil {
+			t.Fatalf("accepted after %d correct replies", i+1)
+		}
+	}
+	if acc, _ := coll.Add(reply(3, good)); acc == nil || !bytes.Equal(acc.Result, good) {
+		t.Fatalf("f+1 correct replies: accepted %v", acc)
 	}
 }
