@@ -17,7 +17,8 @@ import (
 //  2. checkpoints: stable checkpoints (and the states replicas hold for them) agree across correct replicas;
 //  3. exactly-once: replaying the agreed chain with a reference client table and application, every request
 //     executes at most once, every replica filtered the same requests, and every result a client accepted
-//     is the one the agreed order produces;
+//     is the one the agreed order produces, computed by a correct replica when the client accepted it and
+//     by f+1 correct replicas at the end (Byzantine replicas send wrong results);
 //  4. non-equivocation: no correct replica signs two different PRE-PREPAREs, PREPAREs or COMMITs for one
 //     view and sequence number, or two different VIEW-CHANGEs for one view, in any of its lives (signed.go);
 //  5. liveness: after the fault period every client request completes and every correct replica reaches the
