@@ -261,8 +261,9 @@ func (c *Cluster) scheduleWipes() {
 			correct = append(correct, n)
 		}
 	}
+	// One replica, wiped once or twice: a wiped replica counts against f until it caught up (Plan).
+	n := correct[c.rng.IntN(len(correct))]
 	for k := 1 + c.rng.IntN(2); k > 0; k-- {
-		n := correct[c.rng.IntN(len(correct))]
 		at := c.rng.Int64N(c.healAt)
 		down := int64(20+c.rng.IntN(300)) * tickEvery
 		c.at(at, func() {
