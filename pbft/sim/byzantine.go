@@ -2,6 +2,8 @@ package sim
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
 	"slices"
 
 	"github.com/p2pbft/p2pbft/pbft"
@@ -393,4 +395,42 @@ func (b *byzantine) sparseNewView(e *wire.Envelope) *wire.Envelope {
 		out.PrePrepares = append(out.PrePrepares, b.seal(wire.KindPrePrepare, &pbft.PrePrepare{View: nv.View, Seq: seq, Digest: d}))
 	}
 	return b.seal(wire.KindNewView, out)
+}
+
+// badReply returns the reply a forging or equivocating replica sends in place of env: same request, view
+// and sequence number, and a wrong result of the same size (the last byte, the counter's low byte, changed
+// the same way at every Byzantine replica, so that up to f of them back each other), with a valid signature
+// and Merkle proof of its own over a one-leaf tree. Clients must not accept it: f+1 matching replies include
+// a correct one. nil if env does not open.
+func (b *byzantine) badReply(env *wire.Envelope) *wire.Envelope {
+	r, err := pbft.OpenReply(env)
+	if err != nil || len(r.Result) == 0 {
+		return nil
+	}
+	bad := bytes.Clone(r.Result)
+	bad[len(bad)-1]++
+	hdr := pbft.ReplyHeader{View: r.View, Seq: r.Seq, Replica: r.Replica, Count: 1, Root: replyLeaf(r.Client, r.Timestamp, bad)}
+	e := b.seal(wire.KindReply, &hdr)
+	body, err := wire.Marshal(&pbft.ReplyProof{Client: r.Client, Timestamp: r.Timestamp, Result: bad})
+	if err != nil {
+		return nil
+	}
+	e.Body = body
+	return e
+}
+
+// replyLeaf is the Merkle leaf of one reply, as package pbft computes it (TestBadReplyOpens checks that
+// the two agree, so a forged reply is rejected for its result, not for its form).
+func replyLeaf(client []byte, ts uint64, result []byte) wire.Digest {
+	h := sha256.New()
+	h.Write([]byte{0})
+	h.Write([]byte("p2pbft/reply/v1\x00"))
+	h.Write(binary.BigEndian.AppendUint64(nil, uint64(len(client))))
+	h.Write(client)
+	h.Write(binary.BigEndian.AppendUint64(nil, ts))
+	h.Write(binary.BigEndian.AppendUint64(nil, uint64(len(result))))
+	h.Write(result)
+	var d wire.Digest
+	h.Sum(d[:0])
+	return d
 }

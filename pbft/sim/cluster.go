@@ -167,6 +167,7 @@ func (c *Cluster) Run() *Result {
 		cl.start()
 	}
 	c.scheduleCrashes()
+	c.scheduleWipes()
 	c.at(tickEvery, c.tick)
 	c.at(c.healAt, c.heal)
 	deadline := c.healAt + int64(c.opt.LivenessTicks)*tickEvery
@@ -246,6 +247,54 @@ func (c *Cluster) scheduleCrashes() {
 	}
 }
 
+// scheduleWipes plans restarts from an empty disk: a correct replica crashes, loses its store, its
+// application state and the blocks and snapshots it kept, and restarts later (at the latest when the faults
+// heal) with nothing but its signed mark. It must catch up from the others without contradicting a vote it
+// signed before.
+func (c *Cluster) scheduleWipes() {
+	if !c.opt.has(FaultWipe) {
+		return
+	}
+	var correct []*node
+	for _, n := range c.nodes {
+		if n.correct() {
+			correct = append(correct, n)
+		}
+	}
+	// One replica, wiped once or twice: a wiped replica counts against f until it caught up (Plan).
+	n := correct[c.rng.IntN(len(correct))]
+	for k := 1 + c.rng.IntN(2); k > 0; k-- {
+		at := c.rng.Int64N(c.healAt)
+		down := int64(20+c.rng.IntN(300)) * tickEvery
+		c.at(at, func() {
+			n.wipeNext = true
+			if n.up {
+				n.crash()
+			}
+		})
+		c.at(min(at+down, c.healAt), func() {
+			if !n.up {
+				n.restart()
+			}
+		})
+	}
+}
+
+// wipe empties the replica's disk and application state; only its signed mark survives, and the engine is
+// given it.
+func (n *node) wipe() {
+	n.c.tracef("%s wiped (signed mark view %d seq %d)", n.name, n.mark.View, n.mark.Seq)
+	n.wipeNext = false
+	n.wipes++
+	n.store = memStore{}
+	n.app = newCounterApp()
+	n.blocks = map[uint64]pbft.CommittedBatch{}
+	n.coreSnaps = map[uint64]*pbft.Snapshot{}
+	n.armed = n.mark
+	// The empty replica delivers from the start again (or from a snapshot it installs).
+	n.c.obs.next[n] = 1
+}
+
 // node is one replica instance.
 type node struct {
 	c     *Cluster
@@ -265,6 +314,15 @@ type node struct {
 	stBusy        bool
 	restarts      int
 	low           uint64 // the replica's low watermark as of its last Ready
+
+	// mark is the highest view and sequence number this replica signed in any of its lives (signed.go), as
+	// the node's separately fsynced signed-state file keeps it; it survives wipes. wipeNext makes the next
+	// restart one from an empty disk, and armed is the mark the engine was given at the last such restart:
+	// the votes it covers are gone from the store for good, so every later restart is given it too.
+	mark     pbft.Mark
+	armed    pbft.Mark
+	wipeNext bool
+	wipes    int
 }
 
 func (n *node) correct() bool { return n.byz == nil }
@@ -274,7 +332,9 @@ func (n *node) start(p *pbft.Persisted, applied uint64) {
 	if n.silent() {
 		return
 	}
-	rep, err := pbft.Restart(n.c.config(n.idx), p, applied)
+	cfg := n.c.config(n.idx)
+	cfg.SignedMark = n.armed
+	rep, err := pbft.Restart(cfg, p, applied)
 	if err != nil {
 		n.c.obs.violation("%s: restart failed: %v", n.name, err)
 		return
@@ -296,6 +356,9 @@ func (n *node) crash() {
 
 func (n *node) restart() {
 	n.restarts++
+	if n.wipeNext {
+		n.wipe()
+	}
 	p, err := n.store.persisted()
 	if err != nil {
 		n.c.obs.violation("%s: persisted state does not decode: %v", n.name, err)
@@ -345,6 +408,7 @@ func (n *node) process() {
 			return
 		}
 		for _, m := range rd.Messages {
+			n.c.obs.onSent(n, m.Env)
 			n.c.net.sendReplica(n, m)
 		}
 		for _, rm := range rd.Replies {

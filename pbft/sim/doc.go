@@ -4,22 +4,28 @@
 //
 // A run (Plan derives its Options from the seed) injects, during a fault period: message loss, duplication,
 // long delays that reorder messages, symmetric partitions and one-way link failures that heal, crashes with
-// restarts from the persisted state (sometimes between persisting a Ready and sending it), and up to f
+// restarts from the persisted state (sometimes between persisting a Ready and sending it), restarts of a
+// correct replica from an empty disk with only its signed mark (pbft.Config.SignedMark, the highest view and
+// sequence number it signed in earlier lives, which the node keeps in a file of its own), and up to f
 // Byzantine replicas: silent; equivocating (different batches and votes to different replicas, and, as a new
-// primary, NEW-VIEWs built from the view changes with the fewest prepared certificates); forging (another
-// replica's name on its signature, VIEW-CHANGEs with fabricated prepared certificates, tampered commit
-// certificates and snapshots, stalling as primary to force the view changes where a fabricated certificate
-// would win); stale (replays of recorded messages, votes outside the window and for far-future views,
-// checkpoints far ahead); and twins (two honest instances with the same key, each talking to part of the
-// network). Replicas catch up by fetch, by snapshot, or by committed blocks handed in with ApplyCommitted.
+// primary, NEW-VIEWs built from the view changes with the fewest prepared certificates, and wrong results to
+// clients); forging (another replica's name on its signature, VIEW-CHANGEs with fabricated prepared
+// certificates, tampered commit certificates and snapshots, replies with a wrong result of the right size,
+// stalling as primary to force the view changes where a fabricated certificate would win); stale (replays of
+// recorded messages, votes outside the window and for far-future views, checkpoints far ahead); and twins
+// (two honest instances with the same key, each talking to part of the network). Replicas catch up by fetch,
+// by snapshot, or by committed blocks handed in with ApplyCommitted.
 //
 // After the fault period the network heals and crashed replicas restart. The observer checks, during and
 // after the run: agreement (no two correct replicas deliver different batches at one sequence number; dense
 // chains; commit certificates valid); checkpoint agreement (stable checkpoints and held states); exactly-once
 // (a reference replay of the agreed chain executes every request at most once, matches every replica's
-// filtering, and produces every result a client accepted); no safety alarm or state divergence at a correct
-// replica; the memory bounds and that nothing outside (h, H] enters a log; and liveness (every request
-// completes and every correct replica reaches the same point within LivenessTicks after the faults heal).
+// filtering, and produces every result a client accepted, which f+1 correct replicas computed);
+// non-equivocation (no correct replica, in any of its lives, signs two different PRE-PREPAREs, PREPAREs or
+// COMMITs for one view and sequence number, or two different VIEW-CHANGEs for one view: judged from the
+// messages it sent, not from what it stored); no safety alarm or state divergence at a correct replica; the
+// memory bounds and that nothing outside (h, H] enters a log; and liveness (every request completes and every
+// correct replica, wiped ones included, reaches the same point within LivenessTicks after the faults heal).
 //
 // `go test ./pbft/sim` runs 1000 seeds at n=4 and n=7 (150 under the race detector) plus targeted scenarios;
 // the pbftsim command runs long campaigns and replays a failing seed with a trace:

@@ -17,8 +17,11 @@ import (
 //  2. checkpoints: stable checkpoints (and the states replicas hold for them) agree across correct replicas;
 //  3. exactly-once: replaying the agreed chain with a reference client table and application, every request
 //     executes at most once, every replica filtered the same requests, and every result a client accepted
-//     is the one the agreed order produces;
-//  4. liveness: after the fault period every client request completes and every correct replica reaches the
+//     is the one the agreed order produces, computed by a correct replica when the client accepted it and
+//     by f+1 correct replicas at the end (Byzantine replicas send wrong results);
+//  4. non-equivocation: no correct replica signs two different PRE-PREPAREs, PREPAREs or COMMITs for one
+//     view and sequence number, or two different VIEW-CHANGEs for one view, in any of its lives (signed.go);
+//  5. liveness: after the fault period every client request completes and every correct replica reaches the
 //     same point, within LivenessTicks;
 //
 // plus the bounds the core promises (slots inside the window, bounded buffers) and that nothing outside
@@ -38,6 +41,11 @@ type observer struct {
 	finished   bool
 	lastIssue  int64
 	transfers  int
+	signed     map[signedKey]wire.Digest // what correct replicas signed, across all their lives (signed.go)
+	// produced holds, per request, the results correct replicas computed executing it (by replica index,
+	// across lives); forgedReplies counts replies Byzantine replicas sent with a wrong result.
+	produced      map[clientTS]map[string]map[int]bool
+	forgedReplies int
 	// olderSnapshots counts snapshots installed at a certified checkpoint below the one the transfer asked
 	// for (a copy that outlasted a checkpoint interval).
 	olderSnapshots int
@@ -58,6 +66,7 @@ type commitRec struct {
 func newObserver(c *Cluster) *observer {
 	return &observer{c: c, commits: map[uint64]*commitRec{}, stable: map[uint64]wire.Digest{}, held: map[uint64]wire.Digest{},
 		next: map[*node]uint64{}, issued: map[clientTS][]byte{}, accepted: map[clientTS]*pbft.Reply{}, drops: map[string]int{},
+		signed: map[signedKey]wire.Digest{}, produced: map[clientTS]map[string]map[int]bool{},
 		stats: pbft.Stats{Rejected: map[pbft.Reason]uint64{}}}
 }
 
@@ -80,6 +89,11 @@ func (o *observer) onAccepted(cl *client, r *pbft.Reply) {
 	k := clientTS{string(cl.pub), r.Timestamp}
 	if _, dup := o.accepted[k]; dup {
 		o.violation("client %d accepted request %d twice", cl.id, r.Timestamp)
+	}
+	// f+1 matching replies include a correct replica's, so the result must be one a correct replica
+	// computed by now (finish checks that f+1 of them did by the end).
+	if len(o.produced[k][string(r.Result)]) == 0 {
+		o.violation("replies: client %d accepted %q for request %d, which no correct replica produced", cl.id, r.Result, r.Timestamp)
 	}
 	o.accepted[k] = r
 }
@@ -142,7 +156,24 @@ func (o *observer) checkCert(n *node, cb *pbft.CommittedBatch) {
 	}
 }
 
-func (o *observer) onExecuted(n *node, cb *pbft.CommittedBatch, results [][]byte) {}
+// onExecuted records the results a correct replica computed.
+func (o *observer) onExecuted(n *node, cb *pbft.CommittedBatch, results [][]byte) {
+	if !n.correct() || len(results) != len(cb.Execute) {
+		return
+	}
+	for i, q := range cb.Execute {
+		k := clientTS{string(q.Client), q.Timestamp}
+		byResult := o.produced[k]
+		if byResult == nil {
+			byResult = map[string]map[int]bool{}
+			o.produced[k] = byResult
+		}
+		if byResult[string(results[i])] == nil {
+			byResult[string(results[i])] = map[int]bool{}
+		}
+		byResult[string(results[i])][n.idx] = true
+	}
+}
 
 // onHardState checks checkpoint agreement and that a replica holds the certified state.
 func (o *observer) onHardState(n *node, hs *pbft.HardState) {
@@ -320,6 +351,11 @@ func (o *observer) replay() {
 		if !bytes.Equal(want, r.Result) {
 			o.violation("client accepted %q for %x/%d, the committed order gives %q", r.Result, k.client[:4], k.ts, want)
 		}
+		// Every correct replica either executed the request or installed a certified checkpoint at or
+		// above it, and the first such checkpoint has at least f+1 correct replicas that executed it.
+		if got, f := len(o.produced[k][string(r.Result)]), (o.c.opt.N-1)/3; got < f+1 {
+			o.violation("replies: client accepted %q for %x/%d, produced by %d correct replicas, want f+1 = %d", r.Result, k.client[:4], k.ts, got, f+1)
+		}
 	}
 }
 
@@ -334,9 +370,18 @@ type Result struct {
 	Dropped    map[string]int
 	// OlderSnapshots counts snapshots installed at a recent certified checkpoint below the one asked for.
 	OlderSnapshots int
+	// Wipes counts restarts from an empty disk; ForgedReplies the replies with a wrong result Byzantine
+	// replicas sent.
+	Wipes         int
+	ForgedReplies int
 }
 
 func (o *observer) result() *Result {
+	wipes := 0
+	for _, n := range o.c.nodes {
+		wipes += n.wipes
+	}
 	return &Result{Options: o.c.opt, Violations: o.violations, Ticks: o.c.now / tickEvery, Stats: o.stats,
-		Requests: len(o.accepted), MaxSeq: o.maxSeq, Dropped: o.drops, OlderSnapshots: o.olderSnapshots}
+		Requests: len(o.accepted), MaxSeq: o.maxSeq, Dropped: o.drops, OlderSnapshots: o.olderSnapshots, Wipes: wipes,
+		ForgedReplies: o.forgedReplies}
 }

@@ -197,6 +197,12 @@ func (nw *network) sendReply(src *node, rm pbft.ReplyMessage) {
 		nw.c.obs.violation("%s: reply envelope: %v", src.name, err)
 		return
 	}
+	if src.byz != nil && (src.byz.kind == FaultForge || src.byz.kind == FaultEquivocate) {
+		if bad := src.byz.badReply(env); bad != nil {
+			env = bad
+			nw.c.obs.forgedReplies++
+		}
+	}
 	cl := nw.c.clientByKey(rm.Client)
 	if cl == nil {
 		nw.c.obs.violation("%s: reply to unknown client %x", src.name, rm.Client[:4])

@@ -61,6 +61,8 @@ type Campaign struct {
 	OlderSnapshots     int64 // snapshots installed below the checkpoint asked for
 	CertCommits        uint64
 	Fetches            uint64
+	Wipes              int64 // restarts from an empty disk
+	WipedSeeds         int64 // seeds with at least one
 	Rejected           map[string]uint64
 	ByN                map[int]int64
 }
@@ -116,6 +118,10 @@ func (c *Campaign) add(r *Result) {
 	c.OlderSnapshots += int64(r.OlderSnapshots)
 	c.CertCommits += s.CertCommits
 	c.Fetches += s.Fetches
+	c.Wipes += int64(r.Wipes)
+	if r.Wipes > 0 {
+		c.WipedSeeds++
+	}
 	for k, v := range s.Rejected {
 		c.Rejected[string(k)] += v
 	}

@@ -47,6 +47,8 @@ func TestByzantineBehaviours(t *testing.T) {
 					switch {
 					case kind == FaultSilent && who == 0 && s.NewViews == 0:
 						t.Errorf("%s: a silent primary was not replaced", o)
+					case (kind == FaultForge || kind == FaultEquivocate) && r.ForgedReplies == 0:
+						t.Errorf("%s: no reply with a wrong result was sent", o)
 					case kind == FaultForge && s.Rejected[pbft.ReasonBadCertificate]+uint64(r.Dropped["bad outer signature"]) == 0:
 						t.Errorf("%s: no forgery was caught", o)
 					case kind == FaultStale && s.Rejected[pbft.ReasonOutOfWindow]+s.Rejected[pbft.ReasonStaleView] == 0:

@@ -23,9 +23,9 @@ func TestSeeds(t *testing.T) {
 	}
 	ns := []int{4, 7}
 	camp := RunSeeds(*flagFirst, count, ns, AllFaults, 0, nil)
-	t.Logf("%d seeds (n=4: %d, n=7: %d): %d requests, %d batches, %d view changes, %d new views, %d stable checkpoints, %d state transfers (%d snapshots), %d certificate commits, %d fetches",
+	t.Logf("%d seeds (n=4: %d, n=7: %d): %d requests, %d batches, %d view changes, %d new views, %d stable checkpoints, %d state transfers (%d snapshots), %d certificate commits, %d fetches, %d wipes in %d seeds",
 		camp.Seeds, camp.ByN[4], camp.ByN[7], camp.Requests, camp.Batches, camp.ViewChanges, camp.NewViews, camp.StableCheckpoints,
-		camp.StateTransfers, camp.SnapshotsInstalled, camp.CertCommits, camp.Fetches)
+		camp.StateTransfers, camp.SnapshotsInstalled, camp.CertCommits, camp.Fetches, camp.Wipes, camp.WipedSeeds)
 	for i, r := range camp.Failed {
 		if i == 10 {
 			t.Errorf("... and %d more failing seeds", len(camp.Failed)-10)

@@ -41,9 +41,9 @@ func newCommand() *cobra.Command {
 		Long: `pbftsim runs the deterministic PBFT simulator of package pbft/sim.
 
 Each seed builds a network of replicas (n drawn from -n), clients, and a random mix of the faults allowed by
---faults (loss, dup, delay, partition, asym, crash, and Byzantine replicas: silent, equivocate, forge, stale,
-twins), runs it on a virtual clock, and checks agreement, checkpoint agreement, exactly-once execution, the
-memory bounds, and liveness after the faults heal. The same seed with the same -n and -faults always replays
+--faults (loss, dup, delay, partition, asym, crash, wipe, and Byzantine replicas: silent, equivocate, forge, stale,
+twins), runs it on a virtual clock, and checks agreement, checkpoint agreement, exactly-once execution,
+non-equivocation of correct replicas across restarts and wipes, the memory bounds, and liveness after the faults heal. The same seed with the same -n and -faults always replays
 the same run.
 
 A campaign (--seeds N) runs seeds in parallel, prints progress, and ends with a report; it exits with status 1
@@ -100,9 +100,9 @@ func runOne(seed int64, ns []int, fs []sim.Fault, trace bool) error {
 	opt := sim.Plan(seed, ns, fs)
 	fmt.Println(opt)
 	r := sim.NewCluster(opt, w).Run()
-	fmt.Printf("ticks=%d requests=%d batches=%d view-changes=%d new-views=%d stable-checkpoints=%d state-transfers=%d snapshots=%d cert-commits=%d fetches=%d\n",
+	fmt.Printf("ticks=%d requests=%d batches=%d view-changes=%d new-views=%d stable-checkpoints=%d state-transfers=%d snapshots=%d cert-commits=%d fetches=%d wipes=%d\n",
 		r.Ticks, r.Requests, r.MaxSeq, r.Stats.ViewChanges, r.Stats.NewViews, r.Stats.StableCheckpoints, r.Stats.StateTransfers,
-		r.Stats.SnapshotsInstalled, r.Stats.CertCommits, r.Stats.Fetches)
+		r.Stats.SnapshotsInstalled, r.Stats.CertCommits, r.Stats.Fetches, r.Wipes)
 	fmt.Printf("rejected: %v\ndropped by transport: %v\n", r.Stats.Rejected, r.Dropped)
 	if len(r.Violations) > 0 {
 		for _, v := range r.Violations {
@@ -145,6 +145,7 @@ func runCampaign(first, count int64, ns []int, fs []sim.Fault, workers int, ever
 	fmt.Printf("requests completed:   %d\nbatches committed:    %d (agreed chain length, summed over seeds)\nview changes:         %d VIEW-CHANGEs sent, %d views entered via NEW-VIEW\nstable checkpoints:   %d\nstate transfers:      %d asked, %d by snapshot (%d of an older certified checkpoint)\ncertificate commits:  %d\nfetches:              %d\n",
 		camp.Requests, camp.Batches, camp.ViewChanges, camp.NewViews, camp.StableCheckpoints, camp.StateTransfers,
 		camp.SnapshotsInstalled, camp.OlderSnapshots, camp.CertCommits, camp.Fetches)
+	fmt.Printf("wipes:                %d restarts from an empty disk, in %d seeds\n", camp.Wipes, camp.WipedSeeds)
 	fmt.Printf("rejected by reason:   %v\n", camp.Rejected)
 	fmt.Printf("violations:           %d seeds\n", len(camp.Failed))
 	if len(camp.Failed) > 0 {
