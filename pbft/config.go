@@ -80,7 +80,10 @@ type Config struct {
 	// number <= SignedMark.Seq, and no VIEW-CHANGE or NEW-VIEW for a view <= SignedMark.View, so that it can
 	// never contradict a vote it forgot. It catches up meanwhile like any replica that is behind (it executes
 	// what the others commit, by their certificates or by state transfer), and votes again past the mark.
-	// A view change it starts goes to SignedMark.View+1 at least.
+	// A view change it starts goes to SignedMark.View+1 at least, and until a stable checkpoint covers
+	// SignedMark.Seq it sends no VIEW-CHANGE at all (it moves to the new view silently): its VIEW-CHANGE
+	// could not carry the prepared certificates it forgot, and with f faulty replicas beside it a new view
+	// could then drop a committed batch. Until then it counts as one of the f (f = 0 chains are exempt).
 	SignedMark Mark
 }
 

@@ -109,10 +109,9 @@ func (r *Replica) restoreHardState(hs *HardState) error {
 	}
 	if r.active {
 		r.newViewEnv = hs.NewView
-	} else {
-		if hs.ViewChange == nil {
-			return errors.New("in a view change without its VIEW-CHANGE")
-		}
+	} else if hs.ViewChange != nil {
+		// In a view change with its own VIEW-CHANGE. (Without one it followed the view change silently,
+		// below its signed mark: see startViewChange.)
 		vc, err := DecodeViewChange(hs.ViewChange.Payload)
 		if err != nil {
 			return err

@@ -103,8 +103,9 @@ func TestSignedMarkForbidsForgottenVotes(t *testing.T) {
 }
 
 // A view change a replica starts skips every view its mark covers: it may have sent a VIEW-CHANGE there.
+// (A mark with Seq 0 is covered by the genesis checkpoint: the replica may send VIEW-CHANGEs.)
 func TestSignedMarkViewChangeSkipsCoveredViews(t *testing.T) {
-	tn := newNet(t, 4, func(c *Config) { c.SignedMark = Mark{View: 2, Seq: 10} })
+	tn := newNet(t, 4, func(c *Config) { c.SignedMark = Mark{View: 2, Seq: 0} })
 	tn.reps[1].startViewChange(1)
 	if tn.reps[1].view != 3 || tn.reps[1].ownVC == nil {
 		t.Fatalf("view change went to view %d, want 3", tn.reps[1].view)
@@ -117,5 +118,41 @@ func TestSignedMarkViewChangeSkipsCoveredViews(t *testing.T) {
 		!(Mark{View: 2, Seq: 10}).forbids(wire.KindCommit, 1, 10) || (Mark{View: 2, Seq: 10}).forbids(wire.KindCommit, 1, 11) ||
 		(Mark{View: 2, Seq: 10}).forbids(wire.KindCheckpoint, 0, 4) || (Mark{}).forbids(wire.KindPrepare, 0, 0) {
 		t.Fatal("Mark.forbids")
+	}
+}
+
+// Until a stable checkpoint covers its mark, a replica that forgot votes sends no VIEW-CHANGE (it could
+// not carry the prepared certificates it forgot); it still follows the view change, and the other three
+// make the new view without it. Past the mark's checkpoint it takes part again.
+func TestSignedMarkNoViewChangeUntilCheckpointCoversMark(t *testing.T) {
+	tn := newNet(t, 4, func(c *Config) {
+		if string(c.Signer.PublicKey()) == string(c.Replicas[3]) {
+			c.SignedMark = Mark{View: 0, Seq: 5}
+		}
+	})
+	r := tn.reps[3]
+	r.startViewChange(1)
+	tn.drain(3)
+	if r.view != 1 || r.ownVC != nil || len(sentBy(tn, 3, wire.KindViewChange)) != 0 {
+		t.Fatalf("below its mark: view %d, own VIEW-CHANGE %v, %d sent", r.view, r.ownVC != nil, len(sentBy(tn, 3, wire.KindViewChange)))
+	}
+	if r.Stats().Rejected[ReasonBelowSignedMark] == 0 {
+		t.Fatal("the withheld VIEW-CHANGE was not counted")
+	}
+	for _, i := range []int{0, 1, 2} {
+		tn.reps[i].startViewChange(1)
+		tn.drain(i)
+	}
+	tn.run()
+	for i, rep := range tn.reps {
+		if rep.view != 1 || !rep.active {
+			t.Fatalf("replica %d in view %d (active %v): the new view must form without replica 3", i, rep.view, rep.active)
+		}
+	}
+	r.stable.seq = 5 // a stable checkpoint at the mark
+	r.startViewChange(2)
+	tn.drain(3)
+	if r.ownVC == nil || len(sentBy(tn, 3, wire.KindViewChange)) == 0 {
+		t.Fatal("past its mark the replica still sends no VIEW-CHANGE")
 	}
 }

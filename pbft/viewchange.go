@@ -34,6 +34,13 @@ func (r *Replica) tickTimers() {
 	if !r.active && r.nvDeadline != 0 && r.now >= r.nvDeadline {
 		r.backoff++
 		r.startViewChange(r.view + 1)
+		return
+	}
+	if !r.active && r.ownVC == nil && !r.amnesiac() {
+		// It followed a view change silently while below its signed mark (or restarted in one), and a
+		// stable checkpoint covers the mark now: it takes part again, in the next view (it sent nothing
+		// for this one, but the others may be waiting on it for a quorum).
+		r.startViewChange(r.view + 1)
 	}
 }
 
@@ -44,6 +51,27 @@ func (r *Replica) startViewChange(v uint64) {
 		v = m + 1
 	}
 	if v <= r.view {
+		return
+	}
+	if r.amnesiac() {
+		// It cannot vouch for what it forgot: a VIEW-CHANGE without the prepared certificates it once
+		// voted for could let a new view drop a committed batch (with f faulty replicas beside it). It
+		// moves to v and counts as silent until a stable checkpoint covers its mark; the others' quorum
+		// makes the new view.
+		r.view = v
+		r.active = false
+		r.ownVC = nil
+		r.latestVC[r.id] = nil
+		r.newViewEnv = nil
+		r.hsDirty = true
+		r.progressed = false
+		r.vcQuorum = false
+		r.stopRequestTimer()
+		r.nvDeadline = 0
+		r.stats.ViewChanges++
+		r.stats.count(ReasonBelowSignedMark)
+		r.checkVCQuorum()
+		r.checkJoin()
 		return
 	}
 	vc := r.buildViewChange(v)
@@ -66,6 +94,14 @@ func (r *Replica) startViewChange(v uint64) {
 	r.send(Broadcast, e)
 	r.checkVCQuorum()
 	r.checkJoin()
+}
+
+// amnesiac says whether the replica restarted below its signed mark and no stable checkpoint covers the
+// mark yet: it may have voted for batches it no longer knows. A chain without fault tolerance (f = 0) has
+// no one else to make a new view and is exempt.
+func (r *Replica) amnesiac() bool {
+	m := r.cfg.SignedMark
+	return m != (Mark{}) && r.f > 0 && r.stable.seq < m.Seq
 }
 
 // buildViewChange collects the stable checkpoint and the highest prepared certificate of every sequence

@@ -26,9 +26,10 @@ Use it when the store is damaged ("the data is damaged" at start) or to rejoin f
 must be stopped: reset refuses while a process has the store open. It asks for nothing: without --yes it
 only says what it would delete.
 
-Reset one replica at a time: until it has caught up, a reset replica counts against f (it cannot vouch for
-what it forgot in a view change), so reset replicas not yet caught up, crashed and Byzantine ones together
-must be at most f. Wait until its height in "p2pbft status" reaches the others' before resetting another.`,
+Reset one replica at a time: until it has caught up, a reset replica takes no part in view changes (it
+cannot vouch for what it forgot), so for the chain to stay live, reset replicas not yet caught up, crashed
+and Byzantine ones together must be at most f. Wait until its height in "p2pbft status" has passed the
+others' before resetting another.`,
 		Example: `  p2pbft reset --home ~/.p2pbft          # what would be deleted
   p2pbft reset --home ~/.p2pbft --yes    # delete it`,
 		Args: cobra.NoArgs,

@@ -127,11 +127,11 @@ func Plan(seed int64, ns []int, allowed []Fault) Options {
 	// The wipe fault came later still, with a stream of its own for the same reason. A third of the seeds
 	// that allow it get it: enough for the CI budget to wipe replicas in every fault mix.
 	//
-	// A wiped replica counts against f until it has caught up: its signed mark keeps it from contradicting
-	// a vote it forgot, but its VIEW-CHANGEs lack the prepared certificates it forgot, so a quorum of view
-	// changes may no longer meet every commit quorum in a correct replica that remembers. Such a run has one
-	// wiped replica (cluster.go) and at most f-1 Byzantine ones: the highest-numbered Byzantine replica
-	// turns correct when there would be f.
+	// A wiped replica counts against f until a stable checkpoint covers its signed mark: it sends no
+	// VIEW-CHANGE until then (its VIEW-CHANGEs would lack the prepared certificates it forgot), so with f
+	// Byzantine replicas beside it a view change could not complete. Such a run has one wiped replica
+	// (cluster.go) and at most f-1 Byzantine ones: the highest-numbered Byzantine replica turns correct
+	// when there would be f.
 	if slices.Contains(allowed, FaultWipe) && rand.New(rand.NewPCG(uint64(seed), 0x817e)).IntN(3) == 0 {
 		if len(o.Byzantine) == f && f > 0 {
 			top := -1
