@@ -33,12 +33,13 @@ func TestMetricsLabelsBounded(t *testing.T) {
 	})
 	h := hosts[0]
 	in := collect(t, h)
-	waitFor(t, 20*time.Second, "replicas connected", func() bool { return len(h.ConnectedReplicas()) == 1 })
+	waitFor(t, 30*time.Second, "replicas connected", func() bool { return len(h.ConnectedReplicas()) == 1 })
 	if err := hosts[1].SendToReplica(0, seal(t, keys[1], g.ChainID(), wire.KindCommit, "from-replica")); err != nil {
 		t.Fatal(err)
 	}
 
-	// Real clients: each its own host and key, one request each on a direct stream.
+	// Real clients: each its own host and key, one request each on a direct stream. (The deadlines are
+	// for a machine so loaded that a loopback dial can take seconds.)
 	const clients = 6
 	clientIDs := map[string]bool{}
 	for i := range clients {
@@ -47,7 +48,7 @@ func TestMetricsLabelsBounded(t *testing.T) {
 		ccfg.Bootstrap = []string{h.Addrs()[0].String()}
 		c := startHost(t, ccfg)
 		clientIDs[c.ID().String()] = true
-		waitFor(t, 10*time.Second, "client connected", func() bool { return len(c.ConnectedReplicas()) == 1 })
+		waitFor(t, 30*time.Second, "client connected", func() bool { return len(c.ConnectedReplicas()) == 1 })
 		s, err := c.LibP2P().NewStream(context.Background(), h.ID(), h.msgProto)
 		if err != nil {
 			t.Fatal(err)
@@ -55,11 +56,11 @@ func TestMetricsLabelsBounded(t *testing.T) {
 		if err := writeFrame(s, marshal(t, seal(t, ck, g.ChainID(), wire.KindRequest, fmt.Sprint("req", i)))); err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, 10*time.Second, "request delivered", func() bool { return in.count(payloadIs(fmt.Sprint("req", i))) == 1 })
+		waitFor(t, 30*time.Second, "request delivered", func() bool { return in.count(payloadIs(fmt.Sprint("req", i))) == 1 })
 		s.Close()
 		c.Close()
 	}
-	waitFor(t, 10*time.Second, "replica message delivered", func() bool { return in.count(payloadIs("from-replica")) == 1 })
+	waitFor(t, 30*time.Second, "replica message delivered", func() bool { return in.count(payloadIs("from-replica")) == 1 })
 	before := messageSeries(t, reg)
 
 	// Many more clients, counted directly (seeded, so a failure repeats).
