@@ -66,10 +66,19 @@ func TestTraceMergesReplicas(t *testing.T) {
 	if len(m.Sources) != 4 || slot.Primary != 0 || slot.Origin == 0 || slot.Bytes == 0 {
 		t.Fatalf("sources %+v, slot %+v", m.Sources, *slot)
 	}
+	// A replica that came up late may have committed the slot from a fetched certificate: its record
+	// then lists no votes, but the quorum that committed it (3 of 4) lists theirs.
+	voted := 0
 	for i, r := range slot.Replicas {
-		if r.Replica != i || r.Committed < slot.Origin || r.Executed < r.Committed || len(r.Commits) == 0 {
+		if r.Replica != i || r.Committed < slot.Origin || r.Executed < r.Committed {
 			t.Fatalf("replica %d's record: %+v", i, r)
 		}
+		if len(r.Commits) > 0 {
+			voted++
+		}
+	}
+	if voted < 3 {
+		t.Fatalf("%d replicas list the COMMITs they received, want a quorum of 3: %+v", voted, slot.Replicas)
 	}
 
 	out, err := run(t, "trace", "--api", nodes[0].API, "--api", nodes[1].API, "--api", nodes[2].API,
