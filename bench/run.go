@@ -383,7 +383,7 @@ func connect(ctx context.Context, gen *Generator, cfg Config, t *Target, quorumF
 	if err == nil || ctx.Err() != nil {
 		return err
 	}
-	q := 2*((t.N()-1)/3) + 1
+	q := 2*t.Genesis.F() + 1 // a quorum
 	if err := gen.Connect(ctx, q); err != nil {
 		return err
 	}
