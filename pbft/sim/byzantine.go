@@ -97,6 +97,11 @@ func (b *byzantine) transform(m pbft.Message) []pbft.Message {
 // equivocate sends a different batch or vote to a random part of the replicas.
 func (b *byzantine) equivocate(m pbft.Message) []pbft.Message {
 	rng := b.c.rng
+	if m.Env.Kind == wire.KindFetchReply {
+		if e := b.tamperFetchReply(m); e != nil { // tamper.go
+			return []pbft.Message{{To: m.To, Env: e}}
+		}
+	}
 	if m.To != pbft.Broadcast || (rng.IntN(3) == 0 && m.Env.Kind != wire.KindNewView) {
 		return []pbft.Message{m}
 	}
@@ -172,7 +177,7 @@ func (b *byzantine) equivocate(m pbft.Message) []pbft.Message {
 }
 
 // forge sends the real message, and now and then a forged one: another replica's name on its own signature,
-// a VIEW-CHANGE with fabricated prepared certificates, a fetch reply with a forged commit certificate.
+// a VIEW-CHANGE with fabricated prepared certificates, a fetch reply with an altered certified batch.
 func (b *byzantine) forge(m pbft.Message) []pbft.Message {
 	rng := b.c.rng
 	out := []pbft.Message{m}
@@ -197,12 +202,8 @@ func (b *byzantine) forge(m pbft.Message) []pbft.Message {
 			}
 		}
 	case wire.KindFetchReply:
-		if fr, err := pbft.DecodeFetchReply(m.Env.Payload); err == nil && len(fr.Slots) > 0 && len(fr.Slots[0].Cert) > 0 {
-			c := *fr.Slots[0].Cert[0]
-			c.Sig = append([]byte(nil), c.Sig...)
-			c.Sig[0] ^= 1
-			fr.Slots[0].Cert[0] = &c
-			out = []pbft.Message{{To: m.To, Env: b.seal(wire.KindFetchReply, fr)}}
+		if e := b.tamperFetchReply(m); e != nil { // tamper.go
+			out = []pbft.Message{{To: m.To, Env: e}}
 		}
 	}
 	if rng.IntN(8) == 0 {
@@ -285,15 +286,6 @@ func (b *byzantine) fakeViewChange(vc *pbft.ViewChange) *pbft.ViewChange {
 		out.Prepared = append(out.Prepared, cert)
 	}
 	return &out
-}
-
-// badSnapshot corrupts a snapshot it serves.
-func (b *byzantine) badSnapshot(appDigest wire.Digest, table []byte) (wire.Digest, []byte) {
-	if b.c.rng.IntN(2) == 0 {
-		appDigest[0] ^= 1
-		return appDigest, table
-	}
-	return appDigest, append(append([]byte(nil), table...), 0)
 }
 
 // onTick lets a stale replica replay old messages and flood far-away ones.

@@ -70,7 +70,7 @@ func (cl *client) issue() {
 func (cl *client) armTimer() {
 	cl.gen++
 	gen := cl.gen
-	cl.c.after(clientTimeout, func() {
+	cl.c.after(cl.c.slow.clientTimeout(), func() {
 		if gen != cl.gen || !cl.waiting {
 			return
 		}
@@ -98,7 +98,7 @@ func (cl *client) receive(data []byte) {
 	cl.gen++
 	cl.c.obs.onAccepted(cl, r)
 	cl.done++
-	if cl.done < cl.c.opt.RequestsPerClient {
+	if cl.done < cl.c.opt.RequestsPerClient && !cl.c.slow.hold(cl) {
 		cl.c.after(1+cl.c.rng.Int64N(3*tickEvery), cl.issue)
 	}
 }

@@ -37,10 +37,12 @@ type Cluster struct {
 	healAt  int64
 	stopped bool
 
-	net   network
-	obs   *observer
-	cfgs  []pbft.Config
-	trace io.Writer
+	net    network
+	slow   slowPhase
+	tamper tampering
+	obs    *observer
+	cfgs   []pbft.Config
+	trace  io.Writer
 	// Configure, if set, adjusts every replica's configuration (tests use it).
 	Configure func(*pbft.Config)
 }
@@ -116,6 +118,8 @@ func NewCluster(opt Options, trace io.Writer) *Cluster {
 		}
 	}
 	c.net = newNetwork(c)
+	c.slow = newSlowPhase(c)
+	c.tamper = newTampering(c)
 	for i := 0; i < opt.Clients; i++ {
 		c.clients = append(c.clients, newClient(c, i))
 	}
@@ -216,6 +220,7 @@ func (c *Cluster) heal() {
 			n.restart()
 		}
 	}
+	c.beginSlow()
 }
 
 // scheduleCrashes plans crashes and restarts inside the fault period.
@@ -341,6 +346,7 @@ func (n *node) start(p *pbft.Persisted, applied uint64) {
 	}
 	n.rep = rep
 	n.up = true
+	n.slowRetransmit()
 	n.low = rep.Status().Low
 	n.process()
 }
@@ -485,6 +491,9 @@ func (n *node) doStateTransfer() {
 	}
 	peers := n.c.nodes
 	p := peers[n.c.rng.IntN(len(peers))]
+	if t := n.c.tamperPeer(n); t != nil {
+		p = t
+	}
 	if p.idx == n.idx || !p.up {
 		n.scheduleStateTransfer()
 		return
@@ -517,10 +526,14 @@ func (n *node) doStateTransfer() {
 		return
 	}
 	appDigest, table := cs.AppDigest, cs.ClientTable
-	if p.byz != nil && p.byz.kind == FaultForge {
-		appDigest, table = p.byz.badSnapshot(appDigest, table)
+	if p.tampers() {
+		appDigest, table = p.tamperSnapshot(seq, appDigest, table)
 	}
-	if err := n.rep.CheckSnapshot(seq, appDigest, table); err != nil {
+	err := n.rep.CheckSnapshot(seq, appDigest, table)
+	if p.tampers() {
+		n.c.countSnapshot(err)
+	}
+	if err != nil {
 		if p.correct() && !errors.Is(err, pbft.ErrStale) && !errors.Is(err, pbft.ErrNotSyncing) {
 			n.c.obs.violation("%s: snapshot %d from correct %s rejected: %v", n.name, seq, p.name, err)
 		}
@@ -565,8 +578,12 @@ func (n *node) applyBlocks(p *node, st *pbft.StateTransfer) bool {
 		}
 	}
 	for seq := from; seq <= st.Seq && n.up; seq++ {
-		b := p.blocks[seq]
-		if err := n.rep.ApplyCommitted(seq, b.Batch, b.Cert); err != nil {
+		b, tampered := p.tamperedBlock(seq)
+		err := n.rep.ApplyCommitted(seq, b.Batch, b.Cert)
+		if tampered {
+			n.c.countBlock(err)
+		}
+		if err != nil {
 			if errors.Is(err, pbft.ErrStale) {
 				continue // delivered meanwhile (the previous block let committed slots through)
 			}

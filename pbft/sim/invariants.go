@@ -165,6 +165,7 @@ func (o *observer) onExecuted(n *node, cb *pbft.CommittedBatch, results [][]byte
 		k := clientTS{string(q.Client), q.Timestamp}
 		byResult := o.produced[k]
 		if byResult == nil {
+			o.c.slow.onFresh(o.c)
 			byResult = map[string]map[int]bool{}
 			o.produced[k] = byResult
 		}
@@ -374,6 +375,8 @@ type Result struct {
 	// replicas sent.
 	Wipes         int
 	ForgedReplies int
+	// Adversary counts the slow network's progress and the tampered catch-up answers (slow.go, tamper.go).
+	Adversary AdversaryCounts
 }
 
 func (o *observer) result() *Result {
@@ -383,5 +386,5 @@ func (o *observer) result() *Result {
 	}
 	return &Result{Options: o.c.opt, Violations: o.violations, Ticks: o.c.now / tickEvery, Stats: o.stats,
 		Requests: len(o.accepted), MaxSeq: o.maxSeq, Dropped: o.drops, OlderSnapshots: o.olderSnapshots, Wipes: wipes,
-		ForgedReplies: o.forgedReplies}
+		ForgedReplies: o.forgedReplies, Adversary: o.c.adversaryCounts()}
 }

@@ -91,6 +91,9 @@ func (nw *network) healAll() {
 // delay returns a message delay: short normally, sometimes long (reordering) during the fault period.
 func (nw *network) delay() int64 {
 	c := nw.c
+	if c.slow.active {
+		return c.slow.delay()
+	}
 	d := 1 + c.rng.Int64N(baseDelay)
 	if !nw.healed && c.opt.has(FaultDelay) && c.rng.IntN(10) == 0 {
 		d += c.rng.Int64N(20 * baseDelay)
@@ -186,7 +189,7 @@ func (n *node) receive(data []byte) {
 			return
 		}
 	}
-	_ = n.rep.Step(e)
+	n.c.onStep(e, n.rep.Step(e))
 	n.process()
 }
 

@@ -25,11 +25,12 @@ const (
 	FaultStale      Fault = "stale"      // a Byzantine replica that replays old messages and floods far-away ones
 	FaultTwins      Fault = "twins"      // two honest instances with the same key, each talking to part of the network
 	FaultWipe       Fault = "wipe"       // a correct replica restarts from an empty disk, with only its signed mark
+	FaultSlow       Fault = "slow"       // after the heal, every message takes longer than the base view-change timeout (slow.go)
 )
 
 // AllFaults lists every fault.
 var AllFaults = []Fault{FaultLoss, FaultDup, FaultDelay, FaultPartition, FaultAsym, FaultCrash, FaultSilent,
-	FaultEquivocate, FaultForge, FaultStale, FaultTwins, FaultWipe}
+	FaultEquivocate, FaultForge, FaultStale, FaultTwins, FaultWipe, FaultSlow}
 
 var byzantineFaults = []Fault{FaultSilent, FaultEquivocate, FaultForge, FaultStale, FaultTwins}
 
@@ -95,7 +96,7 @@ func Plan(seed int64, ns []int, allowed []Fault) Options {
 	// Each allowed fault is on with probability 1/2; Byzantine behaviours go to at most f replicas.
 	var byz []Fault
 	for _, flt := range allowed {
-		if flt == FaultWipe {
+		if flt == FaultWipe || flt == FaultSlow {
 			continue // drawn below, from a stream of its own
 		}
 		if rng.IntN(2) == 0 {
@@ -143,6 +144,7 @@ func Plan(seed int64, ns []int, allowed []Fault) Options {
 		}
 		o.Faults = append(o.Faults, FaultWipe)
 	}
+	planSlow(&o, allowed)
 	return o
 }
 

@@ -65,6 +65,7 @@ type Campaign struct {
 	WipedSeeds         int64 // seeds with at least one
 	Rejected           map[string]uint64
 	ByN                map[int]int64
+	Adversary          AdversaryCounts // slow networks and tampered catch-up answers
 }
 
 // RunSeeds runs seeds [first, first+count) on `workers` goroutines (0: GOMAXPROCS). progress, if not nil, is
@@ -125,4 +126,5 @@ func (c *Campaign) add(r *Result) {
 	for k, v := range s.Rejected {
 		c.Rejected[string(k)] += v
 	}
+	c.Adversary.add(r.Adversary)
 }

@@ -104,6 +104,7 @@ func runOne(seed int64, ns []int, fs []sim.Fault, trace bool) error {
 		r.Ticks, r.Requests, r.MaxSeq, r.Stats.ViewChanges, r.Stats.NewViews, r.Stats.StableCheckpoints, r.Stats.StateTransfers,
 		r.Stats.SnapshotsInstalled, r.Stats.CertCommits, r.Stats.Fetches, r.Wipes)
 	fmt.Printf("rejected: %v\ndropped by transport: %v\n", r.Stats.Rejected, r.Dropped)
+	fmt.Printf("adversary: %+v\n", r.Adversary)
 	if len(r.Violations) > 0 {
 		for _, v := range r.Violations {
 			fmt.Println("VIOLATION:", v)
@@ -146,6 +147,11 @@ func runCampaign(first, count int64, ns []int, fs []sim.Fault, workers int, ever
 		camp.Requests, camp.Batches, camp.ViewChanges, camp.NewViews, camp.StableCheckpoints, camp.StateTransfers,
 		camp.SnapshotsInstalled, camp.OlderSnapshots, camp.CertCommits, camp.Fetches)
 	fmt.Printf("wipes:                %d restarts from an empty disk, in %d seeds\n", camp.Wipes, camp.WipedSeeds)
+	a := camp.Adversary
+	fmt.Printf("slow networks:        %d seeds; first new request executed %d ticks after the heal on average, %d at most\n",
+		a.SlowSeeds, a.SlowProgressTicks/max(1, a.SlowSeeds), a.SlowProgressMax)
+	fmt.Printf("tampered answers:     %d fetch replies delivered (%d rejected), %d blocks (%d rejected), %d snapshots (%d rejected)\n",
+		a.FetchReplies, a.FetchRepliesRejected, a.Blocks, a.BlocksRejected, a.Snapshots, a.SnapshotsRejected)
 	fmt.Printf("rejected by reason:   %v\n", camp.Rejected)
 	fmt.Printf("violations:           %d seeds\n", len(camp.Failed))
 	if len(camp.Failed) > 0 {
