@@ -26,6 +26,7 @@ func TestSeeds(t *testing.T) {
 	t.Logf("%d seeds (n=4: %d, n=7: %d): %d requests, %d batches, %d view changes, %d new views, %d stable checkpoints, %d state transfers (%d snapshots), %d certificate commits, %d fetches, %d wipes in %d seeds",
 		camp.Seeds, camp.ByN[4], camp.ByN[7], camp.Requests, camp.Batches, camp.ViewChanges, camp.NewViews, camp.StableCheckpoints,
 		camp.StateTransfers, camp.SnapshotsInstalled, camp.CertCommits, camp.Fetches, camp.Wipes, camp.WipedSeeds)
+	checkAdversaries(t, camp, count >= ciSeeds) // adversary_test.go
 	for i, r := range camp.Failed {
 		if i == 10 {
 			t.Errorf("... and %d more failing seeds", len(camp.Failed)-10)
