@@ -10,13 +10,20 @@
 // Byzantine replicas: silent; equivocating (different batches and votes to different replicas, and, as a new
 // primary, NEW-VIEWs built from the view changes with the fewest prepared certificates, and wrong results to
 // clients); forging (another replica's name on its signature, VIEW-CHANGEs with fabricated prepared
-// certificates, tampered commit certificates and snapshots, replies with a wrong result of the right size,
-// stalling as primary to force the view changes where a fabricated certificate would win); stale (replays of
-// recorded messages, votes outside the window and for far-future views, checkpoints far ahead); and twins
-// (two honest instances with the same key, each talking to part of the network). Replicas catch up by fetch,
-// by snapshot, or by committed blocks handed in with ApplyCommitted.
+// certificates, replies with a wrong result of the right size, stalling as primary to force the view changes
+// where a fabricated certificate would win); stale (replays of recorded messages, votes outside the window
+// and for far-future views, checkpoints far ahead); and twins (two honest instances with the same key, each
+// talking to part of the network). Replicas catch up by fetch, by snapshot, or by committed blocks handed in
+// with ApplyCommitted, and a lagging replica asks a forging or equivocating replica first half of the time:
+// those serve tampered catch-up data of the right size (tamper.go): certified batches in fetch replies and
+// blocks with their requests reordered or replaced, under the real commit certificate or under COMMITs they
+// sign themselves with the certificate's names on them, and snapshots with a changed application digest,
+// a changed client-table row or another checkpoint's state.
 //
-// After the fault period the network heals and crashed replicas restart. The observer checks, during and
+// After the fault period the network heals and crashed replicas restart. In a tenth of the seeds (the slow
+// fault, slow.go) the network then stays slow: every message takes 1.5 to 3 times the base view-change
+// timeout until a correct replica executes a new request, which it must do within a bound derived from the
+// engine's timeout backoff (an engine whose timeout stays at the base never does). The observer checks, during and
 // after the run: agreement (no two correct replicas deliver different batches at one sequence number; dense
 // chains; commit certificates valid); checkpoint agreement (stable checkpoints and held states); exactly-once
 // (a reference replay of the agreed chain executes every request at most once, matches every replica's
@@ -24,8 +31,9 @@
 // non-equivocation (no correct replica, in any of its lives, signs two different PRE-PREPAREs, PREPAREs or
 // COMMITs for one view and sequence number, or two different VIEW-CHANGEs for one view: judged from the
 // messages it sent, not from what it stored); no safety alarm or state divergence at a correct replica; the
-// memory bounds and that nothing outside (h, H] enters a log; and liveness (every request completes and every
-// correct replica, wiped ones included, reaches the same point within LivenessTicks after the faults heal).
+// memory bounds and that nothing outside (h, H] enters a log; and liveness (in a slow run, a new request
+// executes within the bound; every request completes and every correct replica, wiped ones included, reaches
+// the same point within LivenessTicks after the faults heal).
 //
 // `go test ./pbft/sim` runs 1000 seeds at n=4 and n=7 (150 under the race detector) plus targeted scenarios;
 // the pbftsim command runs long campaigns and replays a failing seed with a trace:

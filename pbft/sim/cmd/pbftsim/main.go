@@ -41,10 +41,17 @@ func newCommand() *cobra.Command {
 		Long: `pbftsim runs the deterministic PBFT simulator of package pbft/sim.
 
 Each seed builds a network of replicas (n drawn from -n), clients, and a random mix of the faults allowed by
---faults (loss, dup, delay, partition, asym, crash, wipe, and Byzantine replicas: silent, equivocate, forge, stale,
-twins), runs it on a virtual clock, and checks agreement, checkpoint agreement, exactly-once execution,
-non-equivocation of correct replicas across restarts and wipes, the memory bounds, and liveness after the faults heal. The same seed with the same -n and -faults always replays
-the same run.
+--faults (loss, dup, delay, partition, asym, crash, wipe, slow, and Byzantine replicas: silent, equivocate,
+forge, stale, twins), runs it on a virtual clock, and checks agreement, checkpoint agreement, exactly-once
+execution, non-equivocation of correct replicas across restarts and wipes, the memory bounds, and liveness
+after the faults heal. The same seed with the same -n and -faults always replays the same run.
+
+slow: after the heal every message takes 1.5 to 3 times the base view-change timeout until a new request
+executes, which must happen within a bound derived from the engine's timeout backoff (an engine without the
+backoff never commits). Forging and equivocating replicas serve lagging replicas tampered catch-up data of the
+right size: fetch replies and blocks with altered certified batches (under the real certificate, or under
+COMMITs they sign themselves), and snapshots with an altered application digest or client table, or another
+checkpoint's state. The report counts the slow runs and how many tampered answers the engine rejected.
 
 A campaign (--seeds N) runs seeds in parallel, prints progress, and ends with a report; it exits with status 1
 if any seed violated an invariant, and prints the command that replays each failing seed. --replay S runs one
