@@ -35,6 +35,7 @@ type slowPhase struct {
 	on     bool       // the run has the slow fault
 	active bool       // the network is slow now
 	begun  bool       // the heal happened
+	base   int64      // the base view-change timeout, in time units
 	lo, hi int64      // the range of message delays while slow, in time units
 	bound  int64      // how long after the heal the first progress may take, in time units
 	start  int64
@@ -94,9 +95,9 @@ func (c *Cluster) beginSlow() {
 	s.begun, s.active, s.start = true, true, c.now
 	// From the configuration as the replicas have it (tests may change it after NewCluster).
 	cfg := c.config(0)
-	base := int64(max(cfg.RequestTimeout, cfg.NewViewTimeout)) * tickEvery
-	s.lo, s.hi = base*3/2, 3*base
-	s.bound = slowBound(base, s.hi, cfg.MaxBackoff)
+	s.base = int64(max(cfg.RequestTimeout, cfg.NewViewTimeout)) * tickEvery
+	s.lo, s.hi = s.base*3/2, 3*s.base
+	s.bound = slowBound(s.base, s.hi, cfg.MaxBackoff)
 	c.tracef("slow network: messages take %d..%d units until a new request executes (bound %d ticks)", s.lo, s.hi, s.bound/tickEvery)
 	for _, n := range c.nodes {
 		n.slowRetransmit()
@@ -108,7 +109,7 @@ func (c *Cluster) beginSlow() {
 	c.at(c.now+s.bound, func() {
 		if s.active {
 			c.obs.violation("liveness (slow network): no new request executed within %d ticks of the heal, with every message taking %d..%d ticks (base view-change timeout %d ticks)",
-				s.bound/tickEvery, s.lo/tickEvery, s.hi/tickEvery, 2*s.lo/3/tickEvery)
+				s.bound/tickEvery, s.lo/tickEvery, s.hi/tickEvery, s.base/tickEvery)
 		}
 	})
 }
