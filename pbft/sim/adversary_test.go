@@ -10,8 +10,8 @@ import (
 func checkAdversaries(t *testing.T, camp *Campaign, full bool) {
 	t.Helper()
 	a := camp.Adversary
-	t.Logf("slow networks in %d seeds: first new request executed %d ticks after the heal on average, %d at most; tampered answers: %d fetch replies delivered (%d rejected), %d blocks (%d rejected), %d snapshots (%d rejected)",
-		a.SlowSeeds, a.SlowProgressTicks/max(1, a.SlowSeeds), a.SlowProgressMax, a.FetchReplies, a.FetchRepliesRejected,
+	t.Logf("slow networks in %d seeds, %d of which progressed: the first request issued after the heal executed %d ticks after it on average, %d at most; tampered answers: %d fetch replies delivered (%d rejected), %d blocks (%d rejected), %d snapshots (%d rejected)",
+		a.SlowSeeds, a.SlowProgressed, a.SlowProgressTicks/max(1, a.SlowProgressed), a.SlowProgressMax, a.FetchReplies, a.FetchRepliesRejected,
 		a.Blocks, a.BlocksRejected, a.Snapshots, a.SnapshotsRejected)
 	if a.BlocksRejected != a.Blocks || a.SnapshotsRejected != a.Snapshots {
 		t.Errorf("the engine accepted %d tampered blocks and %d tampered snapshots", a.Blocks-a.BlocksRejected, a.Snapshots-a.SnapshotsRejected)

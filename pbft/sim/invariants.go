@@ -83,6 +83,7 @@ func (o *observer) dropped(why string) { o.drops[why]++ }
 func (o *observer) onIssued(cl *client, ts uint64, op []byte) {
 	o.issued[clientTS{string(cl.pub), ts}] = op
 	o.lastIssue = o.c.now
+	o.c.slow.onIssued(clientTS{string(cl.pub), ts})
 }
 
 func (o *observer) onAccepted(cl *client, r *pbft.Reply) {
@@ -165,7 +166,7 @@ func (o *observer) onExecuted(n *node, cb *pbft.CommittedBatch, results [][]byte
 		k := clientTS{string(q.Client), q.Timestamp}
 		byResult := o.produced[k]
 		if byResult == nil {
-			o.c.slow.onFresh(o.c)
+			o.c.slow.onFresh(o.c, k)
 			byResult = map[string]map[int]bool{}
 			o.produced[k] = byResult
 		}

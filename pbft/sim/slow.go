@@ -13,8 +13,10 @@ import (
 // within slowBound of the heal, which an engine with the backoff meets and one with a fixed timeout never
 // does: committing a batch takes three message delays after a view starts (pre-prepare, prepare, commit),
 // and a NEW-VIEW one more after the VIEW-CHANGEs, each longer than the base timeout, so a replica whose
-// timeout stays at the base abandons every view before anything commits in it, forever. Once the progress
-// is made the network is fast again, so that the run ends under the usual liveness check.
+// timeout stays at the base abandons every view before anything commits in it, forever. Progress counts
+// only for a request issued after the heal: one issued before may still commit on messages sent while the
+// network was fast. Once the progress is made the network is fast again, so that the run ends under the
+// usual liveness check.
 
 // slowOneIn: one seed in slowOneIn that allows the slow fault gets it. A slow run spends about a thousand
 // ticks ramping the timeouts up (more than the rest of an average run); a tenth of the seeds is enough for
@@ -40,6 +42,7 @@ type slowPhase struct {
 	bound  int64      // how long after the heal the first progress may take, in time units
 	start  int64
 	held   []*client
+	issued map[clientTS]bool // the requests issued while slow
 	// progress is how long after the heal the first progress came (-1: none yet).
 	progress int64
 }
@@ -50,6 +53,7 @@ func newSlowPhase(c *Cluster) slowPhase {
 		return s
 	}
 	s.rng = rand.New(rand.NewPCG(uint64(c.opt.Seed), 0x510e2))
+	s.issued = map[clientTS]bool{}
 	return s
 }
 
@@ -114,9 +118,16 @@ func (c *Cluster) beginSlow() {
 	})
 }
 
-// onFresh is called when a correct replica executes a request no correct replica executed before.
-func (s *slowPhase) onFresh(c *Cluster) {
-	if !s.active {
+// onIssued records a request a client issues.
+func (s *slowPhase) onIssued(k clientTS) {
+	if s.active {
+		s.issued[k] = true
+	}
+}
+
+// onFresh is called when a correct replica executes request k, which no correct replica executed before.
+func (s *slowPhase) onFresh(c *Cluster, k clientTS) {
+	if !s.active || !s.issued[k] {
 		return
 	}
 	s.active = false

@@ -32,9 +32,11 @@ import (
 
 // AdversaryCounts counts what the adversaries of slow.go and this file did in a run (or a campaign).
 type AdversaryCounts struct {
-	// SlowSeeds: runs with the slow fault; SlowProgressTicks the sum and SlowProgressMax the maximum of
-	// how long after the heal the first new request executed in them.
+	// SlowSeeds: runs with the slow fault; SlowProgressed those of them in which a request issued after
+	// the heal executed, and SlowProgressTicks the sum and SlowProgressMax the maximum of how long after the
+	// heal it did.
 	SlowSeeds         int64
+	SlowProgressed    int64
 	SlowProgressTicks int64
 	SlowProgressMax   int64
 	// Tampered answers sent, and how many of them the engine rejected: fetch replies (those delivered; a
@@ -47,6 +49,7 @@ type AdversaryCounts struct {
 
 func (a *AdversaryCounts) add(b AdversaryCounts) {
 	a.SlowSeeds += b.SlowSeeds
+	a.SlowProgressed += b.SlowProgressed
 	a.SlowProgressTicks += b.SlowProgressTicks
 	a.SlowProgressMax = max(a.SlowProgressMax, b.SlowProgressMax)
 	a.FetchReplies += b.FetchReplies
@@ -63,6 +66,7 @@ func (c *Cluster) adversaryCounts() AdversaryCounts {
 	if c.slow.on {
 		a.SlowSeeds = 1
 		if c.slow.progress >= 0 {
+			a.SlowProgressed = 1
 			a.SlowProgressTicks = c.slow.progress / tickEvery
 			a.SlowProgressMax = a.SlowProgressTicks
 		}

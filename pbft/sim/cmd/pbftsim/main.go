@@ -155,8 +155,8 @@ func runCampaign(first, count int64, ns []int, fs []sim.Fault, workers int, ever
 		camp.SnapshotsInstalled, camp.OlderSnapshots, camp.CertCommits, camp.Fetches)
 	fmt.Printf("wipes:                %d restarts from an empty disk, in %d seeds\n", camp.Wipes, camp.WipedSeeds)
 	a := camp.Adversary
-	fmt.Printf("slow networks:        %d seeds; first new request executed %d ticks after the heal on average, %d at most\n",
-		a.SlowSeeds, a.SlowProgressTicks/max(1, a.SlowSeeds), a.SlowProgressMax)
+	fmt.Printf("slow networks:        %d seeds, %d of which progressed: the first request issued after the heal executed %d ticks after it on average, %d at most\n",
+		a.SlowSeeds, a.SlowProgressed, a.SlowProgressTicks/max(1, a.SlowProgressed), a.SlowProgressMax)
 	fmt.Printf("tampered answers:     %d fetch replies delivered (%d rejected), %d blocks (%d rejected), %d snapshots (%d rejected)\n",
 		a.FetchReplies, a.FetchRepliesRejected, a.Blocks, a.BlocksRejected, a.Snapshots, a.SnapshotsRejected)
 	fmt.Printf("rejected by reason:   %v\n", camp.Rejected)
