@@ -19,8 +19,8 @@ func checkAdversaries(t *testing.T, camp *Campaign, full bool) {
 	if !full {
 		return
 	}
-	// Under the race detector the budget is 150 seeds: about 15 slow runs, a few hundred tampered fetch
-	// replies, but only a handful of tampered snapshots and blocks; the plain budget has many more.
+	// Under the race detector the budget is 150 seeds: 7 slow runs, a few hundred tampered fetch replies,
+	// but only a handful of tampered snapshots and blocks; the plain budget has many more.
 	if a.SlowSeeds < 5 || a.FetchRepliesRejected < 20 || a.Snapshots < 1 || a.Blocks < 1 {
 		t.Errorf("the CI budget exercised the adversaries too little: %d slow seeds, %d tampered fetch replies rejected, %d tampered snapshots, %d tampered blocks",
 			a.SlowSeeds, a.FetchRepliesRejected, a.Snapshots, a.Blocks)

@@ -20,7 +20,7 @@
 // sign themselves with the certificate's names on them, and snapshots with a changed application digest,
 // a changed client-table row or another checkpoint's state.
 //
-// After the fault period the network heals and crashed replicas restart. In a tenth of the seeds (the slow
+// After the fault period the network heals and crashed replicas restart. In one seed in twenty (the slow
 // fault, slow.go) the network then stays slow: every message takes 1.5 to 3 times the base view-change
 // timeout until a correct replica executes a new request, which it must do within a bound derived from the
 // engine's timeout backoff (an engine whose timeout stays at the base never does). The observer checks, during and
