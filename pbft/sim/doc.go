@@ -14,11 +14,11 @@
 // where a fabricated certificate would win); stale (replays of recorded messages, votes outside the window
 // and for far-future views, checkpoints far ahead); and twins (two honest instances with the same key, each
 // talking to part of the network). Replicas catch up by fetch, by snapshot, or by committed blocks handed in
-// with ApplyCommitted, and a lagging replica asks a forging or equivocating replica first half of the time:
-// those serve tampered catch-up data of the right size (tamper.go): certified batches in fetch replies and
-// blocks with their requests reordered or replaced, under the real commit certificate or under COMMITs they
-// sign themselves with the certificate's names on them, and snapshots with a changed application digest,
-// a changed client-table row or another checkpoint's state.
+// with ApplyCommitted. Forging and equivocating replicas serve tampered catch-up data of the right size
+// (tamper.go), and a replica transferring state asks one of them first half of the time: certified batches
+// in fetch replies and blocks with their requests reordered or replaced, under the real commit certificate
+// or under COMMITs they sign themselves with the certificate's names on them, and snapshots with a changed
+// application digest, a changed client-table row or another checkpoint's state.
 //
 // After the fault period the network heals and crashed replicas restart. In one seed in twenty (the slow
 // fault, slow.go) the network then stays slow: every message takes 1.5 to 3 times the base view-change

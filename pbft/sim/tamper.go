@@ -27,8 +27,9 @@ import (
 // The application state itself is served intact: the simulator's application has no digest of its state
 // to check a copy against (a real application must check it against the application digest).
 //
-// A lagging replica asks a tampering peer first half of the time, so that the CI budget produces many such
-// answers; AdversaryCounts reports how many were sent and how many the engine rejected.
+// A replica transferring state asks a tampering peer first half of the time (fetches go to the peers in
+// turn, the engine's choice), so that the CI budget produces many such answers; AdversaryCounts reports how
+// many were sent and how many the engine rejected.
 
 // AdversaryCounts counts what the adversaries of slow.go and this file did in a run (or a campaign).
 type AdversaryCounts struct {
