@@ -282,3 +282,36 @@ func TestWriteExamplePictures(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestWriteFiles(t *testing.T) {
+	dir := t.TempDir()
+	tr := sample(30, true)
+	tr.Sources = append(tr.Sources, Source{API: "http://127.0.0.1:1", Replica: -1, Error: "connection refused"})
+	if err := WriteFiles(dir, tr, "test"); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, FileJSON))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back Trace
+	if err := json.Unmarshal(b, &back); err != nil || len(back.Slots) != 30 || len(back.ViewChanges) != 1 {
+		t.Fatalf("trace.json: %v, %d slots", err, len(back.Slots))
+	}
+	txt, err := os.ReadFile(filepath.Join(dir, FileText))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"30 slots and 1 view changes from 5 replicas", "http://127.0.0.1:1: no records: connection refused",
+		"== the slowest slot ==\n\nseq 3 ", "== view changes ==", "== the latest 20 slots ==\n\nseq 11 "} {
+		if !strings.Contains(string(txt), want) {
+			t.Errorf("trace.txt lacks %q:\n%s", want, txt)
+		}
+	}
+	for _, name := range []string{FileTimeline, FilePhases} {
+		readPNG(t, filepath.Join(dir, name))
+	}
+	if err := WriteFiles(filepath.Join(dir, "missing"), tr, "test"); err == nil {
+		t.Error("a missing folder: no error")
+	}
+}
