@@ -41,10 +41,15 @@ func newCommand() *cobra.Command {
 		Long: `pbftsim runs the deterministic PBFT simulator of package pbft/sim.
 
 Each seed builds a network of replicas (n drawn from -n), clients, and a random mix of the faults allowed by
---faults (loss, dup, delay, partition, asym, crash, wipe, and Byzantine replicas: silent, equivocate, forge, stale,
-twins), runs it on a virtual clock, and checks agreement, checkpoint agreement, exactly-once execution,
+--faults (loss, dup, delay, partition, asym, crash, wipe, certsplit, and Byzantine replicas: silent, equivocate,
+forge, stale, twins), runs it on a virtual clock, and checks agreement, checkpoint agreement, exactly-once execution,
 non-equivocation of correct replicas across restarts and wipes, the memory bounds, and liveness after the faults heal. The same seed with the same -n and -faults always replays
 the same run.
+
+certsplit is a targeted schedule of deliveries: a batch prepares at one replica only in view v, another batch
+commits at its sequence number in view v+1 without that replica, and the NEW-VIEW of view v+2 holds both
+prepared certificates (the one of the highest view must win). The report counts the rounds and every NEW-VIEW
+whose view changes hold prepared certificates for one sequence number from different views.
 
 A campaign (--seeds N) runs seeds in parallel, prints progress, and ends with a report; it exits with status 1
 if any seed violated an invariant, and prints the command that replays each failing seed. --replay S runs one
