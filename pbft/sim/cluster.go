@@ -38,6 +38,7 @@ type Cluster struct {
 	stopped bool
 
 	net   network
+	split *certSplit // the certsplit schedule, and the count of NEW-VIEWs with certificates from different views
 	obs   *observer
 	cfgs  []pbft.Config
 	trace io.Writer
@@ -116,6 +117,7 @@ func NewCluster(opt Options, trace io.Writer) *Cluster {
 		}
 	}
 	c.net = newNetwork(c)
+	c.split = newCertSplit(c)
 	for i := 0; i < opt.Clients; i++ {
 		c.clients = append(c.clients, newClient(c, i))
 	}

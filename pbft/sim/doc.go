@@ -13,8 +13,11 @@
 // certificates, tampered commit certificates and snapshots, replies with a wrong result of the right size,
 // stalling as primary to force the view changes where a fabricated certificate would win); stale (replays of
 // recorded messages, votes outside the window and for far-future views, checkpoints far ahead); and twins
-// (two honest instances with the same key, each talking to part of the network). Replicas catch up by fetch,
-// by snapshot, or by committed blocks handed in with ApplyCommitted.
+// (two honest instances with the same key, each talking to part of the network). The certsplit fault is a
+// targeted schedule of deliveries (certsplit.go): a batch prepares at one replica only in view v, another
+// batch commits at its sequence number in view v+1 without that replica, and the NEW-VIEW of v+2 holds both
+// prepared certificates, so that the rule choosing the certificate of the highest view decides which batch
+// survives. Replicas catch up by fetch, by snapshot, or by committed blocks handed in with ApplyCommitted.
 //
 // After the fault period the network heals and crashed replicas restart. The observer checks, during and
 // after the run: agreement (no two correct replicas deliver different batches at one sequence number; dense
@@ -27,8 +30,10 @@
 // memory bounds and that nothing outside (h, H] enters a log; and liveness (every request completes and every
 // correct replica, wiped ones included, reaches the same point within LivenessTicks after the faults heal).
 //
-// `go test ./pbft/sim` runs 1000 seeds at n=4 and n=7 (150 under the race detector) plus targeted scenarios;
-// the pbftsim command runs long campaigns and replays a failing seed with a trace:
+// `go test ./pbft/sim` runs 1000 seeds at n=4 and n=7 (150 under the race detector) plus targeted scenarios,
+// and fails if too few NEW-VIEWs held prepared certificates for different batches at one sequence number
+// from different views (runs and campaigns count them); the pbftsim command runs long campaigns and replays
+// a failing seed with a trace:
 //
 //	go run ./pbft/sim/cmd/pbftsim --seeds 100000 -n 4,7,10 --faults all
 //	go run ./pbft/sim/cmd/pbftsim --replay 1234 -n 4,7 --faults all --trace

@@ -65,6 +65,8 @@ type Campaign struct {
 	WipedSeeds         int64 // seeds with at least one
 	Rejected           map[string]uint64
 	ByN                map[int]int64
+	Split              SplitStats // summed over the seeds
+	SplitSeeds         int64      // seeds that drew the certsplit fault
 }
 
 // RunSeeds runs seeds [first, first+count) on `workers` goroutines (0: GOMAXPROCS). progress, if not nil, is
@@ -124,5 +126,9 @@ func (c *Campaign) add(r *Result) {
 	}
 	for k, v := range s.Rejected {
 		c.Rejected[string(k)] += v
+	}
+	c.Split.add(r.Split)
+	if r.Options.has(FaultCertSplit) {
+		c.SplitSeeds++
 	}
 }
