@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -18,10 +19,10 @@ func newTraceCmd() *cobra.Command {
 	var from uint64
 	var limit int
 	var asJSON bool
-	var pngPath, phasesPath string
+	var pngPath, phasesPath, in string
 	var timeout time.Duration
 	cmd := &cobra.Command{
-		Use:   "trace [--dir DIR | --api ADDR...] [--from SEQ] [--limit N] [--json]",
+		Use:   "trace [--dir DIR | --api ADDR... | --in FILE] [--from SEQ] [--limit N] [--json] [--png FILE] [--phases FILE]",
 		Short: "Merge the consensus trace records of every replica into one timeline per slot",
 		Long: `trace fetches GET /v1/trace from every replica of a local testnet (--dir, the folder of
 "p2pbft testnet") or from the replicas whose HTTP APIs are given with --api (repeat it), and lines up their
@@ -36,7 +37,8 @@ the first commit in the new view, in milliseconds after the first VIEW-CHANGE se
 --png FILE draws the latest slots (at most 12) as a swimlane picture: a group of lanes per slot, one lane
 per replica, each phase a coloured bar on a common time axis, the quorum moments marked, and the view
 changes in that time as bands. --phases FILE draws where the time of every slot fetched went, phase by
-phase (a box per phase, over slots and replicas).
+phase (a box per phase, over slots and replicas). --in FILE reads records saved before (the JSON of
+trace --json, or trace.json of a bench or scenario result folder) instead of asking replicas.
 
 Times come from each replica's clock: the timeline is exact on one machine and as good as the clocks'
 synchronisation across machines. Replicas keep the records of their last slots only (trace.slots), and
@@ -44,23 +46,41 @@ none with trace.enabled off.`,
 		Example: `  p2pbft trace --dir testnet/run --limit 5
   p2pbft trace --api 127.0.0.1:26680 --api 127.0.0.1:26681 --from 120 --limit 3
   p2pbft trace --dir testnet/run --json
-  p2pbft trace --dir testnet/run --limit 1000 --png trace.png --phases phases.png`,
+  p2pbft trace --dir testnet/run --limit 1000 --png trace.png --phases phases.png
+  p2pbft trace --in results/crash/trace.json --from 52 --limit 4 --png view-change.png`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if limit < 1 || limit > 10000 {
 				return usagef("--limit %d: want 1 to 10000", limit)
 			}
-			urls, err := traceTargets(dir, apis)
-			if err != nil {
-				return err
-			}
-			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
-			defer cancel()
-			m, err := timeline.Fetch(ctx, nil, urls, timeline.Query{From: from, Limit: limit})
-			if errors.Is(err, timeline.ErrNoAnswer) {
-				return withCode(exitUnavailable, fmt.Errorf("trace: %w", err))
-			} else if err != nil {
-				return err
+			var m *timeline.Trace
+			if in != "" {
+				if dir != "" || len(apis) > 0 {
+					return usagef("give --in, or --dir or --api, not both")
+				}
+				f, err := os.Open(in)
+				if err != nil {
+					return fmt.Errorf("trace: %w", err)
+				}
+				all, err := timeline.Read(f)
+				f.Close()
+				if err != nil {
+					return fmt.Errorf("trace: %s: %w", in, err)
+				}
+				m = all.Select(timeline.Query{From: from, Limit: limit})
+			} else {
+				urls, err := traceTargets(dir, apis)
+				if err != nil {
+					return err
+				}
+				ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
+				defer cancel()
+				m, err = timeline.Fetch(ctx, nil, urls, timeline.Query{From: from, Limit: limit})
+				if errors.Is(err, timeline.ErrNoAnswer) {
+					return withCode(exitUnavailable, fmt.Errorf("trace: %w", err))
+				} else if err != nil {
+					return err
+				}
 			}
 			for _, s := range m.Sources {
 				if s.Error != "" {
@@ -70,6 +90,9 @@ none with trace.enabled off.`,
 				}
 			}
 			title := fmt.Sprintf("p2pbft trace: %d replicas answered", answered(m))
+			if in != "" {
+				title = "p2pbft trace: " + in
+			}
 			if pngPath != "" {
 				if err := timeline.WriteTimelinePNG(m, title, pngPath); err != nil {
 					return err
@@ -93,6 +116,7 @@ none with trace.enabled off.`,
 	f.Uint64Var(&from, "from", 0, "the slots from this sequence number upward (default: the latest)")
 	f.IntVar(&limit, "limit", 20, "at most this many slots")
 	f.BoolVar(&asJSON, "json", false, "print the merged records as JSON")
+	f.StringVar(&in, "in", "", "read merged records saved before (trace --json, or trace.json of a bench or scenario result folder) instead of asking replicas")
 	f.StringVar(&pngPath, "png", "", "also draw the latest slots (at most 12) as a swimlane picture to this PNG file")
 	f.StringVar(&phasesPath, "phases", "", "also draw how long each phase took, over every slot fetched, to this PNG file")
 	f.DurationVar(&timeout, "timeout", 10*time.Second, "give up after this long")

@@ -108,6 +108,26 @@ func TestTraceMergesReplicas(t *testing.T) {
 		}
 	}
 
+	// The merged records saved with --json are read back with --in, as from a result folder.
+	saved, err := run(t, "trace", "--dir", dir, "--json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	savedPath := filepath.Join(pics, "trace.json")
+	if err := os.WriteFile(savedPath, []byte(saved), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	again, err := run(t, "trace", "--in", savedPath, "--from", fmt.Sprint(slot.Seq), "--limit", "1")
+	if err != nil || !strings.Contains(again, fmt.Sprintf("seq %d  view %d  primary 0", slot.Seq, slot.View)) {
+		t.Fatalf("trace --in: %v\n%s", err, again)
+	}
+	if _, err := run(t, "trace", "--in", savedPath, "--dir", dir); exitCode(err) != exitUsage {
+		t.Fatalf("trace with --in and --dir: %v", err)
+	}
+	if _, err := run(t, "trace", "--in", filepath.Join(pics, "trace.png")); err == nil || !strings.Contains(err.Error(), "trace.png") {
+		t.Fatalf("trace --in of a file that is not a trace: %v", err)
+	}
+
 	if _, err := run(t, "trace"); exitCode(err) != exitUsage {
 		t.Fatalf("trace without replicas: %v", err)
 	}

@@ -252,7 +252,7 @@ func writeTimeline(w io.Writer, t *Trace, title string, maxSlots int) error {
 	c := vgimg.NewWith(vgimg.UseWH(11*vg.Inch, height), vgimg.UseDPI(100), vgimg.UseBackgroundColor(color.White))
 	dc := draw.New(c)
 	body := dc
-	body.Max.Y -= vg.Length(entries)*0.14*vg.Inch + 0.1*vg.Inch
+	body.Max.Y -= vg.Length(entries)*0.125*vg.Inch + 0.05*vg.Inch
 	p.Draw(body)
 	strip := dc
 	strip.Min.Y = body.Max.Y
@@ -268,8 +268,10 @@ func durations(t *Trace) [][]float64 {
 		for k := range t.Slots[i].Replicas {
 			r := &t.Slots[i].Replicas[k]
 			for pi, ph := range slotPhases {
+				// A phase that took no time here (both moments came from one fetched certificate) is not
+				// time spent in it.
 				a, b := ph.start(r), ph.end(r)
-				if a != 0 && b != 0 && b >= a {
+				if a != 0 && b > a {
 					out[pi] = append(out[pi], float64(b-a)/1e6)
 				}
 			}

@@ -157,16 +157,60 @@ func Fetch(ctx context.Context, hc *http.Client, urls []string, q Query) (*Trace
 		return nil, fmt.Errorf("timeline: %w: %w", ErrNoAnswer, errors.Join(errs...))
 	}
 	t.Slots, t.ViewChanges = Merge(answered)
-	if q.Limit > 0 && len(t.Slots) > q.Limit {
-		// The replicas' windows differ a little (one is ahead): keep the latest slots, or the first ones
-		// from the sequence number asked for.
+	// The replicas' windows differ a little (one is ahead): keep what was asked for.
+	t.Slots = q.slots(t.Slots)
+	return t, nil
+}
+
+// slots returns the slots of ss (in order) that q selects: from sequence number q.From upward, at most
+// q.Limit of them (the first ones from q.From, or the latest ones without it).
+func (q Query) slots(ss []Slot) []Slot {
+	if q.From > 0 {
+		i := 0
+		for i < len(ss) && ss[i].Seq < q.From {
+			i++
+		}
+		ss = ss[i:]
+	}
+	if q.Limit > 0 && len(ss) > q.Limit {
 		if q.From == 0 {
-			t.Slots = t.Slots[len(t.Slots)-q.Limit:]
-		} else {
-			t.Slots = t.Slots[:q.Limit]
+			return ss[len(ss)-q.Limit:]
+		}
+		return ss[:q.Limit]
+	}
+	return ss
+}
+
+// Select returns a copy of t with the slots q selects (Fetch asks the replicas for the same ones) and
+// the view changes in the time those slots span, or all of them if q selects every slot.
+func (t *Trace) Select(q Query) *Trace {
+	out := &Trace{Sources: t.Sources, Slots: q.slots(t.Slots)}
+	if len(out.Slots) == len(t.Slots) {
+		out.ViewChanges = t.ViewChanges
+		return out
+	}
+	var from, to int64
+	for i := range out.Slots {
+		if o := out.Slots[i].Origin; o != 0 && (from == 0 || o < from) {
+			from = o
+		}
+		to = max(to, out.Slots[i].End())
+	}
+	for _, v := range t.ViewChanges {
+		if v.Origin != 0 && v.Origin <= to && max(v.NewView(), v.Origin) >= from {
+			out.ViewChanges = append(out.ViewChanges, v)
 		}
 	}
-	return t, nil
+	return out
+}
+
+// Read reads a merged trace written as JSON (p2pbft trace --json, or trace.json of a result folder).
+func Read(r io.Reader) (*Trace, error) {
+	var t Trace
+	if err := json.NewDecoder(r).Decode(&t); err != nil {
+		return nil, fmt.Errorf("timeline: read a merged trace: %w", err)
+	}
+	return &t, nil
 }
 
 // getJSON GETs url and decodes its JSON answer into out; an answer other than 200 is an error that quotes

@@ -315,3 +315,33 @@ func TestWriteFiles(t *testing.T) {
 		t.Error("a missing folder: no error")
 	}
 }
+
+func TestSelectAndRead(t *testing.T) {
+	tr := sample(10, true)
+	got := tr.Select(Query{From: 4, Limit: 3})
+	if len(got.Slots) != 3 || got.Slots[0].Seq != 4 || got.Slots[2].Seq != 6 || len(got.ViewChanges) != 0 {
+		t.Fatalf("from 4, limit 3: %d slots from %d, %d view changes", len(got.Slots), got.Slots[0].Seq, len(got.ViewChanges))
+	}
+	if got := tr.Select(Query{Limit: 2}); len(got.Slots) != 2 || got.Slots[0].Seq != 9 {
+		t.Fatalf("latest 2: %+v", got.Slots)
+	}
+	// The view change (after seq 10) is kept with the slots around it.
+	if got := tr.Select(Query{From: 10, Limit: 5}); len(got.Slots) != 1 || len(got.ViewChanges) != 0 {
+		t.Fatalf("from 10: %d slots, %d view changes", len(got.Slots), len(got.ViewChanges))
+	}
+	tr.ViewChanges[0].Origin = tr.Slots[8].Origin + ms1
+	if got := tr.Select(Query{From: 9, Limit: 1}); len(got.ViewChanges) != 1 {
+		t.Fatalf("a view change during seq 9 not kept with it")
+	}
+	var b bytes.Buffer
+	if err := json.NewEncoder(&b).Encode(tr); err != nil {
+		t.Fatal(err)
+	}
+	back, err := Read(&b)
+	if err != nil || len(back.Slots) != 10 || back.Slots[3].Replicas[2].Committed != tr.Slots[3].Replicas[2].Committed {
+		t.Fatalf("Read: %v", err)
+	}
+	if _, err := Read(strings.NewReader("{")); err == nil {
+		t.Error("Read of a truncated file: no error")
+	}
+}
