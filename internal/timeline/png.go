@@ -161,7 +161,7 @@ func writeTimeline(w io.Writer, t *Trace, title string, maxSlots int) error {
 	msAt := func(ns int64) float64 { return float64(ns-origin) / 1e6 }
 
 	rows := max(len(slots)*len(replicas), 1)
-	l := &lanes{xmin: 0, xmax: math.Max(msAt(end), 1), ymin: -0.5, ymax: float64(rows) - 0.5}
+	l := &lanes{xmin: 0, xmax: math.Max(msAt(end)*1.03, 1), ymin: -0.5, ymax: float64(rows) - 0.5}
 	var ticks []plot.Tick
 	rowY := func(k int) float64 { return float64(rows - 1 - k) } // row 0 at the top
 	// The view changes first, so that the bars are drawn over their bands.
