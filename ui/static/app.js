@@ -113,7 +113,14 @@
       f.peers.textContent = reach.length ? reach.join(", ") + " (" + reach.length + " of " + (st.n - 1) + ")" : "none";
       f.pending.textContent = String(st.pending);
     } else {
+      // Keep the last known view and height, said as such: a replica that is down has no role.
       r.card.dataset.role = "unknown";
+      f.role.textContent = "unknown (not answering)";
+      for (const k of ["view", "height"]) {
+        if (f[k].textContent !== "–" && !f[k].textContent.endsWith("(last known)")) f[k].textContent += " (last known)";
+      }
+      f.peers.textContent = "–";
+      f.pending.textContent = "–";
     }
     if (!s.trace_enabled && s.up) f.state.append(" (trace records off)");
     // Announce changes a watcher cares about (the log region is aria-live).
