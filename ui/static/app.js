@@ -167,17 +167,28 @@
     return null;
   }
 
-  // bySeq: seq -> the record of each replica for the highest view it has for that seq.
+  const RANK = { preprepare: 1, prepared: 2, committed: 3, executed: 4 };
+  function rank(s) {
+    const p = phase(s);
+    return p ? RANK[p[0]] : 0;
+  }
+
+  // bySeq: seq -> the record of each replica that got furthest for that seq (a seq re-proposed after a view
+  // change has a record per view; the old view's may be the one that executed), and seqView: seq -> the
+  // highest view any replica has a record of (where new views start).
   function bySeq() {
     const out = new Map();
+    const seqView = new Map();
     for (const r of reps.values()) {
       for (const s of r.slots.values()) {
         let m = out.get(s.seq);
         if (!m) out.set(s.seq, (m = new Map()));
+        seqView.set(s.seq, Math.max(seqView.get(s.seq) ?? 0, s.view));
         const cur = m.get(r.info.index);
-        if (!cur || s.view > cur.view) m.set(r.info.index, s);
+        if (!cur || rank(s) > rank(cur) || (rank(s) === rank(cur) && s.view > cur.view)) m.set(r.info.index, s);
       }
     }
+    out.seqView = seqView;
     return out;
   }
 
@@ -185,7 +196,7 @@
     const keys = [...seqs.keys()].sort((a, b) => a - b).slice(-LANE_SLOTS);
     $("lanes-empty").hidden = keys.length > 0;
     const head = el("tr", {}, el("th", { scope: "col" }, "Replica"));
-    const viewOf = (seq) => Math.max(...[...seqs.get(seq).values()].map((s) => s.view));
+    const viewOf = (seq) => seqs.seqView.get(seq);
     const newView = new Set();
     keys.forEach((seq, k) => {
       const v = viewOf(seq);
