@@ -39,7 +39,8 @@ func findChromium(t *testing.T) string {
 // TestUIBrowser loads the live page of a running 4-replica testnet in headless Chromium: it shows the 4
 // replicas up and new slots arriving under a small load; a click on the primary's kill button (through the
 // control endpoint and Network.Do) kills its process, and the page shows the view change, complete with
-// its first commit, and the replica down. A screenshot of the end state is kept in the test's artifact
+// its first commit, and the replica down; a backup's own page (on its HTTP API) shows it in the new view.
+// Screenshots of the end state are kept in the test's artifact
 // folder (go test -artifacts -outputdir DIR keeps it; the path is logged).
 func TestUIBrowser(t *testing.T) {
 	needE2E(t)
@@ -154,6 +155,16 @@ func TestUIBrowser(t *testing.T) {
 	waitJS("the view change with its first commit", fmt.Sprintf(`[...document.querySelectorAll('#view-changes li[data-complete="true"]')].some(li => +li.dataset.view > %d)`, view), 45*time.Second)
 	waitJS("the new view's first slot marked in the swimlane", `document.querySelector('#lanes thead th.vc') !== null`, 15*time.Second)
 	shoot("live-page.png")
+
+	// A replica's own page (its HTTP API's /ui/) shows that replica, up, in the new view, with its lane.
+	backup := (primary + 1) % net.N()
+	if err := chromedp.Do(bctx, chromedp.Navigate(net.APIURL(backup)+"/ui/")); err != nil {
+		t.Fatalf("load node%d's page: %v", backup, err)
+	}
+	waitJS(fmt.Sprintf("node%d's own page with itself up in view > %d and executed slots", backup, view),
+		fmt.Sprintf(`document.querySelectorAll('#replicas li').length === 1 && document.querySelector('#replicas li[data-replica="%d"][data-up="true"]') !== null && +document.querySelector('#replicas [data-field="view"]').textContent > %d && document.querySelector('#lanes td[data-phase="executed"]') !== null`, backup, view),
+		30*time.Second)
+	shoot("replica-page.png")
 	t.Logf("browser test done in %s (testnet start included)", time.Since(start).Round(time.Millisecond))
 }
 

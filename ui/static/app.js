@@ -69,6 +69,8 @@
       }
       if (r.info.api) {
         fields.api.replaceChildren(el("a", { href: "http://" + r.info.api + "/ui/" }, r.info.api));
+      } else if (hello.mode === "replica") {
+        fields.api.textContent = location.host; // the replica serves this page itself
       }
       const card = el("li", { class: "replica", id: id, "data-replica": String(r.info.index), "data-up": "unknown" },
         el("h3", { id: id + "-h" }, r.info.name), dl);
@@ -280,7 +282,13 @@
     const ol = $("view-changes");
     const items = [...views.keys()].sort((a, b) => a - b).map((v) => {
       const recs = views.get(v);
-      const sent = [...recs.entries()].filter(([, vc]) => vc.view_change_sent).map(([i]) => name(i));
+      // Who sent a VIEW-CHANGE: the replicas shown that sent one, and those they received one from.
+      const senders = new Set();
+      for (const [i, vc] of recs) {
+        if (vc.view_change_sent) senders.add(i);
+        for (const v of vc.view_changes_received || []) senders.add(v.from);
+      }
+      const sent = [...senders].sort((a, b) => a - b).map((i) => "node" + i);
       let start = 0, nv = 0, fc = 0, fcSeq = 0, primary = null;
       for (const [i, vc] of recs) {
         if (vc.view_change_sent && (!start || vc.view_change_sent < start)) start = vc.view_change_sent;
