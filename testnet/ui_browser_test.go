@@ -135,6 +135,12 @@ func TestUIBrowser(t *testing.T) {
 		t.Fatalf("load %s: %v", url, err)
 	}
 	waitJS("4 replicas up", `document.querySelectorAll('#replicas li[data-up="true"]').length === 4`, 30*time.Second)
+	// Keyboard and screen reader: the actions are real buttons, each named with its replica; the event log
+	// and the connection status are live regions.
+	waitJS("named buttons and live regions", fmt.Sprintf(`document.querySelectorAll('#replicas button[aria-label]').length === %d && `+
+		`[...document.querySelectorAll('#replicas button')].every(b => b.tagName === 'BUTTON' && b.type === 'button' && b.getAttribute('aria-label').includes(b.dataset.replica)) && `+
+		`document.querySelector('#log').getAttribute('aria-live') === 'polite' && document.querySelector('#conn').getAttribute('role') === 'status'`,
+		4*(len(Actions)-1)), 5*time.Second)
 	const maxSeq = `Math.max(0, ...[...document.querySelectorAll('#lanes td[data-phase="executed"]')].map(td => +td.dataset.seq))`
 	seq0 := evalInt(maxSeq)
 	waitJS("new executed slots", fmt.Sprintf("%s >= %d", maxSeq, seq0+3), 30*time.Second)
