@@ -36,4 +36,11 @@
 // returns a Go client (package client) that waits for f+1 matching replies. Load drives a closed-loop
 // key-value load at a target rate and records what was acknowledged, so a test can check afterwards that
 // every acknowledged write is in the chain.
+//
+// # The live page
+//
+// ServeUI (`p2pbft testnet --ui`) serves the live page of package ui for every replica: it polls their
+// /v1/status and /v1/trace for the page's event stream, and applies the page's buttons (POST /v1/control,
+// {"action": "kill", "replica": "node0"}) through Do, as the commands of standard input and the control
+// socket are.
 package testnet

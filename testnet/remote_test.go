@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"net/url"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
@@ -184,6 +185,8 @@ func TestRemoteHost(t *testing.T) {
 		args := append([]string{"bench"}, apis...)
 		args = append(args, "--genesis", filepath.Join(net.Dir(), GenesisFile), "--clients", "512",
 			"--duration", "5s", "--requests", "20000", "--warmup", "1s", "--json", "--progress=false")
+		outDir := filepath.Join(t.TempDir(), "result")
+		args = append(args, "--out", outDir)
 		start := time.Now()
 		cmd := client.CommandContext(ctxFor(t, 2*time.Minute), p2pbftBinary, args...)
 		var stderr bytes.Buffer
@@ -204,6 +207,28 @@ func TestRemoteHost(t *testing.T) {
 		for i := range net.N() {
 			if r := refused(t, net, i); len(r) > 0 {
 				t.Errorf("%s refused connections: %v", net.Nodes()[i].Name, r)
+			}
+		}
+		// The result folder holds the replicas' trace records of the run, from all four.
+		b, err := os.ReadFile(filepath.Join(outDir, "trace.json"))
+		if err != nil {
+			t.Fatalf("bench --out: %v", err)
+		}
+		var tr struct {
+			Sources []struct{ Error string }
+			Slots   []struct{ Replicas []struct{ Committed int64 } }
+		}
+		if err := json.Unmarshal(b, &tr); err != nil || len(tr.Sources) != 4 || len(tr.Slots) == 0 {
+			t.Fatalf("trace.json: %v: %d sources, %d slots", err, len(tr.Sources), len(tr.Slots))
+		}
+		for _, s := range tr.Sources {
+			if s.Error != "" {
+				t.Errorf("trace.json: a replica did not answer: %s", s.Error)
+			}
+		}
+		for _, f := range []string{"result.json", "plot.png", "trace.txt", "trace.png", "phases.png"} {
+			if _, err := os.Stat(filepath.Join(outDir, f)); err != nil {
+				t.Errorf("bench --out: %v", err)
 			}
 		}
 	})

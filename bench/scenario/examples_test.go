@@ -152,9 +152,22 @@ func runExample(t *testing.T, file string, extra ...string) {
 		return
 	}
 	// The result folder holds what a rerun needs.
-	for _, f := range []string{"scenario.toml", "run.json", "result.txt", "plot.png", filepath.Join("logs", "node0.log")} {
+	for _, f := range []string{"scenario.toml", "run.json", "result.txt", "plot.png", "trace.json", "trace.txt", "trace.png", "phases.png", filepath.Join("logs", "node0.log")} {
 		if _, err := os.Stat(filepath.Join(out, f)); err != nil {
 			t.Errorf("result folder: %v", err)
+		}
+	}
+	// Its trace records show the view change of a scenario that crashes the primary.
+	if o.Name == "primary-crash" {
+		b, err := os.ReadFile(filepath.Join(out, "trace.json"))
+		var tr struct {
+			ViewChanges []struct{ View uint64 } `json:"view_changes"`
+		}
+		if err == nil {
+			err = json.Unmarshal(b, &tr)
+		}
+		if err != nil || len(tr.ViewChanges) == 0 {
+			t.Errorf("trace.json of %s: %v, %d view changes, want the one the crash caused", o.Name, err, len(tr.ViewChanges))
 		}
 	}
 	if o.Seed != exampleSeed || !strings.Contains(o.Rerun, fmt.Sprintf("--seed %d", exampleSeed)) || o.Figures == nil {

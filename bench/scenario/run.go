@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/p2pbft/p2pbft/bench"
+	"github.com/p2pbft/p2pbft/internal/timeline"
 	"github.com/p2pbft/p2pbft/node/config"
 )
 
@@ -114,6 +115,9 @@ type runner struct {
 	byz      map[int]string // Byzantine replicas and their modes
 	args     map[int][]string
 	previous []int
+
+	// trace is the replicas' consensus records at the end of the run, for the result folder.
+	trace *timeline.Trace
 
 	accepted atomic.Int64
 	wmu      sync.Mutex
@@ -309,7 +313,23 @@ func (r *runner) execute(ctx context.Context, seed int64) error {
 		res.Acked, res.Failed, s.Expect.MaxFailed, s.Expect.MinAccepted, res.Throughput, res.Latency.P50, res.Latency.P99, res.Latency.Max)
 	r.checkDegradation(run.Generator().Records())
 	r.finalChecks(ctx, res)
+	r.collectTrace(ctx)
 	return nil
+}
+
+// collectTrace fetches the replicas' trace records while they still run. A replica that is down (or
+// restarted, and so without the earlier records) only leaves its lanes empty.
+func (r *runner) collectTrace(ctx context.Context) {
+	var urls []string
+	for _, n := range r.t.Snapshot() {
+		urls = append(urls, n.API)
+	}
+	tr, err := timeline.Collect(ctx, urls, 20*time.Second)
+	if err != nil {
+		r.say("trace records: %v", err)
+		return
+	}
+	r.trace = tr
 }
 
 func (r *runner) clock() string {
@@ -887,7 +907,7 @@ func (r *runner) waitCatchUp(ctx context.Context, targets []int, h uint64, bound
 }
 
 // writeResults writes the result folder: the scenario, the outcome (run.json), a table (result.txt), the
-// plot and the replicas' logs.
+// plot, the replicas' trace records (trace.*, phases.png) and their logs.
 func (r *runner) writeResults(runErr error) error {
 	dir := r.opts.Dir
 	var errs []error
@@ -909,6 +929,12 @@ func (r *runner) writeResults(runErr error) error {
 	if r.out.Figures != nil {
 		title := fmt.Sprintf("scenario %s (%s form, n=%d, seed %d)", r.s.Name, r.out.Form, r.s.N, r.out.Seed)
 		if err := bench.WritePlot(r.out.Figures, title, filepath.Join(dir, "plot.png")); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if r.trace != nil {
+		title := fmt.Sprintf("scenario %s (%s form, n=%d, seed %d): the consensus trace", r.s.Name, r.out.Form, r.s.N, r.out.Seed)
+		if err := timeline.WriteFiles(dir, r.trace, title); err != nil {
 			errs = append(errs, err)
 		}
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/p2pbft/p2pbft/bench"
+	"github.com/p2pbft/p2pbft/internal/timeline"
 	"github.com/p2pbft/p2pbft/node/config"
 )
 
@@ -137,8 +138,10 @@ Reported, over the window after --warmup: requests accepted per second and the r
 commit latency p50/p90/p99/max; requests per block; view changes; consensus messages per request (from
 the replicas' /metrics); bytes per request (the replica processes' TCP byte counters, read with ss, for
 local replicas); CPU per replica (/proc/PID/stat for local processes, process_cpu_seconds_total
-otherwise); the load generator's own CPU. --out DIR writes result.json, result.txt and plot.png
-(latency and throughput over time). --half-load then measures an open loop at half the throughput
+otherwise); the load generator's own CPU. --out DIR writes result.json, result.txt and plot.png (latency
+and throughput over time), and the replicas' consensus trace records of the run: trace.json, trace.txt
+(the slowest slot, the view changes, the latest slots), trace.png (the latest slots as swimlanes) and
+phases.png (the time each phase took; see p2pbft trace). --half-load then measures an open loop at half the throughput
 reached (latency at half load).`,
 		Example: `  p2pbft bench                                   # 4 local replicas, 64 closed-loop clients, 20s
   p2pbft bench --n 7 --clients 128 --duration 30s --out results/n7
@@ -179,7 +182,7 @@ reached (latency at half load).`,
 	f.BoolVar(&o.halfLoad, "half-load", false, "afterwards, measure an open loop at half the throughput reached")
 	f.IntSliceVar(&o.sweep, "sweep-clients", nil, "closed loop: measure each of these client counts in turn (e.g. 32,64,128,256) and keep the one with the highest throughput as the peak")
 
-	f.StringVar(&o.out, "out", "", "write result.json, result.txt and plot.png (and half-load.*) into this folder")
+	f.StringVar(&o.out, "out", "", "write result.json, result.txt, plot.png (and half-load.*) and the replicas' trace (trace.*, phases.png) into this folder")
 	f.BoolVar(&o.jsonOut, "json", false, "print the result as JSON instead of a table")
 	f.StringVar(&o.plot, "plot", "", "write the latency and throughput plot to this file (.png or .svg)")
 	f.BoolVar(&o.progress, "progress", true, "print a progress line every second (on standard error)")
@@ -348,6 +351,9 @@ func runBench(ctx context.Context, cmd *cobra.Command, o *benchOptions) error {
 				return err
 			}
 		}
+		if err := writeTraceFiles(ctx, o.out, t, fmt.Sprintf("p2pbft bench, n=%d: the consensus trace of the run", res.N)); err != nil {
+			fmt.Fprintf(errOut, "bench: warning: the trace records: %v\n", err)
+		}
 		fmt.Fprintf(errOut, "bench: results in %s\n", o.out)
 	}
 	if o.plot != "" {
@@ -384,6 +390,20 @@ func writeResultFiles(dir, name string, r *bench.Result, title string) error {
 		plotName = "plot.png"
 	}
 	return bench.WritePlot(r, title, filepath.Join(dir, plotName))
+}
+
+// writeTraceFiles fetches the trace records of the target's replicas and writes them into the result
+// folder (trace.json, trace.txt, trace.png, phases.png). A replica that is down is only left out.
+func writeTraceFiles(ctx context.Context, dir string, t *bench.Target, title string) error {
+	var urls []string
+	for _, n := range t.Snapshot() {
+		urls = append(urls, n.API)
+	}
+	tr, err := timeline.Collect(ctx, urls, 20*time.Second)
+	if err != nil {
+		return err
+	}
+	return timeline.WriteFiles(dir, tr, title)
 }
 
 func describeLoad(l bench.LoadConfig) string {

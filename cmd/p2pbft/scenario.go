@@ -54,6 +54,10 @@ checks what must hold, and writes the result folder:
                   the binary's version, the command to rerun it, and the load's figures and time series
   result.txt      the same for people
   plot.png        latency and throughput over time, with the events marked
+  trace.json      the replicas' consensus trace records at the end of the run (see p2pbft trace), with
+  trace.txt       the slowest slot, the view changes and the latest slots, trace.png the latest slots
+  trace.png       as swimlanes (one lane per replica, phases coloured) and phases.png the time each
+  phases.png      phase took
   logs/           every replica's log (--keep also keeps their keys and data in testnet/)
 
 The replicas are local processes, or with --docker containers on a private docker network (their HTTP

@@ -7,10 +7,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	stdnet "net"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -35,6 +37,9 @@ type testnetOptions struct {
 	noLoad      bool
 	noStdin     bool
 	duration    time.Duration
+	ui          bool
+	uiListen    string
+	uiOpen      bool
 }
 
 // createOptions are the settings of a new testnet folder, the same for `testnet` (when it creates the
@@ -114,11 +119,16 @@ Faults, while it runs: type a command on its standard input,
 (partition and heal need a testnet created with --experiment-admin-api.)
 
 or, from another terminal, "p2pbft testnet kill node1 --dir DIR" (and stop, start, restart, pause,
-resume, nodes). NAME is node0 ... nodeN-1 (or the index).`,
+resume, nodes). NAME is node0 ... nodeN-1 (or the index).
+
+With --ui it also serves a live page (printed at startup, default http://127.0.0.1:26670/ui/): every
+replica (up, view, height, role, reachable peers) with buttons for the same faults, a swimlane of the last
+slots across replicas, the view changes, throughput and latency, updated live.`,
 		Example: `  go run ./cmd/p2pbft testnet
   p2pbft testnet --n 7 --dir /tmp/tn --load-rate 200
   p2pbft testnet kill node0 --dir testnet/run        # from a second terminal
-  p2pbft testnet --duration 30s --no-load              # run for 30 seconds, no demo load`,
+  p2pbft testnet --duration 30s --no-load              # run for 30 seconds, no demo load
+  p2pbft testnet --ui --experiment-admin-api           # with the live page (partition needs the admin API)`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runTestnet(cmd.Context(), cmd, o, opts)
@@ -134,6 +144,9 @@ resume, nodes). NAME is node0 ... nodeN-1 (or the index).`,
 	f.BoolVar(&o.noLoad, "no-load", false, "do not drive a demo load")
 	f.BoolVar(&o.noStdin, "no-stdin", false, "do not read commands from standard input")
 	f.DurationVar(&o.duration, "duration", 0, "stop after this long (0: until interrupted)")
+	f.BoolVar(&o.ui, "ui", false, "serve a live page of the testnet (replicas, slots, view changes, fault buttons) on --ui-listen")
+	f.StringVar(&o.uiListen, "ui-listen", "127.0.0.1:26670", "with --ui: the page's address (port 0 picks a free one; the URL is printed). It has no authentication: keep it on loopback")
+	f.BoolVar(&o.uiOpen, "ui-open", false, "with --ui: also try to open the page in a browser (xdg-open or open)")
 
 	for _, action := range testnet.Actions {
 		cmd.AddCommand(newTestnetActionCmd(action))
@@ -358,6 +371,14 @@ func runTestnet(ctx context.Context, cmd *cobra.Command, o *testnetOptions, opts
 		return err
 	}
 	defer unlock()
+	var uiLn stdnet.Listener
+	if o.ui {
+		// Listen before the replicas start: a taken port fails at once, not after a minute of startup.
+		if uiLn, err = stdnet.Listen("tcp", o.uiListen); err != nil {
+			return fmt.Errorf("--ui-listen %s: %w", o.uiListen, err)
+		}
+		defer uiLn.Close()
+	}
 	var printMu sync.Mutex
 	say := func(format string, args ...any) {
 		printMu.Lock()
@@ -403,6 +424,24 @@ func runTestnet(ctx context.Context, cmd *cobra.Command, o *testnetOptions, opts
 	}
 	cancel()
 	printEndpoints(out, net, o.dir)
+	if uiLn != nil {
+		uiCtx, stopUI := context.WithCancel(ctx)
+		uiDone := make(chan error, 1)
+		go func() {
+			uiDone <- net.ServeUI(uiCtx, uiLn, testnet.UIOptions{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		}()
+		defer func() {
+			stopUI()
+			if err := <-uiDone; err != nil {
+				say("%v", err)
+			}
+		}()
+		url := "http://" + uiLn.Addr().String() + "/ui/"
+		say("live page: %s", url)
+		if o.uiOpen {
+			openBrowser(url, say)
+		}
+	}
 
 	var load *testnet.Load
 	var cl *client.Client
@@ -452,6 +491,18 @@ func runTestnet(ctx context.Context, cmd *cobra.Command, o *testnetOptions, opts
 	}
 	shutdown()
 	return nil
+}
+
+// openBrowser tries to open url in the desktop's browser; failing that it only says so (the URL is
+// printed anyway).
+func openBrowser(url string, say func(string, ...any)) {
+	opener := "xdg-open"
+	if runtime.GOOS == "darwin" {
+		opener = "open"
+	}
+	if err := exec.Command(opener, url).Start(); err != nil {
+		say("could not open a browser (%v): open %s yourself", err, url)
+	}
 }
 
 func printEndpoints(w io.Writer, net *testnet.Network, dir string) {

@@ -3,11 +3,14 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"image/png"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/p2pbft/p2pbft/internal/timeline"
 	"github.com/p2pbft/p2pbft/testnet"
 )
 
@@ -32,8 +35,8 @@ func TestTraceMergesReplicas(t *testing.T) {
 	}
 
 	// The slot is committed; its last records (durable, replies) may still be coming at the backups.
-	var m mergedTrace
-	var slot *mergedSlot
+	var m timeline.Trace
+	var slot *timeline.Slot
 	deadline := time.Now().Add(30 * time.Second)
 	for slot == nil {
 		out, err := run(t, "trace", "--dir", dir, "--json")
@@ -81,8 +84,10 @@ func TestTraceMergesReplicas(t *testing.T) {
 		t.Fatalf("%d replicas list the COMMITs they received, want a quorum of 3: %+v", voted, slot.Replicas)
 	}
 
+	pics := t.TempDir()
 	out, err := run(t, "trace", "--api", nodes[0].API, "--api", nodes[1].API, "--api", nodes[2].API,
-		"--api", nodes[3].API, "--from", fmt.Sprint(slot.Seq), "--limit", "1")
+		"--api", nodes[3].API, "--from", fmt.Sprint(slot.Seq), "--limit", "1",
+		"--png", filepath.Join(pics, "trace.png"), "--phases", filepath.Join(pics, "phases.png"))
 	if err != nil {
 		t.Fatalf("trace --api: %v\n%s", err, out)
 	}
@@ -90,6 +95,37 @@ func TestTraceMergesReplicas(t *testing.T) {
 	if !strings.Contains(out, fmt.Sprintf("seq %d  view %d  primary 0", slot.Seq, slot.View)) ||
 		!strings.Contains(out, "0 (P)") || strings.Count(out, "\n  ") != 5 {
 		t.Fatalf("text trace:\n%s", out)
+	}
+	for _, name := range []string{"trace.png", "phases.png"} {
+		f, err := os.Open(filepath.Join(pics, name))
+		if err != nil {
+			t.Fatalf("--png/--phases: %v", err)
+		}
+		img, err := png.Decode(f)
+		f.Close()
+		if err != nil || img.Bounds().Dx() < 500 {
+			t.Fatalf("%s: %v, %v", name, err, img)
+		}
+	}
+
+	// The merged records saved with --json are read back with --in, as from a result folder.
+	saved, err := run(t, "trace", "--dir", dir, "--json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	savedPath := filepath.Join(pics, "trace.json")
+	if err := os.WriteFile(savedPath, []byte(saved), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	again, err := run(t, "trace", "--in", savedPath, "--from", fmt.Sprint(slot.Seq), "--limit", "1")
+	if err != nil || !strings.Contains(again, fmt.Sprintf("seq %d  view %d  primary 0", slot.Seq, slot.View)) {
+		t.Fatalf("trace --in: %v\n%s", err, again)
+	}
+	if _, err := run(t, "trace", "--in", savedPath, "--dir", dir); exitCode(err) != exitUsage {
+		t.Fatalf("trace with --in and --dir: %v", err)
+	}
+	if _, err := run(t, "trace", "--in", filepath.Join(pics, "trace.png")); err == nil || !strings.Contains(err.Error(), "trace.png") {
+		t.Fatalf("trace --in of a file that is not a trace: %v", err)
 	}
 
 	if _, err := run(t, "trace"); exitCode(err) != exitUsage {

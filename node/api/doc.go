@@ -14,7 +14,10 @@
 //	GET  /v1/blocks/{height}   a block with its commit certificate ("latest" for the head)
 //	GET  /v1/blocks            block summaries (?from=HEIGHT&limit=N, at most 100)
 //	GET  /metrics              Prometheus metrics (the node's registry)
+//	GET  /v1/trace             this replica's trace records (?from=SEQ&limit=N)
 //	GET  /health               200 while the replica's event loop runs, 503 otherwise
+//	GET  /ui/                  the live page of this replica (package ui)
+//	GET  /v1/events            the page's server-sent events: status and new trace records (package ui)
 //
 // With Options.Admin (config [experiment] admin_api), for fault-injection experiments only, and only to
 // clients on loopback:

@@ -21,6 +21,7 @@ import (
 	"github.com/p2pbft/p2pbft/node/store"
 	"github.com/p2pbft/p2pbft/node/trace"
 	"github.com/p2pbft/p2pbft/p2p"
+	"github.com/p2pbft/p2pbft/ui"
 	"github.com/p2pbft/p2pbft/wire"
 )
 
@@ -72,6 +73,8 @@ type Options struct {
 	Admin bool
 	// Pprof serves net/http/pprof under /debug/pprof/, to clients on loopback only ([api] pprof).
 	Pprof bool
+	// UI tunes the live page's event stream (GET /v1/events; package ui): poll interval, clients at once.
+	UI ui.Options
 }
 
 // Relay sends a request to other replicas: PBFT's client broadcast on timeout, which the API does on
@@ -150,6 +153,8 @@ type Server struct {
 	wg     sync.WaitGroup
 
 	adminMu sync.Mutex // serializes partition changes
+
+	events *ui.Streamer // GET /v1/events
 }
 
 // New builds the API for a replica.
@@ -190,6 +195,7 @@ func New(b Backend, opts Options) (*Server, error) {
 	mux.HandleFunc("/v1/blocks", s.only(http.MethodGet, s.handleBlocks))
 	mux.HandleFunc("/v1/trace", s.only(http.MethodGet, s.handleTrace))
 	mux.HandleFunc("/health", s.only(http.MethodGet, s.handleHealth))
+	s.uiRoutes(mux)
 	metrics := promhttp.HandlerFor(b.Gatherer(), promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError})
 	mux.HandleFunc("/metrics", s.only(http.MethodGet, metrics.ServeHTTP))
 	if opts.Admin {
@@ -203,7 +209,7 @@ func New(b Backend, opts Options) (*Server, error) {
 		s.pprofRoutes(mux)
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, "not_found", fmt.Sprintf("no endpoint %s (see /v1/status, /v1/tx, /v1/kv/{key}, /v1/blocks, /metrics, /health)", r.URL.Path))
+		writeError(w, http.StatusNotFound, "not_found", fmt.Sprintf("no endpoint %s (see /v1/status, /v1/tx, /v1/kv/{key}, /v1/blocks, /v1/trace, /v1/events, /ui/, /metrics, /health)", r.URL.Path))
 	})
 	s.handler = logRejected(mux, logs.NewRejections(s.log, "API request", logs.DefaultSummaryInterval))
 	return s, nil

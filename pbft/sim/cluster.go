@@ -38,6 +38,7 @@ type Cluster struct {
 	stopped bool
 
 	net    network
+	split  *certSplit // the certsplit schedule, and the count of NEW-VIEWs with certificates from different views
 	slow   slowPhase
 	tamper tampering
 	obs    *observer
@@ -118,6 +119,7 @@ func NewCluster(opt Options, trace io.Writer) *Cluster {
 		}
 	}
 	c.net = newNetwork(c)
+	c.split = newCertSplit(c)
 	c.slow = newSlowPhase(c)
 	c.tamper = newTampering(c)
 	for i := 0; i < opt.Clients; i++ {

@@ -376,6 +376,9 @@ type Result struct {
 	// replicas sent.
 	Wipes         int
 	ForgedReplies int
+	// Split is what the certsplit schedule did and how many NEW-VIEWs held prepared certificates for one
+	// sequence number from different views (certsplit.go).
+	Split SplitStats
 	// Adversary counts the slow network's progress and the tampered catch-up answers (slow.go, tamper.go).
 	Adversary AdversaryCounts
 }
@@ -387,5 +390,5 @@ func (o *observer) result() *Result {
 	}
 	return &Result{Options: o.c.opt, Violations: o.violations, Ticks: o.c.now / tickEvery, Stats: o.stats,
 		Requests: len(o.accepted), MaxSeq: o.maxSeq, Dropped: o.drops, OlderSnapshots: o.olderSnapshots, Wipes: wipes,
-		ForgedReplies: o.forgedReplies, Adversary: o.c.adversaryCounts()}
+		ForgedReplies: o.forgedReplies, Split: o.c.split.stats(), Adversary: o.c.adversaryCounts()}
 }

@@ -130,6 +130,7 @@ func (nw *network) recipients(src *node, j int) []*node {
 
 // sendReplica sends a replica's outbound message, after the Byzantine behaviour (if any) had its way.
 func (nw *network) sendReplica(src *node, m pbft.Message) {
+	nw.c.split.onSend(src, m.Env)
 	msgs := []pbft.Message{m}
 	if src.byz != nil {
 		msgs = src.byz.transform(m)
@@ -149,8 +150,9 @@ func (nw *network) sendReplica(src *node, m pbft.Message) {
 				}
 			}
 		}
+		cut := nw.c.split.cut(src, m.Env)
 		for _, j := range targets {
-			if !nw.healed && nw.blocked[[2]int{src.idx, j}] {
+			if !nw.healed && (nw.blocked[[2]int{src.idx, j}] || cut != nil && cut(j)) {
 				continue
 			}
 			for _, dst := range nw.recipients(src, j) {

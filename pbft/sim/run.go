@@ -65,6 +65,8 @@ type Campaign struct {
 	WipedSeeds         int64 // seeds with at least one
 	Rejected           map[string]uint64
 	ByN                map[int]int64
+	Split              SplitStats      // summed over the seeds
+	SplitSeeds         int64           // seeds that drew the certsplit fault
 	Adversary          AdversaryCounts // slow networks and tampered catch-up answers
 }
 
@@ -125,6 +127,10 @@ func (c *Campaign) add(r *Result) {
 	}
 	for k, v := range s.Rejected {
 		c.Rejected[string(k)] += v
+	}
+	c.Split.add(r.Split)
+	if r.Options.has(FaultCertSplit) {
+		c.SplitSeeds++
 	}
 	c.Adversary.add(r.Adversary)
 }

@@ -26,6 +26,13 @@ func TestSeeds(t *testing.T) {
 	t.Logf("%d seeds (n=4: %d, n=7: %d): %d requests, %d batches, %d view changes, %d new views, %d stable checkpoints, %d state transfers (%d snapshots), %d certificate commits, %d fetches, %d wipes in %d seeds",
 		camp.Seeds, camp.ByN[4], camp.ByN[7], camp.Requests, camp.Batches, camp.ViewChanges, camp.NewViews, camp.StableCheckpoints,
 		camp.StateTransfers, camp.SnapshotsInstalled, camp.CertCommits, camp.Fetches, camp.Wipes, camp.WipedSeeds)
+	sp := camp.Split
+	t.Logf("certsplit: %d seeds, %d rounds, %d with the batch prepared at one replica only, %d NEW-VIEWs of v+2 with both certificates (%d for different batches); NEW-VIEWs with certificates for one sequence number from different views: %d (%d for different batches)",
+		camp.SplitSeeds, sp.Rounds, sp.Minority, sp.Hits, sp.HitsConflicting, sp.MixedNewViews, sp.ConflictingNewViews)
+	if observed, rounds := certSplitFloors(count); count >= 100 && (sp.ConflictingNewViews < observed || sp.HitsConflicting < rounds) {
+		t.Errorf("%d NEW-VIEWs held certificates for different batches at one sequence number from different views, %d of them at the end of a certsplit round; want at least %d and %d: the certsplit schedule no longer produces them",
+			sp.ConflictingNewViews, sp.HitsConflicting, observed, rounds)
+	}
 	checkAdversaries(t, camp, count >= ciSeeds) // adversary_test.go
 	for i, r := range camp.Failed {
 		if i == 10 {

@@ -41,10 +41,10 @@ func newCommand() *cobra.Command {
 		Long: `pbftsim runs the deterministic PBFT simulator of package pbft/sim.
 
 Each seed builds a network of replicas (n drawn from -n), clients, and a random mix of the faults allowed by
---faults (loss, dup, delay, partition, asym, crash, wipe, slow, and Byzantine replicas: silent, equivocate,
-forge, stale, twins), runs it on a virtual clock, and checks agreement, checkpoint agreement, exactly-once
-execution, non-equivocation of correct replicas across restarts and wipes, the memory bounds, and liveness
-after the faults heal. The same seed with the same -n and -faults always replays the same run.
+--faults (loss, dup, delay, partition, asym, crash, wipe, certsplit, slow, and Byzantine replicas: silent,
+equivocate, forge, stale, twins), runs it on a virtual clock, and checks agreement, checkpoint agreement,
+exactly-once execution, non-equivocation of correct replicas across restarts and wipes, the memory bounds, and
+liveness after the faults heal. The same seed with the same -n and -faults always replays the same run.
 
 slow: after the heal every message takes 1.5 to 3 times the base view-change timeout until a new request
 executes, which must happen within a bound derived from the engine's timeout backoff (an engine without the
@@ -52,6 +52,11 @@ backoff never commits). Forging and equivocating replicas serve lagging replicas
 right size: fetch replies and blocks with altered certified batches (under the real certificate, or under
 COMMITs they sign themselves), and snapshots with an altered application digest or client table, or another
 checkpoint's state. The report counts the slow runs and how many tampered answers the engine rejected.
+
+certsplit is a targeted schedule of deliveries: a batch prepares at one replica only in view v, another batch
+commits at its sequence number in view v+1 without that replica, and the NEW-VIEW of view v+2 holds both
+prepared certificates (the one of the highest view must win). The report counts the rounds and every NEW-VIEW
+whose view changes hold prepared certificates for one sequence number from different views.
 
 A campaign (--seeds N) runs seeds in parallel, prints progress, and ends with a report; it exits with status 1
 if any seed violated an invariant, and prints the command that replays each failing seed. --replay S runs one
@@ -110,6 +115,7 @@ func runOne(seed int64, ns []int, fs []sim.Fault, trace bool) error {
 	fmt.Printf("ticks=%d requests=%d batches=%d view-changes=%d new-views=%d stable-checkpoints=%d state-transfers=%d snapshots=%d cert-commits=%d fetches=%d wipes=%d\n",
 		r.Ticks, r.Requests, r.MaxSeq, r.Stats.ViewChanges, r.Stats.NewViews, r.Stats.StableCheckpoints, r.Stats.StateTransfers,
 		r.Stats.SnapshotsInstalled, r.Stats.CertCommits, r.Stats.Fetches, r.Wipes)
+	fmt.Printf("certsplit: %+v\n", r.Split)
 	fmt.Printf("rejected: %v\ndropped by transport: %v\n", r.Stats.Rejected, r.Dropped)
 	fmt.Printf("adversary: %+v\n", r.Adversary)
 	if len(r.Violations) > 0 {
@@ -154,6 +160,11 @@ func runCampaign(first, count int64, ns []int, fs []sim.Fault, workers int, ever
 		camp.Requests, camp.Batches, camp.ViewChanges, camp.NewViews, camp.StableCheckpoints, camp.StateTransfers,
 		camp.SnapshotsInstalled, camp.OlderSnapshots, camp.CertCommits, camp.Fetches)
 	fmt.Printf("wipes:                %d restarts from an empty disk, in %d seeds\n", camp.Wipes, camp.WipedSeeds)
+	sp := camp.Split
+	fmt.Printf("certsplit:            %d seeds, %d rounds, %d with the batch prepared at one replica only, %d NEW-VIEWs of v+2 with both certificates (%d for different batches)\n",
+		camp.SplitSeeds, sp.Rounds, sp.Minority, sp.Hits, sp.HitsConflicting)
+	fmt.Printf("mixed NEW-VIEWs:      %d with prepared certificates for one sequence number from different views (%d for different batches)\n",
+		sp.MixedNewViews, sp.ConflictingNewViews)
 	a := camp.Adversary
 	fmt.Printf("slow networks:        %d seeds, %d of which progressed: the first request issued after the heal executed %d ticks after it on average, %d at most\n",
 		a.SlowSeeds, a.SlowProgressed, a.SlowProgressTicks/max(1, a.SlowProgressed), a.SlowProgressMax)

@@ -1,0 +1,123 @@
+package testnet
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// fakeController records the actions it is asked to apply.
+type fakeController struct {
+	mu    sync.Mutex
+	calls []string
+	err   error
+}
+
+func (f *fakeController) N() int { return 4 }
+
+func (f *fakeController) Index(name string) (int, bool) {
+	for i, n := range []string{"node0", "node1", "node2", "node3"} {
+		if name == n {
+			return i, true
+		}
+	}
+	return 0, false
+}
+
+func (f *fakeController) Do(_ context.Context, action, name string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls = append(f.calls, action+" "+name)
+	return f.err
+}
+
+func (f *fakeController) Calls() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.calls...)
+}
+
+// POST /v1/control applies a valid action through the controller; a bad action, replica, body or content
+// type is answered 400 (415) with a clear JSON error and applies nothing; a failed action is a 409.
+func TestUIControlEndpoint(t *testing.T) {
+	ctl := &fakeController{}
+	events := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusNoContent) })
+	srv := httptest.NewServer(newUIHandler(ctl, events, UIOptions{ActionTimeout: 10 * time.Second}))
+	defer srv.Close()
+
+	post := func(ctype, body string) (int, map[string]any) {
+		t.Helper()
+		resp, err := http.Post(srv.URL+"/v1/control", ctype, strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var out map[string]any
+		_ = json.NewDecoder(resp.Body).Decode(&out)
+		return resp.StatusCode, out
+	}
+	const js = "application/json"
+	for _, c := range []struct {
+		ctype, body string
+		status      int
+		code, says  string
+	}{
+		{js, `{"action":"explode","replica":"node1"}`, 400, "bad_action", `unknown action "explode" (want one of stop, kill`},
+		{js, `{"action":"","replica":"node1"}`, 400, "bad_action", "unknown action"},
+		{js, `{"action":"kill","replica":"node9"}`, 400, "bad_replica", `no replica "node9" (replicas are node0 to node3`},
+		{js, `{"action":"kill","replica":""}`, 400, "bad_replica", `no replica ""`},
+		{js, `{"action":"kill","replica":"node1","extra":1}`, 400, "bad_json", "unknown field"},
+		{js, `{"action":"kill"`, 400, "bad_json", "decode body"},
+		{"application/x-www-form-urlencoded", `action=kill&replica=node1`, 415, "bad_content_type", "application/json"},
+	} {
+		status, out := post(c.ctype, c.body)
+		msg, _ := out["error"].(string)
+		if status != c.status || out["code"] != c.code || !strings.Contains(msg, c.says) {
+			t.Errorf("%s %s: %d %v, want %d %s %q", c.ctype, c.body, status, out, c.status, c.code, c.says)
+		}
+	}
+	if calls := ctl.Calls(); len(calls) != 0 {
+		t.Fatalf("rejected requests applied actions: %v", calls)
+	}
+
+	if status, out := post(js, `{"action":"kill","replica":"node1"}`); status != 200 || out["action"] != "kill" || out["replica"] != "node1" {
+		t.Fatalf("kill node1: %d %v", status, out)
+	}
+	if status, out := post(js, `{"action":"heal"}`); status != 200 || out["replica"] != "all" {
+		t.Fatalf("heal: %d %v", status, out)
+	}
+	ctl.err = errors.New("node2 is not running")
+	if status, out := post(js, `{"action":"pause","replica":"node2"}`); status != 409 || out["code"] != "action_failed" || !strings.Contains(out["error"].(string), "not running") {
+		t.Fatalf("failed pause: %d %v", status, out)
+	}
+	if calls, want := ctl.Calls(), []string{"kill node1", "heal all", "pause node2"}; strings.Join(calls, ",") != strings.Join(want, ",") {
+		t.Fatalf("applied %v, want %v", calls, want)
+	}
+
+	// GET on the control endpoint is no action; the page and the redirect to it are served.
+	resp, err := http.Get(srv.URL + "/v1/control")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusMethodNotAllowed {
+		t.Fatalf("GET /v1/control: %d", resp.StatusCode)
+	}
+	resp, err = http.Get(srv.URL + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 || resp.Request.URL.Path != "/ui/" || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/html") {
+		t.Fatalf("GET /: %d at %s (%s)", resp.StatusCode, resp.Request.URL.Path, resp.Header.Get("Content-Type"))
+	}
+	if len(ctl.Calls()) != 3 {
+		t.Fatalf("GET requests applied actions: %v", ctl.Calls())
+	}
+}
