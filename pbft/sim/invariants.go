@@ -230,6 +230,9 @@ func (o *observer) checkBounds(n *node) {
 // checkEntries checks that every logged pre-prepare, prepare and commit is inside the window.
 func (o *observer) checkEntries(n *node, rd *pbft.Ready, low, high uint64) {
 	for _, e := range rd.Entries {
+		if len(e.Cert) > 0 && n.correct() {
+			o.checkCertifiedEntry(n, &e) // tamper.go
+		}
 		if e.Env == nil {
 			continue
 		}

@@ -296,3 +296,27 @@ func (c *Cluster) countBlock(err error) {
 		c.tamper.counts.BlocksRejected++
 	}
 }
+
+// checkCertifiedEntry checks that a batch a correct replica logs with a commit certificate (one it committed
+// on the strength of a fetched certificate, or a block it was handed) is the batch the certificate commits.
+// A replica that took a tampered batch might not deliver it at once (it keeps batches by digest), but its log
+// would hold it, for a restart to find or to serve to others.
+func (o *observer) checkCertifiedEntry(n *node, e *pbft.Entry) {
+	c, err := pbft.DecodeCommit(e.Cert[0].Payload)
+	if err != nil {
+		o.violation("%s logged a certified batch at %d whose certificate does not decode: %v", n.name, e.Seq, err)
+		return
+	}
+	reqs, err := pbft.DecodeBatch(e.Batch)
+	if err != nil {
+		o.violation("%s logged a certified batch at %d that does not decode: %v", n.name, e.Seq, err)
+		return
+	}
+	ids := make([]wire.Digest, len(reqs))
+	for i, q := range reqs {
+		ids[i] = q.ID()
+	}
+	if d := pbft.BatchDigest(ids); d != c.Digest || c.Seq != e.Seq {
+		o.violation("agreement: %s logged at %d a batch %s under a commit certificate for %d, %s", n.name, e.Seq, d, c.Seq, c.Digest)
+	}
+}
