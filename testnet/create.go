@@ -5,11 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math/rand/v2"
 	"net"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/multiformats/go-multiaddr"
@@ -345,7 +348,14 @@ func (n *Network) Bootstrap() []string {
 }
 
 // FreePorts returns k distinct ports on host that are free for both TCP and UDP right now.
+//
+// They are drawn at random below the kernel's ephemeral port range (ip_local_port_range), not taken from
+// a listener on port 0: the kernel hands out ephemeral ports to every outgoing connection's source port
+// and every other listener on port 0, so a port chosen that way could be taken by another program between
+// this choice and the replica's bind (it happened in the test suite, where many packages start testnets
+// and connections at once). Below the range only programs that choose a port themselves compete.
 func FreePorts(host string, k int) ([]int, error) {
+	lo, hi := portPool()
 	var ports []int
 	var hold []func()
 	defer func() {
@@ -353,15 +363,22 @@ func FreePorts(host string, k int) ([]int, error) {
 			h()
 		}
 	}()
+	taken := map[int]bool{}
 	for attempts := 0; len(ports) < k; attempts++ {
 		if attempts > 50*k {
-			return nil, fmt.Errorf("testnet: could not find %d free ports on %s", k, host)
+			return nil, fmt.Errorf("testnet: could not find %d free ports on %s in [%d, %d]", k, host, lo, hi)
 		}
-		l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+		port := lo + rand.IntN(hi-lo+1)
+		if taken[port] {
+			continue
+		}
+		l, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(port)))
 		if err != nil {
-			return nil, fmt.Errorf("testnet: find a free port on %s: %w", host, err)
+			if attempts == 0 && !isAddrInUse(err) {
+				return nil, fmt.Errorf("testnet: find a free port on %s: %w", host, err)
+			}
+			continue
 		}
-		port := l.Addr().(*net.TCPAddr).Port
 		u, err := net.ListenPacket("udp", net.JoinHostPort(host, strconv.Itoa(port)))
 		if err != nil {
 			l.Close()
@@ -369,7 +386,30 @@ func FreePorts(host string, k int) ([]int, error) {
 		}
 		// Keep both open until every port is chosen, so none is handed out twice.
 		hold = append(hold, func() { l.Close(); u.Close() })
+		taken[port] = true
 		ports = append(ports, port)
 	}
 	return ports, nil
 }
+
+// portPool returns the ports FreePorts draws from: from 10000 to just below the kernel's ephemeral range
+// (Linux's default range starts at 32768), or 20000-29999 where the range cannot be read or leaves too
+// little below it.
+func portPool() (lo, hi int) {
+	lo, hi = 20000, 29999
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return lo, hi
+	}
+	f := strings.Fields(string(b))
+	if len(f) != 2 {
+		return lo, hi
+	}
+	first, err := strconv.Atoi(f[0])
+	if err != nil || first-1 < 10000+1000 {
+		return lo, hi
+	}
+	return 10000, first - 1
+}
+
+func isAddrInUse(err error) bool { return errors.Is(err, syscall.EADDRINUSE) }

@@ -3,6 +3,8 @@ package testnet
 import (
 	"bytes"
 	"errors"
+	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -121,4 +123,35 @@ func zombie(pid int) bool {
 	}
 	f := strings.Fields(string(b))
 	return len(f) > 2 && f[2] == "Z"
+}
+
+// FreePorts hands out distinct ports, below the kernel's ephemeral range (where outgoing connections and
+// listeners on port 0 could take them before a replica binds), that are free for TCP and UDP.
+func TestFreePortsBelowEphemeralRange(t *testing.T) {
+	lo, hi := portPool()
+	ports, err := FreePorts("127.0.0.1", 16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[int]bool{}
+	for _, p := range ports {
+		if p < lo || p > hi || seen[p] {
+			t.Fatalf("ports %v: %d outside [%d, %d] or twice", ports, p, lo, hi)
+		}
+		seen[p] = true
+		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p)))
+		if err != nil {
+			t.Fatalf("port %d not free after FreePorts: %v", p, err)
+		}
+		l.Close()
+	}
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		var first int
+		if _, err := fmt.Sscan(string(b), &first); err == nil && first > 11000 && hi >= first {
+			t.Fatalf("pool [%d, %d] reaches into the ephemeral range from %d", lo, hi, first)
+		}
+	}
+	if _, err := FreePorts("192.0.2.1", 1); err == nil {
+		t.Error("FreePorts on an address of no interface here: no error")
+	}
 }
