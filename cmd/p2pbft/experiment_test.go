@@ -8,12 +8,14 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/p2pbft/p2pbft/node"
 	"github.com/p2pbft/p2pbft/node/config"
+	"github.com/p2pbft/p2pbft/testnet"
 )
 
 // A Byzantine mode never takes effect without --experiment-byzantine: given by flag or by config.toml,
@@ -53,12 +55,21 @@ func TestStartByzantineNeedsExplicitFlag(t *testing.T) {
 func startSolo(t *testing.T, extra ...string) (string, func()) {
 	t.Helper()
 	h := filepath.Join(t.TempDir(), "solo")
-	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	apiAddr := ln.Addr().String()
-	ln.Close()
+	apiAddr := freeAddr(t)
 	initHome(t, h, "--api", apiAddr)
 	writeGenesis(t, h, loadKey(t, h))
 	return apiAddr, startHome(t, h, apiAddr, extra...)
+}
+
+// freeAddr returns a loopback address whose port is free, drawn as testnet draws its replicas' ports
+// (below the ephemeral range, so that no connection takes it before the replica binds it).
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ports, err := testnet.FreePorts("127.0.0.1", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[0]))
 }
 
 // startHome starts the replica of home h (its API at apiAddr) in process and returns a function that

@@ -126,9 +126,7 @@ func TestStartClearErrors(t *testing.T) {
 func TestStartTxStatusOneReplica(t *testing.T) {
 	dir := t.TempDir()
 	h := filepath.Join(dir, "solo")
-	apiLn, _ := net.Listen("tcp", "127.0.0.1:0")
-	apiAddr := apiLn.Addr().String()
-	apiLn.Close()
+	apiAddr := freeAddr(t)
 	initHome(t, h, "--moniker", "solo", "--api", apiAddr)
 	writeGenesis(t, h, loadKey(t, h))
 
