@@ -45,8 +45,11 @@ func TestMeasureLocal(t *testing.T) {
 		res.Latency.P99 < res.Latency.P50 || res.BatchMean <= 0 || res.MessagesPerRequest <= 0 || res.ReceivedPerRequest <= 0 {
 		t.Fatalf("closed loop: %+v", res)
 	}
-	if res.WindowMs < 2500 || res.WarmupMs < 900 {
-		t.Fatalf("window %v ms after %v ms warmup", res.WindowMs, res.WarmupMs)
+	// The window starts once the 1 s warmup is over and ends when the 4 s of load do. Where exactly depends
+	// on how busy the machine is (the baseline is read when the observer gets to it: 1.6 s in a CI run on a
+	// loaded machine), so only those bounds are checked.
+	if res.WarmupMs < 990 || res.WindowMs <= 0 || res.WarmupMs+res.WindowMs < 3990 {
+		t.Fatalf("window %v ms after %v ms warmup: want it to start after the 1 s warmup and end after the 4 s load", res.WindowMs, res.WarmupMs)
 	}
 	for _, u := range res.Replicas {
 		if u.Cores <= 0 || u.MicrosPerRequest <= 0 || u.Source != "proc" {
