@@ -220,10 +220,16 @@ func (c *cluster) running() []*Node {
 // waitConnected waits until every running replica is connected to every other running one.
 func (c *cluster) waitConnected(d time.Duration) {
 	c.t.Helper()
-	waitFor(c.t, d, "replicas connected", func() bool {
+	// Connected is not enough when consensus messages go over gossip: a message published before the
+	// publisher learned that a peer joined the topic never reaches that peer. An honest replica fetches
+	// what it missed, but a Byzantine one whose fetches are garbage (TestWrongReplyOpens) never would.
+	// WaitForReplicas with a context already cancelled answers from the topic's peers at once.
+	done, cancel := context.WithCancel(context.Background())
+	cancel()
+	waitFor(c.t, d, "replicas connected and on the gossip topic", func() bool {
 		live := c.running()
 		for _, n := range live {
-			if len(n.host.ConnectedReplicas()) < len(live)-1 {
+			if len(n.host.ConnectedReplicas()) < len(live)-1 || n.host.WaitForReplicas(done, len(live)-1) != nil {
 				return false
 			}
 		}
