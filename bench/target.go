@@ -19,8 +19,7 @@ import (
 	"time"
 
 	"github.com/p2pbft/p2pbft/identity"
-	"github.com/p2pbft/p2pbft/node"
-	"github.com/p2pbft/p2pbft/node/api"
+	"github.com/p2pbft/p2pbft/node/api/apitypes"
 	"github.com/p2pbft/p2pbft/node/config"
 	"github.com/p2pbft/p2pbft/testnet"
 )
@@ -275,7 +274,7 @@ func (t *Target) get(ctx context.Context, base, path string) ([]byte, error) {
 		return nil, err
 	}
 	if resp.StatusCode != http.StatusOK {
-		var er api.ErrorResponse
+		var er apitypes.ErrorResponse
 		if json.Unmarshal(b, &er) == nil && er.Error != "" {
 			return nil, &httpError{code: resp.StatusCode, msg: fmt.Sprintf("%s%s: %s", base, path, er.Error)}
 		}
@@ -297,8 +296,8 @@ func isNotFound(err error) bool {
 	return errors.As(err, &he) && he.code == http.StatusNotFound
 }
 
-func (t *Target) statusAt(ctx context.Context, base string) (node.Status, error) {
-	var st node.Status
+func (t *Target) statusAt(ctx context.Context, base string) (apitypes.Status, error) {
+	var st apitypes.Status
 	b, err := t.get(ctx, base, "/v1/status")
 	if err != nil {
 		return st, fmt.Errorf("bench: status: %w", err)
@@ -307,7 +306,7 @@ func (t *Target) statusAt(ctx context.Context, base string) (node.Status, error)
 }
 
 // Status reads node i's status.
-func (t *Target) Status(ctx context.Context, i int) (node.Status, error) {
+func (t *Target) Status(ctx context.Context, i int) (apitypes.Status, error) {
 	return t.statusAt(ctx, t.Nodes[i].API)
 }
 
@@ -321,13 +320,13 @@ func (t *Target) Metrics(ctx context.Context, i int) (Metrics, error) {
 }
 
 // Blocks reads up to limit block summaries of node i from height from.
-func (t *Target) Blocks(ctx context.Context, i int, from uint64, limit int) ([]api.BlockSummary, error) {
+func (t *Target) Blocks(ctx context.Context, i int, from uint64, limit int) ([]apitypes.BlockSummary, error) {
 	b, err := t.get(ctx, t.Nodes[i].API, fmt.Sprintf("/v1/blocks?from=%d&limit=%d", from, limit))
 	if err != nil {
 		return nil, err
 	}
 	var out struct {
-		Blocks []api.BlockSummary `json:"blocks"`
+		Blocks []apitypes.BlockSummary `json:"blocks"`
 	}
 	if err := json.Unmarshal(b, &out); err != nil {
 		return nil, fmt.Errorf("bench: blocks: %w", err)
@@ -336,7 +335,7 @@ func (t *Target) Blocks(ctx context.Context, i int, from uint64, limit int) ([]a
 }
 
 // Block reads block h of node i with its raw encoding; h = 0 reads the latest block (without it).
-func (t *Target) Block(ctx context.Context, i int, h uint64) (*api.Block, error) {
+func (t *Target) Block(ctx context.Context, i int, h uint64) (*apitypes.Block, error) {
 	path := fmt.Sprintf("/v1/blocks/%d", h)
 	if h == 0 {
 		path = "/v1/blocks/latest?raw=false"
@@ -345,7 +344,7 @@ func (t *Target) Block(ctx context.Context, i int, h uint64) (*api.Block, error)
 	if err != nil {
 		return nil, err
 	}
-	var out api.Block
+	var out apitypes.Block
 	if err := json.Unmarshal(b, &out); err != nil {
 		return nil, fmt.Errorf("bench: block %d: %w", h, err)
 	}
@@ -370,7 +369,7 @@ func (t *Target) Post(ctx context.Context, i int, path string, body, out any) er
 	defer resp.Body.Close()
 	rb, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if resp.StatusCode/100 != 2 {
-		var er api.ErrorResponse
+		var er apitypes.ErrorResponse
 		if json.Unmarshal(rb, &er) == nil && er.Error != "" {
 			return &httpError{code: resp.StatusCode, msg: fmt.Sprintf("%s %s: %s", t.Nodes[i].Name, path, er.Error)}
 		}

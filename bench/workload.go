@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/p2pbft/p2pbft/client"
+	clientsession "github.com/p2pbft/p2pbft/client/session"
 	"github.com/p2pbft/p2pbft/identity"
 	"github.com/p2pbft/p2pbft/node/app/kv"
 	"github.com/p2pbft/p2pbft/pbft"
@@ -194,7 +195,7 @@ func (s *session) take(chainID string, w Workload) (prepared, error) {
 func newSessions(base *identity.Key, count, perHost int, w Workload, seed int64) ([]*session, error) {
 	out := make([]*session, count)
 	for i := range out {
-		k, err := client.DeriveSessionKey(base, i)
+		k, err := clientsession.DeriveKey(base, i)
 		if err != nil {
 			return nil, err
 		}

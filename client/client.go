@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/p2pbft/p2pbft/client/session"
 	"github.com/p2pbft/p2pbft/identity"
 	"github.com/p2pbft/p2pbft/p2p"
 	"github.com/p2pbft/p2pbft/pbft"
@@ -45,7 +46,7 @@ type Client struct {
 	headers  *headerCache
 	hosts    []*p2p.Host
 	links    [][]*p2p.Link // per host, per replica
-	sessions *Sessions
+	sessions *session.Pool
 	keyIndex map[string]int // session public key -> session index
 	calls    []atomic.Pointer[call]
 	busy     []atomic.Bool
@@ -99,7 +100,7 @@ func New(cfg Config) (*Client, error) {
 		}
 		v = iv
 	}
-	sessions, err := NewSessions(cfg.Key, cfg.Sessions)
+	sessions, err := session.NewPool(cfg.Key, cfg.Sessions)
 	if err != nil {
 		return nil, err
 	}
@@ -222,7 +223,7 @@ func (c *Client) Stats() Stats { return c.metrics.snapshot() }
 func (c *Client) Sessions() int { return c.sessions.Len() }
 
 // Session returns session i, to sign requests ahead of time for DoSigned (Session.NewRequest).
-func (c *Client) Session(i int) *Session { return c.sessions.Session(i) }
+func (c *Client) Session(i int) *session.Session { return c.sessions.Session(i) }
 
 // WaitConnected blocks until every client host has its link up to at least want replicas, or ctx ends.
 func (c *Client) WaitConnected(ctx context.Context, want int) error {
@@ -286,7 +287,7 @@ func (c *Client) Do(ctx context.Context, op []byte) (*Reply, error) {
 	if err != nil {
 		return nil, fmt.Errorf("client: %w", err)
 	}
-	rep, err := c.submit(ctx, s.index, frame, ts, time.Time{})
+	rep, err := c.submit(ctx, s.Index(), frame, ts, time.Time{})
 	if err != nil && c.ctx.Err() != nil {
 		return nil, ErrClosed
 	}

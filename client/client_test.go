@@ -8,7 +8,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -98,53 +97,6 @@ func TestSilentBackupCostsNothing(t *testing.T) {
 	}
 	if st := cl.Stats(); st.Broadcasts != 0 {
 		t.Fatalf("stats %+v: a silent backup made the client broadcast", st)
-	}
-}
-
-func TestTimestampsIncreaseAcrossSessionsAndRestarts(t *testing.T) {
-	base := seedKey(t, "ts")
-	now := time.Unix(100, 0)
-	p, err := newSessions(base, 3, func() time.Time { return now })
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := p.Session(1)
-	a, b := s.NextTimestamp(), s.NextTimestamp()
-	if a != uint64(now.UnixNano()) || b != a+1 {
-		t.Fatalf("timestamps %d, %d with a frozen clock", a, b)
-	}
-	now = now.Add(-time.Hour) // the clock steps back: still increasing within the process
-	if c := s.NextTimestamp(); c != b+1 {
-		t.Fatalf("after a clock step back: %d, want %d", c, b+1)
-	}
-	now = time.Unix(200, 0)
-	if c := s.NextTimestamp(); c != uint64(now.UnixNano()) {
-		t.Fatalf("after the clock moved on: %d", c)
-	}
-	// A "restarted" pool (fresh state) derives the same keys and starts from the clock.
-	p2, _ := newSessions(base, 3, func() time.Time { return now.Add(time.Second) })
-	for i := range 3 {
-		if !p.Session(i).Key().Equal(p2.Session(i).Key()) {
-			t.Fatalf("session %d key differs across pools", i)
-		}
-		if p2.Session(i).NextTimestamp() <= uint64(now.UnixNano()) {
-			t.Fatal("restarted session reused a timestamp")
-		}
-	}
-	if !p.Session(0).Key().Equal(base) {
-		t.Fatal("session 0 is not the client key")
-	}
-	seen := map[string]bool{}
-	for i := range 3 {
-		id := p.Session(i).Key().PeerID().String()
-		if seen[id] {
-			t.Fatalf("session %d repeats a key", i)
-		}
-		seen[id] = true
-	}
-	other, _ := DeriveSessionKey(seedKey(t, "ts-other"), 1)
-	if other.Equal(p.Session(1).Key()) {
-		t.Fatal("two client keys derived the same session key")
 	}
 }
 
@@ -378,44 +330,6 @@ func TestConcurrentSessions(t *testing.T) {
 	}
 	if got := cl.Stats().Accepted; got != 200 {
 		t.Fatalf("accepted %d of 200", got)
-	}
-}
-
-// The session pool hands a session to one holder at a time.
-func TestSessionsExclusive(t *testing.T) {
-	p, err := NewSessions(seedKey(t, "excl"), 4)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var held [4]atomic.Int32
-	var wg sync.WaitGroup
-	for range 16 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for range 200 {
-				s := p.Acquire(nil)
-				if held[s.Index()].Add(1) != 1 {
-					t.Errorf("session %d held twice", s.Index())
-				}
-				held[s.Index()].Add(-1)
-				p.Release(s)
-			}
-		}()
-	}
-	wg.Wait()
-	if p.Busy() != 0 {
-		t.Fatalf("%d sessions still busy", p.Busy())
-	}
-	done := make(chan struct{})
-	for range 4 {
-		if p.Acquire(done) == nil {
-			t.Fatal("free session not handed out")
-		}
-	}
-	close(done)
-	if p.Acquire(done) != nil || p.TryAcquire() != nil {
-		t.Fatal("a fifth session handed out of four")
 	}
 }
 

@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/p2pbft/p2pbft/identity"
+	"github.com/p2pbft/p2pbft/node/api/apitypes"
 	"github.com/p2pbft/p2pbft/node/app"
 	"github.com/p2pbft/p2pbft/node/app/kv"
 	"github.com/p2pbft/p2pbft/node/config"
@@ -179,7 +180,7 @@ type publicState struct {
 	height    uint64 // last executed block, durable
 	appDigest wire.Digest
 	stats     pbft.Stats
-	sync      *SyncStatus
+	sync      *apitypes.SyncStatus
 }
 
 // New loads the node's key and genesis from its home directory, opens its store and application, starts
@@ -503,6 +504,30 @@ func (n *Node) ClientKey() *identity.Key { return n.clientKey }
 
 // Addrs returns the node's dialable addresses, each ending in /p2p/<peer-id>.
 func (n *Node) Addrs() []multiaddr.Multiaddr { return n.host.Addrs() }
+
+// OtherReplicas returns the other replicas of the genesis: those SendRequest reaches (api.Relay).
+func (n *Node) OtherReplicas() []int {
+	out := make([]int, 0, n.n-1)
+	for i := range n.n {
+		if i != n.self {
+			out = append(out, i)
+		}
+	}
+	return out
+}
+
+// SendRequest sends a client request to replica i over the request protocol and returns once it answered;
+// the HTTP API relays the transactions it submits this way when the local replica is slow to execute them
+// (api.Relay).
+func (n *Node) SendRequest(ctx context.Context, i int, req *wire.Envelope) error {
+	if i < 0 || i >= n.n || i == n.self {
+		return fmt.Errorf("node: relay to replica %d: not another replica of the %d", i, n.n)
+	}
+	if _, err := n.host.Request(ctx, n.genesis.PeerID(i), req); err != nil {
+		return fmt.Errorf("node: relay to replica %d: %w", i, err)
+	}
+	return nil
+}
 
 // Host returns the node's p2p host (for diagnostics and tools; do not close it).
 func (n *Node) Host() *p2p.Host { return n.host }

@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/p2pbft/p2pbft/node/api/apitypes"
 	"github.com/p2pbft/p2pbft/node/app"
 	"github.com/p2pbft/p2pbft/node/statesync"
 	"github.com/p2pbft/p2pbft/node/store"
@@ -86,12 +87,12 @@ func (s *syncer) finished() bool {
 	}
 }
 
-func (s *syncer) status() *SyncStatus {
+func (s *syncer) status() *apitypes.SyncStatus {
 	if s.finished() {
 		return nil
 	}
 	m, _ := s.method.Load().(string)
-	return &SyncStatus{Target: s.target.Seq, Method: m, Started: s.started, Bytes: s.bytes.Load(),
+	return &apitypes.SyncStatus{Target: s.target.Seq, Method: m, Started: s.started, Bytes: s.bytes.Load(),
 		Blocks: s.blocks.Load(), Peer: int(s.peer.Load())}
 }
 

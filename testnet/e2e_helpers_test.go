@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/p2pbft/p2pbft/client"
-	"github.com/p2pbft/p2pbft/node/api"
+	"github.com/p2pbft/p2pbft/node/api/apitypes"
 	"github.com/p2pbft/p2pbft/node/app/kv"
 	"github.com/p2pbft/p2pbft/node/config"
 	"github.com/p2pbft/p2pbft/pbft"
@@ -142,12 +142,12 @@ func waitAgree(t *testing.T, net *Network, replicas []int, d time.Duration) uint
 func short(s string) string { return s[:min(12, len(s))] }
 
 // BlockJSON reads block h of replica i as the API renders it.
-func (n *Network) BlockJSON(ctx context.Context, i int, h uint64) (*api.Block, error) {
+func (n *Network) BlockJSON(ctx context.Context, i int, h uint64) (*apitypes.Block, error) {
 	b, _, err := n.get(ctx, i, fmt.Sprintf("/v1/blocks/%d?raw=false", h))
 	if err != nil {
 		return nil, err
 	}
-	var out api.Block
+	var out apitypes.Block
 	return &out, json.Unmarshal(b, &out)
 }
 
@@ -165,7 +165,7 @@ func checkAcked(t *testing.T, net *Network, i int, acks []Ack) {
 			defer wg.Done()
 			for a := range work {
 				b, code, err := net.get(ctx, i, "/v1/kv/"+url.PathEscape(a.Key))
-				var kr api.KVResponse
+				var kr apitypes.KVResponse
 				if err == nil {
 					err = json.Unmarshal(b, &kr)
 				}
@@ -275,12 +275,12 @@ func firstCommitInView(t *testing.T, net *Network, replicas []int, view uint64, 
 	return time.Since(start)
 }
 
-func (n *Network) latest(ctx context.Context, i int) (*api.Block, error) {
+func (n *Network) latest(ctx context.Context, i int) (*apitypes.Block, error) {
 	b, _, err := n.get(ctx, i, "/v1/blocks/latest?raw=false")
 	if err != nil {
 		return nil, err
 	}
-	var out api.Block
+	var out apitypes.Block
 	return &out, json.Unmarshal(b, &out)
 }
 

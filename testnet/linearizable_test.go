@@ -16,9 +16,10 @@ import (
 	"time"
 
 	"github.com/anishathalye/porcupine"
+
 	"github.com/p2pbft/p2pbft/client"
 	"github.com/p2pbft/p2pbft/internal/linearize"
-	"github.com/p2pbft/p2pbft/node/api"
+	"github.com/p2pbft/p2pbft/node/api/apitypes"
 )
 
 // The linearizability test's knobs. The defaults are the short form that runs with the other end-to-end
@@ -262,8 +263,8 @@ func linStaleReadControl(t *testing.T, net *Network, c *client.Client) {
 			t.Fatalf("control: put %s: %s: %v", v, o, err)
 		}
 	}
-	localGet := func(i int) (api.KVResponse, error) {
-		var kr api.KVResponse
+	localGet := func(i int) (apitypes.KVResponse, error) {
+		var kr apitypes.KVResponse
 		b, code, err := net.get(ctx, i, "/v1/kv/"+key)
 		if code == http.StatusNotFound {
 			return kr, nil

@@ -16,8 +16,7 @@ import (
 
 	"github.com/p2pbft/p2pbft/client"
 	"github.com/p2pbft/p2pbft/identity"
-	"github.com/p2pbft/p2pbft/node"
-	"github.com/p2pbft/p2pbft/node/api"
+	"github.com/p2pbft/p2pbft/node/api/apitypes"
 	"github.com/p2pbft/p2pbft/node/store"
 )
 
@@ -38,7 +37,7 @@ func (n *Network) get(ctx context.Context, i int, path string) ([]byte, int, err
 		return nil, resp.StatusCode, fmt.Errorf("testnet: %s: %w", n.man.Nodes[i].Name, err)
 	}
 	if resp.StatusCode != http.StatusOK {
-		var er api.ErrorResponse
+		var er apitypes.ErrorResponse
 		if json.Unmarshal(b, &er) == nil && er.Error != "" {
 			return b, resp.StatusCode, fmt.Errorf("testnet: %s %s: %d: %s", n.man.Nodes[i].Name, path, resp.StatusCode, er.Error)
 		}
@@ -48,8 +47,8 @@ func (n *Network) get(ctx context.Context, i int, path string) ([]byte, int, err
 }
 
 // Status reads replica i's status from its HTTP API.
-func (n *Network) Status(ctx context.Context, i int) (node.Status, error) {
-	var st node.Status
+func (n *Network) Status(ctx context.Context, i int) (apitypes.Status, error) {
+	var st apitypes.Status
 	b, _, err := n.get(ctx, i, "/v1/status")
 	if err != nil {
 		return st, err
@@ -62,8 +61,8 @@ func (n *Network) Status(ctx context.Context, i int) (node.Status, error) {
 
 // Statuses reads the status of every running replica; entries of replicas that do not run or do not
 // answer are nil.
-func (n *Network) Statuses(ctx context.Context) []*node.Status {
-	out := make([]*node.Status, n.N())
+func (n *Network) Statuses(ctx context.Context) []*apitypes.Status {
+	out := make([]*apitypes.Status, n.N())
 	done := make(chan struct{}, n.N())
 	for i := range n.N() {
 		go func() {
@@ -120,7 +119,7 @@ func (n *Network) Block(ctx context.Context, i int, h uint64) (*store.Block, err
 	if err != nil {
 		return nil, err
 	}
-	var bj api.Block
+	var bj apitypes.Block
 	if err := json.Unmarshal(b, &bj); err != nil {
 		return nil, err
 	}
@@ -195,7 +194,7 @@ func (n *Network) NewClient(key *identity.Key, log *slog.Logger, mutate func(*cl
 
 // Put writes key=value through replica i's HTTP API and waits until that replica executed it.
 func (n *Network) Put(ctx context.Context, i int, key, value string) error {
-	body, _ := json.Marshal(api.TxRequest{Op: &api.Op{Type: "put", Key: key, Value: value}})
+	body, _ := json.Marshal(apitypes.TxRequest{Op: &apitypes.Op{Type: "put", Key: key, Value: value}})
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, n.APIURL(i)+"/v1/tx", bytes.NewReader(body))
 	if err != nil {
 		return err
@@ -210,7 +209,7 @@ func (n *Network) Put(ctx context.Context, i int, key, value string) error {
 		return fmt.Errorf("testnet: %s: %w", n.man.Nodes[i].Name, err)
 	}
 	defer resp.Body.Close()
-	var tr api.TxResponse
+	var tr apitypes.TxResponse
 	b, _ := io.ReadAll(resp.Body)
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("testnet: %s: put: %s: %s", n.man.Nodes[i].Name, resp.Status, strings.TrimSpace(string(b)))

@@ -9,14 +9,14 @@ import (
 	"net/http"
 	"strings"
 
-	"github.com/p2pbft/p2pbft/node/api"
+	"github.com/p2pbft/p2pbft/node/api/apitypes"
 )
 
 // Partitions through the replicas' experiment admin API (POST /admin/partition and /admin/heal, served
 // when [experiment] admin_api is on: Config.AdminAPI). A replica cut off from another refuses its
 // connections both ways (its p2p connection gater); clients still reach every replica.
 
-func (n *Network) admin(ctx context.Context, i int, path string, body any) (*api.PartitionResponse, error) {
+func (n *Network) admin(ctx context.Context, i int, path string, body any) (*apitypes.PartitionResponse, error) {
 	b, err := json.Marshal(body)
 	if err != nil {
 		return nil, err
@@ -36,19 +36,19 @@ func (n *Network) admin(ctx context.Context, i int, path string, body any) (*api
 		return nil, fmt.Errorf("testnet: %s serves no admin API: create the testnet with it (p2pbft testnet --experiment-admin-api, or [experiment] admin_api = true in each config.toml)", n.man.Nodes[i].Name)
 	}
 	if resp.StatusCode != http.StatusOK {
-		var er api.ErrorResponse
+		var er apitypes.ErrorResponse
 		if json.Unmarshal(rb, &er) == nil && er.Error != "" {
 			return nil, fmt.Errorf("testnet: %s %s: %s", n.man.Nodes[i].Name, path, er.Error)
 		}
 		return nil, fmt.Errorf("testnet: %s %s: %s", n.man.Nodes[i].Name, path, resp.Status)
 	}
-	var out api.PartitionResponse
+	var out apitypes.PartitionResponse
 	return &out, json.Unmarshal(rb, &out)
 }
 
 // Partition cuts replica i off from the given replicas (added to those it is cut off from already).
 func (n *Network) Partition(ctx context.Context, i int, peers []int) error {
-	_, err := n.admin(ctx, i, "/admin/partition", api.PartitionRequest{Peers: peers})
+	_, err := n.admin(ctx, i, "/admin/partition", apitypes.PartitionRequest{Peers: peers})
 	return err
 }
 

@@ -18,7 +18,7 @@ import (
 	"time"
 
 	"github.com/p2pbft/p2pbft/internal/netlab"
-	"github.com/p2pbft/p2pbft/node/api"
+	"github.com/p2pbft/p2pbft/node/api/apitypes"
 	"github.com/p2pbft/p2pbft/node/config"
 	"github.com/p2pbft/p2pbft/p2p"
 )
@@ -247,7 +247,7 @@ func TestRemoteHost(t *testing.T) {
 		// The last write is in the replicas' state.
 		ctx := ctxFor(t, 10*time.Second)
 		b, _, err := net.get(ctx, 3, "/v1/kv/"+url.PathEscape(fmt.Sprintf("remote-%d", count-1)))
-		var kr api.KVResponse
+		var kr apitypes.KVResponse
 		if err == nil {
 			err = json.Unmarshal(b, &kr)
 		}

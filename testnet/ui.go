@@ -14,7 +14,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/p2pbft/p2pbft/node/api"
+	"github.com/p2pbft/p2pbft/node/api/apitypes"
 	"github.com/p2pbft/p2pbft/ui"
 )
 
@@ -72,7 +72,7 @@ func (s networkSource) Poll(ctx context.Context, i int, limit int) ui.Snapshot {
 		// The status answered: the replica is up, only its records are missing from this poll.
 		return snap
 	}
-	var tr api.TraceResponse
+	var tr apitypes.TraceResponse
 	if err := json.Unmarshal(b, &tr); err != nil {
 		return snap
 	}

@@ -10,7 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/p2pbft/p2pbft/node"
+	"github.com/p2pbft/p2pbft/node/api/apitypes"
 	"github.com/p2pbft/p2pbft/node/trace"
 )
 
@@ -51,7 +51,7 @@ type Snapshot struct {
 	// but does not answer).
 	Running *bool `json:"running,omitempty"`
 	// Status is the replica's status (nil when it did not answer).
-	Status *node.Status `json:"status,omitempty"`
+	Status *apitypes.Status `json:"status,omitempty"`
 	// TraceEnabled says whether the replica keeps trace records (its swimlane stays empty otherwise).
 	TraceEnabled bool `json:"trace_enabled"`
 	// Slots and ViewChanges are its latest trace records (not part of the replica event).
@@ -99,7 +99,7 @@ func (o Options) withDefaults() Options {
 // parallel) and ends when the client goes away or the server's base context ends. Events:
 //
 //	hello         Hello, once, first
-//	replica       {"replica": i, "up": ..., "status": node.Status, ...} when replica i's state changed
+//	replica       {"replica": i, "up": ..., "status": apitypes.Status, ...} when replica i's state changed
 //	slots         {"replica": i, "slots": [trace.Slot]}: slots of replica i that are new or changed
 //	view_changes  {"replica": i, "view_changes": [trace.ViewChange]}: new or changed view change records
 //	tick          {"now": unix ns}: after every poll, the server's clock (the page's time reference; also

@@ -13,7 +13,7 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/p2pbft/p2pbft/node"
+	"github.com/p2pbft/p2pbft/node/api/apitypes"
 	"github.com/p2pbft/p2pbft/node/trace"
 )
 
@@ -98,7 +98,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 func TestStreamEventsAndDisconnect(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	src := &fakeSource{snap: Snapshot{Up: true, TraceEnabled: true,
-		Status: &node.Status{Replica: 0, N: 4, View: 0, Primary: 0, Mode: "normal", Height: 2},
+		Status: &apitypes.Status{Replica: 0, N: 4, View: 0, Primary: 0, Mode: "normal", Height: 2},
 		Slots:  []trace.Slot{{View: 0, Seq: 1, Executed: 10}, {View: 0, Seq: 2, Prepared: 20}}}}
 	hello := Hello{Mode: "replica", N: 4, F: 1, Replicas: []Replica{{Index: 0, Name: "node0"}}}
 	s := NewStreamer(src, hello, Options{Interval: 10 * time.Millisecond})
@@ -127,9 +127,9 @@ func TestStreamEventsAndDisconnect(t *testing.T) {
 		t.Fatalf("hello: %+v (%v)", h, err)
 	}
 	var rep struct {
-		Replica int          `json:"replica"`
-		Up      bool         `json:"up"`
-		Status  *node.Status `json:"status"`
+		Replica int              `json:"replica"`
+		Up      bool             `json:"up"`
+		Status  *apitypes.Status `json:"status"`
 	}
 	if err := json.Unmarshal([]byte(next(t, events, "replica").data), &rep); err != nil || !rep.Up || rep.Status == nil || rep.Status.Height != 2 {
 		t.Fatalf("replica: %+v (%v)", rep, err)

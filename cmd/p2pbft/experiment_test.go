@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/p2pbft/p2pbft/node"
+	"github.com/p2pbft/p2pbft/node/api/apitypes"
 	"github.com/p2pbft/p2pbft/node/config"
 	"github.com/p2pbft/p2pbft/testnet"
 )
@@ -135,7 +135,7 @@ func httpDo(t *testing.T, method, url, body string) (int, string) {
 // serves the partition endpoints, which are absent otherwise.
 func TestStartExperimentFlags(t *testing.T) {
 	api, stop := startSolo(t, "--experiment-byzantine", "--byzantine-mode", "delay", "--byzantine-delay", "5ms", "--experiment-admin-api")
-	var st node.Status
+	var st apitypes.Status
 	code, body := httpDo(t, "GET", "http://"+api+"/v1/status", "")
 	if code != 200 || json.Unmarshal([]byte(body), &st) != nil || st.Byzantine != "delay" {
 		t.Fatalf("status: %d %s", code, body)
@@ -157,7 +157,7 @@ func TestStartExperimentFlags(t *testing.T) {
 		t.Fatalf("admin endpoints without --experiment-admin-api: %d", code)
 	}
 	code, body = httpDo(t, "GET", "http://"+api+"/v1/status", "")
-	var st2 node.Status
+	var st2 apitypes.Status
 	if code != 200 || json.Unmarshal([]byte(body), &st2) != nil || st2.Byzantine != "" {
 		t.Fatalf("status of a correct replica: %d %s", code, body)
 	}

@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/p2pbft/p2pbft/identity"
-	"github.com/p2pbft/p2pbft/node"
+	"github.com/p2pbft/p2pbft/node/api/apitypes"
 	"github.com/p2pbft/p2pbft/node/config"
 )
 
@@ -161,7 +161,7 @@ func TestStartTxStatusOneReplica(t *testing.T) {
 	}
 
 	// The genesis lists no addresses: the client bootstraps from the node's address.
-	var st0 node.Status
+	var st0 apitypes.Status
 	sout, err := run(t, "status", "--home", h, "--json")
 	if err != nil || json.Unmarshal([]byte(sout), &st0) != nil || len(st0.ListenAddrs) == 0 {
 		t.Fatalf("status: %v\n%s", err, sout)
@@ -209,7 +209,7 @@ func TestStartTxStatusOneReplica(t *testing.T) {
 		t.Fatalf("status: %v\n%s", err, out)
 	}
 	out, err = run(t, "status", "--api", apiAddr, "--json")
-	var st node.Status
+	var st apitypes.Status
 	if err != nil || json.Unmarshal([]byte(out), &st) != nil || st.Height < 4 || st.ChainID != "cli-test" {
 		t.Fatalf("status --json: %v %+v\n%s", err, st, out)
 	}

@@ -16,8 +16,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
-	"github.com/p2pbft/p2pbft/node"
-	"github.com/p2pbft/p2pbft/node/api"
+	"github.com/p2pbft/p2pbft/node/api/apitypes"
 	"github.com/p2pbft/p2pbft/node/config"
 )
 
@@ -73,7 +72,7 @@ func apiCall(ctx context.Context, method, url string, body io.Reader, out any) (
 		return resp.StatusCode, fmt.Errorf("HTTP API: read answer: %w", err)
 	}
 	if resp.StatusCode >= 300 && resp.StatusCode != http.StatusNotFound {
-		var er api.ErrorResponse
+		var er apitypes.ErrorResponse
 		err := fmt.Errorf("HTTP API: %s: %s", resp.Status, strings.TrimSpace(string(data)))
 		if json.Unmarshal(data, &er) == nil && er.Error != "" {
 			err = fmt.Errorf("HTTP API: %s (%d %s)", er.Error, resp.StatusCode, er.Code)
@@ -132,7 +131,7 @@ pending requests and connected peers. The API address comes from --api, or else 
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
 			defer cancel()
-			var st node.Status
+			var st apitypes.Status
 			if _, err := apiCall(ctx, http.MethodGet, base+"/v1/status", nil, &st); err != nil {
 				return err
 			}
@@ -151,7 +150,7 @@ pending requests and connected peers. The API address comes from --api, or else 
 	return cmd
 }
 
-func printStatus(w io.Writer, st node.Status) {
+func printStatus(w io.Writer, st apitypes.Status) {
 	name := ""
 	if st.Moniker != "" {
 		name = fmt.Sprintf(" (%s)", st.Moniker)

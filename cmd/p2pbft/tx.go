@@ -20,7 +20,7 @@ import (
 
 	"github.com/p2pbft/p2pbft/client"
 	"github.com/p2pbft/p2pbft/identity"
-	"github.com/p2pbft/p2pbft/node/api"
+	"github.com/p2pbft/p2pbft/node/api/apitypes"
 	"github.com/p2pbft/p2pbft/node/app/kv"
 	"github.com/p2pbft/p2pbft/node/config"
 	"github.com/p2pbft/p2pbft/p2p"
@@ -372,7 +372,7 @@ func txHTTP(ctx context.Context, w io.Writer, o *txOptions, opts *rootOptions, o
 		if op.Type != kv.OpGet {
 			return usagef("--local only reads: use it with get")
 		}
-		var kr api.KVResponse
+		var kr apitypes.KVResponse
 		code, err := apiCall(ctx, http.MethodGet, base+"/v1/kv/"+url.PathEscape(base64.URLEncoding.EncodeToString(op.Key))+"?encoding=base64", nil, &kr)
 		if err != nil {
 			return err
@@ -387,11 +387,11 @@ func txHTTP(ctx context.Context, w io.Writer, o *txOptions, opts *rootOptions, o
 		}
 		return report(w, o, op, res, txOutcome{Height: kr.Height, Latency: time.Since(start).Round(10 * time.Microsecond).String(), Via: "local"})
 	}
-	jop := api.Op{Type: op.Type.String(), Key: base64.StdEncoding.EncodeToString(op.Key),
+	jop := apitypes.Op{Type: op.Type.String(), Key: base64.StdEncoding.EncodeToString(op.Key),
 		Value: base64.StdEncoding.EncodeToString(op.Value), Expect: base64.StdEncoding.EncodeToString(op.Expect),
 		ExpectAbsent: op.ExpectAbsent}
-	body, _ := json.Marshal(api.TxRequest{Op: &jop, Encoding: "base64"})
-	var tr api.TxResponse
+	body, _ := json.Marshal(apitypes.TxRequest{Op: &jop, Encoding: "base64"})
+	var tr apitypes.TxResponse
 	if _, err := apiCall(ctx, http.MethodPost, base+"/v1/tx?timeout="+o.timeout.String(), bytes.NewReader(body), &tr); err != nil {
 		return err
 	}

@@ -31,7 +31,7 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/p2pbft/p2pbft/node/api"
+	"github.com/p2pbft/p2pbft/node/api/apitypes"
 	"github.com/p2pbft/p2pbft/node/trace"
 )
 
@@ -129,7 +129,7 @@ func Fetch(ctx context.Context, hc *http.Client, urls []string, q Query) (*Trace
 	if q.From > 0 {
 		v.Set("from", strconv.FormatUint(q.From, 10))
 	}
-	resps := make([]api.TraceResponse, len(urls))
+	resps := make([]apitypes.TraceResponse, len(urls))
 	errs := make([]error, len(urls))
 	var wg sync.WaitGroup
 	for i, u := range urls {
@@ -140,7 +140,7 @@ func Fetch(ctx context.Context, hc *http.Client, urls []string, q Query) (*Trace
 		}()
 	}
 	wg.Wait()
-	var answered []api.TraceResponse
+	var answered []apitypes.TraceResponse
 	t := &Trace{}
 	for i, u := range urls {
 		src := Source{API: u, Replica: -1}
@@ -250,7 +250,7 @@ func getJSON(ctx context.Context, hc *http.Client, url string, out any) error {
 
 // Merge lines up the replicas' records by slot and by view change, in order of sequence number (then view)
 // and of view.
-func Merge(rs []api.TraceResponse) ([]Slot, []ViewChange) {
+func Merge(rs []apitypes.TraceResponse) ([]Slot, []ViewChange) {
 	type key struct{ view, seq uint64 }
 	slots := map[key]*Slot{}
 	vcs := map[uint64]*ViewChange{}

@@ -15,7 +15,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/p2pbft/p2pbft/node/api"
+	"github.com/p2pbft/p2pbft/node/api/apitypes"
 	"github.com/p2pbft/p2pbft/node/trace"
 )
 
@@ -24,8 +24,8 @@ const t0 = int64(1_700_000_000_000_000_000)
 
 // replicaRecords makes replica r's records of slots 1..slots in view 0 (primary 0) and, if vc, of a view
 // change to view 1 after them. Replica 3 is slow: its steps come later, and seq 3 takes 40 ms longer.
-func replicaRecords(r, slots int, vc bool) api.TraceResponse {
-	resp := api.TraceResponse{Replica: r, Enabled: true, Now: t0 + 10_000*ms1}
+func replicaRecords(r, slots int, vc bool) apitypes.TraceResponse {
+	resp := apitypes.TraceResponse{Replica: r, Enabled: true, Now: t0 + 10_000*ms1}
 	lag := int64(0)
 	if r == 3 {
 		lag = 2 * ms1
@@ -67,7 +67,7 @@ func replicaRecords(r, slots int, vc bool) api.TraceResponse {
 }
 
 func sample(slots int, vc bool) *Trace {
-	var rs []api.TraceResponse
+	var rs []apitypes.TraceResponse
 	for r := range 4 {
 		rs = append(rs, replicaRecords(r, slots, vc))
 	}
@@ -102,7 +102,7 @@ func TestMergeLinesUpSlotsAndOrigins(t *testing.T) {
 
 	// Without the primary's records, the origin is the first pre-prepare a backup saw and the primary is
 	// who sent it.
-	var backups []api.TraceResponse
+	var backups []apitypes.TraceResponse
 	for r := 1; r < 4; r++ {
 		backups = append(backups, replicaRecords(r, 2, false))
 	}

@@ -10,6 +10,7 @@ import (
 	"slices"
 
 	"github.com/p2pbft/p2pbft/node"
+	"github.com/p2pbft/p2pbft/node/api/apitypes"
 )
 
 // Partitioner is what the experiment endpoints need from a backend: a replica that can cut itself off
@@ -27,17 +28,6 @@ type Partitioner interface {
 
 var _ Partitioner = (*node.Node)(nil)
 
-// PartitionRequest is the body of POST /admin/partition.
-type PartitionRequest struct {
-	// Peers are the replicas (genesis indexes) to cut this replica off from.
-	Peers []int `json:"peers"`
-}
-
-// PartitionResponse answers the admin endpoints: the replicas this replica is cut off from.
-type PartitionResponse struct {
-	Partitioned []int `json:"partitioned"`
-}
-
 // adminRoutes serves the experiment endpoints:
 //
 //	POST /admin/partition   {"peers": [0, 2]}: also cut this replica off from replicas 0 and 2
@@ -46,8 +36,8 @@ type PartitionResponse struct {
 //
 // They answer only clients on loopback, whatever address the API listens on.
 func (s *Server) adminRoutes(mux *http.ServeMux, p Partitioner) {
-	partitioned := func() PartitionResponse {
-		out := PartitionResponse{Partitioned: slices.Clone(p.Partitioned())}
+	partitioned := func() apitypes.PartitionResponse {
+		out := apitypes.PartitionResponse{Partitioned: slices.Clone(p.Partitioned())}
 		if out.Partitioned == nil {
 			out.Partitioned = []int{}
 		}
@@ -64,7 +54,7 @@ func (s *Server) adminRoutes(mux *http.ServeMux, p Partitioner) {
 			writeError(w, http.StatusMethodNotAllowed, "method_not_allowed", fmt.Sprintf("%s %s: use GET or POST", r.Method, r.URL.Path))
 			return
 		}
-		var req PartitionRequest
+		var req apitypes.PartitionRequest
 		dec := json.NewDecoder(io.LimitReader(r.Body, 64<<10))
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&req); err != nil {

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/p2pbft/p2pbft/node/api/apitypes"
 )
 
 // partitionNode is a fake backend that records partitions.
@@ -62,7 +64,7 @@ func newAdminEnv(t *testing.T) (*env, *partitionNode) {
 
 func TestAdminPartitionHeal(t *testing.T) {
 	e, p := newAdminEnv(t)
-	var pr PartitionResponse
+	var pr apitypes.PartitionResponse
 	if code := e.do("POST", "/admin/partition", "application/json", []byte(`{"peers": [3, 0, 3]}`), &pr); code != 200 {
 		t.Fatalf("partition: %d", code)
 	}
@@ -81,7 +83,7 @@ func TestAdminPartitionHeal(t *testing.T) {
 	}
 	// Bad input changes nothing.
 	calls := p.calls
-	var er ErrorResponse
+	var er apitypes.ErrorResponse
 	for _, body := range []string{`{"peers": [4]}`, `{"peers": [1]}`, `{"peers": [-1]}`, `{"peerz": [0]}`, `not json`} {
 		if code := e.do("POST", "/admin/partition", "application/json", []byte(body), &er); code != 400 || er.Code != "bad_request" {
 			t.Errorf("%s: %d %+v", body, code, er)
@@ -105,7 +107,7 @@ func TestAdminPartitionHeal(t *testing.T) {
 func TestAdminOffByDefaultAndLoopbackOnly(t *testing.T) {
 	// Off by default: the admin paths are unknown.
 	e := newEnv(t, Options{})
-	var er ErrorResponse
+	var er apitypes.ErrorResponse
 	if code := e.do("POST", "/admin/partition", "application/json", []byte(`{"peers": [0]}`), &er); code != 404 {
 		t.Fatalf("admin off: %d", code)
 	}

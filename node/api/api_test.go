@@ -20,6 +20,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/p2pbft/p2pbft/node"
+	"github.com/p2pbft/p2pbft/node/api/apitypes"
 	"github.com/p2pbft/p2pbft/node/app/kv"
 	"github.com/p2pbft/p2pbft/node/trace"
 	"github.com/p2pbft/p2pbft/pbft"
@@ -88,7 +89,7 @@ func (e *env) tx(body string, out any) int {
 
 func TestTxPutGetDeleteCAS(t *testing.T) {
 	e := newEnv(t, Options{})
-	var r TxResponse
+	var r apitypes.TxResponse
 	if code := e.tx(`{"op":{"type":"put","key":"color","value":"red"}}`, &r); code != 200 {
 		t.Fatalf("put: %d %+v", code, r)
 	}
@@ -112,7 +113,7 @@ func TestTxPutGetDeleteCAS(t *testing.T) {
 	if code := e.do("POST", "/v1/tx", "application/x-www-form-urlencoded", []byte(`{"op":{"type":"get","key":"color"}}`), &r); code != 200 || r.Result.Value != "red" {
 		t.Fatalf("curl-style post: %d %+v", code, r)
 	}
-	var kvr KVResponse
+	var kvr apitypes.KVResponse
 	if code := e.do("GET", "/v1/kv/color", "", nil, &kvr); code != 200 || !kvr.Found || kvr.Value != "red" || kvr.Height != 2 {
 		t.Fatalf("local get: %d %+v", code, kvr)
 	}
@@ -145,7 +146,7 @@ func TestTxPutGetDeleteCAS(t *testing.T) {
 		t.Fatalf("base64 put: %d", code)
 	}
 	path := "/v1/kv/" + base64.URLEncoding.EncodeToString(key) + "?encoding=base64"
-	kvr = KVResponse{}
+	kvr = apitypes.KVResponse{}
 	if code := e.do("GET", path, "", nil, &kvr); code != 200 || kvr.Value != "" || kvr.ValueBase64 != base64.StdEncoding.EncodeToString(val) {
 		t.Fatalf("base64 local get: %d %+v", code, kvr)
 	}
@@ -170,7 +171,7 @@ func TestTxAsyncHoldsSessionUntilExecuted(t *testing.T) {
 		}
 		return e.f.execute(env, req)
 	}
-	var r TxResponse
+	var r apitypes.TxResponse
 	if code := e.do("POST", "/v1/tx?wait=false", "application/json", []byte(`{"op":{"type":"put","key":"a","value":"1"}}`), &r); code != 202 || r.Status != "accepted" || r.ID == "" {
 		t.Fatalf("async: %d %+v", code, r)
 	}
@@ -193,7 +194,7 @@ func TestTxAsyncHoldsSessionUntilExecuted(t *testing.T) {
 	if e.f.asyncs != 1 {
 		t.Fatalf("SubmitAsync called %d times", e.f.asyncs)
 	}
-	var kvr KVResponse
+	var kvr apitypes.KVResponse
 	if code := e.do("GET", "/v1/kv/a", "", nil, &kvr); code != 200 || kvr.Value != "1" {
 		t.Fatalf("after async put: %d %+v", code, kvr)
 	}
@@ -208,20 +209,20 @@ func TestTxSignedEnvelope(t *testing.T) {
 		t.Fatal(err)
 	}
 	raw, _ := req.Marshal()
-	var r TxResponse
+	var r apitypes.TxResponse
 	if code := e.do("POST", "/v1/tx", "application/cbor", raw, &r); code != 200 || r.Client != own.PeerID().String() || r.Timestamp != 42 || r.Result.Status != "ok" {
 		t.Fatalf("cbor envelope: %d %+v", code, r)
 	}
 	// The same envelope again: the cached reply.
 	body := fmt.Sprintf(`{"envelope":%q}`, base64.StdEncoding.EncodeToString(raw))
-	var r2 TxResponse
+	var r2 apitypes.TxResponse
 	if code := e.tx(body, &r2); code != 200 || r2.Height != r.Height {
 		t.Fatalf("repeat: %d %+v", code, r2)
 	}
 	// An older timestamp is rejected by the replica: 422.
 	old, _ := pbft.NewRequest(own, "api-chain", 41, op)
 	oldRaw, _ := old.Marshal()
-	var er ErrorResponse
+	var er apitypes.ErrorResponse
 	if code := e.do("POST", "/v1/tx", "application/cbor", oldRaw, &er); code != 422 || er.Code != "rejected" {
 		t.Fatalf("stale: %d %+v", code, er)
 	}
@@ -285,7 +286,7 @@ func TestErrors(t *testing.T) {
 		{"GET", "/v1/kv/***?encoding=base64", "", ``, 400, "bad_key"},
 	}
 	for _, c := range cases {
-		var er ErrorResponse
+		var er apitypes.ErrorResponse
 		code := e.do(c.method, c.path, c.ctype, []byte(c.body), &er)
 		if code != c.code || er.Code != c.errCode || er.Error == "" {
 			t.Errorf("%s %s %s: %d %+v, want %d %s", c.method, c.path, c.body[:min(len(c.body), 40)], code, er, c.code, c.errCode)
@@ -306,7 +307,7 @@ func TestBackendErrorsMapToStatus(t *testing.T) {
 		{errBoom, 500, "internal"},
 	} {
 		e.f.submitFn = func(context.Context, *wire.Envelope) (*wire.Envelope, error) { return nil, c.err }
-		var er ErrorResponse
+		var er apitypes.ErrorResponse
 		if code := e.tx(`{"op":{"type":"put","key":"a","value":"b"}}`, &er); code != c.code || er.Code != c.errCode {
 			t.Errorf("%v: %d %+v", c.err, code, er)
 		}
@@ -316,7 +317,7 @@ func TestBackendErrorsMapToStatus(t *testing.T) {
 		<-ctx.Done()
 		return nil, fmt.Errorf("node: waiting for the request to execute: %w", ctx.Err())
 	}
-	var er ErrorResponse
+	var er apitypes.ErrorResponse
 	if code := e.do("POST", "/v1/tx?timeout=30ms", "application/json", []byte(`{"op":{"type":"put","key":"a","value":"b"}}`), &er); code != 504 || !strings.Contains(er.Error, "may still execute") {
 		t.Fatalf("timeout: %d %+v", code, er)
 	}
@@ -365,11 +366,11 @@ func TestConcurrentSubmissionsOneOutstandingPerKey(t *testing.T) {
 
 func TestStatusPeersHealthMetrics(t *testing.T) {
 	e := newEnv(t, Options{})
-	var st node.Status
+	var st apitypes.Status
 	if code := e.do("GET", "/v1/status", "", nil, &st); code != 200 || st.ChainID != "api-chain" || st.Replica != 1 || st.Mode != "normal" || len(st.Peers) != 2 {
 		t.Fatalf("status: %d %+v", code, st)
 	}
-	var peers []node.Peer
+	var peers []apitypes.Peer
 	if code := e.do("GET", "/v1/peers", "", nil, &peers); code != 200 || len(peers) != 2 || peers[1].Replica != 2 {
 		t.Fatalf("peers: %d %+v", code, peers)
 	}
@@ -382,7 +383,7 @@ func TestStatusPeersHealthMetrics(t *testing.T) {
 		t.Fatalf("metrics: %d %s", code, m)
 	}
 	close(e.f.stopped)
-	var er ErrorResponse
+	var er apitypes.ErrorResponse
 	if code := e.do("GET", "/health", "", nil, &er); code != 503 || er.Code != "stopped" {
 		t.Fatalf("health when stopped: %d %+v", code, er)
 	}
@@ -405,7 +406,7 @@ func TestBlocks(t *testing.T) {
 	b1 := e.f.addBlock(t, 1, false)
 	e.f.addBlock(t, 2, false)
 	e.f.addBlock(t, 3, true)
-	var b Block
+	var b apitypes.Block
 	if code := e.do("GET", "/v1/blocks/1", "", nil, &b); code != 200 {
 		t.Fatalf("block 1: %d", code)
 	}
@@ -421,7 +422,7 @@ func TestBlocks(t *testing.T) {
 			t.Fatalf("commit %d: %+v", i, c)
 		}
 	}
-	var latest Block
+	var latest apitypes.Block
 	if code := e.do("GET", "/v1/blocks/latest?raw=false", "", nil, &latest); code != 200 || latest.Height != 3 || latest.Raw != "" {
 		t.Fatalf("latest: %d %+v", code, latest)
 	}
@@ -429,8 +430,8 @@ func TestBlocks(t *testing.T) {
 		t.Fatalf("forged commit shown as valid: %+v", c)
 	}
 	var list struct {
-		Head   uint64         `json:"head"`
-		Blocks []BlockSummary `json:"blocks"`
+		Head   uint64                  `json:"head"`
+		Blocks []apitypes.BlockSummary `json:"blocks"`
 	}
 	if code := e.do("GET", "/v1/blocks", "", nil, &list); code != 200 || list.Head != 3 || len(list.Blocks) != 3 || list.Blocks[1].Prev != list.Blocks[0].Hash {
 		t.Fatalf("list: %d %+v", code, list)
@@ -504,9 +505,9 @@ type fakeRelay struct {
 	once  sync.Once
 }
 
-func (r *fakeRelay) Peers() []int { return []int{0, 2, 3} }
+func (r *fakeRelay) OtherReplicas() []int { return []int{0, 2, 3} }
 
-func (r *fakeRelay) Send(ctx context.Context, i int, req *wire.Envelope) error {
+func (r *fakeRelay) SendRequest(ctx context.Context, i int, req *wire.Envelope) error {
 	r.mu.Lock()
 	r.calls[i] = append(r.calls[i], req.ID())
 	if len(r.calls) == 3 {
@@ -522,7 +523,7 @@ func (r *fakeRelay) Send(ctx context.Context, i int, req *wire.Envelope) error {
 func TestRelayOnTimeout(t *testing.T) {
 	relay := &fakeRelay{calls: map[int][]wire.Digest{}, all: make(chan struct{})}
 	e := newEnv(t, Options{Relay: relay, RetryTimeout: 50 * time.Millisecond})
-	var r TxResponse
+	var r apitypes.TxResponse
 	if code := e.tx(`{"op":{"type":"put","key":"fast","value":"1"}}`, &r); code != 200 {
 		t.Fatalf("fast put: %d", code)
 	}
@@ -550,7 +551,7 @@ func TestRelayOnTimeout(t *testing.T) {
 	}
 	relay.mu.Lock()
 	defer relay.mu.Unlock()
-	for _, i := range relay.Peers() {
+	for _, i := range relay.OtherReplicas() {
 		if len(relay.calls[i]) != 1 || hexDigest(relay.calls[i][0]) != r.ID {
 			t.Fatalf("replica %d was relayed %v, want the request %s once", i, relay.calls[i], r.ID)
 		}
@@ -559,7 +560,7 @@ func TestRelayOnTimeout(t *testing.T) {
 
 func TestTrace(t *testing.T) {
 	e := newEnv(t, Options{})
-	var tr TraceResponse
+	var tr apitypes.TraceResponse
 	if code := e.do("GET", "/v1/trace", "", nil, &tr); code != 200 || tr.Enabled || len(tr.Slots) != 0 || tr.Slots == nil || tr.Replica != 1 {
 		t.Fatalf("tracing off: %d %+v", code, tr)
 	}
@@ -583,7 +584,7 @@ func TestTrace(t *testing.T) {
 		t.Fatalf("from 7: %d %+v", code, tr.Slots)
 	}
 	for _, q := range []string{"from=0", "from=x", "from=-1", "limit=0", "limit=10001", "limit=abc"} {
-		var er ErrorResponse
+		var er apitypes.ErrorResponse
 		if code := e.do("GET", "/v1/trace?"+q, "", nil, &er); code != 400 || er.Code != "bad_request" || er.Error == "" {
 			t.Fatalf("?%s: %d %+v", q, code, er)
 		}

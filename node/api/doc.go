@@ -37,7 +37,7 @@
 // A JSON operation ({"op": {"type": "put", "key": "k", "value": "v"}}) is signed by the node with its client
 // key (node.ClientKey). PBFT lets one client key have one request outstanding (later timestamps supersede
 // earlier ones), so the API signs with a pool of session keys derived from the client key
-// (client.DeriveSessionKey) and holds a session until its request has executed, also in async mode; when
+// (package client/session) and holds a session until its request has executed, also in async mode; when
 // every session is busy, a submission waits for one until its own deadline. Keys, values and expectations
 // are UTF-8 strings, or base64 with "encoding": "base64".
 //

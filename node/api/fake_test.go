@@ -14,6 +14,7 @@ import (
 
 	"github.com/p2pbft/p2pbft/identity"
 	"github.com/p2pbft/p2pbft/node"
+	"github.com/p2pbft/p2pbft/node/api/apitypes"
 	"github.com/p2pbft/p2pbft/node/app/kv"
 	"github.com/p2pbft/p2pbft/node/store"
 	"github.com/p2pbft/p2pbft/node/trace"
@@ -81,12 +82,12 @@ func newFakeNode(t testing.TB) *fakeNode {
 	return f
 }
 
-func (f *fakeNode) Status() node.Status {
+func (f *fakeNode) Status() apitypes.Status {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return node.Status{ChainID: "api-chain", Moniker: "fake", Replica: 1, N: 4, F: 1, PeerID: f.keys[1].PeerID().String(),
+	return apitypes.Status{ChainID: "api-chain", Moniker: "fake", Replica: 1, N: 4, F: 1, PeerID: f.keys[1].PeerID().String(),
 		View: 0, Primary: 0, Mode: "normal", Height: f.height, Head: f.height,
-		Peers: []node.Peer{{Replica: 0, PeerID: f.keys[0].PeerID().String()}, {Replica: 2, PeerID: f.keys[2].PeerID().String()}}}
+		Peers: []apitypes.Peer{{Replica: 0, PeerID: f.keys[0].PeerID().String()}, {Replica: 2, PeerID: f.keys[2].PeerID().String()}}}
 }
 
 func (f *fakeNode) Submit(ctx context.Context, env *wire.Envelope) (*wire.Envelope, error) {
@@ -236,7 +237,13 @@ func (f *fakeNode) ClientKey() *identity.Key      { return f.ckey }
 func (f *fakeNode) Genesis() *identity.Genesis    { return f.g }
 func (f *fakeNode) Started() <-chan struct{}      { return f.started }
 func (f *fakeNode) Stopped() <-chan struct{}      { return f.stopped }
-func (f *fakeNode) TraceEnabled() bool            { return f.tracer != nil }
+
+// OtherReplicas: the fake is a chain of one, with nobody to relay to.
+func (f *fakeNode) OtherReplicas() []int { return nil }
+func (f *fakeNode) SendRequest(context.Context, int, *wire.Envelope) error {
+	return errors.New("fake: no other replica")
+}
+func (f *fakeNode) TraceEnabled() bool { return f.tracer != nil }
 func (f *fakeNode) Traces(from uint64, limit int) ([]trace.Slot, []trace.ViewChange) {
 	return f.tracer.Slots(from, limit), f.tracer.ViewChanges()
 }

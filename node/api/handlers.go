@@ -16,6 +16,7 @@ import (
 
 	"github.com/p2pbft/p2pbft/identity"
 	"github.com/p2pbft/p2pbft/node"
+	"github.com/p2pbft/p2pbft/node/api/apitypes"
 	"github.com/p2pbft/p2pbft/node/app/kv"
 	"github.com/p2pbft/p2pbft/node/store"
 	"github.com/p2pbft/p2pbft/node/trace"
@@ -27,7 +28,7 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	b, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
 		status = http.StatusInternalServerError
-		b, _ = json.Marshal(ErrorResponse{Error: "encode response: " + err.Error(), Code: "internal"})
+		b, _ = json.Marshal(apitypes.ErrorResponse{Error: "encode response: " + err.Error(), Code: "internal"})
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
@@ -36,7 +37,7 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 }
 
 func writeError(w http.ResponseWriter, status int, code, msg string) {
-	writeJSON(w, status, ErrorResponse{Error: msg, Code: code})
+	writeJSON(w, status, apitypes.ErrorResponse{Error: msg, Code: code})
 }
 
 // fail maps a backend error to a status code.
@@ -119,7 +120,7 @@ func (s *Server) handleTx(w http.ResponseWriter, r *http.Request) {
 		s.submitEnvelope(ctx, w, env, wait)
 	case "application/json", "application/x-www-form-urlencoded":
 		// (The second is what `curl -d` sends by default; the body is JSON all the same.)
-		var req TxRequest
+		var req apitypes.TxRequest
 		dec := json.NewDecoder(strings.NewReader(string(body)))
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&req); err != nil {
@@ -236,8 +237,8 @@ func (s *Server) submitOp(ctx context.Context, w http.ResponseWriter, op []byte,
 	writeJSON(w, http.StatusAccepted, s.accepted(env))
 }
 
-func (s *Server) accepted(env *wire.Envelope) TxResponse {
-	resp := TxResponse{Status: "accepted", ID: hexDigest(env.ID())}
+func (s *Server) accepted(env *wire.Envelope) apitypes.TxResponse {
+	resp := apitypes.TxResponse{Status: "accepted", ID: hexDigest(env.ID())}
 	if id, err := identity.PeerIDFromPublicKey(env.Author); err == nil {
 		resp.Client = id.String()
 	}
@@ -302,7 +303,7 @@ func (s *Server) handleKV(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, fmt.Errorf("api: the application's answer is not a key-value result: %w", err))
 		return
 	}
-	out := KVResponse{Key: keyText, Height: height, Found: res.Status == kv.StatusOK}
+	out := apitypes.KVResponse{Key: keyText, Height: height, Found: res.Status == kv.StatusOK}
 	if !out.Found {
 		writeJSON(w, http.StatusNotFound, out)
 		return
@@ -403,9 +404,9 @@ func (s *Server) handleBlocks(w http.ResponseWriter, r *http.Request) {
 		from = f
 	}
 	out := struct {
-		Head   uint64         `json:"head"`
-		Blocks []BlockSummary `json:"blocks"`
-	}{Head: head, Blocks: []BlockSummary{}}
+		Head   uint64                  `json:"head"`
+		Blocks []apitypes.BlockSummary `json:"blocks"`
+	}{Head: head, Blocks: []apitypes.BlockSummary{}}
 	for h := from; h <= head && h < from+limit; h++ {
 		b, err := s.b.Block(h)
 		if errors.Is(err, store.ErrNotFound) {
@@ -415,19 +416,19 @@ func (s *Server) handleBlocks(w http.ResponseWriter, r *http.Request) {
 			s.fail(w, err)
 			return
 		}
-		out.Blocks = append(out.Blocks, BlockSummary{Height: b.Height, Hash: hexDigest(b.Hash()), Prev: hexDigest(b.Prev),
+		out.Blocks = append(out.Blocks, apitypes.BlockSummary{Height: b.Height, Hash: hexDigest(b.Hash()), Prev: hexDigest(b.Prev),
 			View: b.View, Requests: len(b.Batch), AppDigest: hexDigest(b.AppDigest)})
 	}
 	writeJSON(w, http.StatusOK, out)
 }
 
 // blockJSON renders a block, decoding its requests and checking its certificate.
-func (s *Server) blockJSON(b *store.Block, withRaw bool) (*Block, error) {
-	out := &Block{Height: b.Height, Hash: hexDigest(b.Hash()), Prev: hexDigest(b.Prev), View: b.View,
+func (s *Server) blockJSON(b *store.Block, withRaw bool) (*apitypes.Block, error) {
+	out := &apitypes.Block{Height: b.Height, Hash: hexDigest(b.Hash()), Prev: hexDigest(b.Prev), View: b.View,
 		BatchDigest: hexDigest(b.BatchDigest), AppDigest: hexDigest(b.AppDigest),
-		Requests: []BlockRequest{}, Certificate: []CommitMessage{}}
+		Requests: []apitypes.BlockRequest{}, Certificate: []apitypes.CommitMessage{}}
 	for _, rb := range b.Batch {
-		var br BlockRequest
+		var br apitypes.BlockRequest
 		env, err := wire.DecodeEnvelope(rb)
 		if err != nil {
 			br.Error = err.Error()
@@ -462,8 +463,8 @@ func (s *Server) blockJSON(b *store.Block, withRaw bool) (*Block, error) {
 	return out, nil
 }
 
-func (s *Server) commitJSON(data []byte, b *store.Block) CommitMessage {
-	cm := CommitMessage{Replica: -1}
+func (s *Server) commitJSON(data []byte, b *store.Block) apitypes.CommitMessage {
+	cm := apitypes.CommitMessage{Replica: -1}
 	env, err := wire.DecodeEnvelope(data)
 	if err != nil {
 		cm.Error = err.Error()
@@ -528,7 +529,7 @@ func (s *Server) handleTrace(w http.ResponseWriter, r *http.Request) {
 		from = f
 	}
 	slots, vcs := s.b.Traces(from, limit)
-	out := TraceResponse{Replica: s.b.Status().Replica, Enabled: s.b.TraceEnabled(), Now: time.Now().UnixNano(),
+	out := apitypes.TraceResponse{Replica: s.b.Status().Replica, Enabled: s.b.TraceEnabled(), Now: time.Now().UnixNano(),
 		Slots: slots, ViewChanges: vcs}
 	if out.Slots == nil {
 		out.Slots = []trace.Slot{}

@@ -5,6 +5,7 @@ import (
 	"net/http"
 
 	"github.com/p2pbft/p2pbft/internal/logs"
+	"github.com/p2pbft/p2pbft/node/api/apitypes"
 )
 
 // logRejected logs the requests h rejects as bad input (400, 405, 413, 415, 422, and 404 for a path that
@@ -18,8 +19,8 @@ func logRejected(h http.Handler, rejects *logs.Rejections) http.Handler {
 		if !rejection(sw.status, r) {
 			return
 		}
-		var er ErrorResponse
-		_ = json.Unmarshal(sw.body, &er) // an error answer is an ErrorResponse; if not, the status says enough
+		var er apitypes.ErrorResponse
+		_ = json.Unmarshal(sw.body, &er) // an error answer is an apitypes.ErrorResponse; if not, the status says enough
 		reason := er.Code
 		if reason == "" {
 			reason = http.StatusText(sw.status)
@@ -40,7 +41,7 @@ func rejection(status int, r *http.Request) bool {
 	return false
 }
 
-// maxErrorBody is how much of an error answer statusWriter keeps: an ErrorResponse is far smaller.
+// maxErrorBody is how much of an error answer statusWriter keeps: an apitypes.ErrorResponse is far smaller.
 const maxErrorBody = 4 << 10
 
 // statusWriter records the status code and, for error answers, the start of the body. Unwrap lets

@@ -14,20 +14,20 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/p2pbft/p2pbft/client"
+	"github.com/p2pbft/p2pbft/client/session"
 	"github.com/p2pbft/p2pbft/identity"
 	"github.com/p2pbft/p2pbft/internal/logs"
 	"github.com/p2pbft/p2pbft/node"
+	"github.com/p2pbft/p2pbft/node/api/apitypes"
 	"github.com/p2pbft/p2pbft/node/store"
 	"github.com/p2pbft/p2pbft/node/trace"
-	"github.com/p2pbft/p2pbft/p2p"
 	"github.com/p2pbft/p2pbft/ui"
 	"github.com/p2pbft/p2pbft/wire"
 )
 
 // Backend is what the API needs from a replica; *node.Node implements it.
 type Backend interface {
-	Status() node.Status
+	Status() apitypes.Status
 	Submit(ctx context.Context, req *wire.Envelope) (*wire.Envelope, error)
 	SubmitAsync(req *wire.Envelope) error
 	Query(q []byte) (answer []byte, height uint64, err error)
@@ -42,6 +42,8 @@ type Backend interface {
 	// the latest), at most limit of them, and its view changes. TraceEnabled says whether it keeps them.
 	Traces(from uint64, limit int) ([]trace.Slot, []trace.ViewChange)
 	TraceEnabled() bool
+	// Relay: the default relay (Options.Relay).
+	Relay
 }
 
 var _ Backend = (*node.Node)(nil)
@@ -62,7 +64,7 @@ type Options struct {
 	// Logger receives the API's logs. Default slog.Default().
 	Logger *slog.Logger
 	// Relay makes a submission known to the other replicas when the local replica has not executed it
-	// after RetryTimeout (see Relay). Default: the backend's p2p host, if it has one (*node.Node does).
+	// after RetryTimeout (see Relay). Default: the backend itself.
 	Relay Relay
 	// RetryTimeout is how long a submission waits for the local replica before it is relayed to the
 	// others; relays repeat at this interval, doubling up to 8s. Default 1s.
@@ -80,35 +82,14 @@ type Options struct {
 // Relay sends a request to other replicas: PBFT's client broadcast on timeout, which the API does on
 // behalf of the transactions it submits. A replica forwards a client request only to the primary, so if
 // the primary is faulty, only replicas that know the request will start their view-change timers: a
-// request that reached one replica alone could wait forever.
+// request that reached one replica alone could wait forever. *node.Node relays over its p2p host.
 type Relay interface {
-	// Peers returns the replicas to relay to (all but the local one).
-	Peers() []int
-	// Send sends the request to replica i and returns when it answered (its reply is not used: the API
-	// returns the local replica's).
-	Send(ctx context.Context, i int, req *wire.Envelope) error
-}
-
-// hostRelay relays over the node's p2p host (the request protocol).
-type hostRelay struct {
-	h    *p2p.Host
-	g    *identity.Genesis
-	self int
-}
-
-func (r hostRelay) Peers() []int {
-	var out []int
-	for i := range r.g.N() {
-		if i != r.self {
-			out = append(out, i)
-		}
-	}
-	return out
-}
-
-func (r hostRelay) Send(ctx context.Context, i int, req *wire.Envelope) error {
-	_, err := r.h.Request(ctx, r.g.PeerID(i), req)
-	return err
+	// OtherReplicas returns the replicas to relay to (all but the local one; none for a backend that
+	// cannot relay).
+	OtherReplicas() []int
+	// SendRequest sends the request to replica i and returns when it answered (its reply is not used:
+	// the API returns the local replica's).
+	SendRequest(ctx context.Context, i int, req *wire.Envelope) error
 }
 
 func (o Options) withDefaults() Options {
@@ -145,7 +126,7 @@ type Server struct {
 	chainID  string
 	g        *identity.Genesis
 	verifier *identity.Verifier
-	sessions *client.Sessions
+	sessions *session.Pool
 	handler  http.Handler
 
 	ctx    context.Context
@@ -167,7 +148,7 @@ func New(b Backend, opts Options) (*Server, error) {
 	if b.ClientKey() == nil {
 		return nil, errors.New("api: the backend has no client key")
 	}
-	sessions, err := client.NewSessions(b.ClientKey(), opts.Sessions)
+	sessions, err := session.NewPool(b.ClientKey(), opts.Sessions)
 	if err != nil {
 		return nil, fmt.Errorf("api: %w", err)
 	}
@@ -176,12 +157,7 @@ func New(b Backend, opts Options) (*Server, error) {
 		return nil, fmt.Errorf("api: %w", err)
 	}
 	if opts.Relay == nil {
-		if hb, ok := b.(interface {
-			Host() *p2p.Host
-			Replica() int
-		}); ok && hb.Host() != nil {
-			opts.Relay = hostRelay{h: hb.Host(), g: g, self: hb.Replica()}
-		}
+		opts.Relay = b
 	}
 	s := &Server{b: b, opts: opts, log: opts.Logger.With("component", "api"), chainID: g.ChainID(), g: g,
 		verifier: v, sessions: sessions}
@@ -302,7 +278,8 @@ func (s *Server) submit(ctx context.Context, env *wire.Envelope) (*wire.Envelope
 		r, err := s.b.Submit(ctx, env)
 		local <- result{r, err}
 	}()
-	if s.opts.Relay == nil {
+	peers := s.opts.Relay.OtherReplicas()
+	if len(peers) == 0 {
 		r := <-local
 		return r.env, r.err
 	}
@@ -310,7 +287,6 @@ func (s *Server) submit(ctx context.Context, env *wire.Envelope) (*wire.Envelope
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer cancel()
-	peers := s.opts.Relay.Peers()
 	pending := make(map[int]bool, len(peers))
 	ended := make(chan int, len(peers))
 	retry := s.opts.RetryTimeout
@@ -333,7 +309,7 @@ func (s *Server) submit(ctx context.Context, env *wire.Envelope) (*wire.Envelope
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
-					if err := s.opts.Relay.Send(rctx, i, env); err != nil && rctx.Err() == nil {
+					if err := s.opts.Relay.SendRequest(rctx, i, env); err != nil && rctx.Err() == nil {
 						s.log.Debug("relay to a replica failed", "replica", i, "err", err)
 					}
 					ended <- i

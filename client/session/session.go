@@ -1,4 +1,9 @@
-package client
+// Package session derives a client's session keys and hands out their timestamps. PBFT lets one client key
+// have one request outstanding (a later timestamp supersedes an earlier one), so a client that wants many
+// requests in flight signs each with its own session key, derived from its client key so that anyone holding
+// the client key can derive the same sessions again (after a restart, or in the replica's HTTP API, which
+// signs for the node's client key). Both package client and node/api use it; it needs no network.
+package session
 
 import (
 	"crypto/sha256"
@@ -15,22 +20,22 @@ import (
 
 const sessionKeyTag = "p2pbft/client-session/v1\x00"
 
-// DeriveSessionKey returns session key i of a client key: the key itself for i = 0, otherwise an ed25519
+// DeriveKey returns session key i of a client key: the key itself for i = 0, otherwise an ed25519
 // key whose seed is sha256(tag | seed of base | i). Anyone holding base can derive the same keys, and no
 // one without it can.
-func DeriveSessionKey(base *identity.Key, i int) (*identity.Key, error) {
+func DeriveKey(base *identity.Key, i int) (*identity.Key, error) {
 	if base == nil {
-		return nil, errors.New("client: nil client key")
+		return nil, errors.New("session: nil client key")
 	}
 	if i < 0 {
-		return nil, fmt.Errorf("client: session %d: negative index", i)
+		return nil, fmt.Errorf("session: session %d: negative index", i)
 	}
 	if i == 0 {
 		return base, nil
 	}
 	raw, err := base.LibP2P().Raw() // ed25519: 32-byte seed | 32-byte public key
 	if err != nil || len(raw) < 32 {
-		return nil, fmt.Errorf("client: client key bytes: %v", err)
+		return nil, fmt.Errorf("session: client key bytes: %v", err)
 	}
 	h := sha256.New()
 	h.Write([]byte(sessionKeyTag))
@@ -42,8 +47,7 @@ func DeriveSessionKey(base *identity.Key, i int) (*identity.Key, error) {
 }
 
 // Session is one signing identity with its own timestamp sequence; it may have one request outstanding
-// at a time. Sessions hand out strictly increasing, time-based timestamps (see the package
-// documentation).
+// at a time. Sessions hand out strictly increasing, time-based timestamps (see package client).
 type Session struct {
 	index int
 	key   *identity.Key
@@ -77,31 +81,31 @@ func (s *Session) NewRequest(chainID string, op []byte) (*wire.Envelope, uint64,
 	ts := s.NextTimestamp()
 	env, err := pbft.NewRequest(s.key, chainID, ts, op)
 	if err != nil {
-		return nil, 0, fmt.Errorf("client: sign request: %w", err)
+		return nil, 0, fmt.Errorf("session: sign request: %w", err)
 	}
 	return env, ts, nil
 }
 
-// Sessions is a pool of sessions derived from one client key. Acquire hands out a free session; Release
+// Pool is a pool of sessions derived from one client key. Acquire hands out a free session; Release
 // returns it. It is safe for concurrent use. The HTTP API uses it too, to sign the operations it
 // submits with the node's client key.
-type Sessions struct {
+type Pool struct {
 	all  []*Session
 	free chan *Session
 }
 
-// NewSessions derives n sessions from base (session 0 signs with base itself).
-func NewSessions(base *identity.Key, n int) (*Sessions, error) {
-	return newSessions(base, n, time.Now)
+// NewPool derives n sessions from base (session 0 signs with base itself).
+func NewPool(base *identity.Key, n int) (*Pool, error) {
+	return newPool(base, n, time.Now)
 }
 
-func newSessions(base *identity.Key, n int, now func() time.Time) (*Sessions, error) {
+func newPool(base *identity.Key, n int, now func() time.Time) (*Pool, error) {
 	if n < 1 {
-		return nil, fmt.Errorf("client: %d sessions: need at least 1", n)
+		return nil, fmt.Errorf("session: %d sessions: need at least 1", n)
 	}
-	p := &Sessions{all: make([]*Session, n), free: make(chan *Session, n)}
+	p := &Pool{all: make([]*Session, n), free: make(chan *Session, n)}
 	for i := range n {
-		k, err := DeriveSessionKey(base, i)
+		k, err := DeriveKey(base, i)
 		if err != nil {
 			return nil, err
 		}
@@ -113,13 +117,13 @@ func newSessions(base *identity.Key, n int, now func() time.Time) (*Sessions, er
 }
 
 // Len returns the number of sessions.
-func (p *Sessions) Len() int { return len(p.all) }
+func (p *Pool) Len() int { return len(p.all) }
 
 // Session returns session i.
-func (p *Sessions) Session(i int) *Session { return p.all[i] }
+func (p *Pool) Session(i int) *Session { return p.all[i] }
 
 // Acquire waits for a free session until done is closed; it returns nil if done closed first.
-func (p *Sessions) Acquire(done <-chan struct{}) *Session {
+func (p *Pool) Acquire(done <-chan struct{}) *Session {
 	select {
 	case s := <-p.free:
 		return s
@@ -134,7 +138,7 @@ func (p *Sessions) Acquire(done <-chan struct{}) *Session {
 }
 
 // TryAcquire returns a free session, or nil if all are busy.
-func (p *Sessions) TryAcquire() *Session {
+func (p *Pool) TryAcquire() *Session {
 	select {
 	case s := <-p.free:
 		return s
@@ -144,7 +148,7 @@ func (p *Sessions) TryAcquire() *Session {
 }
 
 // Release returns a session to the pool. Release it only once its request is answered or abandoned.
-func (p *Sessions) Release(s *Session) { p.free <- s }
+func (p *Pool) Release(s *Session) { p.free <- s }
 
 // Busy returns how many sessions are in use.
-func (p *Sessions) Busy() int { return len(p.all) - len(p.free) }
+func (p *Pool) Busy() int { return len(p.all) - len(p.free) }
