@@ -34,11 +34,11 @@
 // other edge cases. Parsed (expanded) public keys are cached: the replicas' for the verifier's lifetime,
 // clients' in a bounded LRU.
 //
-// Measured with `go test -run - -bench . ./identity/` on the shared 2-core machine (256-byte payloads;
-// figures vary with load by up to 50%, the ratios held across runs): sign 34 µs; Verify with a cached
-// expanded key 37 µs, against 70 µs for crypto/ed25519 on the same inputs; VerifyBatch per signature:
-// 59 µs in a batch of 2 (so batches under 4 are checked singly), 32 µs at 4, 28 µs at 8, 23 µs at 16,
-// 22 µs at 64, 19 µs at 256; a batch of 64 with one bad signature costs 48 µs per signature (the batch,
-// then single checks). Batching pays when there is a queue of signatures (client requests, the
-// certificates in a view change); a lone message is checked singly.
+// Signing, single and batch verification are measured by `go test -run - -bench . ./identity/` (256-byte
+// payloads); the figures, per machine, are in the repository's docs/design/measured-limits.md. What held
+// in every run: Verify with a cached expanded key is faster than crypto/ed25519 on the same inputs; a
+// batch costs less per signature the larger it is, but a batch of 2 costs more than two single checks, so
+// batches under 4 are checked singly (minBatch); a batch with one bad signature costs the batch and then
+// single checks. Batching pays when there is a queue of signatures (client requests, the certificates in
+// a view change); a lone message is checked singly.
 package identity

@@ -91,8 +91,9 @@
 // process: `go test -run '^$' -bench ClusterLinks -benchtime 30000x ./node/` runs four replicas and a
 // client over links (a CPU profile of it shows the whole request path).
 //
-// Each round of the loop costs one fsync, which on this shared disk took 4-20 ms (p2pbft_store_persist_seconds):
-// throughput comes from batching (batches grow with the number of waiting requests) and pipelining, not
+// Each round of the loop needs a synced write (what it cost on the machines measured is in
+// docs/design/measured-limits.md; p2pbft_store_persist_seconds shows it on a running replica): throughput
+// comes from batching (batches grow with the number of waiting requests) and pipelining, not
 // from more rounds.
 //
 // # Experiments: Byzantine modes and partitions

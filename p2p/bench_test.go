@@ -29,7 +29,7 @@ import (
 //	dups/delivery   gossip copies dropped as duplicates per delivery (overlay redundancy)
 //	drops           messages lost to full queues (must be 0)
 //
-// Run (the figures in the package documentation came from this command):
+// Run (the figures in docs/design/measured-limits.md came from this command):
 //
 //	go test -run - -bench 'Multicast|BroadcastDirect' -benchtime 3s ./p2p/
 const benchHosts = 4

@@ -47,17 +47,11 @@
 //
 // # Measured choices
 //
-// Figures from `go test -run - -bench 'Multicast|BroadcastDirect' -benchtime 3s ./p2p/`: 4 hosts in one
-// process on 127.0.0.1, all publishing; w = multicasts each publisher keeps in flight. The 2 cores were
-// shared with other work (load average 7-8 during the run), so the rates are lower bounds; CPU time per
-// delivery (all four hosts together) is the figure to compare. See bench_test.go for each metric.
-//
-//	                        CPU µs per delivery (w=16)    p50 / p99 latency, w=1     deliveries/s, w=16
-//	                        256 B   4 KiB   256 KiB       256 B        4 KiB         256 B  4 KiB  256 KiB
-//	mesh, StrictNoSign       214     346     3114         2.2 / 29 ms  2.9 / 34 ms   2244   2866   224
-//	direct, StrictNoSign     239     288     3778         2.0 / 26 ms  2.4 / 13 ms   3024   2773   175
-//	direct, StrictSign       380     579     5311         2.8 / 15 ms  7.4 / 99 ms   2336    204   132
-//	direct streams           100     145     2048         0.5 / 22 ms  0.7 / 25 ms   9997   6649   217
+// The cost of each dissemination path (CPU per delivery, latency and rates for 256 B to 256 KiB messages,
+// 4 hosts on 127.0.0.1, all publishing) is measured by `go test -run - -bench 'Multicast|BroadcastDirect'
+// -benchtime 3s ./p2p/` (bench_test.go says what each metric is); the figures, and what they cost in a
+// whole replica set, are in the repository's docs/design/measured-limits.md, and docs/design/gossip.md
+// describes the design of the gossip path.
 //
 // The choices these figures support:
 //
@@ -74,17 +68,20 @@
 //   - Dissemination: mesh mode by default. Replicas form a gossipsub mesh (D = min(n-1, 6)), preferred by
 //     a high application score; publishers flood their own messages to every replica; messages over 1 KiB
 //     use IDONTWANT. At n = 4 the two modes cost about the same for small messages (each within the other's
-//     run-to-run noise); for 256 KiB mesh mode was cheaper in both runs (3.1 against 3.8 ms per delivery,
-//     0.96 against 1.45 duplicate copies per delivery). Direct mode forwards every message to every
+//     run-to-run noise); for 256 KiB mesh mode was cheaper in both runs, in CPU per delivery and in
+//     duplicate copies per delivery. Direct mode forwards every message to every
 //     replica, so its duplicates grow as n-2 per delivery, and gossipsub never graylists a direct peer;
 //     in mesh mode a peer that keeps forwarding rejected messages loses score quadratically and is
 //     graylisted. Direct mode stays available (Dissemination.Mode) for small fixed sets.
 //   - Queues: the validation queue, per-peer outbound queues, subscription buffer, delivery channel and
 //     send queues hold max(256, 3 x n x Window) messages (gossipsub's default of 32 lost messages with
-//     four publishers). No run above dropped a message; drops are counted (Drop* reasons), never silent.
+//     four publishers). No benchmark run dropped a message; drops are counted (Drop* reasons), never silent.
 //   - Direct streams carry the same all-to-all load for about half the CPU per delivery of gossip (no
-//     forwarding, no duplicates). BroadcastDirect is there for heavy messages; gossip stays the multicast
-//     path because it forwards around a broken link.
+//     forwarding, no duplicates), but a broken link loses what is sent on it. Which path a replica's
+//     broadcasts take is the node's choice (node/config: p2p.broadcast, p2p.gossip_kinds): Multicast, the
+//     gossip topic, by default, because it relays around a broken link; BroadcastDirect when the operator
+//     sets p2p.broadcast = "direct", except for the kinds listed in p2p.gossip_kinds (view changes and new
+//     views by default). A message to one replica always takes a direct stream (SendToReplica).
 //
 // # Discovery and churn
 //

@@ -190,7 +190,7 @@ func TestPreparedQuorum(t *testing.T) {
 	}
 }
 
-// Row 4: committed-local needs prepared and a quorum of matching commits, own included; row 9 (pitfall 9):
+// Row 4: committed-local needs prepared and a quorum of matching commits, own included; row 5 (pitfall 9):
 // nothing executes before that.
 func TestCommittedQuorumAndNoEarlyExecution(t *testing.T) {
 	tn := newNet(t, 4, nil)

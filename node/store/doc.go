@@ -74,14 +74,14 @@
 // point in time without holding a transaction open, so streaming a large snapshot to a peer does not pin
 // old pages the way a long bbolt read transaction does (bbolt's file grows while one is open). bbolt's
 // advantages (a single file, no background compactions, smaller code) matter less than these. Either engine
-// is far from the ceiling the design sets elsewhere: verifying client signatures caps a replica near 10-20k
-// requests/s, i.e. 10-20 blocks of 1,000 per second.
+// is far from the ceiling the design sets elsewhere: per request, appending a block of 1,000 requests costs
+// far less than verifying one signature (docs/design/measured-limits.md).
 //
-// The store's own path, measured the same way (go test -run '^$' -bench Store -benchtime 500x ./node/store/;
-// ranges over the session's runs): BenchmarkStoreAppendBlock 340-626 blocks/s (72-132 MB/s, encoding the
-// block included, with the head, a hard state and two records in the same batch); BenchmarkStoreRecords
-// ~2,780 fsynced batches/s; BenchmarkStoreBlockWithKV, the node's whole commit path for 1,000 key-value puts
-// (execute with digest update, block, app writes, one fsync), 53-82 blocks/s = 53,000-82,000 puts/s.
+// The store's own path is measured by `go test -run '^$' -bench Store -benchtime 500x ./node/store/`:
+// BenchmarkStoreAppendBlock (a block, encoding included, with the head, a hard state and two records in the
+// same batch), BenchmarkStoreRecords (small fsynced batches) and BenchmarkStoreBlockWithKV (the node's whole
+// commit path for 1,000 key-value puts: execute with digest update, block, app writes, one fsync). Their
+// figures are in docs/design/measured-limits.md.
 //
 // # Key layout
 //
