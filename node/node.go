@@ -391,6 +391,8 @@ func (n *Node) open(opts Options) error {
 		ConnBurstPerIP: cfg.P2P.ConnBurstPerIP,
 		AllowNetworks:  cfg.P2P.AllowNetworks,
 		PingInterval:   cfg.P2P.PingInterval,
+		// The queues are sized for the messages a replica may have in flight, which the window bounds.
+		Window: int(cfg.Consensus.Window),
 	})
 	if err != nil {
 		if strings.Contains(err.Error(), "address already in use") {
