@@ -99,9 +99,7 @@ func (x *transcript) init() {
 	for i := 0; i < x.n; i++ {
 		cfg.Signer = keys[i]
 		r, err := New(cfg)
-		if err != nil {
-			x.d.Fatalf(x.t, "%v", err)
-		}
+		x.must(err)
 		x.reps, x.stores, x.apps = append(x.reps, r), append(x.stores, &tstore{}), append(x.apps, newTapp())
 		x.blocks = append(x.blocks, map[uint64]CommittedBatch{})
 		x.handle(i, false)
@@ -112,6 +110,12 @@ func (x *transcript) init() {
 }
 
 func (x *transcript) printf(format string, args ...any) { fmt.Fprintf(&x.out, format, args...) }
+
+func (x *transcript) must(err error) {
+	if err != nil {
+		x.d.Fatalf(x.t, "%v", err)
+	}
+}
 
 // run executes one command.
 func (x *transcript) run() {
@@ -130,18 +134,11 @@ func (x *transcript) run() {
 			x.handle(i, !quiet)
 		}
 	case "deliver", "deliver-all":
-		if counts := x.deliver(x.match(), !quiet); quiet {
-			x.printf("delivered: %s\n", countLine(counts))
+		if ms := x.deliver(x.take(), !quiet); quiet {
+			x.printf("delivered: %s\n", countLine(ms))
 		}
 	case "drop":
-		match, counts := x.match(), map[wire.Kind]int{}
-		x.queue = slices.DeleteFunc(x.queue, func(m tmsg) bool {
-			if match(m) {
-				counts[m.env.Kind]++
-			}
-			return match(m)
-		})
-		x.printf("dropped: %s\n", countLine(counts))
+		x.printf("dropped: %s\n", countLine(x.take()))
 	case "cut", "heal":
 		for _, i := range x.replicas() {
 			x.cut[i] = x.d.Cmd == "cut"
@@ -157,12 +154,7 @@ func (x *transcript) run() {
 	case "stabilize":
 		x.stabilize()
 	case "status":
-		for _, i := range x.replicas() {
-			s := x.reps[i].Stats()
-			x.printf("r%d: %s slots %d tail %d | view-changes %d new-views %d stable-checkpoints %d state-transfers %d snapshots %d cert-commits %d executed-requests %d\n",
-				i, softLine(x.reps[i].Status()), s.Slots, s.Tail, s.ViewChanges, s.NewViews, s.StableCheckpoints,
-				s.StateTransfers, s.SnapshotsInstalled, s.CertCommits, s.ExecutedRequests)
-		}
+		x.status(x.replicas())
 	case "log":
 		for _, i := range x.replicas() {
 			for _, seq := range slices.Sorted(maps.Keys(x.blocks[i])) {
@@ -219,9 +211,7 @@ func (x *transcript) handle(i int, show bool) {
 			if show {
 				x.printf("  r%d executes s%d: app digest %s\n", i, cb.Seq, short(dg))
 			}
-			if err := r.Executed(cb.Seq, res, dg); err != nil {
-				x.d.Fatalf(x.t, "r%d: Executed(%d): %v", i, cb.Seq, err)
-			}
+			x.must(r.Executed(cb.Seq, res, dg))
 		}
 		if rd.StateTransfer != nil {
 			x.xfers[i] = rd.StateTransfer
@@ -261,22 +251,15 @@ func (x *transcript) printReady(i int, rd *Ready) {
 		x.printf("  truncate log <= s%d\n", rd.Truncate)
 	}
 	for _, m := range rd.Messages {
-		to := "all"
-		if m.To != Broadcast {
-			to = fmt.Sprintf("r%d", m.To)
-		}
-		x.printf("  send to %s: %s\n", to, x.describe(m.Env))
+		x.printf("  send to %s: %s\n", map[bool]string{true: "all", false: fmt.Sprintf("r%d", m.To)}[m.To == Broadcast], x.describe(m.Env))
 	}
 	for _, rm := range rd.Replies {
 		x.printf("  reply to %s: ts %d s%d result %q\n", x.name(rm.Client), rm.Timestamp, rm.Seq, rm.Result())
 	}
 	for _, cb := range rd.Committed {
-		var exec []string
-		for _, q := range cb.Execute {
-			exec = append(exec, string(q.Op))
-		}
-		x.printf("  committed s%d v%d %s batch %s execute [%s] cert %s\n", cb.Seq, cb.View, short(cb.Digest),
-			x.requests(cb.Batch), strings.Join(exec, ","), x.authors(cb.Cert))
+		exec := join(cb.Execute, ",", func(q ClientRequest) string { return string(q.Op) })
+		x.printf("  committed s%d v%d %s batch %s execute %s cert %s\n", cb.Seq, cb.View, short(cb.Digest),
+			x.requests(cb.Batch), exec, x.authors(cb.Cert))
 	}
 	if st := rd.StateTransfer; st != nil {
 		x.printf("  state transfer: to s%d %s proof %s, applied s%d\n", st.Seq, short(st.Digest), x.authors(st.Proof), st.Applied)
@@ -293,33 +276,45 @@ func softLine(s SoftState) string {
 	return fmt.Sprintf("view %d primary r%d %s executed s%d window (%d,%d]", s.View, s.Primary, s.Status, s.LastExecuted, s.Low, s.High)
 }
 
-// deliver steps the queued messages that match into their recipients; what the recipients send in
-// response is queued behind them (once their Readys are handled) and not delivered by this call.
-func (x *transcript) deliver(match func(tmsg) bool, show bool) map[wire.Kind]int {
-	var todo []tmsg
+// take removes the queued messages that match the command's filter (from=, to=, kind=, seq=; seq= matches
+// only pre-prepares, prepares, commits and checkpoints) and returns them.
+func (x *transcript) take() (taken []tmsg) {
+	from, to, kinds, seqs := x.nums("from"), x.nums("to"), x.list("kind"), x.nums("seq")
 	x.queue = slices.DeleteFunc(x.queue, func(m tmsg) bool {
-		if match(m) {
-			todo = append(todo, m)
+		var p Prepare // a pre-prepare, prepare or commit: the three payloads have one shape
+		err := wire.Unmarshal(m.env.Payload, &p)
+		if c, cerr := DecodeCheckpoint(m.env.Payload); m.env.Kind == wire.KindCheckpoint {
+			p.Seq, err = c.Seq, cerr
 		}
-		return match(m)
+		hasSeq := err == nil && m.env.Kind >= wire.KindPrePrepare && m.env.Kind <= wire.KindCheckpoint
+		match := (from == nil || slices.Contains(from, m.from)) && (to == nil || slices.Contains(to, m.to)) &&
+			(kinds == nil || slices.Contains(kinds, m.env.Kind.String())) && (seqs == nil || hasSeq && slices.Contains(seqs, int(p.Seq)))
+		if match {
+			taken = append(taken, m)
+		}
+		return match
 	})
-	counts := map[wire.Kind]int{}
-	for _, m := range todo {
-		if x.cut[m.from] || x.cut[m.to] {
-			continue
-		}
-		err := x.reps[m.to].Step(m.env)
-		counts[m.env.Kind]++
-		if show {
-			x.printf("r%d->r%d %s: %s\n", m.from, m.to, x.describe(m.env), errText(err))
+	return taken
+}
+
+// deliver steps messages into their recipients and returns those delivered (not to or from a cut
+// replica). What the recipients send in response is queued once their Readys are handled.
+func (x *transcript) deliver(ms []tmsg, show bool) (delivered []tmsg) {
+	for _, m := range ms {
+		if !x.cut[m.from] && !x.cut[m.to] {
+			err := x.reps[m.to].Step(m.env)
+			delivered = append(delivered, m)
+			if show {
+				x.printf("r%d->r%d %s: %s\n", m.from, m.to, x.describe(m.env), errText(err))
+			}
 		}
 	}
-	return counts
+	return delivered
 }
 
 // stabilize handles Readys and delivers messages until nothing is left to do.
 func (x *transcript) stabilize() {
-	total := map[wire.Kind]int{}
+	var all []tmsg
 	for round := 0; ; round++ {
 		for i := range x.reps {
 			x.handle(i, false)
@@ -329,27 +324,34 @@ func (x *transcript) stabilize() {
 		} else if round > 10000 {
 			x.d.Fatalf(x.t, "stabilize: no end in sight")
 		}
-		for k, c := range x.deliver(func(tmsg) bool { return true }, false) {
-			total[k] += c
-		}
+		q := x.queue
+		x.queue = nil
+		all = append(all, x.deliver(q, false)...)
 	}
-	x.printf("delivered: %s\n", countLine(total))
-	x.d.Cmd = "status"
-	x.run()
+	x.printf("delivered: %s\n", countLine(all))
+	x.status(x.replicas())
 }
 
-// countLine prints message counts by kind, in kind order.
-func countLine(counts map[wire.Kind]int) string {
+// countLine prints the number of messages of each kind, in kind order.
+func countLine(ms []tmsg) string {
+	counts := map[wire.Kind]int{}
+	for _, m := range ms {
+		counts[m.env.Kind]++
+	}
 	var parts []string
-	for k := wire.Kind(0); k < 64; k++ {
-		if counts[k] > 0 {
-			parts = append(parts, fmt.Sprintf("%d %s", counts[k], k))
-		}
+	for _, k := range slices.Sorted(maps.Keys(counts)) {
+		parts = append(parts, fmt.Sprintf("%d %s", counts[k], k))
 	}
-	if parts == nil {
-		return "nothing"
+	return cmp.Or(strings.Join(parts, ", "), "nothing")
+}
+
+func (x *transcript) status(replicas []int) {
+	for _, i := range replicas {
+		s := x.reps[i].Stats()
+		x.printf("r%d: %s slots %d tail %d | view-changes %d new-views %d stable-checkpoints %d state-transfers %d snapshots %d cert-commits %d executed-requests %d\n",
+			i, softLine(x.reps[i].Status()), s.Slots, s.Tail, s.ViewChanges, s.NewViews, s.StableCheckpoints,
+			s.StateTransfers, s.SnapshotsInstalled, s.CertCommits, s.ExecutedRequests)
 	}
-	return strings.Join(parts, ", ")
 }
 
 // request returns the request named name: client "name" asks for op "name" at timestamp 1.
@@ -359,20 +361,15 @@ func (x *transcript) request(name string) *wire.Envelope {
 		x.reg.Add(k)
 		x.names[string(k.PublicKey())] = name
 		e, err := NewRequest(k, testChain, 1, []byte(name))
-		if err != nil {
-			x.d.Fatalf(x.t, "%v", err)
-		}
+		x.must(err)
 		x.reqs[name] = e
 	}
 	return x.reqs[name]
 }
 
 func short(d wire.Digest) string {
-	switch {
-	case d == NullDigest:
+	if d == NullDigest {
 		return "null"
-	case d.IsZero():
-		return "0"
 	}
 	return hex.EncodeToString(d[:4])
 }
@@ -392,22 +389,22 @@ func errText(err error) string {
 
 func (x *transcript) name(pub []byte) string { return cmp.Or(x.names[string(pub)], "?") }
 
-func (x *transcript) authors(es []*wire.Envelope) string {
-	var s []string
-	for _, e := range es {
-		s = append(s, x.name(e.Author))
+// join prints [f(xs[0])<sep>f(xs[1])...].
+func join[T any](xs []T, sep string, f func(T) string) string {
+	out := make([]string, len(xs))
+	for i, v := range xs {
+		out[i] = f(v)
 	}
-	return "[" + strings.Join(s, ",") + "]"
+	return "[" + strings.Join(out, sep) + "]"
 }
 
+func (x *transcript) authors(es []*wire.Envelope) string {
+	return join(es, ",", func(e *wire.Envelope) string { return x.name(e.Author) })
+}
+
+// requests prints the ops of request envelopes (the engine checked them: they decode).
 func (x *transcript) requests(reqs []*wire.Envelope) string {
-	var ops []string
-	for _, e := range reqs {
-		if q, err := DecodeRequest(e.Payload); err == nil {
-			ops = append(ops, string(q.Op))
-		}
-	}
-	return "[" + strings.Join(ops, ",") + "]"
+	return join(reqs, ",", func(e *wire.Envelope) string { q, _ := DecodeRequest(e.Payload); return string(q.Op) })
 }
 
 func (x *transcript) batch(body []byte) string {
@@ -415,66 +412,53 @@ func (x *transcript) batch(body []byte) string {
 	return x.requests(reqs)
 }
 
-// describe prints a message: its kind and the payload fields a reader needs.
+// describe prints a message: its kind and the payload fields a reader needs. The messages are the
+// engine's own, so they decode (a panic here is a failure too).
 func (x *transcript) describe(e *wire.Envelope) string {
 	s := e.Kind.String()
-	var p Prepare // a pre-prepare, prepare or commit: the three payloads have one shape
+	pp := func(e *wire.Envelope) (p Prepare) { // a pre-prepare, prepare or commit: one payload shape
+		x.must(wire.Unmarshal(e.Payload, &p))
+		return p
+	}
 	switch e.Kind {
 	case wire.KindPrePrepare, wire.KindPrepare, wire.KindCommit:
-		if wire.Unmarshal(e.Payload, &p) == nil {
-			s += fmt.Sprintf(" v%d s%d %s", p.View, p.Seq, short(p.Digest))
-		}
+		p := pp(e)
+		s += fmt.Sprintf(" v%d s%d %s", p.View, p.Seq, short(p.Digest))
 		if len(e.Body) > 0 {
 			s += " batch " + x.batch(e.Body)
 		}
 	case wire.KindCheckpoint:
-		if c, err := DecodeCheckpoint(e.Payload); err == nil {
-			s += fmt.Sprintf(" s%d %s", c.Seq, short(c.Digest))
-		}
+		c, _ := DecodeCheckpoint(e.Payload)
+		s += fmt.Sprintf(" s%d %s", c.Seq, short(c.Digest))
 	case wire.KindViewChange:
-		if vc, err := DecodeViewChange(e.Payload); err == nil {
-			var pcs []string
-			for _, pc := range vc.Prepared {
-				if wire.Unmarshal(pc.PrePrepare.Payload, &p) == nil {
-					pcs = append(pcs, fmt.Sprintf("s%d@v%d:%s%s", p.Seq, p.View, short(p.Digest), x.authors(pc.Prepares)))
-				}
-			}
-			s += fmt.Sprintf(" v%d stable s%d prepared [%s]", vc.View, vc.StableSeq, strings.Join(pcs, " "))
-		}
+		vc, _ := DecodeViewChange(e.Payload)
+		pcs := join(vc.Prepared, " ", func(pc PreparedCert) string {
+			p := pp(pc.PrePrepare)
+			return fmt.Sprintf("s%d@v%d:%s%s", p.Seq, p.View, short(p.Digest), x.authors(pc.Prepares))
+		})
+		s += fmt.Sprintf(" v%d stable s%d prepared %s", vc.View, vc.StableSeq, pcs)
 	case wire.KindNewView:
-		if nv, err := DecodeNewView(e.Payload); err == nil {
-			var pps []string
-			for _, pe := range nv.PrePrepares {
-				if wire.Unmarshal(pe.Payload, &p) == nil {
-					pps = append(pps, fmt.Sprintf("s%d:%s", p.Seq, short(p.Digest)))
-				}
-			}
-			s += fmt.Sprintf(" v%d view-changes %s pre-prepares [%s]", nv.View, x.authors(nv.ViewChanges), strings.Join(pps, " "))
-		}
+		nv, _ := DecodeNewView(e.Payload)
+		pps := join(nv.PrePrepares, " ", func(e *wire.Envelope) string { p := pp(e); return fmt.Sprintf("s%d:%s", p.Seq, short(p.Digest)) })
+		s += fmt.Sprintf(" v%d view-changes %s pre-prepares %s", nv.View, x.authors(nv.ViewChanges), pps)
 	case wire.KindFetch:
-		if f, err := DecodeFetch(e.Payload); err == nil {
-			var items []string
-			for _, it := range f.Items {
-				items = append(items, fmt.Sprintf("s%d%s", it.Seq, map[bool]string{true: "+body"}[it.NeedBody]))
-			}
-			s += fmt.Sprintf(" v%d active=%t executed s%d items [%s]", f.View, f.Active, f.Executed, strings.Join(items, " "))
-		}
+		f, _ := DecodeFetch(e.Payload)
+		items := join(f.Items, " ", func(it FetchItem) string {
+			return fmt.Sprintf("s%d%s", it.Seq, map[bool]string{true: "+body"}[it.NeedBody])
+		})
+		s += fmt.Sprintf(" v%d active=%t executed s%d items %s", f.View, f.Active, f.Executed, items)
 	case wire.KindFetchReply:
-		if f, err := DecodeFetchReply(e.Payload); err == nil {
-			var slots []string
-			for _, sl := range f.Slots {
-				slots = append(slots, fmt.Sprintf("s%d:cert%s,msgs=%d,body=%t", sl.Seq, x.authors(sl.Cert), len(sl.Messages), len(sl.Batch) > 0))
-			}
-			s += fmt.Sprintf(" executed s%d proof %s slots [%s]", f.Executed, x.authors(f.Proof), strings.Join(slots, " "))
-		}
+		f, _ := DecodeFetchReply(e.Payload)
+		slots := join(f.Slots, " ", func(sl FetchedSlot) string {
+			return fmt.Sprintf("s%d:cert%s,msgs=%d,body=%t", sl.Seq, x.authors(sl.Cert), len(sl.Messages), len(sl.Batch) > 0)
+		})
+		s += fmt.Sprintf(" executed s%d proof %s slots %s", f.Executed, x.authors(f.Proof), slots)
 	case wire.KindRequest:
-		if q, err := DecodeRequest(e.Payload); err == nil {
-			s += fmt.Sprintf(" %s ts %d", x.name(e.Author), q.Timestamp)
-		}
+		q, _ := DecodeRequest(e.Payload)
+		s += fmt.Sprintf(" %s ts %d", x.name(e.Author), q.Timestamp)
 	case wire.KindStatus:
-		if st, err := DecodeStatusReport(e.Payload); err == nil {
-			s += fmt.Sprintf(" v%d active=%t executed s%d stable s%d", st.View, st.Active, st.Executed, st.Stable)
-		}
+		st, _ := DecodeStatusReport(e.Payload)
+		s += fmt.Sprintf(" v%d active=%t executed s%d stable s%d", st.View, st.Active, st.Executed, st.Stable)
 	}
 	if e.Resend != 0 {
 		s += " (resent)"
@@ -496,9 +480,7 @@ func (x *transcript) list(key string) (out []string) {
 func (x *transcript) nums(key string) (out []int) {
 	for _, v := range x.list(key) {
 		n, err := strconv.Atoi(v)
-		if err != nil {
-			x.d.Fatalf(x.t, "%s: %v", key, err)
-		}
+		x.must(err)
 		out = append(out, n)
 	}
 	return out
@@ -521,20 +503,4 @@ func (x *transcript) replicas() []int {
 		all[i] = i
 	}
 	return all
-}
-
-// match returns the filter of a deliver or drop command (from=, to=, kind=, seq=; seq= matches only
-// pre-prepares, prepares, commits and checkpoints).
-func (x *transcript) match() func(tmsg) bool {
-	from, to, kinds, seqs := x.nums("from"), x.nums("to"), x.list("kind"), x.nums("seq")
-	return func(m tmsg) bool {
-		var p Prepare // a pre-prepare, prepare or commit: the three payloads have one shape
-		err := wire.Unmarshal(m.env.Payload, &p)
-		if c, cerr := DecodeCheckpoint(m.env.Payload); m.env.Kind == wire.KindCheckpoint {
-			p.Seq, err = c.Seq, cerr
-		}
-		ok := err == nil && m.env.Kind >= wire.KindPrePrepare && m.env.Kind <= wire.KindCheckpoint
-		return (from == nil || slices.Contains(from, m.from)) && (to == nil || slices.Contains(to, m.to)) &&
-			(kinds == nil || slices.Contains(kinds, m.env.Kind.String())) && (seqs == nil || ok && slices.Contains(seqs, int(p.Seq)))
-	}
 }
