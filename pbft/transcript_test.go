@@ -176,6 +176,9 @@ func (x *transcript) run() {
 		}
 	case "apply-blocks":
 		i, from, st := x.num("replica", 0), x.num("from", 0), x.xfers[x.num("replica", 0)]
+		if st == nil {
+			x.d.Fatalf(x.t, "r%d asked for no state transfer", i)
+		}
 		for seq := uint64(x.num("first", int(st.Applied+1))); seq <= st.Seq; seq++ {
 			b := x.blocks[from][seq]
 			err := x.reps[i].ApplyCommitted(seq, b.Batch, b.Cert)
