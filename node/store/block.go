@@ -146,11 +146,6 @@ func DecodeBlock(data []byte) (*Block, error) {
 	return b, nil
 }
 
-// BatchDigest returns the digest PBFT agrees on for a batch of request envelopes with these IDs (in order):
-// pbft.BatchDigest, so that the COMMITs of a block's certificate sign exactly Block.BatchDigest. An empty batch
-// (a null batch) digests to pbft.NullDigest.
-func BatchDigest(ids []wire.Digest) wire.Digest { return pbft.BatchDigest(ids) }
-
 // DecodeBatch decodes the request envelopes of a block's batch, checking that each is a well-formed request
 // envelope (not its signature: that is the certificate's and the engine's business).
 func DecodeBatch(batch [][]byte) ([]*wire.Envelope, error) {
@@ -214,7 +209,7 @@ func (b *Block) Verify(prev Ref, checkCert CertCheck) error {
 	for i, e := range envs {
 		ids[i] = e.ID()
 	}
-	if d := BatchDigest(ids); d != b.BatchDigest {
+	if d := pbft.BatchDigest(ids); d != b.BatchDigest {
 		return fmt.Errorf("store: verify block %d: batch digest %s, computed %s: %w", b.Height, b.BatchDigest, d, ErrBadBlock)
 	}
 	cert, err := DecodeCert(b.Cert)

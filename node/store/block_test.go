@@ -5,7 +5,6 @@ import (
 	"errors"
 	"testing"
 
-	"github.com/p2pbft/p2pbft/pbft"
 	"github.com/p2pbft/p2pbft/wire"
 )
 
@@ -118,22 +117,6 @@ func TestVerify(t *testing.T) {
 		if err := c.Verify(prev, testCertCheck); !errors.Is(err, ErrBadBlock) {
 			t.Errorf("%s: %v", name, err)
 		}
-	}
-}
-
-func TestBatchDigestDefinition(t *testing.T) {
-	reqs := testRequests(t, 5, 3, 20)
-	envs, err := DecodeBatch(reqs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ids := []wire.Digest{envs[0].ID(), envs[1].ID(), envs[2].ID()}
-	// The block's batch digest is the one the COMMITs of its certificate sign.
-	if BatchDigest(ids) != pbft.BatchDigest(ids) {
-		t.Fatal("batch digest is not pbft.BatchDigest over the IDs")
-	}
-	if BatchDigest(nil) != pbft.NullDigest {
-		t.Fatal("null batch digest is not pbft.NullDigest")
 	}
 }
 

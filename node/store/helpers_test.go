@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"testing"
 
+	"github.com/p2pbft/p2pbft/pbft"
 	"github.com/p2pbft/p2pbft/wire"
 	"github.com/p2pbft/p2pbft/wire/wiretest"
 )
@@ -60,7 +61,7 @@ func testBlock(tb testing.TB, prev Ref, view uint64, batch [][]byte, appDigest w
 	for i, e := range envs {
 		ids[i] = e.ID()
 	}
-	b := &Block{Height: prev.Height + 1, Prev: prev.Hash, View: view, BatchDigest: BatchDigest(ids), AppDigest: appDigest, Batch: batch}
+	b := &Block{Height: prev.Height + 1, Prev: prev.Hash, View: view, BatchDigest: pbft.BatchDigest(ids), AppDigest: appDigest, Batch: batch}
 	for _, k := range testReplicas[:3] {
 		e, err := wire.Seal(k, testChain, wire.KindCommit, testCommitPayload(view, b.Height, b.BatchDigest))
 		if err != nil {
