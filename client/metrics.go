@@ -90,3 +90,21 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(d.desc, prometheus.CounterValue, float64(d.get(s)))
 	}
 }
+
+// Stats are the client's counters since it started.
+type Stats struct {
+	// Accepted counts requests answered by f+1 matching replies.
+	Accepted uint64
+	// Abandoned counts requests whose context ended first (outcome unknown).
+	Abandoned uint64
+	// Sent counts request transmissions to single replicas.
+	Sent uint64
+	// Broadcasts counts requests that had to be sent to every replica.
+	Broadcasts uint64
+	// Retransmissions counts rounds after the first broadcast.
+	Retransmissions uint64
+	// FailedAttempts counts transmissions that could not be queued (link down or queue full).
+	FailedAttempts uint64
+	// BadReplies counts replies and bundles rejected (bad signature or proof, malformed).
+	BadReplies uint64
+}
