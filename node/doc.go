@@ -57,8 +57,10 @@
 // against its digest), and the application's chunks (applied as they arrive; the finished state must have
 // the certified digest). The restore is finished, the chain jumps to the anchor and the engine installs the
 // snapshot in one atomic store batch. A peer that fails a check is skipped for the next; an attempt that
-// fails is retried with backoff; a newer target replaces an older one. Package statesync holds the wire
-// format and the pure checks.
+// fails is retried with backoff; a newer target replaces an older one. Package statesync holds all of it
+// but the node's own state: the wire format, the checks and the syncer (statesync.Syncer), which reaches
+// the node through small interfaces that statesync.go implements (the network, the certificate check, and
+// the loop, which applies the blocks and installs the snapshot).
 //
 // # Client requests
 //

@@ -70,7 +70,7 @@ func (n *Node) Run(ctx context.Context) error {
 	close(n.replies.in)
 	<-replierDone
 	cancel()
-	n.stopSync()
+	n.sync.Stop()
 	wg.Wait()
 	<-outDone
 
@@ -158,7 +158,7 @@ func (n *Node) loop(ctx context.Context) error {
 			return nil
 		case <-ticker.C:
 			n.rep.Tick()
-			n.maybeRetargetSync()
+			n.sync.Tick(n.runCtx)
 		case m := <-n.inbox:
 			n.step(m)
 		case p := <-n.proposals:
@@ -296,7 +296,7 @@ func (n *Node) handleReady(rd *pbft.Ready, b *store.Batch) error {
 		n.onSoftState(*rd.SoftState)
 	}
 	if rd.StateTransfer != nil {
-		n.startSync(*rd.StateTransfer)
+		n.sync.Start(n.runCtx, *rd.StateTransfer)
 	}
 	return nil
 }
@@ -388,12 +388,9 @@ func (n *Node) onSoftState(s pbft.SoftState) {
 	if s.Status == pbft.StatusSyncing && old.Status != pbft.StatusSyncing {
 		n.log.Info("behind the stable checkpoint: syncing", "view", s.View, "stable", s.Stable, "executed", s.LastExecuted)
 	}
-	if s.Status != pbft.StatusSyncing && n.sync != nil {
+	if s.Status != pbft.StatusSyncing {
 		// Caught up (by the transfer, or by itself): a transfer still running has nothing left to do.
-		if s.LastExecuted >= n.sync.target.Seq {
-			n.sync.caughtUp.Store(true)
-		}
-		n.stopSync()
+		n.sync.Settled(s.LastExecuted)
 	}
 	if s.Stable != old.Stable {
 		n.log.Debug("checkpoint stable", "view", s.View, "seq", s.Stable, "window", fmt.Sprintf("(%d, %d]", s.Low, s.High))
@@ -486,10 +483,6 @@ func (n *Node) maybePublishStats() {
 		n.log.Warn("own checkpoint contradicts the certified one: fetching the certified state", "view", ps.soft.View,
 			"stable", ps.soft.Stable)
 	}
-	if n.sync != nil {
-		ps.sync = n.sync.status()
-	} else {
-		ps.sync = nil
-	}
+	ps.sync = n.syncStatus()
 	n.state.Store(&ps)
 }

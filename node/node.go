@@ -101,8 +101,7 @@ type Node struct {
 	rep          *pbft.Replica
 	replayed     map[uint64]*resultsRecord // results of blocks the engine will replay after a restart
 	soft         pbft.SoftState
-	sync         *syncer
-	syncNext     *pbft.StateTransfer // a newer transfer the engine asked for while a snapshot copy kept its target
+	sync         *statesync.Syncer // state transfer (statesync.go); called from the loop only
 	lastStatsPub int64
 	keptSnaps    map[uint64]bool       // application snapshots taken and not released (checkpoint heights)
 	deferred     []pbft.CommittedBatch // committed batches held back while a restore is in progress
@@ -264,6 +263,7 @@ func New(cfg config.Config, opts Options) (*Node, error) {
 		runCtx:     context.Background(),
 	}
 	n.waiters.m = make(map[waitKey][]*waiter)
+	n.sync = n.newSyncer()
 	n.out.kick = make(chan struct{}, 1)
 	n.replies = &replier{n: n, in: make(chan []pbft.ReplyMessage, 1024)}
 	n.gossipKinds = make(map[wire.Kind]bool)

@@ -4,9 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
-	"sync/atomic"
-	"time"
 
 	"github.com/p2pbft/p2pbft/node/api/apitypes"
 	"github.com/p2pbft/p2pbft/node/app"
@@ -16,238 +13,140 @@ import (
 	"github.com/p2pbft/p2pbft/wire"
 )
 
-// State transfer, the driving side (package statesync has the protocol). When the engine asks for the
-// state at a certified checkpoint (Ready.StateTransfer), the loop starts a syncer goroutine that fetches it
-// from peers, checking everything against the certificate, and hands the result back to the loop:
+// State transfer: package statesync fetches and checks the state (statesync.Syncer); this file wires it to
+// the node. The loop calls the Syncer (Start from processReady, Tick on every tick, Settled when the engine
+// stops syncing, Stop when the loop ends, Progress for Status); syncAdapter gives the Syncer the node's
+// network, certificate check, engine and application; and what changes the replica's state (applying
+// blocks, installing a snapshot) comes back to the loop as a syncEvent, handled by onSyncEvent.
 //
-//   - blocks, when the replica is at most state_sync.block_sync_max blocks behind: pages of blocks, each
-//     checked against its commit certificate off the loop; the loop hands them to the engine
-//     (ApplyCommitted) and executes them like any committed batch, so the chain stays complete;
-//   - otherwise a snapshot: manifests from all peers (f+1 agreeing on the anchor block), the client table,
-//     then the application's chunks, applied as they arrive; the loop finishes the restore and jumps the
-//     chain in one atomic batch with the engine's new state (InstallSnapshot).
-//
-// A peer that fails a check or does not answer is skipped and the next one asked; an attempt that fails
-// altogether is retried with backoff, by snapshot if blocks failed. While a snapshot restore is in progress
-// the application cannot execute, so batches the engine delivers meanwhile are held back and executed after
-// an aborted restore, or dropped after an installed one (the engine forgets them then).
+// While a snapshot restore is in progress the application cannot execute, so batches the engine delivers
+// meanwhile are held back and executed after an aborted restore, or dropped after an installed one (the
+// engine forgets them then).
 
-// pageBlocks bounds the blocks asked for in one request.
-const pageBlocks = 64
+// newSyncer returns the node's Syncer (which reaches the p2p host and the metrics only once a transfer runs).
+func (n *Node) newSyncer() *statesync.Syncer {
+	a := &syncAdapter{n: n}
+	c := n.cfg.StateSync
+	return statesync.New(statesync.Options{N: n.n, F: n.f, BlockSyncMax: c.BlockSyncMax,
+		RequestTimeout: c.RequestTimeout, ChunkBytes: c.ChunkBytes,
+		Fetcher: a, CertCheck: n.CertCheck, Installer: a, Replica: a, Metrics: a, Log: n.log})
+}
+
+// syncStatus is the running transfer, for Status.
+func (n *Node) syncStatus() *apitypes.SyncStatus {
+	p := n.sync.Progress()
+	if p == nil {
+		return nil
+	}
+	return &apitypes.SyncStatus{Target: p.Target, Method: p.Method, Started: p.Started, Bytes: p.Bytes,
+		Blocks: p.Blocks, Peer: p.Peer}
+}
+
+// syncAdapter is the node as the Syncer sees it (statesync.Fetcher, Installer, Replica and Metrics).
+type syncAdapter struct{ n *Node }
+
+func (a *syncAdapter) Replicas() []int { return a.n.host.ConnectedReplicas() }
+
+func (a *syncAdapter) Fetch(ctx context.Context, p int, req *statesync.Request) (*wire.Envelope, error) {
+	n := a.n
+	env, err := statesync.NewRequest(n.key, n.chainID, req)
+	if err != nil {
+		return nil, err
+	}
+	return n.host.Request(ctx, n.genesis.PeerID(p), env)
+}
+
+// View and Needs are called from the loop.
+func (a *syncAdapter) View() uint64 { return a.n.soft.View }
+
+func (a *syncAdapter) Needs(seq uint64) bool {
+	return a.n.rep.Status().LastExecuted < seq && a.n.soft.Status == pbft.StatusSyncing
+}
+
+func (a *syncAdapter) Transfer(method, result string) {
+	a.n.metrics.syncs.WithLabelValues(method, result).Inc()
+}
+func (a *syncAdapter) Bytes(k int)  { a.n.metrics.syncBytes.Add(float64(k)) }
+func (a *syncAdapter) Blocks(k int) { a.n.metrics.syncBlocks.Add(float64(k)) }
+
+func (a *syncAdapter) ApplyBlocks(ctx context.Context, blocks []*statesync.Block) error {
+	res := make(chan error, 1)
+	return a.toLoop(ctx, &blocksEvent{blocks: blocks, res: res}, res)
+}
+
+func (a *syncAdapter) Install(ctx context.Context, s *statesync.Snapshot) error {
+	res := make(chan error, 1)
+	return a.toLoop(ctx, &snapshotEvent{Snapshot: s, res: res}, res)
+}
+
+// Restore starts the application's restore; from here until it is finished or aborted the node does not
+// execute (n.restoring).
+func (a *syncAdapter) Restore(seq uint64, appDigest wire.Digest) (app.SnapshotRestore, error) {
+	n := a.n
+	n.appMu.Lock()
+	defer n.appMu.Unlock()
+	r, err := n.app.Restore(seq, appDigest)
+	if err != nil {
+		return nil, err
+	}
+	n.restoring.Store(true)
+	return &lockedRestore{n: n, r: r}, nil
+}
+
+// lockedRestore serializes a restore's calls with the application's execution (appMu) and clears
+// n.restoring when the restore ends.
+type lockedRestore struct {
+	n *Node
+	r app.SnapshotRestore
+}
+
+func (l *lockedRestore) Cursor() []byte {
+	l.n.appMu.Lock()
+	defer l.n.appMu.Unlock()
+	return l.r.Cursor()
+}
+
+func (l *lockedRestore) Apply(chunk []byte) error {
+	l.n.appMu.Lock()
+	defer l.n.appMu.Unlock()
+	return l.r.Apply(chunk)
+}
+
+func (l *lockedRestore) Finish(w app.Writer) error {
+	l.n.appMu.Lock()
+	defer l.n.appMu.Unlock()
+	err := l.r.Finish(w)
+	if err == nil {
+		l.n.restoring.Store(false)
+	}
+	return err
+}
+
+func (l *lockedRestore) Abort() error {
+	l.n.appMu.Lock()
+	defer l.n.appMu.Unlock()
+	err := l.r.Abort()
+	l.n.restoring.Store(false)
+	return err
+}
 
 // syncEvent is what the syncer hands to the loop: *blocksEvent or *snapshotEvent.
 type syncEvent any
 
 type blocksEvent struct {
-	blocks []*checkedBlock
+	blocks []*statesync.Block
 	res    chan error
 }
 
 type snapshotEvent struct {
-	seq       uint64
-	appDigest wire.Digest
-	table     []byte
-	block     *store.Block
-	restore   app.SnapshotRestore
-	res       chan error
-}
-
-type syncer struct {
-	n       *Node
-	target  pbft.StateTransfer
-	method  atomic.Value // string
-	started time.Time
-	cancel  context.CancelFunc
-	done    chan struct{}
-	bytes   atomic.Uint64
-	chunks  atomic.Uint64
-	blocks  atomic.Uint64
-	peer    atomic.Int64
-	bad     map[int]bool // peers that failed a check in this transfer
-	rot     int
-	// caughtUp is set when the loop stops the transfer because the replica holds the target state (the
-	// transfer delivered it, or the engine's own catching up overtook it).
-	caughtUp atomic.Bool
-	// failures counts failed attempts: a transfer that failed is replaced by a newer target at once.
-	failures atomic.Int32
-}
-
-// keepTransferFor is how long a snapshot transfer that has not failed keeps its target when the engine
-// asks for a newer checkpoint. Under load checkpoints become stable faster than a snapshot copies; the
-// engine installs a snapshot of any recent certified checkpoint and then catches up with blocks, while
-// restarting the copy at every new checkpoint would never finish.
-const keepTransferFor = 20 * time.Second
-
-func (s *syncer) finished() bool {
-	select {
-	case <-s.done:
-		return true
-	default:
-		return false
-	}
-}
-
-func (s *syncer) status() *apitypes.SyncStatus {
-	if s.finished() {
-		return nil
-	}
-	m, _ := s.method.Load().(string)
-	return &apitypes.SyncStatus{Target: s.target.Seq, Method: m, Started: s.started, Bytes: s.bytes.Load(),
-		Blocks: s.blocks.Load(), Peer: int(s.peer.Load())}
-}
-
-// startSync starts (or retargets) the state transfer the engine asked for.
-func (n *Node) startSync(st pbft.StateTransfer) {
-	if s := n.sync; s != nil {
-		if !s.finished() && s.target.Seq >= st.Seq {
-			return // already on it
-		}
-		if !s.finished() && s.method.Load() == "snapshot" && s.failures.Load() == 0 && time.Since(s.started) < keepTransferFor {
-			// Let the copy finish (see keepTransferFor); the newer target waits for it.
-			n.syncNext = &st
-			return
-		}
-		n.stopSync()
-	}
-	n.syncNext = nil
-	ctx, cancel := context.WithCancel(n.runCtx)
-	s := &syncer{n: n, target: st, started: time.Now(), cancel: cancel, done: make(chan struct{}), bad: map[int]bool{}}
-	s.peer.Store(-1)
-	n.sync = s
-	n.log.Info("state transfer started", "view", n.soft.View, "target", st.Seq, "applied", st.Applied,
-		"behind", st.Seq-st.Applied)
-	go s.run(ctx)
-}
-
-// maybeRetargetSync starts the newer transfer the engine asked for while a snapshot copy kept its target
-// (startSync), once that copy ended without bringing the replica to the newer target, failed an attempt,
-// or ran for keepTransferFor. Called from the loop on every tick.
-func (n *Node) maybeRetargetSync() {
-	next, s := n.syncNext, n.sync
-	if next == nil {
-		return
-	}
-	if s != nil && !s.finished() && s.failures.Load() == 0 && time.Since(s.started) < keepTransferFor {
-		return
-	}
-	if n.rep.Status().LastExecuted >= next.Seq || n.soft.Status != pbft.StatusSyncing {
-		n.syncNext = nil // caught up meanwhile (the engine asks again if it still needs a transfer)
-		return
-	}
-	n.syncNext = nil
-	if s != nil {
-		n.stopSync()
-	}
-	n.startSync(*next)
-}
-
-// stopSync cancels the running state transfer and waits for its goroutine (which aborts an unfinished
-// restore). Called from the loop.
-func (n *Node) stopSync() {
-	s := n.sync
-	if s == nil {
-		return
-	}
-	s.cancel()
-	<-s.done
-	n.sync = nil
-}
-
-func (s *syncer) run(ctx context.Context) {
-	defer close(s.done)
-	n := s.n
-	st := s.target
-	useBlocks := st.Seq-st.Applied <= n.cfg.StateSync.BlockSyncMax
-	backoff := 200 * time.Millisecond
-	for attempt := 1; ; attempt++ {
-		method := "snapshot"
-		if useBlocks {
-			method = "blocks"
-		}
-		s.method.Store(method)
-		var err error
-		if useBlocks {
-			err = s.syncBlocks(ctx)
-		} else {
-			err = s.syncSnapshot(ctx)
-		}
-		if err == nil || s.caughtUp.Load() {
-			n.metrics.syncs.WithLabelValues(method, "ok").Inc()
-			d := time.Since(s.started)
-			n.log.Info("state transfer done", "target", st.Seq, "method", method, "blocks_behind", st.Seq-st.Applied,
-				"seconds", fmt.Sprintf("%.2f", d.Seconds()), "bytes", s.bytes.Load(), "chunks", s.chunks.Load(), "blocks_fetched", s.blocks.Load(),
-				"blocks_per_s", fmt.Sprintf("%.0f", float64(st.Seq-st.Applied)/d.Seconds()))
-			return
-		}
-		if ctx.Err() != nil {
-			return
-		}
-		if errors.Is(err, pbft.ErrNotSyncing) || errors.Is(err, pbft.ErrStale) {
-			// The replica caught up by itself, or syncs to a later checkpoint now (a new transfer follows).
-			n.log.Info("state transfer no longer needed", "target", st.Seq, "reason", err)
-			return
-		}
-		s.failures.Add(1)
-		n.metrics.syncs.WithLabelValues(method, "failed").Inc()
-		n.log.Warn("state transfer attempt failed", "target", st.Seq, "method", method, "attempt", attempt, "err", err)
-		if useBlocks && attempt >= 2 {
-			useBlocks = false // peers may lack the blocks (they copied a snapshot past them)
-		}
-		if len(s.bad) >= n.n-1 {
-			clear(s.bad) // everyone failed once: try them all again
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(backoff):
-		}
-		backoff = min(2*backoff, 5*time.Second)
-	}
-}
-
-// peers returns the connected replicas to ask, starting with the next one in turn, good ones first.
-func (s *syncer) peers() []int {
-	conn := s.n.host.ConnectedReplicas()
-	if len(conn) == 0 {
-		return nil
-	}
-	s.rot++
-	var good, bad []int
-	for i := range conn {
-		p := conn[(i+s.rot)%len(conn)]
-		if s.bad[p] {
-			bad = append(bad, p)
-		} else {
-			good = append(good, p)
-		}
-	}
-	return append(good, bad...)
-}
-
-// ask sends one state request to replica p and decodes its answer.
-func (s *syncer) ask(ctx context.Context, p int, req *statesync.Request) (*statesync.Response, error) {
-	n := s.n
-	env, err := statesync.NewRequest(n.key, n.chainID, req)
-	if err != nil {
-		return nil, err
-	}
-	ctx, cancel := context.WithTimeout(ctx, n.cfg.StateSync.RequestTimeout)
-	defer cancel()
-	s.peer.Store(int64(p))
-	resp, err := n.host.Request(ctx, n.genesis.PeerID(p), env)
-	if err != nil {
-		return nil, err
-	}
-	if resp.Kind != wire.KindStateResponse {
-		return nil, fmt.Errorf("replica %d answered with a %s", p, resp.Kind)
-	}
-	return statesync.DecodeResponse(resp.Payload, req.Type, req.Seq)
+	*statesync.Snapshot
+	res chan error
 }
 
 // toLoop hands an event to the loop and waits for its verdict.
-func (s *syncer) toLoop(ctx context.Context, ev syncEvent, res chan error) error {
+func (a *syncAdapter) toLoop(ctx context.Context, ev syncEvent, res chan error) error {
 	select {
-	case s.n.syncCh <- ev:
+	case a.n.syncCh <- ev:
 	case <-ctx.Done():
 		return ctx.Err()
 	}
@@ -264,299 +163,13 @@ func (s *syncer) toLoop(ctx context.Context, ev syncEvent, res chan error) error
 	}
 }
 
-// syncBlocks fetches the blocks after the applied height up to the target and hands them to the loop.
-func (s *syncer) syncBlocks(ctx context.Context) error {
-	n := s.n
-	next := s.target.Applied + 1
-	lastLog := time.Now()
-	for next <= s.target.Seq {
-		peers := s.peers()
-		if len(peers) == 0 {
-			return errors.New("no replica connected")
-		}
-		var page []*checkedBlock
-		var lastErr error
-		for _, p := range peers {
-			req := &statesync.Request{Type: statesync.TypeBlocks, Seq: next, To: min(s.target.Seq, next+pageBlocks-1),
-				MaxBytes: uint32(n.cfg.StateSync.ChunkBytes)}
-			resp, err := s.ask(ctx, p, req)
-			if err == nil {
-				page, err = s.checkPage(resp, next)
-			}
-			if err != nil {
-				if ctx.Err() != nil {
-					return ctx.Err()
-				}
-				lastErr = fmt.Errorf("replica %d: %w", p, err)
-				s.bad[p] = true
-				continue
-			}
-			break
-		}
-		if page == nil {
-			return fmt.Errorf("blocks from %d: %w", next, lastErr)
-		}
-		res := make(chan error, 1)
-		if err := s.toLoop(ctx, &blocksEvent{blocks: page, res: res}, res); err != nil {
-			return err
-		}
-		s.blocks.Add(uint64(len(page)))
-		n.metrics.syncBlocks.Add(float64(len(page)))
-		next += uint64(len(page))
-		if time.Since(lastLog) >= 2*time.Second {
-			lastLog = time.Now()
-			el := time.Since(s.started).Seconds()
-			n.log.Info("state transfer progress", "target", s.target.Seq, "at", next-1,
-				"blocks_per_s", fmt.Sprintf("%.0f", float64(s.blocks.Load())/el))
-		}
-	}
-	return nil
-}
-
-// checkPage verifies a page of blocks: contiguous from next, each with a valid certificate.
-func (s *syncer) checkPage(resp *statesync.Response, next uint64) ([]*checkedBlock, error) {
-	page := make([]*checkedBlock, 0, len(resp.Blocks))
-	for i, data := range resp.Blocks {
-		cb, err := s.n.verifyBlock(data, next+uint64(i))
-		if err != nil {
-			return nil, err
-		}
-		if cb.block.Height > s.target.Seq {
-			break
-		}
-		page = append(page, cb)
-	}
-	if len(page) == 0 {
-		return nil, errors.New("no block in the answer")
-	}
-	return page, nil
-}
-
-// manifest is a checked manifest and who sent it.
-type manifest struct {
-	peer int
-	resp *statesync.Response
-	blk  *checkedBlock
-	hash wire.Digest
-}
-
-// syncSnapshot copies the snapshot at the target checkpoint.
-func (s *syncer) syncSnapshot(ctx context.Context) error {
-	n := s.n
-	seq := s.target.Seq
-	peers := s.peers()
-	if len(peers) == 0 {
-		return errors.New("no replica connected")
-	}
-	// Manifests from every connected peer, at once.
-	var mu sync.Mutex
-	var ms []manifest
-	var errs []error
-	var wg sync.WaitGroup
-	for _, p := range peers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			m, err := s.fetchManifest(ctx, p)
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil {
-				errs = append(errs, fmt.Errorf("replica %d: %w", p, err))
-				return
-			}
-			ms = append(ms, *m)
-		}()
-	}
-	wg.Wait()
-	if ctx.Err() != nil {
-		return ctx.Err()
-	}
-	hashes := make([]wire.Digest, len(ms))
-	for i, m := range ms {
-		hashes[i] = m.hash
-	}
-	_, idx, ok := statesync.Agreement(hashes, n.f+1)
-	if !ok {
-		return fmt.Errorf("no %d replicas agree on the snapshot at %d (%d valid manifests; %w)", n.f+1, seq, len(ms), errors.Join(errs...))
-	}
-	var providers []manifest
-	for _, i := range idx {
-		if !s.bad[ms[i].peer] {
-			providers = append(providers, ms[i])
-		}
-	}
-	for _, i := range idx {
-		if s.bad[ms[i].peer] {
-			providers = append(providers, ms[i])
-		}
-	}
-	m0 := providers[0].resp
-	n.log.Info("state transfer: snapshot found", "target", seq, "providers", len(providers),
-		"table_bytes", m0.TableSize, "app_digest", m0.AppDigest)
-
-	table, err := s.fetchTable(ctx, providers, m0)
-	if err != nil {
-		return err
-	}
-
-	n.appMu.Lock()
-	restore, err := n.app.Restore(seq, m0.AppDigest)
-	if err == nil {
-		n.restoring.Store(true)
-	}
-	n.appMu.Unlock()
-	if err != nil {
-		return fmt.Errorf("start restore: %w", err)
-	}
-	installed := false
-	defer func() {
-		if installed {
-			return
-		}
-		n.appMu.Lock()
-		if err := restore.Abort(); err != nil {
-			n.log.Warn("abort restore", "err", err)
-		}
-		n.restoring.Store(false)
-		n.appMu.Unlock()
-	}()
-	used, err := s.fetchChunks(ctx, providers, restore)
-	if err != nil {
-		return err
-	}
-	res := make(chan error, 1)
-	ev := &snapshotEvent{seq: seq, appDigest: m0.AppDigest, table: table, block: providers[0].blk.block,
-		restore: restore, res: res}
-	if err := s.toLoop(ctx, ev, res); err != nil {
-		if errors.Is(err, app.ErrDigestMismatch) {
-			for p := range used {
-				s.bad[p] = true
-			}
-		}
-		return err
-	}
-	installed = true
-	return nil
-}
-
-func (s *syncer) fetchManifest(ctx context.Context, p int) (*manifest, error) {
-	seq := s.target.Seq
-	resp, err := s.ask(ctx, p, &statesync.Request{Type: statesync.TypeManifest, Seq: seq})
-	if err != nil {
-		return nil, err
-	}
-	if !resp.CheckpointMatches(seq, s.target.Digest) {
-		return nil, errors.New("manifest does not match the certified checkpoint")
-	}
-	blk, err := s.n.verifyBlock(resp.Block, seq)
-	if err != nil {
-		return nil, err
-	}
-	if blk.block.AppDigest != resp.AppDigest {
-		return nil, errors.New("manifest block has another application digest")
-	}
-	return &manifest{peer: p, resp: resp, blk: blk, hash: blk.block.Hash()}, nil
-}
-
-// fetchTable fetches the client table from one provider after another until one sends a table with the
-// certified digest.
-func (s *syncer) fetchTable(ctx context.Context, providers []manifest, m *statesync.Response) ([]byte, error) {
-	var lastErr error
-	for _, pv := range providers {
-		table := make([]byte, 0, m.TableSize)
-		for {
-			resp, err := s.ask(ctx, pv.peer, &statesync.Request{Type: statesync.TypeTable, Seq: s.target.Seq,
-				Offset: uint64(len(table)), MaxBytes: uint32(s.n.cfg.StateSync.ChunkBytes)})
-			if err != nil {
-				lastErr = fmt.Errorf("replica %d: %w", pv.peer, err)
-				break
-			}
-			if uint64(len(table)+len(resp.Data)) > m.TableSize || (len(resp.Data) == 0 && resp.More) {
-				lastErr = fmt.Errorf("replica %d: client table larger than announced", pv.peer)
-				break
-			}
-			table = append(table, resp.Data...)
-			s.bytes.Add(uint64(len(resp.Data)))
-			s.n.metrics.syncBytes.Add(float64(len(resp.Data)))
-			if !resp.More {
-				break
-			}
-		}
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-		if lastErr == nil && pbft.ClientTableDigest(table) == m.TableDigest && uint64(len(table)) == m.TableSize {
-			return table, nil
-		}
-		if lastErr == nil {
-			lastErr = fmt.Errorf("replica %d: client table does not match the certified digest", pv.peer)
-		}
-		s.bad[pv.peer] = true
-	}
-	return nil, lastErr
-}
-
-// fetchChunks streams the application snapshot into restore, switching provider on a failure (the cursor
-// makes the transfer resumable). It returns the providers that contributed chunks.
-func (s *syncer) fetchChunks(ctx context.Context, providers []manifest, restore app.SnapshotRestore) (map[int]bool, error) {
-	n := s.n
-	used := map[int]bool{}
-	i := 0
-	failures := 0
-	chunks := 0
-	lastLog := time.Now()
-	for {
-		pv := providers[i%len(providers)]
-		n.appMu.Lock()
-		cursor := restore.Cursor()
-		n.appMu.Unlock()
-		resp, err := s.ask(ctx, pv.peer, &statesync.Request{Type: statesync.TypeChunk, Seq: s.target.Seq,
-			Cursor: cursor, MaxBytes: uint32(n.cfg.StateSync.ChunkBytes)})
-		if err == nil {
-			n.appMu.Lock()
-			err = restore.Apply(resp.Data)
-			n.appMu.Unlock()
-			if err != nil {
-				s.bad[pv.peer] = true
-			}
-		}
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil, ctx.Err()
-			}
-			failures++
-			if failures >= 2*len(providers) {
-				return nil, fmt.Errorf("snapshot chunks: replica %d: %w", pv.peer, err)
-			}
-			n.log.Debug("state transfer: chunk failed, trying another replica", "peer_replica", pv.peer, "err", err)
-			i++
-			continue
-		}
-		failures = 0
-		used[pv.peer] = true
-		chunks++
-		s.chunks.Add(1)
-		s.bytes.Add(uint64(len(resp.Data)))
-		n.metrics.syncBytes.Add(float64(len(resp.Data)))
-		if time.Since(lastLog) >= 2*time.Second {
-			lastLog = time.Now()
-			el := time.Since(s.started).Seconds()
-			n.log.Info("state transfer progress", "target", s.target.Seq, "chunks", chunks, "bytes", s.bytes.Load(),
-				"mb_per_s", fmt.Sprintf("%.1f", float64(s.bytes.Load())/el/1e6), "from", pv.peer)
-		}
-		if !resp.More {
-			return used, nil
-		}
-	}
-}
-
 // onSyncEvent handles what the syncer hands to the loop. Errors returned are fatal; a bad transfer is
 // reported to the syncer through the event.
 func (n *Node) onSyncEvent(ev syncEvent) error {
 	switch ev := ev.(type) {
 	case *blocksEvent:
 		for _, b := range ev.blocks {
-			err := n.rep.ApplyCommitted(b.block.Height, b.reqs, b.cert)
+			err := n.rep.ApplyCommitted(b.Block.Height, b.Requests, b.Cert)
 			if err != nil && !errors.Is(err, pbft.ErrStale) {
 				ev.res <- err
 				return nil
@@ -577,40 +190,34 @@ func (n *Node) installSnapshot(ev *snapshotEvent) error {
 		ev.res <- err
 		return nil
 	}
-	if err := n.rep.CheckSnapshot(ev.seq, ev.appDigest, ev.table); err != nil {
+	if err := n.rep.CheckSnapshot(ev.Seq, ev.AppDigest, ev.Table); err != nil {
 		return fail(err)
 	}
 	head := n.store.Head()
-	if head.Height >= ev.seq {
-		return fail(fmt.Errorf("node: the chain is at %d, past the snapshot at %d", head.Height, ev.seq))
+	if head.Height >= ev.Seq {
+		return fail(fmt.Errorf("node: the chain is at %d, past the snapshot at %d", head.Height, ev.Seq))
 	}
 	b := n.store.NewBatch()
 	defer b.Close()
-	n.appMu.Lock()
-	err := ev.restore.Finish(b.App())
-	if err == nil {
-		n.restoring.Store(false)
-	}
-	n.appMu.Unlock()
-	if err != nil {
+	if err := ev.Restore.Finish(b.App()); err != nil { // under appMu; clears n.restoring
 		return fail(err) // the syncer aborts the restore
 	}
 	// The application switched in memory: from here on a failure stops the node.
-	if err := b.JumpTo(store.Ref{Height: ev.seq, Hash: ev.block.Hash()}); err != nil {
-		return fmt.Errorf("node: install snapshot %d: %w", ev.seq, err)
+	if err := b.JumpTo(store.Ref{Height: ev.Seq, Hash: ev.Block.Hash()}); err != nil {
+		return fmt.Errorf("node: install snapshot %d: %w", ev.Seq, err)
 	}
-	if err := n.rep.InstallSnapshot(ev.seq, ev.appDigest, ev.table); err != nil {
-		return fmt.Errorf("node: install snapshot %d: %w", ev.seq, err)
+	if err := n.rep.InstallSnapshot(ev.Seq, ev.AppDigest, ev.Table); err != nil {
+		return fmt.Errorf("node: install snapshot %d: %w", ev.Seq, err)
 	}
 	n.deferred = nil
 	n.execEpoch++ // blocks executed before, still on their way to disk, are below the snapshot
 	for h := range n.replayed {
-		if h <= ev.seq {
+		if h <= ev.Seq {
 			delete(n.replayed, h)
 		}
 	}
-	n.keptSnaps[ev.seq] = true
-	n.publish(ev.seq, ev.appDigest)
+	n.keptSnaps[ev.Seq] = true
+	n.publish(ev.Seq, ev.AppDigest)
 	ev.res <- nil // installed: whatever fails from here on stops the node
 	rd := n.rep.Ready()
 	if err := n.handleReady(&rd, b); err != nil {
@@ -620,12 +227,12 @@ func (n *Node) installSnapshot(ev *snapshotEvent) error {
 	// The anchor block itself, so this replica can serve manifests for this checkpoint.
 	bf := n.store.NewBatch()
 	defer bf.Close()
-	if err := bf.BackfillBlock(ev.block); err != nil {
-		n.log.Warn("store the snapshot's anchor block", "height", ev.seq, "err", err)
+	if err := bf.BackfillBlock(ev.Block); err != nil {
+		n.log.Warn("store the snapshot's anchor block", "height", ev.Seq, "err", err)
 	} else if err := bf.Commit(); err != nil {
-		return fmt.Errorf("node: store block %d: %w", ev.seq, err)
+		return fmt.Errorf("node: store block %d: %w", ev.Seq, err)
 	}
-	n.log.Info("snapshot installed", "view", n.soft.View, "seq", ev.seq, "app_digest", ev.appDigest,
-		"table_bytes", len(ev.table))
+	n.log.Info("snapshot installed", "view", n.soft.View, "seq", ev.Seq, "app_digest", ev.AppDigest,
+		"table_bytes", len(ev.Table))
 	return nil
 }

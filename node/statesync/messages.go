@@ -1,33 +1,3 @@
-// Package statesync defines the messages replicas exchange to bring a replica that fell behind up to a
-// certified checkpoint, and the pure checks on them. The node (package node) serves and drives the
-// transfer; this package holds the wire format and the rules that decide what a response proves, so that
-// both are small enough to read and fuzz on their own.
-//
-// # The protocol
-//
-// A replica syncing to the stable checkpoint (Seq, Digest), certified by a quorum of CHECKPOINT messages,
-// asks its peers over the request/response protocol (p2p.Host.Request; one KindStateRequest envelope,
-// one signed KindStateResponse envelope back):
-//
-//   - Manifest(Seq): the responder's snapshot at Seq: the application digest, the digest and size of the
-//     engine's client table, and the block at Seq with its commit certificate. The manifest checks out
-//     when CheckpointDigest(Seq, AppDigest, TableDigest) equals the certified Digest, and the block's
-//     height, application digest, batch digest and certificate are right. The hash of that block (which
-//     links to the blocks below it and anchors the syncing replica's chain) is not covered by the
-//     checkpoint, so the replica uses it only once f+1 distinct replicas sent manifests with the same block
-//     hash: one of them is correct.
-//   - Table(Seq, Offset): the next part of the client table at Seq. The assembled table must hash to
-//     TableDigest.
-//   - Chunk(Seq, Cursor): the next chunk of the application snapshot at Seq after Cursor (see
-//     app.Snapshot.ReadChunk). Chunks are applied as they come; the application refuses a malformed or
-//     out-of-order chunk, and the finished state must have the certified application digest.
-//   - Blocks(From, To): committed blocks with their commit certificates, from From up, contiguous, at
-//     most To. A replica a few checkpoints behind replays these instead of copying the whole state; each
-//     block is checked against its certificate before it is executed.
-//
-// Every response is signed by the responder's node key and names the checkpoint it is about, so a
-// replica can hold a peer to what it sent. Nothing a response claims is trusted beyond what the checks
-// above prove; a peer whose response fails a check is skipped and another one asked.
 package statesync
 
 import (
