@@ -256,15 +256,16 @@ func (t *transfer) fetchTable(ctx context.Context, providers []manifest, m *Resp
 	var lastErr error
 	for _, pv := range providers {
 		table := make([]byte, 0, m.TableSize)
+		var err error // this provider's failure: one bad provider must not condemn the next
 		for {
-			resp, err := t.ask(ctx, pv.peer, &Request{Type: TypeTable, Seq: t.target.Seq,
+			resp, aerr := t.ask(ctx, pv.peer, &Request{Type: TypeTable, Seq: t.target.Seq,
 				Offset: uint64(len(table)), MaxBytes: uint32(t.o.ChunkBytes)})
-			if err != nil {
-				lastErr = fmt.Errorf("replica %d: %w", pv.peer, err)
+			if aerr != nil {
+				err = fmt.Errorf("replica %d: %w", pv.peer, aerr)
 				break
 			}
 			if uint64(len(table)+len(resp.Data)) > m.TableSize || (len(resp.Data) == 0 && resp.More) {
-				lastErr = fmt.Errorf("replica %d: client table larger than announced", pv.peer)
+				err = fmt.Errorf("replica %d: client table larger than announced", pv.peer)
 				break
 			}
 			table = append(table, resp.Data...)
@@ -277,12 +278,13 @@ func (t *transfer) fetchTable(ctx context.Context, providers []manifest, m *Resp
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		if lastErr == nil && pbft.ClientTableDigest(table) == m.TableDigest && uint64(len(table)) == m.TableSize {
+		if err == nil && pbft.ClientTableDigest(table) == m.TableDigest && uint64(len(table)) == m.TableSize {
 			return table, nil
 		}
-		if lastErr == nil {
-			lastErr = fmt.Errorf("replica %d: client table does not match the certified digest", pv.peer)
+		if err == nil {
+			err = fmt.Errorf("replica %d: client table does not match the certified digest", pv.peer)
 		}
+		lastErr = err
 		t.bad[pv.peer] = true
 	}
 	return nil, lastErr

@@ -254,6 +254,25 @@ func TestSyncerSnapshotBadTable(t *testing.T) {
 	}
 }
 
+// A provider whose client table does not match condemns only itself: the next provider's honest table is
+// taken in the same attempt (a stale error once made every later provider look bad too, so the attempt
+// failed and the transfer waited for a retry).
+func TestSyncerSnapshotTableFromNextProvider(t *testing.T) {
+	f := newFixture(t, 64, 64)
+	h := newHarness(t, f, badTable, honest, honest)
+	h.start(pbft.StateTransfer{Seq: 64, Digest: f.digest, Applied: 0})
+	h.wait("the transfer", func() bool { return h.m.get("snapshot/ok") == 1 })
+	h.wait("the transfer's end", func() bool { return h.s.Progress() == nil })
+	if got := h.m.get("snapshot/failed"); got != 0 {
+		t.Fatalf("%d failed attempts: an honest provider's table was refused after a bad one", got)
+	}
+	h.ins.mu.Lock()
+	defer h.ins.mu.Unlock()
+	if s := h.ins.installed; s == nil || !bytes.Equal(s.Table, f.table) {
+		t.Fatalf("installed %+v", s)
+	}
+}
+
 // A snapshot copy keeps its target when a newer one comes, for a while; Tick moves to the newer one later,
 // if the replica still needs it. Settled ends the transfer, counted as done when the replica reached it.
 func TestSyncerRetarget(t *testing.T) {
