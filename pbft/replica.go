@@ -502,12 +502,9 @@ func (r *Replica) verifyEnvelopes(es []*wire.Envelope) error { return r.verify(e
 // verify checks signatures not known to be valid; remember adds the valid ones to the verified cache.
 func (r *Replica) verify(es []*wire.Envelope, remember bool) error {
 	var todo []*wire.Envelope
-	var keys []wire.SigKey
 	for _, e := range es {
-		k, ok := wire.SigKeyOf(e)
-		if !ok || !r.vcache.Has(k) {
+		if !r.vcache.HasEnvelope(e) {
 			todo = append(todo, e)
-			keys = append(keys, k)
 		}
 	}
 	if len(todo) == 0 {
@@ -524,8 +521,8 @@ func (r *Replica) verify(es []*wire.Envelope, remember bool) error {
 		return err
 	}
 	if remember {
-		for _, k := range keys {
-			r.vcache.Add(k) // todo verified, so every key is well formed
+		for _, e := range todo {
+			r.vcache.AddEnvelope(e)
 		}
 	}
 	return nil
