@@ -159,6 +159,7 @@
 //
 // Memory is bounded under any flood: slots only inside the window (and the catch-up range below it),
 // checkpoint votes per replica, buffered future-view messages per sender (MaxFutureMessages), pending client
-// requests (MaxPendingRequests, one per client), the verified-signature cache (VerifiedCacheSize, or the driver's own bound when it passes its cache), batch
-// bodies per slot, and fetch answers. Messages outside (h, H] are not accepted.
+// requests (MaxPendingRequests, one per client), the verified-signature cache (VerifiedCacheSize, or the
+// bound of the driver's cache when it passes one), batch bodies per slot, and fetch answers. Messages
+// outside (h, H] are not accepted.
 package pbft
