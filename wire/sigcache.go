@@ -35,8 +35,9 @@ func SigKeyOf(e *Envelope) (SigKey, bool) {
 // component meets it first.
 //
 // It holds two generations of maps; when the newer holds size entries the older is dropped whole and a new
-// one started. Lookups and inserts are O(1), and it never holds more than 2*size entries. Only signatures
-// that verified (or that the caller made itself) may be added: a hit is taken as proof.
+// one started. Lookups and inserts are O(1), and it never holds more than 2*size entries. Whoever consults
+// a cache takes a hit as proof: add only signatures that verified or that the caller made itself (a set of
+// signatures trusted for another reason belongs in a cache of its own that no verifier consults).
 type SigCache struct {
 	size         int
 	hits, misses atomic.Uint64
