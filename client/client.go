@@ -41,7 +41,9 @@ type Client struct {
 	n, f     int
 	pubs     [][]byte
 	verifier wire.Verifier
-	headers  *headerCache
+	// headers verifies reply headers through a cache (one header per batch and replica, shared by all
+	// the replies of the batch).
+	headers  *wire.CachingVerifier
 	hosts    []*p2p.Host
 	links    [][]*p2p.Link // per host, per replica
 	sessions *session.Pool
@@ -115,7 +117,7 @@ func New(cfg Config) (*Client, error) {
 		f:        g.F(),
 		pubs:     g.PublicKeys(),
 		verifier: v,
-		headers:  newHeaderCache(4096),
+		headers:  wire.NewCachingVerifier(v, wire.NewSigCache(4096)),
 		sessions: sessions,
 		keyIndex: make(map[string]int, cfg.Sessions),
 		calls:    make([]atomic.Pointer[call], cfg.Sessions),

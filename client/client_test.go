@@ -389,8 +389,8 @@ func waitUntil(t *testing.T, d time.Duration, cond func() bool) {
 	}
 }
 
-// The header cache verifies each header once, and never takes a bad signature, or a good signature over
-// other content, for a verified one.
+// The header cache (a wire.CachingVerifier) verifies each header once, and never takes a bad signature, or a
+// good signature over other content, for a verified one.
 func TestHeaderCache(t *testing.T) {
 	k := seedKey(t, "hc")
 	g, err := identity.NewGenesis("c", []identity.Replica{{Name: "a", PeerID: k.PeerID()}})
@@ -401,35 +401,35 @@ func TestHeaderCache(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	hc := newHeaderCache(2)
+	hc := wire.NewCachingVerifier(v, wire.NewSigCache(2))
 	good, _ := wire.Seal(k, "c", wire.KindReply, []byte("header"))
 	for range 2 {
-		if err := hc.verify(v, good); err != nil {
+		if err := hc.Verify(good); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if len(hc.cur) != 1 {
-		t.Fatalf("cache holds %d", len(hc.cur))
+	if n := hc.Cache().Len(); n != 1 || hc.Cache().Hits() != 1 {
+		t.Fatalf("cache holds %d, %d hits", n, hc.Cache().Hits())
 	}
 	// Fresh envelopes, as decoded from the wire (a copied Envelope would share the cached digest).
 	bad := &wire.Envelope{ChainID: "c", Kind: wire.KindReply, Author: good.Author, Payload: good.Payload, Sig: append([]byte(nil), good.Sig...)}
 	bad.Sig[3] ^= 1
-	if hc.verify(v, bad) == nil {
+	if hc.Verify(bad) == nil {
 		t.Fatal("bad signature accepted")
 	}
 	other := &wire.Envelope{ChainID: "c", Kind: wire.KindReply, Author: good.Author, Payload: []byte("other header"), Sig: good.Sig}
-	if hc.verify(v, other) == nil {
+	if hc.Verify(other) == nil {
 		t.Fatal("signature accepted for another payload")
 	}
 	// Past its size the cache drops its older generation, and verifies again.
 	for i := range 5 {
 		e, _ := wire.Seal(k, "c", wire.KindReply, []byte(fmt.Sprint("h", i)))
-		if err := hc.verify(v, e); err != nil {
+		if err := hc.Verify(e); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if len(hc.cur)+len(hc.old) > 4 {
-		t.Fatalf("cache holds %d + %d for a size of 2", len(hc.cur), len(hc.old))
+	if n := hc.Cache().Len(); n > 4 {
+		t.Fatalf("cache holds %d for a size of 2", n)
 	}
 }
 

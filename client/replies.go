@@ -73,7 +73,7 @@ func (c *Client) onBundle(r int, data []byte) {
 	if !any {
 		return
 	}
-	if err := c.headers.verify(c.verifier, b.Envelope); err != nil {
+	if err := c.headers.Verify(b.Envelope); err != nil {
 		c.metrics.badReplies.Add(1)
 		c.log.Warn("reply bundle with a bad signature", "replica", r, "err", err)
 		return

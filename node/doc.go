@@ -78,13 +78,16 @@
 // # Signatures
 //
 // Every envelope is verified once per replica, and a client request's signature by the primary alone in
-// the normal case (above). The p2p host verifies what arrives through the node's verifier pool, which
-// batches whatever is queued and remembers every verified signature (a batch of 32 or more is verified at
-// once on the caller's goroutine); the requests inside a pre-prepare are decoded and verified (but for the
-// trusted ones) by the ingress, beside the loop, and handed to the engine with the pre-prepare
-// (pbft.Replica.StepPrePrepare), which then neither decodes nor checks them again. The engine's verifier
-// consults the same memory first, so on the loop only the rare unseen signature costs cryptography. The p2p filter drops stale normal-case messages
-// and checkpoints (below the stable checkpoint or from an older view) before any signature check.
+// the normal case (above). A replica has one verified-signature cache (a wire.SigCache, keyed by envelope
+// ID and signature bytes), shared by the p2p host, the verifier pool and the engine. The p2p host verifies
+// what arrives through the node's verifier pool, which batches whatever is queued and fills the cache (a
+// batch of 32 or more is verified at once on the caller's goroutine); the host marks the messages it sends
+// in the same cache. The requests inside a pre-prepare are decoded and verified (but for the trusted ones)
+// by the ingress, beside the loop, and handed to the engine with the pre-prepare
+// (pbft.Replica.StepPrePrepare), which then neither decodes nor checks them again. The engine consults the
+// same cache first (pbft.Config.VerifiedCache), so on the loop only the rare unseen signature costs
+// cryptography. The p2p filter drops stale normal-case messages and checkpoints (below the stable
+// checkpoint or from an older view) before any signature check.
 //
 // # Measured
 //

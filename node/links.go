@@ -56,8 +56,8 @@ func (n *Node) handleLinkRequests(from *p2p.ClientLink, lrs []p2p.LinkRequest) {
 			continue
 		}
 		if !primary && lr.Routed && !lr.Retry {
-			if k, ok := sigKeyOf(e); ok {
-				n.trusted.add(k)
+			if k, ok := wire.SigKeyOf(e); ok {
+				n.trusted.Add(k)
 				n.metrics.linkTrusted.Inc()
 			}
 			continue

@@ -199,7 +199,7 @@ func (n *Node) loop(ctx context.Context) error {
 func (n *Node) preverify(reqs []*wire.Envelope) bool {
 	todo := make([]*wire.Envelope, 0, len(reqs))
 	for _, e := range reqs {
-		if k, ok := sigKeyOf(e); ok && n.trusted.has(k) {
+		if k, ok := wire.SigKeyOf(e); ok && n.trusted.Has(k) {
 			continue
 		}
 		todo = append(todo, e)

@@ -227,7 +227,8 @@ type engineCollector struct {
 	viewChanges, newViews, stableCkpts, transfers, installed *prometheus.Desc
 	certCommits, fetches, retransmits, divergences           *prometheus.Desc
 	safetyAlarms, future                                     *prometheus.Desc
-	verified, cacheHits, verifyBatches, verifyFails          *prometheus.Desc
+	verified, cacheHits, cacheMisses, cacheSize              *prometheus.Desc
+	verifyBatches, verifyFails                               *prometheus.Desc
 }
 
 func newEngineCollector(n *Node) *engineCollector {
@@ -256,7 +257,9 @@ func newEngineCollector(n *Node) *engineCollector {
 			"Proofs that more than f replicas are faulty (a NEW-VIEW or certificate contradicting a committed batch). Zero while at most f are."),
 		future:        d("p2pbft_consensus_future_messages", "Messages held for views not entered yet."),
 		verified:      d("p2pbft_signatures_verified_total", "Signatures checked with cryptography (ingress and engine)."),
-		cacheHits:     d("p2pbft_signatures_cache_hits_total", "Signatures found already verified."),
+		cacheHits:     d("p2pbft_signatures_cache_hits_total", "Signatures found already verified in the verified-signature cache (p2p host, verifier pool and engine share one)."),
+		cacheMisses:   d("p2pbft_signatures_cache_misses_total", "Signature lookups that did not find the signature in the verified-signature cache."),
+		cacheSize:     d("p2pbft_signatures_cache_entries", "Signatures held in the verified-signature cache."),
 		verifyBatches: d("p2pbft_signatures_batches_total", "Batch verifications of two or more signatures."),
 		verifyFails:   d("p2pbft_signatures_invalid_total", "Signatures that did not verify."),
 	}
@@ -265,7 +268,7 @@ func newEngineCollector(n *Node) *engineCollector {
 func (c *engineCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.height, c.view, c.isPrimary, c.stable, c.mode, c.pending, c.slots,
 		c.viewChanges, c.newViews, c.stableCkpts, c.transfers, c.installed, c.certCommits, c.fetches,
-		c.retransmits, c.divergences, c.verified, c.cacheHits, c.verifyBatches, c.verifyFails,
+		c.retransmits, c.divergences, c.verified, c.cacheHits, c.cacheMisses, c.cacheSize, c.verifyBatches, c.verifyFails,
 		c.safetyAlarms, c.future} {
 		ch <- d
 	}
@@ -313,7 +316,11 @@ func (c *engineCollector) Collect(ch chan<- prometheus.Metric) {
 	g(c.future, float64(s.Future))
 	vs := c.n.vstats
 	ct(c.verified, vs.verified.Load())
-	ct(c.cacheHits, vs.cacheHits.Load())
+	if sc := c.n.sigs; sc != nil {
+		ct(c.cacheHits, sc.Hits())
+		ct(c.cacheMisses, sc.Misses())
+		g(c.cacheSize, float64(sc.Len()))
+	}
 	ct(c.verifyBatches, vs.batches.Load())
 	ct(c.verifyFails, vs.failed.Load())
 }

@@ -88,13 +88,15 @@ type Node struct {
 	// tracer keeps the per-slot records (tracing.go); nil when trace.enabled is off.
 	tracer *trace.Recorder
 
-	sigs *sigCache
+	// sigs is the replica's one verified-signature cache, shared by the p2p host, the verifier pool and
+	// the engine (verify.go).
+	sigs *wire.SigCache
 	// trusted are requests a backup took from their author's routed link (links.go): no signature
 	// check when a pre-prepare brings them. Kept apart from sigs, which only verified signatures enter.
-	trusted  *sigCache
+	trusted  *wire.SigCache
 	vstats   *verifyStats
 	pool     *verifyPool
-	verifier *cachedVerifier // the engine's
+	verifier *engineVerifier // the engine's
 	idv      *identity.Verifier
 
 	// Loop-owned state.
@@ -333,15 +335,15 @@ func (n *Node) open(opts Options) error {
 		return fmt.Errorf("node: %w", err)
 	}
 	n.idv = idv
-	n.sigs = newSigCache(1 << 17)
-	n.trusted = newSigCache(1 << 17)
+	n.sigs = wire.NewSigCache(1 << 17)
+	n.trusted = wire.NewSigCache(1 << 17)
 	n.vstats = new(verifyStats)
 	// Half the cores: a busy worker leaves the other half to the goroutines that queue signatures (stream
 	// handlers, gossip validators), so queues build up and batches form (BenchmarkVerifyPool: with as many
 	// workers as cores, each worker takes signatures one by one as they come and batching is lost).
 	n.pool = newVerifyPool(idv, n.sigs, n.vstats, max(1, runtime.GOMAXPROCS(0)/2))
 	n.pool.pinned = func(author []byte) bool { _, ok := n.genesis.IndexOfKey(author); return ok }
-	n.verifier = &cachedVerifier{v: idv, cache: n.sigs, stats: n.vstats}
+	n.verifier = &engineVerifier{v: idv, cache: n.sigs, stats: n.vstats}
 
 	if err := n.openSignedState(persisted, info.Height); err != nil {
 		return err
@@ -421,6 +423,7 @@ func (n *Node) engineConfig() pbft.Config {
 		Replicas:           n.genesis.PublicKeys(),
 		Signer:             n.key,
 		Verifier:           n.verifier,
+		VerifiedCache:      n.sigs,
 		CheckpointInterval: cs.CheckpointInterval,
 		Window:             cs.Window,
 		MaxBatchRequests:   cs.BatchMaxRequests,

@@ -1,8 +1,6 @@
 package node
 
 import (
-	"crypto/sha256"
-	"encoding/binary"
 	"errors"
 	"runtime"
 	"slices"
@@ -16,90 +14,29 @@ import (
 // verified by every replica that sees it. Three pieces make sure each signature is checked once per
 // replica, off the event loop where possible, and in batches when there is a queue:
 //
-//   - sigCache remembers verified signatures (envelope ID and signature bytes), shared by everything
-//     below;
+//   - Node.sigs, a wire.SigCache, remembers verified signatures (envelope ID and signature bytes), shared
+//     by everything below and by the p2p host;
 //   - verifyPool is the wire.Verifier the p2p host uses for every inbound envelope (and the node for
 //     requests submitted through its API and batches it pre-verifies): a few workers that each take
 //     whatever is queued, up to maxVerifyBatch, and check it with one batch verification. At low load a
-//     worker finds one envelope and verifies it at once, so batching adds no latency;
-//   - cachedVerifier is the engine's wire.Verifier (pbft.Config.Verifier): it consults the cache first and
-//     verifies the rest inline, so requests verified at ingress and certificates whose votes arrived one by
-//     one cost nothing on the loop.
+//     worker finds one envelope and verifies it at once, so batching adds no latency. It is a
+//     wire.CachedVerifier, so the host puts no cache of its own in front of it and marks the messages it
+//     sends itself in the shared cache;
+//   - the engine consults the same cache (pbft.Config.VerifiedCache) before it asks its verifier,
+//     engineVerifier, which checks the rest inline and records them; so requests verified at ingress and
+//     certificates whose votes arrived one by one cost nothing on the loop.
 
 // maxVerifyBatch bounds one batch verification: past a few hundred, batching saves little more
 // (identity's benchmarks: ~26 µs per signature at 64, ~22 at 256) and latency grows.
 const maxVerifyBatch = 256
 
-// sigKey names a verified signature: the envelope's ID (its signed content) and the signature bytes, so an
-// authentic statement with mangled signature bytes is never taken for verified.
-type sigKey struct {
-	id  wire.Digest
-	sig [wire.SignatureSize]byte
-}
-
-func sigKeyOf(e *wire.Envelope) (sigKey, bool) {
-	var k sigKey
-	if e == nil || len(e.Sig) != wire.SignatureSize || len(e.ChainID) > wire.MaxChainIDLen || len(e.Author) != wire.PublicKeySize {
-		return k, false
-	}
-	k.id = envelopeID(e)
-	copy(k.sig[:], e.Sig)
-	return k, true
-}
-
-// envelopeID is e.ID() without the allocation of its signing bytes (it runs several times per request:
-// the pool, the engine's verifier, the pre-prepare check at ingress). The caller checks the field sizes.
-func envelopeID(e *wire.Envelope) wire.Digest {
-	pd := e.PayloadDigest()
-	var buf [len(wire.DomainTag) + 2 + wire.MaxChainIDLen + 2 + 2 + wire.PublicKeySize + 32]byte
-	b := append(buf[:0], wire.DomainTag...)
-	b = binary.BigEndian.AppendUint16(b, uint16(len(e.ChainID)))
-	b = append(b, e.ChainID...)
-	b = binary.BigEndian.AppendUint16(b, uint16(e.Kind))
-	b = binary.BigEndian.AppendUint16(b, uint16(len(e.Author)))
-	b = append(b, e.Author...)
-	b = append(b, pd[:]...)
-	return sha256.Sum256(b)
-}
-
-// sigCache is a bounded set of verified signatures: two generations of maps, the older dropped whole when
-// the newer fills. Safe for concurrent use.
-type sigCache struct {
-	mu       sync.Mutex
-	size     int
-	cur, old map[sigKey]struct{}
-}
-
-func newSigCache(size int) *sigCache {
-	return &sigCache{size: size, cur: make(map[sigKey]struct{})}
-}
-
-func (c *sigCache) has(k sigKey) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if _, ok := c.cur[k]; ok {
-		return true
-	}
-	_, ok := c.old[k]
-	return ok
-}
-
-func (c *sigCache) add(k sigKey) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if len(c.cur) >= c.size {
-		c.old, c.cur = c.cur, make(map[sigKey]struct{}, c.size/4)
-	}
-	c.cur[k] = struct{}{}
-}
-
 // verifyStats counts the pool's and the engine verifier's work, for metrics and tests.
 type verifyStats struct {
-	verified  atomic.Uint64 // signatures checked with cryptography
-	cacheHits atomic.Uint64 // signatures found in the cache
-	batches   atomic.Uint64 // batch verifications (of 2 or more signatures)
-	batched   atomic.Uint64 // signatures checked in those batches
-	failed    atomic.Uint64 // signatures that did not verify
+	// The cache counts its own hits and misses (wire.SigCache.Hits, Misses).
+	verified atomic.Uint64 // signatures checked with cryptography
+	batches  atomic.Uint64 // batch verifications (of 2 or more signatures)
+	batched  atomic.Uint64 // signatures checked in those batches
+	failed   atomic.Uint64 // signatures that did not verify
 }
 
 // errVerifierClosed is returned by a pool that is shutting down.
@@ -109,17 +46,17 @@ var errVerifierClosed = errors.New("node: signature verifier stopped")
 // is already queued share its job.
 type verifyJob struct {
 	e    *wire.Envelope
-	key  sigKey
+	key  wire.SigKey
 	err  error
 	done chan struct{}
 }
 
 // verifyPool verifies envelopes on a few worker goroutines, batching whatever is queued. It implements
-// wire.Verifier.
+// wire.CachedVerifier: it consults and fills its cache.
 type verifyPool struct {
 	v      wire.Verifier
 	pinned func(author []byte) bool // replica keys: verified inline
-	cache  *sigCache
+	cache  *wire.SigCache
 	stats  *verifyStats
 	jobs   chan *verifyJob
 	quit   chan struct{}
@@ -127,18 +64,23 @@ type verifyPool struct {
 	once   sync.Once
 
 	mu       sync.Mutex
-	inflight map[sigKey]*verifyJob
+	inflight map[wire.SigKey]*verifyJob
 }
 
-func newVerifyPool(v wire.Verifier, cache *sigCache, stats *verifyStats, workers int) *verifyPool {
+func newVerifyPool(v wire.Verifier, cache *wire.SigCache, stats *verifyStats, workers int) *verifyPool {
 	p := &verifyPool{v: v, cache: cache, stats: stats, jobs: make(chan *verifyJob, 4*maxVerifyBatch),
-		quit: make(chan struct{}), inflight: make(map[sigKey]*verifyJob)}
+		quit: make(chan struct{}), inflight: make(map[wire.SigKey]*verifyJob)}
 	for range max(1, workers) {
 		p.wg.Add(1)
 		go p.work()
 	}
 	return p
 }
+
+var _ wire.CachedVerifier = (*verifyPool)(nil)
+
+// Cache returns the pool's cache (wire.CachedVerifier): the p2p host uses it rather than one of its own.
+func (p *verifyPool) Cache() *wire.SigCache { return p.cache }
 
 // close stops the workers; waiting and later calls fail with errVerifierClosed.
 func (p *verifyPool) close() {
@@ -200,7 +142,7 @@ func (p *verifyPool) work() {
 				fi++
 				j.err = wire.ErrBadSignature
 			} else {
-				p.cache.add(j.key)
+				p.cache.Add(j.key)
 			}
 			delete(p.inflight, j.key)
 			close(j.done)
@@ -228,18 +170,16 @@ func (p *verifyPool) drain(batch *[]*verifyJob) {
 // submit queues e unless its signature is cached (it returns nil then) or already queued (it returns the
 // queued job).
 func (p *verifyPool) submit(e *wire.Envelope) (*verifyJob, error) {
-	k, ok := sigKeyOf(e)
+	k, ok := wire.SigKeyOf(e)
 	if !ok {
 		return nil, wire.ErrBadSignature
 	}
-	if p.cache.has(k) {
-		p.stats.cacheHits.Add(1)
+	if p.cache.Has(k) {
 		return nil, nil
 	}
 	p.mu.Lock()
 	if j := p.inflight[k]; j != nil {
 		p.mu.Unlock()
-		p.stats.cacheHits.Add(1)
 		return j, nil
 	}
 	j := &verifyJob{e: e, key: k, done: make(chan struct{})}
@@ -274,12 +214,11 @@ func (p *verifyPool) wait(j *verifyJob) error {
 // per consensus step, and on the critical path); client requests are queued for batch verification.
 func (p *verifyPool) Verify(e *wire.Envelope) error {
 	if p.pinned != nil && p.pinned(e.Author) {
-		k, ok := sigKeyOf(e)
+		k, ok := wire.SigKeyOf(e)
 		if !ok {
 			return wire.ErrBadSignature
 		}
-		if p.cache.has(k) {
-			p.stats.cacheHits.Add(1)
+		if p.cache.Has(k) {
 			return nil
 		}
 		p.stats.verified.Add(1)
@@ -287,7 +226,7 @@ func (p *verifyPool) Verify(e *wire.Envelope) error {
 			p.stats.failed.Add(1)
 			return err
 		}
-		p.cache.add(k)
+		p.cache.Add(k)
 		return nil
 	}
 	j, err := p.submit(e)
@@ -308,17 +247,16 @@ const directBatch = 32
 // batches (in parallel when there are several workers); a batch of directBatch or more uncached
 // signatures is verified at once on the caller's goroutine.
 func (p *verifyPool) VerifyBatch(es []*wire.Envelope) error {
-	keys := make([]sigKey, len(es))
+	keys := make([]wire.SigKey, len(es))
 	var failed, todo []int
 	for i, e := range es {
-		k, ok := sigKeyOf(e)
+		k, ok := wire.SigKeyOf(e)
 		if !ok {
 			failed = append(failed, i)
 			continue
 		}
 		keys[i] = k
-		if p.cache.has(k) {
-			p.stats.cacheHits.Add(1)
+		if p.cache.Has(k) {
 			continue
 		}
 		todo = append(todo, i)
@@ -345,7 +283,7 @@ func (p *verifyPool) VerifyBatch(es []*wire.Envelope) error {
 			if bad[j] {
 				failed = append(failed, i)
 			} else {
-				p.cache.add(keys[i])
+				p.cache.Add(keys[i])
 			}
 		}
 		p.stats.failed.Add(uint64(len(bad)))
@@ -380,88 +318,47 @@ func (p *verifyPool) VerifyBatch(es []*wire.Envelope) error {
 	return &wire.BatchError{Failed: failed}
 }
 
-// allCached reports whether every envelope's signature is known to be valid.
-func (p *verifyPool) allCached(es []*wire.Envelope) bool {
-	for _, e := range es {
-		k, ok := sigKeyOf(e)
-		if !ok || !p.cache.has(k) {
-			return false
-		}
-	}
-	return true
-}
-
-// cachedVerifier is the engine's verifier: cache first, then inline verification (the engine calls it
-// from the event loop, for what was not verified at ingress).
-type cachedVerifier struct {
+// engineVerifier is the engine's verifier (pbft.Config.Verifier). The engine looks signatures up in the
+// shared cache itself (pbft.Config.VerifiedCache) and asks only for the rest, from the event loop: they are
+// verified inline, counted, and recorded in the cache.
+type engineVerifier struct {
 	v     wire.Verifier
-	cache *sigCache
+	cache *wire.SigCache
 	stats *verifyStats
 }
 
-func (c *cachedVerifier) Verify(e *wire.Envelope) error {
-	k, ok := sigKeyOf(e)
-	if !ok {
-		return wire.ErrBadSignature
-	}
-	if c.cache.has(k) {
-		c.stats.cacheHits.Add(1)
-		return nil
-	}
+func (c *engineVerifier) Verify(e *wire.Envelope) error {
 	c.stats.verified.Add(1)
 	if err := c.v.Verify(e); err != nil {
 		c.stats.failed.Add(1)
 		return err
 	}
-	c.cache.add(k)
+	c.cache.AddEnvelope(e)
 	return nil
 }
 
-func (c *cachedVerifier) VerifyBatch(es []*wire.Envelope) error {
-	var todo []*wire.Envelope
-	var idx []int
-	var keys []sigKey
-	var failed []int
-	for i, e := range es {
-		k, ok := sigKeyOf(e)
-		if !ok {
-			failed = append(failed, i)
-			continue
-		}
-		if c.cache.has(k) {
-			c.stats.cacheHits.Add(1)
-			continue
-		}
-		todo, idx, keys = append(todo, e), append(idx, i), append(keys, k)
+func (c *engineVerifier) VerifyBatch(es []*wire.Envelope) error {
+	c.stats.verified.Add(uint64(len(es)))
+	if len(es) > 1 {
+		c.stats.batches.Add(1)
+		c.stats.batched.Add(uint64(len(es)))
 	}
+	err := c.v.VerifyBatch(es)
 	bad := map[int]bool{}
-	if len(todo) > 0 {
-		c.stats.verified.Add(uint64(len(todo)))
-		if len(todo) > 1 {
-			c.stats.batches.Add(1)
-			c.stats.batched.Add(uint64(len(todo)))
+	if err != nil {
+		var be *wire.BatchError
+		if !errors.As(err, &be) {
+			return err
 		}
-		if err := c.v.VerifyBatch(todo); err != nil {
-			var be *wire.BatchError
-			if !errors.As(err, &be) {
-				return err
-			}
-			for _, f := range be.Failed {
-				bad[f] = true
-			}
+		for _, i := range be.Failed {
+			bad[i] = true
 		}
-		for j, i := range idx {
-			if bad[j] {
-				failed = append(failed, i)
-				continue
-			}
-			c.cache.add(keys[j])
+		c.stats.failed.Add(uint64(len(be.Failed)))
+	}
+	for i, e := range es {
+		if !bad[i] {
+			c.cache.AddEnvelope(e)
 		}
 	}
-	if len(failed) == 0 {
-		return nil
-	}
-	c.stats.failed.Add(uint64(len(failed)))
-	slices.Sort(failed)
-	return &wire.BatchError{Failed: failed}
+	return err
 }

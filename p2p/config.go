@@ -24,7 +24,9 @@ type Config struct {
 	// or observer of the chain (it can send, request and receive, and is not a member of the topic mesh
 	// unless AllowNonReplicaGossip lets it in).
 	Genesis *identity.Genesis `toml:"-"`
-	// Verifier checks envelope signatures. Default: an identity.Verifier with the replicas' keys pinned.
+	// Verifier checks envelope signatures. Default: an identity.Verifier with the replicas' keys pinned. A
+	// wire.CachedVerifier is used as it is, and its cache takes the host's own messages; any other is put
+	// behind a verified-signature cache of the host's own (wire.CachingVerifier).
 	Verifier wire.Verifier `toml:"-"`
 	// Filter is the driver's cheap, optional check that runs before the signature check: see Filter.
 	Filter Filter `toml:"-"`

@@ -39,11 +39,12 @@
 // One pipeline checks gossip and direct messages, cheapest first: size, decode, chain ID, kind and field
 // sizes, membership (replica kinds must be authored by a replica of the genesis; client requests only on
 // direct streams unless AcceptClientRequests), the driver's Filter (stale, far-future or duplicate ->
-// Ignore, without cryptography), then the ed25519 signature, skipped when the same signed content was
-// verified before (a bounded cache). Provably invalid messages are rejected (gossipsub penalises the
-// forwarder); what our own lag could explain is only ever ignored, by the driver's filter. On gossip the
-// decoded envelope travels to the subscriber in pubsub's ValidatorData, so nothing is decoded or verified
-// twice; the host's own multicasts are not verified again.
+// Ignore, without cryptography), then the ed25519 signature, skipped when the same signed content with the
+// same signature was verified before (a bounded wire.SigCache: the driver's when its verifier has one, so
+// that the node's verifier pool, the host and the engine share one). Provably invalid messages are rejected
+// (gossipsub penalises the forwarder); what our own lag could explain is only ever ignored, by the driver's
+// filter. On gossip the decoded envelope travels to the subscriber in pubsub's ValidatorData, so nothing is
+// decoded or verified twice; the host's own multicasts are not verified again.
 //
 // # Measured choices
 //

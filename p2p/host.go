@@ -138,11 +138,7 @@ func New(cfg Config) (*Host, error) {
 	}
 	h.metrics = newMetrics(func(p peer.ID) bool { return h.replicaIndex(p) >= 0 },
 		logs.NewRejections(h.log, "message", logs.DefaultSummaryInterval))
-	val, err := newValidator(h)
-	if err != nil {
-		return nil, err
-	}
-	h.val = val
+	h.val = newValidator(h)
 	h.disc = newDiscovery(h)
 	h.gater = newGater()
 	h.seen = timecache.NewTimeCacheWithStrategy(timecache.Strategy_FirstSeen, cfg.SeenTTL)

@@ -2,11 +2,9 @@ package p2p
 
 import (
 	"bytes"
-	"crypto/sha256"
 	"errors"
 	"time"
 
-	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/p2pbft/p2pbft/wire"
@@ -78,20 +76,23 @@ type Delivery struct {
 // validator holds the checks shared by the gossip topic validator and the direct-stream handlers.
 type validator struct {
 	h *Host
-	// verified caches signatures already verified, keyed by sha256(signing bytes || signature): a message
-	// that arrives again (a rebroadcast with a new Resend, or once by gossip and once by stream) is not
-	// verified twice. Bounded; a miss only costs a verification.
-	verified *lru.Cache[[32]byte, struct{}]
+	// verifier is the host's verifier with the verified-signature cache in front (wire.SigCache, keyed by
+	// envelope ID and signature): a message that arrives again (a rebroadcast with a new Resend, or once by
+	// gossip and once by stream) is not verified twice. A Config.Verifier that has a cache already
+	// (wire.CachedVerifier: the node's pool, whose cache the engine shares) is used as it is; any other gets
+	// a cache of the host's own. Bounded; a miss only costs a verification.
+	verifier wire.CachedVerifier
 }
 
+// verifiedCacheSize is the generation size of the host's own cache (when Config.Verifier has none).
 const verifiedCacheSize = 1 << 14
 
-func newValidator(h *Host) (*validator, error) {
-	c, err := lru.New[[32]byte, struct{}](verifiedCacheSize)
-	if err != nil {
-		return nil, err
+func newValidator(h *Host) *validator {
+	cv, ok := h.verifier.(wire.CachedVerifier)
+	if !ok || cv.Cache() == nil {
+		cv = wire.NewCachingVerifier(h.verifier, wire.NewSigCache(verifiedCacheSize))
 	}
-	return &validator{h: h, verified: c}, nil
+	return &validator{h: h, verifier: cv}
 }
 
 // check runs the checks cheapest first: size, decode, chain ID, shape and kind, membership, the driver's
@@ -154,24 +155,14 @@ func (v *validator) precheck(data []byte, from peer.ID, via Path) (*wire.Envelop
 	return e, author, Accepted, ReasonNone
 }
 
-func (v *validator) verify(e *wire.Envelope) bool {
-	key := sigCacheKey(e)
-	if _, ok := v.verified.Get(key); ok {
-		return true
-	}
-	if v.h.verifier.Verify(e) != nil {
-		return false
-	}
-	v.verified.Add(key, struct{}{})
-	return true
-}
+// verify checks e's signature unless the cache holds it.
+func (v *validator) verify(e *wire.Envelope) bool { return v.verifier.Verify(e) == nil }
 
-// verifyBatch verifies the signatures of es with one batch verification (the host's verifier, which may
-// cache) and reports which are valid. It is for client traffic, whose signatures are new: it skips the
-// host's own cache.
+// verifyBatch verifies the signatures of es that the cache does not hold with one batch verification and
+// reports which are valid.
 func (v *validator) verifyBatch(es []*wire.Envelope) []bool {
 	ok := make([]bool, len(es))
-	err := v.h.verifier.VerifyBatch(es)
+	err := v.verifier.VerifyBatch(es)
 	if err == nil {
 		for i := range ok {
 			ok[i] = true
@@ -191,21 +182,12 @@ func (v *validator) verifyBatch(es []*wire.Envelope) []bool {
 	return ok
 }
 
-func sigCacheKey(e *wire.Envelope) [32]byte {
-	h := sha256.New()
-	h.Write(e.SigningBytes())
-	h.Write(e.Sig)
-	var k [32]byte
-	h.Sum(k[:0])
-	return k
-}
-
 // trustOwn marks an envelope this host is about to send as verified: the node signed it with its own key,
 // so checking it again on the local gossip publish would only burn CPU. Envelopes authored by other keys
 // (relayed client requests) are still verified.
 func (v *validator) trustOwn(e *wire.Envelope) {
 	if bytes.Equal(e.Author, v.h.cfg.Key.PublicKey()) {
-		v.verified.Add(sigCacheKey(e), struct{}{})
+		v.verifier.Cache().AddEnvelope(e)
 	}
 }
 

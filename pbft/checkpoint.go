@@ -79,7 +79,7 @@ func (r *Replica) onCheckpoint(e *wire.Envelope, from int) error {
 	if err := r.addCheckpointVote(from, c.Seq, c.Digest, env); err != nil {
 		return err
 	}
-	r.vcache.add(envelopeID(e), e)
+	r.vcache.AddEnvelope(e)
 	r.persist(Entry{Seq: c.Seq, Env: env})
 	r.checkStable(c.Seq, c.Digest)
 	return nil

@@ -67,9 +67,15 @@ type Config struct {
 	// MaxFutureMessages bounds, per sending replica, the messages kept for a view this replica has not
 	// entered yet. Default 4*Window.
 	MaxFutureMessages int
-	// VerifiedCacheSize bounds the cache of envelope IDs whose signature was checked, so that a request
-	// verified at ingress is not verified again in a pre-prepare and certificates reuse checked votes.
-	// Default 4*MaxPendingRequests.
+	// VerifiedCache, if not nil, is the cache of verified signatures the replica consults before it asks
+	// Verifier and fills with what it verified, signed or accepted from Step: a driver that verifies at
+	// ingress passes the cache it fills there (wire.CachingVerifier.Cache), so the engine does not verify a
+	// signature again. Only signatures that verified may enter it. The replica's decisions do not depend on
+	// what it holds: a hit only skips a verification that would succeed.
+	VerifiedCache *wire.SigCache
+	// VerifiedCacheSize bounds the replica's own verified-signature cache (when VerifiedCache is nil; the
+	// cache holds at most twice as many signatures), so that a request verified at ingress is not verified
+	// again in a pre-prepare and certificates reuse checked votes. Default 4*MaxPendingRequests.
 	VerifiedCacheSize int
 	// FetchBatch bounds the sequence numbers asked for in one KindFetch. Default 16.
 	FetchBatch int

@@ -64,8 +64,9 @@
 // author's key is a replica (any key may author a request), the payload, and the signatures of every
 // envelope embedded in it (client requests inside batches, prepared certificates and checkpoint proofs in
 // VIEW-CHANGE and NEW-VIEW, commit certificates in fetch replies and ApplyCommitted) through the injected
-// Verifier, batching with VerifyBatch. Verified envelope IDs are cached (bounded, keyed by ID and signature
-// bytes), and pending requests remember that they were verified, so a request verified at ingress is not
+// Verifier, batching with VerifyBatch. Verified signatures are cached (a wire.SigCache: bounded, keyed by envelope
+// ID and signature bytes; the driver's own if it passes one in Config.VerifiedCache, so what it verified at
+// ingress is not verified again), and pending requests remember that they were verified, so a request verified at ingress is not
 // verified again when it shows up in a pre-prepare. A replica's identity is always the key that signed,
 // never a field of the payload; quorums count distinct keys.
 //
@@ -158,6 +159,7 @@
 //
 // Memory is bounded under any flood: slots only inside the window (and the catch-up range below it),
 // checkpoint votes per replica, buffered future-view messages per sender (MaxFutureMessages), pending client
-// requests (MaxPendingRequests, one per client), the verified-signature cache (VerifiedCacheSize), batch
-// bodies per slot, and fetch answers. Messages outside (h, H] are not accepted.
+// requests (MaxPendingRequests, one per client), the verified-signature cache (VerifiedCacheSize, or the
+// bound of the driver's cache when it passes one), batch bodies per slot, and fetch answers. Messages
+// outside (h, H] are not accepted.
 package pbft

@@ -203,7 +203,7 @@ func (r *Replica) onPrePrepare(e *wire.Envelope, from int) error {
 	}
 	s.pp, s.digest = e.WithoutBody(), p.Digest
 	s.addBatch(b)
-	r.vcache.add(envelopeID(e), e)
+	r.vcache.AddEnvelope(e)
 	r.persist(Entry{Seq: p.Seq, Env: e})
 	r.learnRequests(b)
 	r.sendPrepare(s)
@@ -287,7 +287,7 @@ func (r *Replica) onVote(e *wire.Envelope, from int) error {
 		return r.reject(e.Kind, ReasonDuplicate, nil)
 	}
 	votes[from] = vote{env: e.WithoutBody(), digest: d}
-	r.vcache.add(envelopeID(e), e)
+	r.vcache.AddEnvelope(e)
 	r.persist(Entry{Seq: seq, Env: e.WithoutBody()})
 	r.checkPrepared(s)
 	r.checkCommitted(s)

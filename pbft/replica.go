@@ -14,7 +14,7 @@ type Replica struct {
 	n, f, q int
 	id      int
 	keys    map[string]int
-	vcache  *verifiedCache
+	vcache  *wire.SigCache // Config.VerifiedCache, or the replica's own
 	// hint is a batch body the driver decoded and verified already (StepPrePrepare), for parseBatch.
 	hint     *batchHint
 	now      uint64 // ticks since start
@@ -145,13 +145,16 @@ func newReplica(cfg Config) (*Replica, error) {
 		return nil, err
 	}
 	n := len(cfg.Replicas)
+	if cfg.VerifiedCache == nil {
+		cfg.VerifiedCache = wire.NewSigCache(cfg.VerifiedCacheSize)
+	}
 	r := &Replica{
 		cfg:           cfg,
 		n:             n,
 		f:             F(n),
 		q:             Quorum(n),
 		keys:          make(map[string]int, n),
-		vcache:        newVerifiedCache(cfg.VerifiedCacheSize),
+		vcache:        cfg.VerifiedCache,
 		active:        true,
 		ownCkpts:      make(map[uint64]*ownCkpt),
 		ckptVotes:     make([][]ckptVote, n),
@@ -468,7 +471,7 @@ func (r *Replica) sign(kind wire.Kind, payload any) (*wire.Envelope, error) {
 		return nil, err
 	}
 	// Our own messages end up in certificates we check later.
-	r.vcache.add(envelopeID(e), e)
+	r.vcache.AddEnvelope(e)
 	return e, nil
 }
 
@@ -499,12 +502,9 @@ func (r *Replica) verifyEnvelopes(es []*wire.Envelope) error { return r.verify(e
 // verify checks signatures not known to be valid; remember adds the valid ones to the verified cache.
 func (r *Replica) verify(es []*wire.Envelope, remember bool) error {
 	var todo []*wire.Envelope
-	var ids []wire.Digest
 	for _, e := range es {
-		id := envelopeID(e)
-		if !r.vcache.has(id, e) {
+		if !r.vcache.HasEnvelope(e) {
 			todo = append(todo, e)
-			ids = append(ids, id)
 		}
 	}
 	if len(todo) == 0 {
@@ -521,8 +521,8 @@ func (r *Replica) verify(es []*wire.Envelope, remember bool) error {
 		return err
 	}
 	if remember {
-		for i, e := range todo {
-			r.vcache.add(ids[i], e)
+		for _, e := range todo {
+			r.vcache.AddEnvelope(e)
 		}
 	}
 	return nil

@@ -191,7 +191,7 @@ func (r *Replica) checkRequest(e *wire.Envelope) (*request, error) {
 	if err != nil {
 		return nil, err
 	}
-	id := envelopeID(e)
+	id := e.ID()
 	if pr := r.pending.byID[id]; pr != nil && bytes.Equal(pr.req.env.Sig, e.Sig) {
 		return pr.req, nil
 	}
@@ -204,7 +204,7 @@ func (r *Replica) verifiedRequest(q *request) bool {
 	if pr := r.pending.byID[q.id]; pr != nil && pr.req == q {
 		return true
 	}
-	return r.vcache.has(q.id, q.env)
+	return r.vcache.HasEnvelope(q.env)
 }
 
 // stepRequest handles a client request from the network (driverVerified) or from Propose.

@@ -117,7 +117,7 @@ func (r *Replica) restoreHardState(hs *HardState) error {
 			return err
 		}
 		r.ownVC = hs.ViewChange
-		r.latestVC[r.id] = &vcInfo{view: vc.View, id: envelopeID(hs.ViewChange), env: hs.ViewChange, vc: vc}
+		r.latestVC[r.id] = &vcInfo{view: vc.View, id: hs.ViewChange.ID(), env: hs.ViewChange, vc: vc}
 	}
 	return nil
 }
@@ -162,7 +162,7 @@ func (r *Replica) restoreMessage(seq uint64, env *wire.Envelope) error {
 	if !ok || env.ChainID != r.cfg.ChainID {
 		return errors.New("message not from a replica of this chain")
 	}
-	r.vcache.add(envelopeID(env), env)
+	r.vcache.AddEnvelope(env)
 	switch env.Kind {
 	case wire.KindPrePrepare:
 		p, err := DecodePrePrepare(env.Payload)

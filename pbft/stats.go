@@ -95,6 +95,6 @@ func (r *Replica) Stats() Stats {
 	for _, v := range r.ckptVotes {
 		s.CheckpointVotes += len(v)
 	}
-	s.VerifiedCache = r.vcache.len()
+	s.VerifiedCache = r.vcache.Len()
 	return s
 }

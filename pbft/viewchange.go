@@ -89,7 +89,7 @@ func (r *Replica) startViewChange(v uint64) {
 	r.stopRequestTimer()
 	r.nvDeadline = 0
 	r.vcResendAt = r.now + uint64(r.cfg.RetransmitTimeout)
-	r.latestVC[r.id] = &vcInfo{view: v, id: envelopeID(e), env: e, vc: vc}
+	r.latestVC[r.id] = &vcInfo{view: v, id: e.ID(), env: e, vc: vc}
 	r.stats.ViewChanges++
 	r.send(Broadcast, e)
 	r.checkVCQuorum()
@@ -210,8 +210,8 @@ func (r *Replica) checkPreparedCert(pc *PreparedCert, below uint64) (pcertInfo, 
 // validViewChange decodes and validates a VIEW-CHANGE envelope, caching the result by envelope ID.
 // vc, if not nil, is the already decoded payload.
 func (r *Replica) validViewChange(e *wire.Envelope, vc *ViewChange) (*ViewChange, error) {
-	id := envelopeID(e)
-	if cached, ok := r.vcValid[id]; ok && r.vcache.has(id, e) {
+	id := e.ID()
+	if cached, ok := r.vcValid[id]; ok && r.vcache.HasEnvelope(e) {
 		return cached, nil
 	}
 	if vc == nil {
@@ -231,7 +231,7 @@ func (r *Replica) validViewChange(e *wire.Envelope, vc *ViewChange) (*ViewChange
 }
 
 func (r *Replica) onViewChange(e *wire.Envelope, from int) error {
-	if l := r.latestVC[from]; l != nil && l.id == envelopeID(e) {
+	if l := r.latestVC[from]; l != nil && l.id == e.ID() {
 		// A retransmission of what we hold: skip the decoding.
 		if l.view < r.view || (l.view == r.view && r.active) {
 			r.serveNewView(from)
@@ -248,7 +248,7 @@ func (r *Replica) onViewChange(e *wire.Envelope, from int) error {
 		return r.reject(e.Kind, ReasonStaleView, nil)
 	}
 	if l := r.latestVC[from]; l != nil && vc.View <= l.view {
-		if vc.View == l.view && l.id == envelopeID(e) {
+		if vc.View == l.view && l.id == e.ID() {
 			return r.reject(e.Kind, ReasonDuplicate, nil)
 		}
 		return r.reject(e.Kind, ReasonStaleView, nil)
@@ -256,8 +256,8 @@ func (r *Replica) onViewChange(e *wire.Envelope, from int) error {
 	if _, err := r.validViewChange(e, vc); err != nil {
 		return r.reject(e.Kind, ReasonBadCertificate, err)
 	}
-	r.vcache.add(envelopeID(e), e)
-	r.latestVC[from] = &vcInfo{view: vc.View, id: envelopeID(e), env: e.WithoutBody(), vc: vc}
+	r.vcache.AddEnvelope(e)
+	r.latestVC[from] = &vcInfo{view: vc.View, id: e.ID(), env: e.WithoutBody(), vc: vc}
 	r.checkJoin()
 	r.checkVCQuorum()
 	return nil

@@ -13,6 +13,11 @@
 // Resend, a counter an author bumps when it deliberately re-publishes the same signed message so that a
 // content-hash gossip message ID does not swallow the rebroadcast.
 //
+// SigCache is the project's one verified-signature cache (bounded, safe for concurrent use), keyed by
+// SigKey: the envelope ID, which is sha256 of exactly the signed string, and the signature bytes, so an entry
+// never vouches for other signed bytes or other signature bytes. CachingVerifier puts one in front of any
+// Verifier. A replica's p2p host, verifier pool and engine share one.
+//
 // The package imports nothing but the standard library and the CBOR library, so that pbft, p2p and identity
 // can all depend on it.
 //

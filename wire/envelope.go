@@ -66,14 +66,25 @@ func (e *Envelope) SigningBytes() []byte {
 
 // ID returns the digest of the signed content (sha256 of SigningBytes): it names the message independently
 // of its unsigned fields and its signature. Two envelopes with the same ID say the same thing from the same
-// author.
+// author. It does not allocate for an envelope of valid shape (it runs several times per message: the
+// verified-signature cache, the engine's checks).
 func (e *Envelope) ID() Digest {
-	return sha256.Sum256(e.SigningBytes())
+	var buf [maxSigningBytes]byte
+	return sha256.Sum256(appendSigningBytes(buf[:0], e.ChainID, e.Kind, e.Author, e.PayloadDigest()))
 }
+
+// maxSigningBytes is the length of the signed string of an envelope with the longest chain ID and an ed25519
+// author.
+const maxSigningBytes = len(DomainTag) + 2 + MaxChainIDLen + 2 + 2 + PublicKeySize + len(Digest{})
 
 // SigningBytes builds the domain-separated string for the given fields (see the package documentation).
 func SigningBytes(chainID string, kind Kind, author []byte, payloadDigest Digest) []byte {
 	b := make([]byte, 0, len(DomainTag)+2+len(chainID)+2+2+len(author)+len(payloadDigest))
+	return appendSigningBytes(b, chainID, kind, author, payloadDigest)
+}
+
+// appendSigningBytes appends the signed string to b: the one definition of its layout.
+func appendSigningBytes(b []byte, chainID string, kind Kind, author []byte, payloadDigest Digest) []byte {
 	b = append(b, DomainTag...)
 	b = binary.BigEndian.AppendUint16(b, uint16(len(chainID)))
 	b = append(b, chainID...)
