@@ -97,26 +97,30 @@ func TestCatchUpStateTransfer(t *testing.T) {
 	}
 }
 
-// checkSnapshotChain checks the blocks that replica i holds after it caught up by a snapshot, having
-// executed up to height before: every block up to before; none of those the snapshot jumped over, so the
-// block under the lowest anchor above before is absent (blocks between before and the jump are allowed,
-// should the engine's own catching up have fetched some first); and from the jump's anchor to the head a
-// verified chain. Every block it holds is replica 0's block at that height.
+// checkSnapshotChain checks the blocks that replica i holds after it caught up by snapshots, having
+// executed up to height before. Every block up to before is there and verified. Above it, each snapshot
+// installed left an anchor, and the block under the lowest anchor is absent (the snapshot jumped over it;
+// blocks between before and that jump are allowed, should the engine's own catching up have fetched some
+// first). There may be more than one jump: while a copy ran, the others could move on to a stable
+// checkpoint far enough ahead that the replica copied again. Between two anchors the replica holds a
+// verified run of blocks from the lower anchor up, then nothing up to the next; from the last anchor to
+// the head, a verified chain with no hole. Every block it holds is replica 0's block at that height.
 func (c *cluster) checkSnapshotChain(i int, before uint64) {
 	c.t.Helper()
 	n, ref := c.nodes[i], c.nodes[0]
 	head := n.Head()
-	jump := uint64(0)
-	for h := before + 1; h <= head && jump == 0; h++ {
+	var anchors []uint64
+	for h := before + 1; h <= head; h++ {
 		if _, ok, err := n.store.Anchor(h); err != nil {
 			c.t.Fatalf("replica %d: anchor %d: %v", i, h, err)
 		} else if ok {
-			jump = h
+			anchors = append(anchors, h)
 		}
 	}
-	if jump == 0 {
+	if len(anchors) == 0 {
 		c.t.Fatalf("replica %d: no state-transfer jump between %d and its head %d", i, before+1, head)
 	}
+	jump := anchors[0]
 	if _, err := n.Block(jump - 1); !errors.Is(err, store.ErrNotFound) {
 		c.t.Fatalf("replica %d: block %d under the snapshot's anchor %d (executed before: %d): err = %v, want not found",
 			i, jump-1, jump, before, err)
@@ -124,8 +128,36 @@ func (c *cluster) checkSnapshotChain(i int, before uint64) {
 	if err := n.store.VerifyChain(1, before, n.CertCheck); err != nil {
 		c.t.Fatalf("replica %d: the blocks it executed before the snapshot: %v", i, err)
 	}
-	if err := n.store.VerifyChain(jump+1, head, n.CertCheck); err != nil {
-		c.t.Fatalf("replica %d: the chain from the snapshot's anchor %d to %d: %v", i, jump, head, err)
+	for k, a := range anchors {
+		top := head
+		if k+1 < len(anchors) {
+			top = anchors[k+1] - 1
+		}
+		// The run of blocks held above anchor a: from a+1 up to the first one missing.
+		held := a
+		for held < top {
+			if _, err := n.Block(held + 1); errors.Is(err, store.ErrNotFound) {
+				break
+			} else if err != nil {
+				c.t.Fatalf("replica %d: block %d: %v", i, held+1, err)
+			}
+			held++
+		}
+		if k+1 == len(anchors) && held != head {
+			c.t.Fatalf("replica %d: block %d missing above its last snapshot's anchor %d (head %d, anchors %v)",
+				i, held+1, a, head, anchors)
+		}
+		for h := held + 1; h <= top; h++ {
+			if _, err := n.Block(h); !errors.Is(err, store.ErrNotFound) {
+				c.t.Fatalf("replica %d: block %d held after a hole at %d, below the next anchor (anchors %v): err = %v",
+					i, h, held+1, anchors, err)
+			}
+		}
+		if held > a {
+			if err := n.store.VerifyChain(a+1, held, n.CertCheck); err != nil {
+				c.t.Fatalf("replica %d: the chain from the snapshot's anchor %d to %d (anchors %v): %v", i, a, held, anchors, err)
+			}
+		}
 	}
 	for b, err := range n.store.Blocks(1, head) {
 		if err != nil {
