@@ -375,9 +375,9 @@ func (s *syncer) syncSnapshot(ctx context.Context) error {
 	for i, m := range ms {
 		hashes[i] = m.hash
 	}
-	_, idx, ok := statesync.Agreement(hashes, n.f+1)
+	_, idx, ok := statesync.Agreement(hashes, n.quorum.Weak())
 	if !ok {
-		return fmt.Errorf("no %d replicas agree on the snapshot at %d (%d valid manifests; %w)", n.f+1, seq, len(ms), errors.Join(errs...))
+		return fmt.Errorf("no %d replicas agree on the snapshot at %d (%d valid manifests; %w)", n.quorum.Weak(), seq, len(ms), errors.Join(errs...))
 	}
 	var providers []manifest
 	for _, i := range idx {

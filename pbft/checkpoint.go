@@ -156,8 +156,8 @@ func (r *Replica) checkStable(seq uint64, d wire.Digest) {
 			}
 		}
 	}
-	if len(proof) >= r.q {
-		r.onCertified(stableCheckpoint{seq: seq, digest: d, proof: proof[:r.q]})
+	if len(proof) >= r.quorum.Commit() {
+		r.onCertified(stableCheckpoint{seq: seq, digest: d, proof: proof[:r.quorum.Commit()]})
 	}
 }
 
@@ -265,8 +265,8 @@ func (r *Replica) checkCheckpointProof(seq uint64, d wire.Digest, proof []*wire.
 	if seq%r.cfg.CheckpointInterval != 0 {
 		return fmt.Errorf("checkpoint %d off the interval", seq)
 	}
-	if len(proof) < r.q || len(proof) > r.n {
-		return fmt.Errorf("checkpoint proof of %d messages, want %d to %d", len(proof), r.q, r.n)
+	if len(proof) < r.quorum.Commit() || len(proof) > r.n {
+		return fmt.Errorf("checkpoint proof of %d messages, want %d to %d", len(proof), r.quorum.Commit(), r.n)
 	}
 	seen := make([]bool, r.n)
 	for _, e := range proof {

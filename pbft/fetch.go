@@ -388,8 +388,8 @@ func (r *Replica) certDigest(s *slot) wire.Digest {
 func (r *Replica) checkCommitCert(seq uint64, cert []*wire.Envelope) (uint64, wire.Digest, error) {
 	var view uint64
 	var digest wire.Digest
-	if len(cert) < r.q || len(cert) > r.n {
-		return 0, digest, fmt.Errorf("commit certificate of %d messages, want %d to %d", len(cert), r.q, r.n)
+	if len(cert) < r.quorum.Commit() || len(cert) > r.n {
+		return 0, digest, fmt.Errorf("commit certificate of %d messages, want %d to %d", len(cert), r.quorum.Commit(), r.n)
 	}
 	seen := make([]bool, r.n)
 	for i, e := range cert {

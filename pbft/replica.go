@@ -10,11 +10,12 @@ import (
 // Replica is one PBFT replica: a deterministic state machine. It is not safe for concurrent use; the driver
 // calls it from one goroutine.
 type Replica struct {
-	cfg     Config
-	n, f, q int
-	id      int
-	keys    map[string]int
-	vcache  *verifiedCache
+	cfg    Config
+	n      int
+	quorum Quorums
+	id     int
+	keys   map[string]int
+	vcache *verifiedCache
 	// hint is a batch body the driver decoded and verified already (StepPrePrepare), for parseBatch.
 	hint     *batchHint
 	now      uint64 // ticks since start
@@ -148,8 +149,7 @@ func newReplica(cfg Config) (*Replica, error) {
 	r := &Replica{
 		cfg:           cfg,
 		n:             n,
-		f:             F(n),
-		q:             Quorum(n),
+		quorum:        QuorumsOf(n),
 		keys:          make(map[string]int, n),
 		vcache:        newVerifiedCache(cfg.VerifiedCacheSize),
 		active:        true,

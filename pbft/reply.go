@@ -244,7 +244,7 @@ type ReplyCollector struct {
 	chainID  string
 	replicas map[string]int
 	verifier wire.Verifier
-	f        int
+	quorum   Quorums
 	client   []byte
 	ts       uint64
 	votes    map[int]*Reply
@@ -260,7 +260,7 @@ func NewReplyCollector(chainID string, replicas [][]byte, v wire.Verifier, clien
 	for i, k := range replicas {
 		m[string(k)] = i
 	}
-	return &ReplyCollector{chainID: chainID, replicas: m, verifier: v, f: (len(replicas) - 1) / 3, client: client}
+	return &ReplyCollector{chainID: chainID, replicas: m, verifier: v, quorum: QuorumsOf(len(replicas)), client: client}
 }
 
 // Await starts waiting for the replies to the request with the given timestamp, forgetting earlier ones.
@@ -299,7 +299,7 @@ func (c *ReplyCollector) Add(e *wire.Envelope) (*Reply, error) {
 			n++
 		}
 	}
-	if n >= c.f+1 {
+	if n >= c.quorum.Weak() {
 		if r.View > c.View {
 			c.View = r.View
 		}

@@ -231,13 +231,13 @@ func (r *Replica) restoreMessage(seq uint64, env *wire.Envelope) error {
 // restoreEval recomputes a restored slot's prepared and committed state without sending anything (the own
 // votes that followed are in the log too).
 func (r *Replica) restoreEval(s *slot) {
-	if !s.prepared && s.pp != nil && count(s.prepares, s.digest) >= r.q-1 {
+	if !s.prepared && s.pp != nil && count(s.prepares, s.digest) >= r.quorum.Prepare() {
 		s.prepared = true
-		s.pcert = &preparedCert{view: s.view, digest: s.digest, pp: s.pp, prepares: matching(s.prepares, s.digest, r.q-1)}
+		s.pcert = &preparedCert{view: s.view, digest: s.digest, pp: s.pp, prepares: matching(s.prepares, s.digest, r.quorum.Prepare())}
 	}
-	if !s.committed && s.prepared && s.sentCommit && count(s.commits, s.digest) >= r.q {
+	if !s.committed && s.prepared && s.sentCommit && count(s.commits, s.digest) >= r.quorum.Commit() {
 		s.committed = true
-		s.cert = &commitCert{view: s.view, digest: s.digest, commits: matching(s.commits, s.digest, r.q)}
+		s.cert = &commitCert{view: s.view, digest: s.digest, commits: matching(s.commits, s.digest, r.quorum.Commit())}
 	}
 }
 

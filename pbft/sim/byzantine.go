@@ -253,9 +253,9 @@ func (b *byzantine) fakeViewChange(vc *pbft.ViewChange) *pbft.ViewChange {
 	fake := wire.Digest{31: 1}
 	pp := b.seal(wire.KindPrePrepare, &pbft.PrePrepare{View: v, Seq: seq, Digest: fake})
 	var prepares []*wire.Envelope
-	q := pbft.Quorum(b.c.opt.N)
+	q := pbft.QuorumsOf(b.c.opt.N)
 	for _, j := range b.others() {
-		if len(prepares) >= q-1 || rng.IntN(4) == 0 {
+		if len(prepares) >= q.Prepare() || rng.IntN(4) == 0 {
 			continue
 		}
 		e := b.seal(wire.KindPrepare, &pbft.Prepare{View: v, Seq: seq, Digest: fake})
