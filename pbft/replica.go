@@ -15,6 +15,7 @@ type Replica struct {
 	quorum Quorums
 	id     int
 	keys   map[string]int
+	set    ReplicaSet // keys and the chain, for the certificate checks
 	vcache *verifiedCache
 	// hint is a batch body the driver decoded and verified already (StepPrePrepare), for parseBatch.
 	hint     *batchHint
@@ -172,6 +173,7 @@ func newReplica(cfg Config) (*Replica, error) {
 		r.keys[string(k)] = i
 	}
 	r.id = r.keys[string(cfg.Signer.PublicKey())]
+	r.set = &replicaKeys{chainID: cfg.ChainID, keys: r.keys}
 	r.snapshot = &Snapshot{}
 	r.soft = r.softState()
 	r.hsDirty = true // the driver persists a hard state before anything else
@@ -530,17 +532,7 @@ func (r *Replica) verify(es []*wire.Envelope, remember bool) error {
 
 // member returns the replica index of an embedded envelope's author, checking chain and kind.
 func (r *Replica) member(e *wire.Envelope, kind wire.Kind) (int, error) {
-	if e.ChainID != r.cfg.ChainID {
-		return 0, errors.New("embedded envelope of another chain")
-	}
-	if e.Kind != kind {
-		return 0, fmt.Errorf("embedded %s where %s expected", e.Kind, kind)
-	}
-	i, ok := r.keys[string(e.Author)]
-	if !ok {
-		return 0, errors.New("embedded envelope not authored by a replica")
-	}
-	return i, nil
+	return CheckMember(r.set, e, kind)
 }
 
 func (r *Replica) slotFor(seq uint64) *slot {
