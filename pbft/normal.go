@@ -47,7 +47,7 @@ func (r *Replica) propose() bool {
 		}
 		r.pending.dequeue(pr)
 		pr.assigned = true
-		if ce := r.clients.get(pr.req.client); ce != nil && pr.req.ts <= ce.delivTS {
+		if ce := r.clients.get(pr.req.client); ce != nil && ClassifyRequest(pr.req.ts, ce.delivTS) != RequestNew {
 			continue // executed meanwhile
 		}
 		reqs = append(reqs, pr.req)

@@ -143,7 +143,7 @@ func (f *fakeNode) execute(env *wire.Envelope, req *pbft.Request) (*wire.Envelop
 	if r := f.replies[id]; r != nil {
 		return r, nil
 	}
-	if req.Timestamp <= f.last[client] {
+	if pbft.ClassifyRequest(req.Timestamp, f.last[client]) != pbft.RequestNew {
 		return nil, fmt.Errorf("node: %w: stale request", node.ErrRequestRejected)
 	}
 	f.last[client] = req.Timestamp
