@@ -417,9 +417,8 @@ func (r *Replica) commitByCert(seq, view uint64, digest wire.Digest, b *batch, c
 		return
 	}
 	s.addBatch(b)
-	s.committed = true
+	s.markCertified(view, digest, cert)
 	r.out.Quorums = append(r.out.Quorums, QuorumEvent{View: view, Seq: seq, Committed: true})
-	s.cert = &commitCert{view: view, digest: digest, commits: cert}
 	r.stats.CertCommits++
 	r.stats.CommittedBatches++
 	r.persist(Entry{Seq: seq, Batch: b.body, Cert: cert})
