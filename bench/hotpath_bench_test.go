@@ -8,7 +8,6 @@ package bench
 
 import (
 	"crypto/sha256"
-	"encoding/binary"
 	"fmt"
 	"testing"
 
@@ -98,25 +97,6 @@ func BenchmarkRequestDecode(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-}
-
-// replyLeaf is pbft's reply leaf (pbft/reply.go), to build replies as a replica does.
-func replyLeaf(client []byte, ts uint64, result []byte) wire.Digest {
-	h := sha256.New()
-	var buf [8]byte
-	h.Write([]byte{0})
-	h.Write([]byte("p2pbft/reply/v1\x00"))
-	binary.BigEndian.PutUint64(buf[:], uint64(len(client)))
-	h.Write(buf[:])
-	h.Write(client)
-	binary.BigEndian.PutUint64(buf[:], ts)
-	h.Write(buf[:])
-	binary.BigEndian.PutUint64(buf[:], uint64(len(result)))
-	h.Write(buf[:])
-	h.Write(result)
-	var d wire.Digest
-	h.Sum(d[:0])
-	return d
 }
 
 // BenchmarkBuildOp: the load generator builds one padded 100-byte put.

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/p2pbft/p2pbft/identity"
+	"github.com/p2pbft/p2pbft/pbft"
 )
 
 // Config describes one measured run of a load against a target.
@@ -383,7 +384,7 @@ func connect(ctx context.Context, gen *Generator, cfg Config, t *Target, quorumF
 	if err == nil || ctx.Err() != nil {
 		return err
 	}
-	q := 2*t.Genesis.F() + 1 // a quorum
+	q := pbft.Quorum(t.N()) // a quorum
 	if err := gen.Connect(ctx, q); err != nil {
 		return err
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/p2pbft/p2pbft/client/session"
 	"github.com/p2pbft/p2pbft/identity"
 	"github.com/p2pbft/p2pbft/p2p"
+	"github.com/p2pbft/p2pbft/pbft"
 	"github.com/p2pbft/p2pbft/wire"
 )
 
@@ -38,7 +39,8 @@ type Client struct {
 	log      *slog.Logger
 	g        *identity.Genesis
 	chainID  string
-	n, f     int
+	n        int
+	quorum   pbft.Quorums
 	pubs     [][]byte
 	verifier wire.Verifier
 	// headers verifies reply headers through a cache (one header per batch and replica, shared by all
@@ -114,7 +116,7 @@ func New(cfg Config) (*Client, error) {
 		g:        g,
 		chainID:  g.ChainID(),
 		n:        g.N(),
-		f:        g.F(),
+		quorum:   pbft.QuorumsOf(g.N()),
 		pubs:     g.PublicKeys(),
 		verifier: v,
 		headers:  wire.NewCachingVerifier(v, wire.NewSigCache(4096)),

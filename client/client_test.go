@@ -133,7 +133,7 @@ func TestByzantineWrongResultNotAccepted(t *testing.T) {
 						}
 					}
 				}
-				if len(rep.Replicas) < c.g.F()+1 {
+				if len(rep.Replicas) < pbft.QuorumsOf(c.g.N()).Weak() {
 					t.Fatalf("accepted with %d replicas", len(rep.Replicas))
 				}
 			}

@@ -2,8 +2,6 @@ package client
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/binary"
 	"fmt"
 	"io"
 	"log/slog"
@@ -229,7 +227,7 @@ func (r *fakeReplica) execute(e *wire.Envelope, req *pbft.Request) {
 	case otherReplica:
 		idx = (idx + 1) % len(r.c.replicas)
 	case badProof:
-		d := replyLeaf(e.Author, ts, []byte("something else"))
+		d := pbft.ReplyLeafHash(e.Author, ts, []byte("something else"))
 		root = &d
 	}
 	env, err := makeReply(r.t, signer, r.chain, r.view.Load(), seq, idx, e.Author, ts, result, root)
@@ -282,30 +280,10 @@ func (r *fakeReplica) execute(e *wire.Envelope, req *pbft.Request) {
 	}()
 }
 
-// replyLeaf is pbft's reply leaf hash (see pbft/reply.go). makeReply's replies are checked with
-// pbft.OpenReply in TestFakeRepliesOpen, so a divergence from the real format fails that test.
-func replyLeaf(client []byte, ts uint64, result []byte) wire.Digest {
-	h := sha256.New()
-	var b [8]byte
-	h.Write([]byte{0})
-	h.Write([]byte("p2pbft/reply/v1\x00"))
-	binary.BigEndian.PutUint64(b[:], uint64(len(client)))
-	h.Write(b[:])
-	h.Write(client)
-	binary.BigEndian.PutUint64(b[:], ts)
-	h.Write(b[:])
-	binary.BigEndian.PutUint64(b[:], uint64(len(result)))
-	h.Write(b[:])
-	h.Write(result)
-	var d wire.Digest
-	h.Sum(d[:0])
-	return d
-}
-
 // makeReply builds a one-leaf KindReply envelope, as a replica sends for a batch of one request. root
 // overrides the signed root (to forge a bad proof).
 func makeReply(t testing.TB, signer *identity.Key, chain string, view, seq uint64, replica int, client []byte, ts uint64, result []byte, root *wire.Digest) (*wire.Envelope, error) {
-	leaf := replyLeaf(client, ts, result)
+	leaf := pbft.ReplyLeafHash(client, ts, result)
 	if root == nil {
 		root = &leaf
 	}

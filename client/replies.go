@@ -85,7 +85,7 @@ func (c *Client) onBundle(r int, data []byte) {
 	}
 	for i, cl := range wanted {
 		if cl != nil {
-			cl.offer(r, b.Reply(i), c.f+1)
+			cl.offer(r, b.Reply(i), c.quorum.Weak())
 		}
 	}
 }

@@ -129,7 +129,7 @@ func (c *Client) submit(ctx context.Context, si int, frame p2p.LinkFrame, ts uin
 			if rf.final {
 				refusals[rf.replica] = rf.reason
 			}
-			if n := countSame(refusals, rf.reason); rf.final && n > c.f {
+			if n := countSame(refusals, rf.reason); rf.final && n >= c.quorum.Weak() {
 				c.metrics.abandoned.Add(1)
 				return nil, fmt.Errorf("client: request %d (session %d): %w by %d replicas: %s", ts, si, ErrRefused, n, rf.reason)
 			}
@@ -213,8 +213,8 @@ func (c *Client) accept(si int, cl *call, rounds int, start time.Time) *Reply {
 	// replica reached it and a faulty one cannot push the client to an arbitrary view.
 	slices.Sort(views)
 	slices.Reverse(views)
-	if len(views) > c.f {
-		c.learnView(views[c.f])
+	if w := c.quorum.Weak(); len(views) >= w {
+		c.learnView(views[w-1])
 	}
 	lat := time.Since(start)
 	c.metrics.accept(lat)

@@ -79,7 +79,7 @@ func benchCluster(b *testing.B, clients int, mutate func(*config.Config)) {
 			reqs[i] = append(reqs[i], cl.request(putOp(b, fmt.Sprintf("key-%d-%d", i, j), "value-of-some-length")))
 		}
 	}
-	f := c.genesis.F()
+	weak := pbft.QuorumsOf(c.genesis.N()).Weak()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	lat := make([][]time.Duration, clients)
@@ -118,7 +118,7 @@ func benchCluster(b *testing.B, clients int, mutate func(*config.Config)) {
 					p := c.nodes[0].Status().Primary
 					targets = []*Node{c.nodes[p], c.nodes[(p+1+i%(len(c.nodes)-1))%len(c.nodes)]}
 				}
-				if err := submitQuorum(ctx, targets, req, f+1); err != nil {
+				if err := submitQuorum(ctx, targets, req, weak); err != nil {
 					b.Error(err)
 					return
 				}
@@ -200,8 +200,6 @@ func submitQuorum(ctx context.Context, nodes []*Node, req *wire.Envelope, need i
 	}
 	return last
 }
-
-var _ = pbft.Quorum
 
 // BenchmarkClusterLinks measures the whole request path as a deployment runs it, in one process so that
 // one CPU profile shows all of it: four in-process replicas (real libp2p on 127.0.0.1, pebble with fsync)

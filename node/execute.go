@@ -197,7 +197,7 @@ func (n *Node) catchUpApp(p *pbft.Persisted) error {
 	if p != nil && p.HardState.Snapshot != nil {
 		snapSeq = p.HardState.Snapshot.Seq
 	}
-	last := make(map[string]uint64) // client -> last executed timestamp
+	once := pbft.ExactlyOnce{} // the client table's filter, rebuilt from block 1
 	next := uint64(1)
 	b := n.store.NewBatch()
 	defer func() { b.Close() }()
@@ -220,11 +220,9 @@ func (n *Node) catchUpApp(p *pbft.Persisted) error {
 			if err != nil {
 				return fmt.Errorf("node: stored block %d: %w", blk.Height, err)
 			}
-			c := string(e.Author)
-			if r.Timestamp <= last[c] {
+			if !once.Admit(e.Author, r.Timestamp) {
 				continue
 			}
-			last[c] = r.Timestamp
 			reqs = append(reqs, app.Request{Client: e.Author, Op: r.Op})
 		}
 		if blk.Height <= info.Height {

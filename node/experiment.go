@@ -2,8 +2,6 @@ package node
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -346,7 +344,7 @@ func (b *byzantine) wrongReply(r pbft.ReplyMessage, env *wire.Envelope) (*wire.E
 		return nil, err
 	}
 	result := append([]byte("byzantine: not the result of "), r.Result()...)
-	leaf := replyLeaf(r.Client, r.Timestamp, result)
+	leaf := pbft.ReplyLeafHash(r.Client, r.Timestamp, result)
 	payload, err := pbft.EncodePayload(&pbft.ReplyHeader{View: hdr.View, Seq: hdr.Seq, Replica: uint32(n.self), Count: 1, Root: leaf})
 	if err != nil {
 		return nil, err
@@ -380,26 +378,6 @@ func (b *byzantine) serve(r *statesync.Response) error {
 		}
 	}
 	return nil
-}
-
-// replyLeaf is pbft's reply leaf hash (pbft/reply.go); TestWrongReplyOpens checks the copy against
-// pbft.OpenReply.
-func replyLeaf(client []byte, ts uint64, result []byte) wire.Digest {
-	h := sha256.New()
-	var b [8]byte
-	h.Write([]byte{0})
-	h.Write([]byte("p2pbft/reply/v1\x00"))
-	binary.BigEndian.PutUint64(b[:], uint64(len(client)))
-	h.Write(b[:])
-	h.Write(client)
-	binary.BigEndian.PutUint64(b[:], ts)
-	h.Write(b[:])
-	binary.BigEndian.PutUint64(b[:], uint64(len(result)))
-	h.Write(b[:])
-	h.Write(result)
-	var d wire.Digest
-	h.Sum(d[:0])
-	return d
 }
 
 // bundle is the replier's delivery for a Byzantine replica: data is the honest bundle of msgs, push sends

@@ -210,8 +210,8 @@ func TestByzantineGarbageBackup(t *testing.T) {
 	}
 }
 
-// The garbage mode's wrong replies are well-formed, correctly signed replies that a client opens (the
-// copy of pbft's reply leaf hash is right) and whose result differs from the real one.
+// The garbage mode's wrong replies are well-formed, correctly signed replies that a client opens (built
+// with pbft.ReplyLeafHash) and whose result differs from the real one.
 func TestWrongReplyOpens(t *testing.T) {
 	c := newCluster(t, 4, nil)
 	c.experiments = []*Experiment{nil, nil, nil, {AllowByzantine: true, Mode: ByzantineGarbage}}

@@ -59,7 +59,7 @@ func (n *Node) Run(ctx context.Context) error {
 		n.log.Error("BYZANTINE EXPERIMENT: this replica misbehaves on purpose and must not be part of a real network",
 			"byzantine_mode", n.byz.x.Mode, "delay", n.byz.x.Delay, "drop_rate", n.byz.x.DropRate, "seed", n.byz.x.Seed)
 	}
-	n.log.Info("replica started", "chain", n.chainID, "peer", n.key.PeerID(), "n", n.n, "f", n.f,
+	n.log.Info("replica started", "chain", n.chainID, "peer", n.key.PeerID(), "n", n.n, "f", n.quorum.F,
 		"view", n.soft.View, "height", n.store.Head().Height, "addrs", n.host.Addrs())
 	close(n.started)
 	err := n.loop(ctx)

@@ -201,7 +201,7 @@ func newInfoCollector(n *Node) *infoCollector {
 		faulty: prometheus.NewDesc("p2pbft_consensus_max_faulty_replicas",
 			"Faulty replicas the chain tolerates (f = (n-1)/3); a quorum is 2f+1 replicas.", nil, nil),
 		nReplicas:  float64(n.n),
-		fTolerated: float64(n.f),
+		fTolerated: float64(n.quorum.F),
 	}
 }
 

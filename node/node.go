@@ -69,7 +69,8 @@ type Node struct {
 	genesis   *identity.Genesis
 	chainID   string
 	self      int
-	n, f      int
+	n         int
+	quorum    pbft.Quorums
 	ckptK     uint64
 	// gossipKinds are the kinds broadcast over gossip (the rest over direct streams).
 	gossipKinds map[wire.Kind]bool
@@ -248,7 +249,7 @@ func New(cfg config.Config, opts Options) (*Node, error) {
 		chainID:    genesis.ChainID(),
 		self:       self,
 		n:          genesis.N(),
-		f:          genesis.F(),
+		quorum:     pbft.QuorumsOf(genesis.N()),
 		ckptK:      cfg.Consensus.CheckpointInterval,
 		registry:   reg,
 		keptSnaps:  make(map[uint64]bool),

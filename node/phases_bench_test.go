@@ -97,7 +97,7 @@ func BenchmarkClusterPhases(b *testing.B) {
 		go func() {
 			defer wg.Done()
 			for _, req := range reqs[i] {
-				if err := submitQuorum(b.Context(), c.nodes, req, 2); err != nil {
+				if err := submitQuorum(b.Context(), c.nodes, req, pbft.QuorumsOf(len(c.nodes)).Weak()); err != nil {
 					b.Error(err)
 					return
 				}

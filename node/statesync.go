@@ -27,7 +27,7 @@ import (
 func (n *Node) newSyncer() *statesync.Syncer {
 	a := &syncAdapter{n: n}
 	c := n.cfg.StateSync
-	return statesync.New(statesync.Options{N: n.n, F: n.f, BlockSyncMax: c.BlockSyncMax,
+	return statesync.New(statesync.Options{Quorums: n.quorum, BlockSyncMax: c.BlockSyncMax,
 		RequestTimeout: c.RequestTimeout, ChunkBytes: c.ChunkBytes,
 		Fetcher: a, CertCheck: n.CertCheck, Installer: a, Replica: a, Metrics: a, Log: n.log})
 }

@@ -18,7 +18,7 @@ func (n *Node) Status() apitypes.Status {
 		Moniker:          n.cfg.Moniker,
 		Replica:          n.self,
 		N:                n.n,
-		F:                n.f,
+		F:                n.quorum.F,
 		PeerID:           n.key.PeerID().String(),
 		View:             ps.soft.View,
 		Primary:          ps.soft.Primary,

@@ -1,9 +1,6 @@
 package pbft
 
 import (
-	"errors"
-	"fmt"
-
 	"github.com/p2pbft/p2pbft/wire"
 )
 
@@ -156,8 +153,8 @@ func (r *Replica) checkStable(seq uint64, d wire.Digest) {
 			}
 		}
 	}
-	if len(proof) >= r.q {
-		r.onCertified(stableCheckpoint{seq: seq, digest: d, proof: proof[:r.q]})
+	if len(proof) >= r.quorum.Commit() {
+		r.onCertified(stableCheckpoint{seq: seq, digest: d, proof: proof[:r.quorum.Commit()]})
 	}
 }
 
@@ -253,38 +250,11 @@ func (r *Replica) moveStable(c stableCheckpoint) {
 	r.nextSeq = max(r.nextSeq, c.seq+1)
 }
 
-// checkCheckpointProof checks that proof certifies (seq, d): a quorum of CHECKPOINT envelopes from distinct
-// replicas with valid signatures.
+// checkCheckpointProof checks that proof certifies (seq, d): its structure (CheckCheckpointProof: a quorum
+// of CHECKPOINT envelopes from distinct replicas), then the signatures.
 func (r *Replica) checkCheckpointProof(seq uint64, d wire.Digest, proof []*wire.Envelope) error {
-	if seq == 0 {
-		if len(proof) != 0 || !d.IsZero() {
-			return errors.New("genesis checkpoint with a proof or digest")
-		}
-		return nil
-	}
-	if seq%r.cfg.CheckpointInterval != 0 {
-		return fmt.Errorf("checkpoint %d off the interval", seq)
-	}
-	if len(proof) < r.q || len(proof) > r.n {
-		return fmt.Errorf("checkpoint proof of %d messages, want %d to %d", len(proof), r.q, r.n)
-	}
-	seen := make([]bool, r.n)
-	for _, e := range proof {
-		i, err := r.member(e, wire.KindCheckpoint)
-		if err != nil {
-			return err
-		}
-		if seen[i] {
-			return errors.New("checkpoint proof counts a replica twice")
-		}
-		seen[i] = true
-		c, err := DecodeCheckpoint(e.Payload)
-		if err != nil {
-			return err
-		}
-		if c.Seq != seq || c.Digest != d {
-			return errors.New("checkpoint proof for another checkpoint")
-		}
+	if err := CheckCheckpointProof(r.set, r.cfg.CheckpointInterval, seq, d, proof); err != nil {
+		return err
 	}
 	return r.verifyEnvelopes(proof)
 }

@@ -15,6 +15,48 @@ import (
 // survives view changes, restarts and state transfer. Replicas deduplicate by the client's timestamps, never
 // by their own clocks.
 
+// RequestAge is what the exactly-once rule (ClassifyRequest) makes of a client's request.
+type RequestAge int
+
+const (
+	// RequestNew is newer than the client's last executed request: it executes, once, when ordered.
+	RequestNew RequestAge = iota
+	// RequestRepeat is the client's last executed request again: it is answered from the stored reply and
+	// not executed again.
+	RequestRepeat
+	// RequestStale is older than the client's last executed request: it is dropped.
+	RequestStale
+)
+
+// ClassifyRequest is the exactly-once rule: it classifies a client's request with timestamp ts against
+// last, the last timestamp executed for that client (0 for none). Timestamps, not replica clocks, decide.
+func ClassifyRequest(ts, last uint64) RequestAge {
+	switch {
+	case ts > last:
+		return RequestNew
+	case ts == last:
+		return RequestRepeat
+	}
+	return RequestStale
+}
+
+// ExactlyOnce applies ClassifyRequest along a chain of committed batches, as the engine does when it
+// delivers them: it keeps per client the last timestamp executed, and only a RequestNew request executes.
+// Replayed from the first batch, it tells which requests of each batch executed. Make it with
+// make(ExactlyOnce) or ExactlyOnce{}.
+type ExactlyOnce map[string]uint64
+
+// Admit reports whether the request with timestamp ts of client (its public key), ordered next, executes,
+// and if so records it as the client's last executed request.
+func (x ExactlyOnce) Admit(client []byte, ts uint64) bool {
+	c := string(client)
+	if ClassifyRequest(ts, x[c]) != RequestNew {
+		return false
+	}
+	x[c] = ts
+	return true
+}
+
 type clientEntry struct {
 	execTS uint64 // last executed timestamp, 0 for none
 	seq    uint64 // sequence number of the batch that executed it

@@ -253,5 +253,28 @@ func (c Config) Validate() error {
 func F(n int) int { return (n - 1) / 3 }
 
 // Quorum returns the size of a quorum for n replicas: the smallest q with 2q-n >= f+1, so that two quorums
-// share a correct replica. For n = 3f+1 it is 2f+1.
-func Quorum(n int) int { return (n+F(n))/2 + 1 }
+// share a correct replica. For n = 3f+1 it is 2f+1. It is QuorumsOf(n).Commit().
+func Quorum(n int) int { return QuorumsOf(n).Commit() }
+
+// Quorums are the vote counts of the protocol for N replicas of which F = F(N) may be faulty: the one place
+// the engine, the node, the client and the tools take them from. Build it with QuorumsOf.
+type Quorums struct {
+	N, F int
+}
+
+// QuorumsOf returns the quorums of n replicas.
+func QuorumsOf(n int) Quorums { return Quorums{N: n, F: F(n)} }
+
+// Commit is the size of a quorum, the smallest q with 2q-N >= F+1 (two quorums share a correct replica):
+// 2f+1 for n = 3f+1. A commit certificate, a checkpoint proof and the VIEW-CHANGEs of a NEW-VIEW hold this
+// many messages from distinct replicas.
+func (q Quorums) Commit() int { return (q.N+q.F)/2 + 1 }
+
+// Prepare is how many matching PREPAREs from distinct backups a slot needs, besides the primary's
+// pre-prepare, to be prepared (together a quorum): Commit()-1.
+func (q Quorums) Prepare() int { return q.Commit() - 1 }
+
+// Weak is F+1, the fewest replicas that include a correct one: a client accepts a result Weak replicas
+// agree on, a replica joins a view change Weak replicas moved to, and a snapshot manifest Weak replicas
+// agree on is believed.
+func (q Quorums) Weak() int { return q.F + 1 }

@@ -56,6 +56,10 @@
 //     checkpoints, state transfers, fetches, safety alarms, buffer sizes).
 //   - For clients: NewRequest, ReplyCollector (f+1 matching replies), OpenReply; every payload type has a
 //     Decode function, and Entry, HardState and Snapshot have Marshal and Decode functions.
+//   - The safety rules, pure and stated once, for the engine and everyone who checks its output (node,
+//     client, tools, tests): QuorumsOf (Commit, Prepare and Weak vote counts), CheckCommitCert and
+//     CheckCheckpointProof (certificate structure over a ReplicaSet; the caller verifies the signatures),
+//     ClassifyRequest and ExactlyOnce (the exactly-once rule), ReplyLeafHash (the reply Merkle leaf).
 //
 // # Authentication contract
 //

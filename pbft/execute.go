@@ -38,7 +38,7 @@ func (r *Replica) deliver(seq uint64, cert *commitCert, b *batch, alreadyApplied
 	for i, q := range b.reqs {
 		envs[i] = q.env
 		ce := r.clients.getOrAdd(q.client)
-		if q.ts <= ce.delivTS {
+		if ClassifyRequest(q.ts, ce.delivTS) != RequestNew {
 			continue // a duplicate or an older request: exactly-once
 		}
 		ce.delivTS = q.ts

@@ -383,34 +383,12 @@ func (r *Replica) certDigest(s *slot) wire.Digest {
 	return wire.Digest{}
 }
 
-// checkCommitCert checks a commit certificate for seq: a quorum of COMMITs from distinct replicas for one
-// view and digest, with valid signatures.
+// checkCommitCert checks a commit certificate for seq: its structure (CheckCommitCert: a quorum of COMMITs
+// from distinct replicas for one view and digest), then the signatures.
 func (r *Replica) checkCommitCert(seq uint64, cert []*wire.Envelope) (uint64, wire.Digest, error) {
-	var view uint64
-	var digest wire.Digest
-	if len(cert) < r.q || len(cert) > r.n {
-		return 0, digest, fmt.Errorf("commit certificate of %d messages, want %d to %d", len(cert), r.q, r.n)
-	}
-	seen := make([]bool, r.n)
-	for i, e := range cert {
-		j, err := r.member(e, wire.KindCommit)
-		if err != nil {
-			return 0, digest, err
-		}
-		if seen[j] {
-			return 0, digest, errors.New("commit certificate counts a replica twice")
-		}
-		seen[j] = true
-		c, err := DecodeCommit(e.Payload)
-		if err != nil {
-			return 0, digest, err
-		}
-		if i == 0 {
-			view, digest = c.View, c.Digest
-		}
-		if c.Seq != seq || c.View != view || c.Digest != digest {
-			return 0, digest, errors.New("commit certificate mixes views, sequence numbers or digests")
-		}
+	view, digest, err := CheckCommitCert(r.set, seq, cert)
+	if err != nil {
+		return 0, digest, err
 	}
 	if err := r.verifyEnvelopes(cert); err != nil {
 		return 0, digest, err
@@ -439,9 +417,8 @@ func (r *Replica) commitByCert(seq, view uint64, digest wire.Digest, b *batch, c
 		return
 	}
 	s.addBatch(b)
-	s.committed = true
+	s.markCertified(view, digest, cert)
 	r.out.Quorums = append(r.out.Quorums, QuorumEvent{View: view, Seq: seq, Committed: true})
-	s.cert = &commitCert{view: view, digest: digest, commits: cert}
 	r.stats.CertCommits++
 	r.stats.CommittedBatches++
 	r.persist(Entry{Seq: seq, Batch: b.body, Cert: cert})

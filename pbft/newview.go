@@ -112,8 +112,8 @@ func (r *Replica) onNewView(e *wire.Envelope, from int) error {
 
 // checkNewView validates a NEW-VIEW completely and returns the plan it must follow.
 func (r *Replica) checkNewView(nv *NewView) (newViewPlan, error) {
-	if len(nv.ViewChanges) < r.q || len(nv.ViewChanges) > r.n {
-		return newViewPlan{}, fmt.Errorf("%d view changes, want %d to %d", len(nv.ViewChanges), r.q, r.n)
+	if len(nv.ViewChanges) < r.quorum.Commit() || len(nv.ViewChanges) > r.n {
+		return newViewPlan{}, fmt.Errorf("%d view changes, want %d to %d", len(nv.ViewChanges), r.quorum.Commit(), r.n)
 	}
 	seen := make([]bool, r.n)
 	vcs := make([]*ViewChange, len(nv.ViewChanges))

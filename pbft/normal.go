@@ -47,7 +47,7 @@ func (r *Replica) propose() bool {
 		}
 		r.pending.dequeue(pr)
 		pr.assigned = true
-		if ce := r.clients.get(pr.req.client); ce != nil && pr.req.ts <= ce.delivTS {
+		if ce := r.clients.get(pr.req.client); ce != nil && ClassifyRequest(pr.req.ts, ce.delivTS) != RequestNew {
 			continue // executed meanwhile
 		}
 		reqs = append(reqs, pr.req)
@@ -297,12 +297,11 @@ func (r *Replica) onVote(e *wire.Envelope, from int) error {
 // checkPrepared: the slot prepared once it has the pre-prepare and quorum-1 matching prepares from distinct
 // backups (the primary sends none), docs/design/pbft.md row 3. Then the replica sends its COMMIT.
 func (r *Replica) checkPrepared(s *slot) {
-	if s.prepared || s.pp == nil || count(s.prepares, s.digest) < r.q-1 {
+	if !s.reachesPrepared(r.quorum) {
 		return
 	}
-	s.prepared = true
+	s.markPrepared(r.quorum)
 	r.out.Quorums = append(r.out.Quorums, QuorumEvent{View: s.view, Seq: s.seq})
-	s.pcert = &preparedCert{view: s.view, digest: s.digest, pp: s.pp, prepares: matching(s.prepares, s.digest, r.q-1)}
 	if !s.sentCommit {
 		e, err := r.sign(wire.KindCommit, &Commit{View: s.view, Seq: s.seq, Digest: s.digest})
 		if err != nil {
@@ -318,11 +317,10 @@ func (r *Replica) checkPrepared(s *slot) {
 
 // checkCommitted: committed-local is prepared plus a quorum of matching commits, own included (row 4).
 func (r *Replica) checkCommitted(s *slot) {
-	if s.committed || !s.prepared || count(s.commits, s.digest) < r.q {
+	if !s.reachesCommitted(r.quorum) {
 		return
 	}
-	s.committed = true
+	s.markCommitted(r.quorum)
 	r.out.Quorums = append(r.out.Quorums, QuorumEvent{View: s.view, Seq: s.seq, Committed: true})
-	s.cert = &commitCert{view: s.view, digest: s.digest, commits: matching(s.commits, s.digest, r.q)}
 	r.stats.CommittedBatches++
 }

@@ -477,7 +477,7 @@ func TestMultiproof(t *testing.T) {
 	for count := 1; count <= 70; count++ {
 		leaves := make([]wire.Digest, count)
 		for i := range leaves {
-			leaves[i] = replyLeaf([]byte{byte(i)}, uint64(i), []byte("r"))
+			leaves[i] = ReplyLeafHash([]byte{byte(i)}, uint64(i), []byte("r"))
 		}
 		levels := merkleLevels(leaves)
 		root := levels[len(levels)-1][0]

@@ -10,11 +10,13 @@ import (
 // Replica is one PBFT replica: a deterministic state machine. It is not safe for concurrent use; the driver
 // calls it from one goroutine.
 type Replica struct {
-	cfg     Config
-	n, f, q int
-	id      int
-	keys    map[string]int
-	vcache  *wire.SigCache // Config.VerifiedCache, or the replica's own
+	cfg    Config
+	n      int
+	quorum Quorums
+	id     int
+	keys   map[string]int
+	set    ReplicaSet     // keys and the chain, for the certificate checks
+	vcache *wire.SigCache // Config.VerifiedCache, or the replica's own
 	// hint is a batch body the driver decoded and verified already (StepPrePrepare), for parseBatch.
 	hint     *batchHint
 	now      uint64 // ticks since start
@@ -151,8 +153,7 @@ func newReplica(cfg Config) (*Replica, error) {
 	r := &Replica{
 		cfg:           cfg,
 		n:             n,
-		f:             F(n),
-		q:             Quorum(n),
+		quorum:        QuorumsOf(n),
 		keys:          make(map[string]int, n),
 		vcache:        cfg.VerifiedCache,
 		active:        true,
@@ -175,6 +176,7 @@ func newReplica(cfg Config) (*Replica, error) {
 		r.keys[string(k)] = i
 	}
 	r.id = r.keys[string(cfg.Signer.PublicKey())]
+	r.set = &replicaKeys{chainID: cfg.ChainID, keys: r.keys}
 	r.snapshot = &Snapshot{}
 	r.soft = r.softState()
 	r.hsDirty = true // the driver persists a hard state before anything else
@@ -530,17 +532,7 @@ func (r *Replica) verify(es []*wire.Envelope, remember bool) error {
 
 // member returns the replica index of an embedded envelope's author, checking chain and kind.
 func (r *Replica) member(e *wire.Envelope, kind wire.Kind) (int, error) {
-	if e.ChainID != r.cfg.ChainID {
-		return 0, errors.New("embedded envelope of another chain")
-	}
-	if e.Kind != kind {
-		return 0, fmt.Errorf("embedded %s where %s expected", e.Kind, kind)
-	}
-	i, ok := r.keys[string(e.Author)]
-	if !ok {
-		return 0, errors.New("embedded envelope not authored by a replica")
-	}
-	return i, nil
+	return CheckMember(r.set, e, kind)
 }
 
 func (r *Replica) slotFor(seq uint64) *slot {

@@ -50,7 +50,11 @@ type Reply struct {
 
 const replyLeafTag = "p2pbft/reply/v1\x00"
 
-func replyLeaf(client []byte, ts uint64, result []byte) wire.Digest {
+// ReplyLeafHash is the Merkle leaf of one reply, the (client, timestamp, result) triple, in the tree whose
+// root a ReplyHeader signs: SHA-256 over a zero byte, the tag "p2pbft/reply/v1\x00", then the client's
+// length and bytes, the timestamp and the result's length and bytes (integers 8 bytes big-endian). A
+// one-leaf tree's root is its leaf.
+func ReplyLeafHash(client []byte, ts uint64, result []byte) wire.Digest {
 	h := sha256.New()
 	var b [8]byte
 	h.Write([]byte{0})
@@ -176,7 +180,7 @@ func (m ReplyMessage) Result() []byte { return m.batch.results[m.index] }
 func newReplyBatch(s wire.Signer, chainID string, view, seq uint64, replica int, clients [][]byte, stamps []uint64, results [][]byte) (*replyBatch, error) {
 	leaves := make([]wire.Digest, len(clients))
 	for i := range clients {
-		leaves[i] = replyLeaf(clients[i], stamps[i], results[i])
+		leaves[i] = ReplyLeafHash(clients[i], stamps[i], results[i])
 	}
 	levels := merkleLevels(leaves)
 	hdr := ReplyHeader{View: view, Seq: seq, Replica: uint32(replica), Count: uint32(len(leaves)), Root: levels[len(levels)-1][0]}
@@ -227,7 +231,7 @@ func OpenReply(e *wire.Envelope) (*Reply, error) {
 	if p.Index >= h.Count {
 		return nil, fmt.Errorf("pbft: open reply: leaf %d of %d", p.Index, h.Count)
 	}
-	root, err := merkleRoot(replyLeaf(p.Client, p.Timestamp, p.Result), int(p.Index), int(h.Count), p.Path)
+	root, err := merkleRoot(ReplyLeafHash(p.Client, p.Timestamp, p.Result), int(p.Index), int(h.Count), p.Path)
 	if err != nil {
 		return nil, fmt.Errorf("pbft: open reply: %w", err)
 	}
@@ -244,7 +248,7 @@ type ReplyCollector struct {
 	chainID  string
 	replicas map[string]int
 	verifier wire.Verifier
-	f        int
+	quorum   Quorums
 	client   []byte
 	ts       uint64
 	votes    map[int]*Reply
@@ -260,7 +264,7 @@ func NewReplyCollector(chainID string, replicas [][]byte, v wire.Verifier, clien
 	for i, k := range replicas {
 		m[string(k)] = i
 	}
-	return &ReplyCollector{chainID: chainID, replicas: m, verifier: v, f: (len(replicas) - 1) / 3, client: client}
+	return &ReplyCollector{chainID: chainID, replicas: m, verifier: v, quorum: QuorumsOf(len(replicas)), client: client}
 }
 
 // Await starts waiting for the replies to the request with the given timestamp, forgetting earlier ones.
@@ -299,7 +303,7 @@ func (c *ReplyCollector) Add(e *wire.Envelope) (*Reply, error) {
 			n++
 		}
 	}
-	if n >= c.f+1 {
+	if n >= c.quorum.Weak() {
 		if r.View > c.View {
 			c.View = r.View
 		}
@@ -503,7 +507,7 @@ func (b *OpenedBundle) Verify() error {
 	hashes := make([]wire.Digest, len(b.Leaves))
 	for i, l := range b.Leaves {
 		idx[i] = int(l.Index)
-		hashes[i] = replyLeaf(l.Client, l.Timestamp, l.Result)
+		hashes[i] = ReplyLeafHash(l.Client, l.Timestamp, l.Result)
 	}
 	root, err := rebuildRoot(int(b.Header.Count), idx, hashes, b.nodes)
 	if err != nil {

@@ -226,13 +226,14 @@ func (r *Replica) stepRequest(e *wire.Envelope, driverVerified, fromClient bool)
 
 func (r *Replica) onRequest(req *request, fromClient bool) error {
 	if ce := r.clients.get(req.client); ce != nil {
-		switch {
-		case req.ts < ce.execTS:
+		switch ClassifyRequest(req.ts, ce.execTS) {
+		case RequestStale:
 			return r.reject(wire.KindRequest, ReasonStaleRequest, nil)
-		case req.ts == ce.execTS:
+		case RequestRepeat:
 			r.replyFromCache(req.client, ce)
 			return nil
-		case req.ts <= ce.delivTS:
+		}
+		if ClassifyRequest(req.ts, ce.delivTS) != RequestNew {
 			return r.reject(wire.KindRequest, ReasonDuplicate, errors.New("being executed"))
 		}
 	}
@@ -269,7 +270,7 @@ func (r *Replica) learnRequests(b *batch) {
 			pr.assigned = true
 			continue
 		}
-		if ce := r.clients.get(req.client); ce != nil && req.ts <= ce.delivTS {
+		if ce := r.clients.get(req.client); ce != nil && ClassifyRequest(req.ts, ce.delivTS) != RequestNew {
 			continue
 		}
 		if pr := r.pending.byClient[req.client]; pr != nil && pr.req.ts >= req.ts {

@@ -142,8 +142,7 @@ func (r *Replica) restoreEntry(e *Entry, snapSeq uint64) error {
 		s := r.restoreSlot(e.Seq)
 		s.addBatch(b)
 		if !s.committed {
-			s.committed = true
-			s.cert = &commitCert{view: view, digest: digest, commits: e.Cert}
+			s.markCertified(view, digest, e.Cert)
 		}
 	default:
 		b, err := r.parseBatch(e.Batch)
@@ -228,16 +227,15 @@ func (r *Replica) restoreMessage(seq uint64, env *wire.Envelope) error {
 	return nil
 }
 
-// restoreEval recomputes a restored slot's prepared and committed state without sending anything (the own
-// votes that followed are in the log too).
+// restoreEval recomputes a restored slot's prepared and committed state with the normal case's predicates,
+// without sending anything (the own votes that followed are in the log too). A restored slot commits only
+// once its own COMMIT is replayed: the normal case sends that COMMIT on preparing, before it can commit.
 func (r *Replica) restoreEval(s *slot) {
-	if !s.prepared && s.pp != nil && count(s.prepares, s.digest) >= r.q-1 {
-		s.prepared = true
-		s.pcert = &preparedCert{view: s.view, digest: s.digest, pp: s.pp, prepares: matching(s.prepares, s.digest, r.q-1)}
+	if s.reachesPrepared(r.quorum) {
+		s.markPrepared(r.quorum)
 	}
-	if !s.committed && s.prepared && s.sentCommit && count(s.commits, s.digest) >= r.q {
-		s.committed = true
-		s.cert = &commitCert{view: s.view, digest: s.digest, commits: matching(s.commits, s.digest, r.q)}
+	if s.sentCommit && s.reachesCommitted(r.quorum) {
+		s.markCommitted(r.quorum)
 	}
 }
 

@@ -141,6 +141,40 @@ func matching(vs []vote, d wire.Digest, limit int) []*wire.Envelope {
 	return out
 }
 
+// The prepared and committed predicates (docs/design/pbft.md rows 3 and 4), stated once: the normal case
+// (checkPrepared, checkCommitted) and the restore from the log (restoreEval) both decide with them.
+
+// reachesPrepared reports whether s, not prepared yet, is prepared now: it has the pre-prepare and
+// q.Prepare() matching prepares from distinct backups (the primary sends none).
+func (s *slot) reachesPrepared(q Quorums) bool {
+	return !s.prepared && s.pp != nil && count(s.prepares, s.digest) >= q.Prepare()
+}
+
+// markPrepared marks s prepared and keeps its prepared certificate.
+func (s *slot) markPrepared(q Quorums) {
+	s.prepared = true
+	s.pcert = &preparedCert{view: s.view, digest: s.digest, pp: s.pp, prepares: matching(s.prepares, s.digest, q.Prepare())}
+}
+
+// reachesCommitted reports whether s, not committed yet, is committed-local now: prepared, with a quorum
+// (q.Commit()) of matching commits, own included.
+func (s *slot) reachesCommitted(q Quorums) bool {
+	return !s.committed && s.prepared && count(s.commits, s.digest) >= q.Commit()
+}
+
+// markCommitted marks s committed and keeps its commit certificate.
+func (s *slot) markCommitted(q Quorums) {
+	s.committed = true
+	s.cert = &commitCert{view: s.view, digest: s.digest, commits: matching(s.commits, s.digest, q.Commit())}
+}
+
+// markCertified marks s committed on the strength of a checked commit certificate for (view, digest)
+// (fetched, or replayed from the log), without its own votes.
+func (s *slot) markCertified(view uint64, digest wire.Digest, commits []*wire.Envelope) {
+	s.committed = true
+	s.cert = &commitCert{view: view, digest: digest, commits: commits}
+}
+
 // committedBatch returns the batch that committed, if its body is known.
 func (s *slot) committedBatch() *batch {
 	if !s.committed {

@@ -78,7 +78,7 @@ func (r *Replica) InstallSnapshot(seq uint64, appDigest wire.Digest, clientTable
 	r.lastProgress = r.now
 	r.stats.SnapshotsInstalled++
 	for c, pr := range r.pending.byClient {
-		if ce := ct.get(c); ce != nil && pr.req.ts <= ce.execTS {
+		if ce := ct.get(c); ce != nil && ClassifyRequest(pr.req.ts, ce.execTS) != RequestNew {
 			r.pending.remove(pr)
 			r.requestExecuted(pr.req.id)
 		}

@@ -101,7 +101,7 @@ func (r *Replica) startViewChange(v uint64) {
 // no one else to make a new view and is exempt.
 func (r *Replica) amnesiac() bool {
 	m := r.cfg.SignedMark
-	return m != (Mark{}) && r.f > 0 && r.stable.seq < m.Seq
+	return m != (Mark{}) && r.quorum.F > 0 && r.stable.seq < m.Seq
 }
 
 // buildViewChange collects the stable checkpoint and the highest prepared certificate of every sequence
@@ -183,8 +183,8 @@ func (r *Replica) checkPreparedCert(pc *PreparedCert, below uint64) (pcertInfo, 
 	if pi != r.primaryOf(pp.View) {
 		return info, errors.New("pre-prepare not from the primary of its view")
 	}
-	if len(pc.Prepares) < r.q-1 || len(pc.Prepares) > r.n {
-		return info, fmt.Errorf("%d prepares, want %d", len(pc.Prepares), r.q-1)
+	if len(pc.Prepares) < r.quorum.Prepare() || len(pc.Prepares) > r.n {
+		return info, fmt.Errorf("%d prepares, want %d", len(pc.Prepares), r.quorum.Prepare())
 	}
 	seen := make([]bool, r.n)
 	for _, e := range pc.Prepares {
@@ -280,7 +280,7 @@ func (r *Replica) checkJoin() {
 			views = append(views, l.view)
 		}
 	}
-	if len(views) >= r.f+1 {
+	if len(views) >= r.quorum.Weak() {
 		r.startViewChange(slices.Min(views))
 	}
 }
@@ -301,14 +301,14 @@ func (r *Replica) checkVCQuorum() {
 				n++
 			}
 		}
-		if n >= r.q {
+		if n >= r.quorum.Commit() {
 			r.vcQuorum = true
 			r.nvDeadline = r.now + r.timeout(r.cfg.NewViewTimeout)
 		}
 	}
 	if r.isPrimary() {
-		if vcs := r.viewChangesFor(r.view); len(vcs) >= r.q {
-			r.sendNewView(vcs[:r.q])
+		if vcs := r.viewChangesFor(r.view); len(vcs) >= r.quorum.Commit() {
+			r.sendNewView(vcs[:r.quorum.Commit()])
 		}
 	}
 }

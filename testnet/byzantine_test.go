@@ -2,7 +2,6 @@ package testnet
 
 import (
 	"context"
-	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
@@ -96,33 +95,13 @@ func (b *byzantine) wrongReply(_ context.Context, d p2p.Delivery) (*wire.Envelop
 	}
 	b.replies.Add(1)
 	result, _ := kv.EncodeResult(kv.Result{Status: kv.StatusInvalid, Error: "a Byzantine replica's answer"})
-	hdr, _ := wire.Marshal(&pbft.ReplyHeader{View: 0, Seq: 1, Replica: uint32(b.self), Count: 1, Root: replyLeaf(e.Author, req.Timestamp, result)})
+	hdr, _ := wire.Marshal(&pbft.ReplyHeader{View: 0, Seq: 1, Replica: uint32(b.self), Count: 1, Root: pbft.ReplyLeafHash(e.Author, req.Timestamp, result)})
 	env, err := wire.Seal(b.key, b.chain, wire.KindReply, hdr)
 	if err != nil {
 		return nil, err
 	}
 	env.Body, _ = wire.Marshal(&pbft.ReplyProof{Client: e.Author, Timestamp: req.Timestamp, Result: result})
 	return env, nil
-}
-
-// replyLeaf is pbft's reply leaf hash (pbft/reply.go); the client test suite checks the same copy against
-// pbft.OpenReply.
-func replyLeaf(client []byte, ts uint64, result []byte) wire.Digest {
-	h := sha256.New()
-	var b [8]byte
-	h.Write([]byte{0})
-	h.Write([]byte("p2pbft/reply/v1\x00"))
-	binary.BigEndian.PutUint64(b[:], uint64(len(client)))
-	h.Write(b[:])
-	h.Write(client)
-	binary.BigEndian.PutUint64(b[:], ts)
-	h.Write(b[:])
-	binary.BigEndian.PutUint64(b[:], uint64(len(result)))
-	h.Write(b[:])
-	h.Write(result)
-	var d wire.Digest
-	h.Sum(d[:0])
-	return d
 }
 
 // spam sends a garbage message every few milliseconds until ctx ends.

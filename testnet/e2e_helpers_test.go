@@ -199,7 +199,7 @@ func checkChainOnce(t *testing.T, net *Network, i int, acks []Ack) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	last := make(map[string]uint64)             // client -> last executed timestamp
+	once := pbft.ExactlyOnce{}                  // the client table's filter
 	executed := make(map[string]int, len(acks)) // key -> executed writes
 	requests, duplicates := 0, 0
 	for h := uint64(1); h <= st.Height; h++ {
@@ -217,11 +217,10 @@ func checkChainOnce(t *testing.T, net *Network, i int, acks []Ack) {
 				t.Fatalf("block %d: %v", h, err)
 			}
 			requests++
-			if r.Timestamp <= last[string(e.Author)] {
+			if !once.Admit(e.Author, r.Timestamp) {
 				duplicates++ // ordered again, not executed again
 				continue
 			}
-			last[string(e.Author)] = r.Timestamp
 			if op, err := kv.DecodeOp(r.Op); err == nil && op.Type == kv.OpPut {
 				executed[string(op.Key)]++
 			}

@@ -397,7 +397,7 @@ func (r *runner) checkExactlyOnce(ctx context.Context, res *bench.Result, chains
 		client string
 		ts     uint64
 	}
-	last := make(map[string]uint64)
+	once := pbft.ExactlyOnce{}
 	executed := make(map[reqKey]int)
 	ordered, repeats := 0, 0
 	for h := uint64(1); h <= common; h++ {
@@ -413,13 +413,11 @@ func (r *runner) checkExactlyOnce(ctx context.Context, res *bench.Result, chains
 				return
 			}
 			ordered++
-			c := string(e.Author)
-			if req.Timestamp <= last[c] {
+			if !once.Admit(e.Author, req.Timestamp) {
 				repeats++ // ordered again, not executed again
 				continue
 			}
-			last[c] = req.Timestamp
-			executed[reqKey{c, req.Timestamp}]++
+			executed[reqKey{string(e.Author), req.Timestamp}]++
 		}
 	}
 	gen := r.run.Generator()

@@ -13,6 +13,7 @@ import (
 
 	"github.com/p2pbft/p2pbft/bench"
 	"github.com/p2pbft/p2pbft/node/config"
+	"github.com/p2pbft/p2pbft/pbft"
 )
 
 // Duration is a Go duration string in the scenario file ("1.5s", "2m").
@@ -312,7 +313,7 @@ func (s *Scenario) IsShort() bool { return s.short }
 func (s *Scenario) Source() []byte { return s.source }
 
 // F returns the fault tolerance of the scenario's network.
-func (s *Scenario) F() int { return (s.N - 1) / 3 }
+func (s *Scenario) F() int { return pbft.F(s.N) }
 
 // Validate checks the scenario.
 func (s *Scenario) Validate() error {

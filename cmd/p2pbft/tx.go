@@ -24,6 +24,7 @@ import (
 	"github.com/p2pbft/p2pbft/node/app/kv"
 	"github.com/p2pbft/p2pbft/node/config"
 	"github.com/p2pbft/p2pbft/p2p"
+	"github.com/p2pbft/p2pbft/pbft"
 )
 
 // CLIKeyFile is the default client key of `p2pbft tx`, inside --home. It is not the node's client_key
@@ -340,7 +341,7 @@ func txP2P(ctx context.Context, w, errw io.Writer, o *txOptions, opts *rootOptio
 	// Connections form in the background; a short head start saves a retry round: a quorum, then a
 	// moment for the rest (a replica may be down).
 	wctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-	_ = c.WaitConnected(wctx, 2*g.F()+1)
+	_ = c.WaitConnected(wctx, pbft.Quorum(g.N()))
 	cancel()
 	wctx, cancel = context.WithTimeout(ctx, 200*time.Millisecond)
 	_ = c.WaitConnected(wctx, g.N())

@@ -3,8 +3,6 @@ package api
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"sync"
@@ -143,7 +141,7 @@ func (f *fakeNode) execute(env *wire.Envelope, req *pbft.Request) (*wire.Envelop
 	if r := f.replies[id]; r != nil {
 		return r, nil
 	}
-	if req.Timestamp <= f.last[client] {
+	if pbft.ClassifyRequest(req.Timestamp, f.last[client]) != pbft.RequestNew {
 		return nil, fmt.Errorf("node: %w: stale request", node.ErrRequestRejected)
 	}
 	f.last[client] = req.Timestamp
@@ -281,28 +279,10 @@ func (f *fakeNode) addBlock(t testing.TB, h uint64, forge bool) *store.Block {
 	return b
 }
 
-func replyLeaf(client []byte, ts uint64, result []byte) wire.Digest {
-	h := sha256.New()
-	var b [8]byte
-	h.Write([]byte{0})
-	h.Write([]byte("p2pbft/reply/v1\x00"))
-	binary.BigEndian.PutUint64(b[:], uint64(len(client)))
-	h.Write(b[:])
-	h.Write(client)
-	binary.BigEndian.PutUint64(b[:], ts)
-	h.Write(b[:])
-	binary.BigEndian.PutUint64(b[:], uint64(len(result)))
-	h.Write(b[:])
-	h.Write(result)
-	var d wire.Digest
-	h.Sum(d[:0])
-	return d
-}
-
 // makeReply builds a one-leaf reply, as a replica sends for a batch of one request (checked against
 // pbft.OpenReply by the handlers under test, which open every reply).
 func makeReply(signer *identity.Key, chain string, view, seq uint64, replica int, client []byte, ts uint64, result []byte) (*wire.Envelope, error) {
-	hdr, err := wire.Marshal(&pbft.ReplyHeader{View: view, Seq: seq, Replica: uint32(replica), Count: 1, Root: replyLeaf(client, ts, result)})
+	hdr, err := wire.Marshal(&pbft.ReplyHeader{View: view, Seq: seq, Replica: uint32(replica), Count: 1, Root: pbft.ReplyLeafHash(client, ts, result)})
 	if err != nil {
 		return nil, err
 	}

@@ -411,7 +411,7 @@ func newHarness(t *testing.T, f *fixture, modes ...string) *harness {
 		h.fetcher.peers[i+1] = &peer{t: t, f: f, mode: m}
 	}
 	n := len(modes) + 1
-	h.s = New(Options{N: n, F: (n - 1) / 3, BlockSyncMax: 50, RequestTimeout: 5 * time.Second, ChunkBytes: 64,
+	h.s = New(Options{Quorums: pbft.QuorumsOf(n), BlockSyncMax: 50, RequestTimeout: 5 * time.Second, ChunkBytes: 64,
 		Fetcher: h.fetcher, CertCheck: checkCert, Installer: h.ins, Replica: h.rep, Metrics: h.m, Clock: h.clock,
 		Log: slog.New(logHandler{h.logs})})
 	h.ins.s = h.s

@@ -177,9 +177,9 @@ func (t *transfer) syncSnapshot(ctx context.Context) error {
 	for i, m := range ms {
 		hashes[i] = m.hash
 	}
-	_, idx, ok := Agreement(hashes, o.F+1)
+	_, idx, ok := Agreement(hashes, o.Quorums.Weak())
 	if !ok {
-		return fmt.Errorf("no %d replicas agree on the snapshot at %d (%d valid manifests; %w)", o.F+1, seq, len(ms), errors.Join(errs...))
+		return fmt.Errorf("no %d replicas agree on the snapshot at %d (%d valid manifests; %w)", o.Quorums.Weak(), seq, len(ms), errors.Join(errs...))
 	}
 	var providers []manifest
 	for _, i := range idx {

@@ -79,8 +79,8 @@ func (noMetrics) Blocks(int)              {}
 
 // Options configures a Syncer. Fetcher, CertCheck, Installer and Replica are required.
 type Options struct {
-	// N and F are the number of replicas and of faults tolerated.
-	N, F int
+	// Quorums are the replica set's vote counts (pbft.QuorumsOf(n)): f+1 manifests must agree.
+	Quorums pbft.Quorums
 	// BlockSyncMax is how far behind (in blocks) a replica fetches blocks rather than a snapshot.
 	BlockSyncMax uint64
 	// RequestTimeout bounds one request to a peer.
@@ -291,7 +291,7 @@ func (t *transfer) run(ctx context.Context) {
 		if useBlocks && attempt >= 2 {
 			useBlocks = false // peers may lack the blocks (they copied a snapshot past them)
 		}
-		if len(t.bad) >= o.N-1 {
+		if len(t.bad) >= o.Quorums.N-1 {
 			clear(t.bad) // everyone failed once: try them all again
 		}
 		select {

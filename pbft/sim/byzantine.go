@@ -2,8 +2,6 @@ package sim
 
 import (
 	"bytes"
-	"crypto/sha256"
-	"encoding/binary"
 	"slices"
 
 	"github.com/p2pbft/p2pbft/pbft"
@@ -253,9 +251,9 @@ func (b *byzantine) fakeViewChange(vc *pbft.ViewChange) *pbft.ViewChange {
 	fake := wire.Digest{31: 1}
 	pp := b.seal(wire.KindPrePrepare, &pbft.PrePrepare{View: v, Seq: seq, Digest: fake})
 	var prepares []*wire.Envelope
-	q := pbft.Quorum(b.c.opt.N)
+	q := pbft.QuorumsOf(b.c.opt.N)
 	for _, j := range b.others() {
-		if len(prepares) >= q-1 || rng.IntN(4) == 0 {
+		if len(prepares) >= q.Prepare() || rng.IntN(4) == 0 {
 			continue
 		}
 		e := b.seal(wire.KindPrepare, &pbft.Prepare{View: v, Seq: seq, Digest: fake})
@@ -401,7 +399,7 @@ func (b *byzantine) badReply(env *wire.Envelope) *wire.Envelope {
 	}
 	bad := bytes.Clone(r.Result)
 	bad[len(bad)-1]++
-	hdr := pbft.ReplyHeader{View: r.View, Seq: r.Seq, Replica: r.Replica, Count: 1, Root: replyLeaf(r.Client, r.Timestamp, bad)}
+	hdr := pbft.ReplyHeader{View: r.View, Seq: r.Seq, Replica: r.Replica, Count: 1, Root: pbft.ReplyLeafHash(r.Client, r.Timestamp, bad)}
 	e := b.seal(wire.KindReply, &hdr)
 	body, err := wire.Marshal(&pbft.ReplyProof{Client: r.Client, Timestamp: r.Timestamp, Result: bad})
 	if err != nil {
@@ -409,20 +407,4 @@ func (b *byzantine) badReply(env *wire.Envelope) *wire.Envelope {
 	}
 	e.Body = body
 	return e
-}
-
-// replyLeaf is the Merkle leaf of one reply, as package pbft computes it (TestBadReplyOpens checks that
-// the two agree, so a forged reply is rejected for its result, not for its form).
-func replyLeaf(client []byte, ts uint64, result []byte) wire.Digest {
-	h := sha256.New()
-	h.Write([]byte{0})
-	h.Write([]byte("p2pbft/reply/v1\x00"))
-	h.Write(binary.BigEndian.AppendUint64(nil, uint64(len(client))))
-	h.Write(client)
-	h.Write(binary.BigEndian.AppendUint64(nil, ts))
-	h.Write(binary.BigEndian.AppendUint64(nil, uint64(len(result))))
-	h.Write(result)
-	var d wire.Digest
-	h.Sum(d[:0])
-	return d
 }

@@ -358,8 +358,8 @@ func (o *observer) replay() {
 		}
 		// Every correct replica either executed the request or installed a certified checkpoint at or
 		// above it, and the first such checkpoint has at least f+1 correct replicas that executed it.
-		if got, f := len(o.produced[k][string(r.Result)]), (o.c.opt.N-1)/3; got < f+1 {
-			o.violation("replies: client accepted %q for %x/%d, produced by %d correct replicas, want f+1 = %d", r.Result, k.client[:4], k.ts, got, f+1)
+		if got, w := len(o.produced[k][string(r.Result)]), pbft.QuorumsOf(o.c.opt.N).Weak(); got < w {
+			o.violation("replies: client accepted %q for %x/%d, produced by %d correct replicas, want f+1 = %d", r.Result, k.client[:4], k.ts, got, w)
 		}
 	}
 }

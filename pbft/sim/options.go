@@ -5,6 +5,8 @@ import (
 	"math/rand/v2"
 	"slices"
 	"strings"
+
+	"github.com/p2pbft/p2pbft/pbft"
 )
 
 // Fault is one kind of fault the simulation can inject.
@@ -87,7 +89,7 @@ type Options struct {
 func Plan(seed int64, ns []int, allowed []Fault) Options {
 	rng := rand.New(rand.NewPCG(uint64(seed), 0x5eed))
 	o := Options{Seed: seed, N: ns[rng.IntN(len(ns))], Byzantine: map[int]Fault{}}
-	f := (o.N - 1) / 3
+	f := pbft.F(o.N)
 	o.Clients = 2 + rng.IntN(4)
 	o.RequestsPerClient = 5 + rng.IntN(20)
 	o.CheckpointInterval = uint64([]int{2, 4, 8}[rng.IntN(3)])

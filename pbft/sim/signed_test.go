@@ -103,7 +103,7 @@ func TestBadReplyOpens(t *testing.T) {
 	cl := c.clients[0]
 	good := []byte("k1=\x00\x00\x00\x00\x00\x00\x00\x07")
 	reply := func(i int, result []byte) *wire.Envelope {
-		hdr := pbft.ReplyHeader{View: 0, Seq: 4, Replica: uint32(i), Count: 1, Root: replyLeaf(cl.pub, 1, result)}
+		hdr := pbft.ReplyHeader{View: 0, Seq: 4, Replica: uint32(i), Count: 1, Root: pbft.ReplyLeafHash(cl.pub, 1, result)}
 		e := sealed(t, c, i, wire.KindReply, &hdr)
 		body, err := wire.Marshal(&pbft.ReplyProof{Client: cl.pub, Timestamp: 1, Result: result})
 		if err != nil {
