@@ -17,7 +17,9 @@ import (
 // the due rounds to the durable store, in order, with the application state after each, and only then sends
 // their messages and reports their blocks executed. A crash keeps the durable store and application state
 // only: the rounds not yet durable are lost whole, with their queued messages and reports, none of which had
-// left. A crash in the middle of a Ready (FaultCrash) here strikes between a sync and the sends it releases.
+// left. A crash in the middle of a Ready (FaultCrash) here strikes between a sync and the sends it releases,
+// and power cuts (schedulePowerCuts) crash a replica while a round of it with messages waits for its sync
+// and bring it straight back.
 //
 // It is not a fault of the network or the replicas, but a way of driving them that every invariant must
 // survive; it is drawn like one so that `--faults` chooses it and a seed replays it.
