@@ -34,6 +34,13 @@
 // batch as executed once the application state after it is durable: Restart takes the application's applied
 // index and never asks to execute at or below it again.
 //
+// The loop above persists synchronously. A driver may also persist asynchronously, as the node does: apply
+// each Ready's writes at once (visible, ordered after the earlier ones), execute and Advance at once, and let
+// the disk sync behind; then a Ready's Messages leave only once its writes and every earlier Ready's are
+// durable, Executed is reported only for durable blocks, and a crash loses a suffix of whole Readys, with
+// their unsent messages. Ready's documentation states this variant, exactly what it allows and requires,
+// and why it is safe: a replica's promises are only the messages it sent.
+//
 // # API
 //
 //   - Config: chain ID, replica public keys in replica order (replica i is Replicas[i]; the primary of view v
@@ -98,7 +105,10 @@
 // replica accepted or authored (pre-prepares with their batch), batch bodies learned later, and batches
 // committed by certificate. All of it must be durable before the Ready's messages leave, so a restarted
 // replica holds exactly the pre-prepares, prepares, commits, checkpoints and view changes it sent, never
-// signs a conflicting one, and resends its stored VIEW-CHANGE instead of signing a new one.
+// signs a conflicting one, and resends its stored VIEW-CHANGE instead of signing a new one. Under
+// asynchronous persistence (see Ready) the same holds with "the writes of this Ready and of every earlier
+// one" for "all of it": a restart may find fewer of the Readys written than were handed out, but always a
+// prefix of them that covers every message sent.
 //
 // Restart replays the log into its slots, then hands batches between the snapshot and the application's
 // applied index back with AlreadyApplied set: the driver must not execute them but report the results and

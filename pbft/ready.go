@@ -18,6 +18,40 @@ import (
 //
 // then call Advance. The driver may report Executed for a batch later (for example after making the
 // application's state durable); the replies and checkpoint that follow from it come out in a later Ready.
+//
+// Asynchronous persistence. A driver may instead take step 1 off its critical path, as the node does
+// (node/outbox.go). Call the Readys taken from one replica, in order, its rounds. The driver may then:
+//
+//   - apply a round's HardState, Entries and Truncate to its store at once, visible to later reads and
+//     ordered after the earlier rounds' writes, without waiting for them to be durable;
+//   - execute the round's Committed batches at once, writing each block and the application state after it
+//     with the round's writes, and call Advance, and go on with the next rounds, while the disk syncs.
+//
+// and it must keep:
+//
+//   - no message of round k (Messages) leaves before the writes of every round up to and including k are
+//     durable: rounds become durable in order (a round is never durable before an earlier one), and a
+//     round's messages wait for its own sync and every earlier one;
+//   - Executed is reported for a block only once the block (the round that executed it, with the
+//     application state after it) is durable, and in delivery order; the replies and checkpoints that follow
+//     come out in later Readys, so they too only speak of durable blocks;
+//   - a crash loses the writes not yet durable as a suffix of whole rounds, in order: what Restart is given
+//     (Persisted, and the applied index of the application state on disk) is exactly the writes of rounds
+//     1..j for some j, never part of a round or a later round without an earlier one. The messages and
+//     Executed reports of the lost rounds are dropped with them.
+//
+// Replies, StateTransfer and SoftState need no wait: the engine builds replies only for batches reported
+// executed, i.e. durable, and a state transfer or a soft state promises nothing to anyone.
+//
+// Why this is safe: a replica's promises to the others are only the messages it sent. What it wrote but
+// did not send is no promise yet: the others never saw it, so losing it in a crash is the same as never
+// having written it, and the restarted replica, rebuilt from rounds 1..j, is a replica that stopped after
+// round j. Every message it sent belongs to a round that was durable, with every earlier one, before the
+// message left, so that round is among 1..j: the restarted replica finds every vote it sent in its log, as
+// under synchronous persistence, and never signs a conflicting one. Sending a round's messages before its writes are durable
+// breaks this: a crash can then lose a PRE-PREPARE or vote that others hold, and the restarted replica
+// signs another one for the same view and sequence number (pbft/sim's asyncpersist fault catches such a
+// driver; see pbft/sim/MUTATIONS.md).
 type Ready struct {
 	// HardState, when not nil, replaces the persisted hard state.
 	HardState *HardState

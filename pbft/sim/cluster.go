@@ -39,6 +39,7 @@ type Cluster struct {
 	split  *certSplit // the certsplit schedule, and the count of NEW-VIEWs with certificates from different views
 	slow   slowPhase
 	tamper tampering
+	disk   *rand.Rand // draws the sync latencies under FaultAsyncPersist (persist.go), a stream of its own
 	obs    *observer
 	cfgs   []pbft.Config
 	trace  io.Writer
@@ -120,6 +121,7 @@ func NewCluster(opt Options, trace io.Writer) *Cluster {
 	c.split = newCertSplit(c)
 	c.slow = newSlowPhase(c)
 	c.tamper = newTampering(c)
+	c.disk = rand.New(rand.NewPCG(uint64(opt.Seed), 0xd15c))
 	for i := 0; i < opt.Clients; i++ {
 		c.clients = append(c.clients, newClient(c, i))
 	}
@@ -172,6 +174,7 @@ func (c *Cluster) Run() *Result {
 	}
 	c.scheduleCrashes()
 	c.scheduleWipes()
+	c.schedulePowerCuts()
 	c.at(tickEvery, c.tick)
 	c.at(c.healAt, c.heal)
 	deadline := c.healAt + int64(c.opt.LivenessTicks)*tickEvery

@@ -23,6 +23,13 @@
 // the real commit certificate or under COMMITs they sign themselves with the certificate's names on them, and
 // snapshots with a changed application digest, a changed client-table row or another checkpoint's state.
 //
+// In half the seeds (the asyncpersist fault, persist.go) the replicas persist as the node does, under the
+// asynchronous-persist variant of pbft.Ready's contract: a round's writes are applied and the engine
+// advanced at once, and the round's messages and Executed reports wait until a simulated disk sync (a
+// latency drawn per round within the seed's bounds, in commit order) makes it and every earlier round
+// durable; a crash loses the rounds not yet durable, whole, and power cuts crash a replica while such a
+// round with messages waits and restart it within ten ticks, while the cluster is still where it was.
+//
 // After the fault period the network heals and crashed replicas restart. In one seed in twenty (the slow
 // fault, slow.go) the network then stays slow: every message takes 1.5 to 3 times the base view-change
 // timeout until a correct replica executes a new request, which it must do within a bound derived from the
@@ -33,16 +40,17 @@
 // filtering, and produces every result a client accepted, which f+1 correct replicas computed);
 // non-equivocation (no correct replica, in any of its lives, signs two different PRE-PREPAREs, PREPAREs or
 // COMMITs for one view and sequence number, or two different VIEW-CHANGEs for one view: judged from the
-// messages it sent, not from what it stored); no safety alarm or state divergence at a correct replica; the
-// memory bounds and that nothing outside (h, H] enters a log; and liveness (in a slow run, a new request
-// executes within the bound; every request completes and every correct replica, wiped ones included, reaches
-// the same point within LivenessTicks after the faults heal).
+// messages it sent, not from what it stored, so a driver that sends before its writes are durable shows); no
+// safety alarm or state divergence at a correct replica; the memory bounds and that nothing outside (h, H]
+// enters a log; and liveness (in a slow run, a new request executes within the bound; every request completes
+// and every correct replica, wiped ones included, reaches the same point within LivenessTicks after the faults
+// heal).
 //
 // `go test ./pbft/sim` runs 1000 seeds at n=4 and n=7 (150 under the race detector) plus targeted scenarios,
-// and fails if too few NEW-VIEWs held prepared certificates for different batches at one sequence number
-// from different views, or too few slow runs and tampered catch-up answers came up, or the engine accepted a
-// tampered block or snapshot (runs and campaigns count them); the pbftsim command runs long campaigns and replays
-// a failing seed with a trace:
+// and fails if too few NEW-VIEWs held prepared certificates for different batches at one sequence number from
+// different views, or too few slow runs and tampered catch-up answers came up, or the engine accepted a
+// tampered block or snapshot, or too few asyncpersist seeds and crashes losing rounds with messages (runs and
+// campaigns count them); the pbftsim command runs long campaigns and replays a failing seed with a trace:
 //
 //	go run ./pbft/sim/cmd/pbftsim --seeds 100000 -n 4,7,10 --faults all
 //	go run ./pbft/sim/cmd/pbftsim --replay 1234 -n 4,7 --faults all --trace

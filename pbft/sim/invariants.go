@@ -384,14 +384,20 @@ type Result struct {
 	Split SplitStats
 	// Adversary counts the slow network's progress and the tampered catch-up answers (slow.go, tamper.go).
 	Adversary AdversaryCounts
+	// LostRounds counts the rounds (Readys) crashes lost before they were durable under FaultAsyncPersist,
+	// and LostMessages those of them that had messages to send (persist.go).
+	LostRounds, LostMessages int
 }
 
 func (o *observer) result() *Result {
-	wipes := 0
+	wipes, lost, lostMsgs := 0, 0, 0
 	for _, n := range o.c.nodes {
 		wipes += n.wipes
+		lost += n.as.lost
+		lostMsgs += n.as.lostMsgs
 	}
 	return &Result{Options: o.c.opt, Violations: o.violations, Ticks: o.c.now / tickEvery, Stats: o.stats,
 		Requests: len(o.accepted), MaxSeq: o.maxSeq, Dropped: o.drops, OlderSnapshots: o.olderSnapshots, Wipes: wipes,
-		ForgedReplies: o.forgedReplies, Split: o.c.split.stats(), Adversary: o.c.adversaryCounts()}
+		ForgedReplies: o.forgedReplies, Split: o.c.split.stats(), Adversary: o.c.adversaryCounts(),
+		LostRounds: lost, LostMessages: lostMsgs}
 }

@@ -33,6 +33,11 @@ type node struct {
 	armed    pbft.Mark
 	wipeNext bool
 	wipes    int
+
+	// as is the durable side under the asyncpersist fault (persist.go); epoch counts installed snapshots
+	// (blocks executed in an older epoch are below the snapshot, and not reported).
+	as    asyncState
+	epoch uint64
 }
 
 func (n *node) correct() bool { return n.byz == nil }
@@ -63,6 +68,7 @@ func (n *node) crash() {
 	n.rep = nil
 	n.crashMidReady = false
 	n.st, n.stBusy = nil, false
+	n.loseVolatile()
 }
 
 func (n *node) restart() {
@@ -88,6 +94,7 @@ func (n *node) wipe() {
 	n.wipeNext = false
 	n.wipes++
 	n.store = memStore{}
+	n.as = asyncState{lost: n.as.lost, lostMsgs: n.as.lostMsgs}
 	n.app = newCounterApp()
 	n.blocks = map[uint64]pbft.CommittedBatch{}
 	n.coreSnaps = map[uint64]*pbft.Snapshot{}
@@ -103,7 +110,8 @@ func (n *node) obsStats() {
 }
 
 // process handles the replica's Ready values the way a node must: persist, send, reply, execute, state
-// transfer, in that order.
+// transfer, in that order. Under the asyncpersist fault it handles them as the node's outbox does instead
+// (persist.go): apply, Advance, and send and report executed blocks once the writes are durable.
 func (n *node) process() {
 	for n.up && n.rep.HasReady() {
 		rd := n.rep.Ready()
@@ -115,28 +123,19 @@ func (n *node) process() {
 		if rd.SoftState != nil {
 			n.low = rd.SoftState.Low
 		}
+		if n.async() {
+			n.readyAsync(&rd)
+			continue
+		}
 		if err := n.store.apply(&rd); err != nil {
 			n.c.obs.violation("%s: persist: %v", n.name, err)
 		}
-		if rd.HardState != nil {
-			n.c.obs.onHardState(n, rd.HardState)
-			if s := rd.HardState.Snapshot; s != nil && s.Seq > 0 {
-				n.coreSnaps[s.Seq] = s
-				for seq := range n.coreSnaps {
-					if seq+4*n.c.opt.CheckpointInterval < s.Seq {
-						delete(n.coreSnaps, seq)
-					}
-				}
-			}
-		}
+		n.onHardState(&rd)
 		if n.crashMidReady {
 			n.crash()
 			return
 		}
-		for _, m := range rd.Messages {
-			n.c.obs.onSent(n, m.Env)
-			n.c.net.sendReplica(n, m)
-		}
+		n.send(rd.Messages)
 		for _, rm := range rd.Replies {
 			n.c.net.sendReply(n, rm)
 		}
@@ -146,19 +145,61 @@ func (n *node) process() {
 				return
 			}
 		}
-		if rd.StateTransfer != nil {
-			n.c.tracef("%s state transfer to %d (applied %d)", n.name, rd.StateTransfer.Seq, rd.StateTransfer.Applied)
-			n.st = rd.StateTransfer
-			n.scheduleStateTransfer()
-		}
-		if rd.SoftState != nil && n.c.trace != nil {
-			n.c.tracef("%s %+v", n.name, *rd.SoftState)
-		}
+		n.afterReady(&rd)
 		n.rep.Advance()
 	}
 }
 
+// onHardState shows a written hard state to the observer and keeps the core's snapshots, to serve state
+// transfers.
+func (n *node) onHardState(rd *pbft.Ready) {
+	if rd.HardState == nil {
+		return
+	}
+	n.c.obs.onHardState(n, rd.HardState)
+	if s := rd.HardState.Snapshot; s != nil && s.Seq > 0 {
+		n.coreSnaps[s.Seq] = s
+		for seq := range n.coreSnaps {
+			if seq+4*n.c.opt.CheckpointInterval < s.Seq {
+				delete(n.coreSnaps, seq)
+			}
+		}
+	}
+}
+
+func (n *node) send(msgs []pbft.Message) {
+	for _, m := range msgs {
+		n.c.obs.onSent(n, m.Env)
+		n.c.net.sendReplica(n, m)
+	}
+}
+
+// afterReady starts the state transfer a Ready asks for and traces its soft state.
+func (n *node) afterReady(rd *pbft.Ready) {
+	if rd.StateTransfer != nil {
+		n.c.tracef("%s state transfer to %d (applied %d)", n.name, rd.StateTransfer.Seq, rd.StateTransfer.Applied)
+		n.st = rd.StateTransfer
+		n.scheduleStateTransfer()
+	}
+	if rd.SoftState != nil && n.c.trace != nil {
+		n.c.tracef("%s %+v", n.name, *rd.SoftState)
+	}
+}
+
+// execute runs a committed batch and reports it executed.
 func (n *node) execute(cb *pbft.CommittedBatch) {
+	o, ok := n.run(cb)
+	if !ok {
+		return
+	}
+	if err := n.rep.Executed(o.seq, o.results, o.digest); err != nil {
+		n.c.obs.violation("%s: Executed(%d): %v", n.name, cb.Seq, err)
+	}
+}
+
+// run executes a committed batch in the application (or takes its stored outcome if it was applied
+// before) and keeps it as a block; the outcome is for Executed.
+func (n *node) run(cb *pbft.CommittedBatch) (executedBlock, bool) {
 	n.c.obs.onCommitted(n, cb)
 	var results [][]byte
 	var digest wire.Digest
@@ -166,7 +207,7 @@ func (n *node) execute(cb *pbft.CommittedBatch) {
 		o, ok := n.app.history[cb.Seq]
 		if !ok {
 			n.c.obs.violation("%s: replay of %d the application never applied", n.name, cb.Seq)
-			return
+			return executedBlock{}, false
 		}
 		results, digest = o.results, o.digest
 	} else {
@@ -174,15 +215,13 @@ func (n *node) execute(cb *pbft.CommittedBatch) {
 		results, digest, err = n.app.execute(cb.Seq, cb.Execute)
 		if err != nil {
 			n.c.obs.violation("%s: %v", n.name, err)
-			return
+			return executedBlock{}, false
 		}
 		n.c.obs.onExecuted(n, cb, results)
 	}
 	n.blocks[cb.Seq] = *cb
-	if err := n.rep.Executed(cb.Seq, results, digest); err != nil {
-		n.c.obs.violation("%s: Executed(%d): %v", n.name, cb.Seq, err)
-	}
 	if cb.Seq%n.c.opt.CheckpointInterval == 0 {
 		n.app.keepSnapshot(4)
 	}
+	return executedBlock{seq: cb.Seq, results: results, digest: digest}, true
 }

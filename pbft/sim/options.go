@@ -29,11 +29,15 @@ const (
 	FaultWipe       Fault = "wipe"       // a correct replica restarts from an empty disk, with only its signed mark
 	FaultCertSplit  Fault = "certsplit"  // a batch prepares at one replica in view v, another commits at its sequence number in v+1, both certificates meet in v+2 (certsplit.go)
 	FaultSlow       Fault = "slow"       // after the heal, every message takes longer than the base view-change timeout (slow.go)
+	// FaultAsyncPersist is a way of driving the replicas rather than a fault: they apply their writes and
+	// Advance at once, and send a round's messages once its writes are durable, as the node does
+	// (persist.go); a crash loses the rounds not yet durable.
+	FaultAsyncPersist Fault = "asyncpersist"
 )
 
 // AllFaults lists every fault.
 var AllFaults = []Fault{FaultLoss, FaultDup, FaultDelay, FaultPartition, FaultAsym, FaultCrash, FaultSilent,
-	FaultEquivocate, FaultForge, FaultStale, FaultTwins, FaultWipe, FaultCertSplit, FaultSlow}
+	FaultEquivocate, FaultForge, FaultStale, FaultTwins, FaultWipe, FaultCertSplit, FaultSlow, FaultAsyncPersist}
 
 var byzantineFaults = []Fault{FaultSilent, FaultEquivocate, FaultForge, FaultStale, FaultTwins}
 
@@ -82,6 +86,13 @@ type Options struct {
 	// node does.
 	PipelineMinBatch int
 	DriverDecodes    bool
+	// SyncMin and SyncMax bound the time a round's writes take to become durable under FaultAsyncPersist,
+	// in time units (a message takes 1..12, a tick is 10).
+	SyncMin, SyncMax int64
+
+	// earlySend breaks the asynchronous driver for the mutation test (persist_test.go): a round's
+	// messages leave at once, before its writes are durable.
+	earlySend bool
 }
 
 // Plan derives the options of a run from its seed, the replica counts to choose from and the faults
@@ -99,7 +110,7 @@ func Plan(seed int64, ns []int, allowed []Fault) Options {
 	// Each allowed fault is on with probability 1/2; Byzantine behaviours go to at most f replicas.
 	var byz []Fault
 	for _, flt := range allowed {
-		if flt == FaultWipe || flt == FaultCertSplit || flt == FaultSlow {
+		if flt == FaultWipe || flt == FaultCertSplit || flt == FaultSlow || flt == FaultAsyncPersist {
 			continue // drawn below, from streams of their own
 		}
 		if rng.IntN(2) == 0 {
@@ -153,6 +164,7 @@ func Plan(seed int64, ns []int, allowed []Fault) Options {
 		o.Faults = append(o.Faults, FaultCertSplit)
 	}
 	planSlow(&o, allowed)
+	planAsync(&o, allowed)
 	return o
 }
 
@@ -163,9 +175,16 @@ func (o Options) String() string {
 			byz = append(byz, fmt.Sprintf("%d:%s", i, b))
 		}
 	}
-	return fmt.Sprintf("seed=%d n=%d faults=%v byzantine=[%s] clients=%dx%d K=%d L=%d faultTicks=%d loss=%.2f dup=%.2f pipelineMin=%d driverDecodes=%v",
+	s := fmt.Sprintf("seed=%d n=%d faults=%v byzantine=[%s] clients=%dx%d K=%d L=%d faultTicks=%d loss=%.2f dup=%.2f pipelineMin=%d driverDecodes=%v",
 		o.Seed, o.N, o.Faults, strings.Join(byz, " "), o.Clients, o.RequestsPerClient, o.CheckpointInterval, o.Window,
 		o.FaultTicks, o.Loss, o.Dup, o.PipelineMinBatch, o.DriverDecodes)
+	if o.has(FaultAsyncPersist) {
+		s += fmt.Sprintf(" sync=%d..%d", o.SyncMin, o.SyncMax)
+	}
+	if o.earlySend {
+		s += " earlySend"
+	}
+	return s
 }
 
 func (o Options) has(f Fault) bool { return slices.Contains(o.Faults, f) }

@@ -68,6 +68,9 @@ type Campaign struct {
 	Split              SplitStats      // summed over the seeds
 	SplitSeeds         int64           // seeds that drew the certsplit fault
 	Adversary          AdversaryCounts // slow networks and tampered catch-up answers
+	// AsyncSeeds counts the seeds whose replicas persisted asynchronously (FaultAsyncPersist); LostRounds
+	// and LostMessages the rounds crashes lost before their sync, and those of them with messages.
+	AsyncSeeds, LostRounds, LostMessages int64
 }
 
 // RunSeeds runs seeds [first, first+count) on `workers` goroutines (0: GOMAXPROCS). progress, if not nil, is
@@ -133,4 +136,9 @@ func (c *Campaign) add(r *Result) {
 		c.SplitSeeds++
 	}
 	c.Adversary.add(r.Adversary)
+	if r.Options.has(FaultAsyncPersist) {
+		c.AsyncSeeds++
+	}
+	c.LostRounds += int64(r.LostRounds)
+	c.LostMessages += int64(r.LostMessages)
 }

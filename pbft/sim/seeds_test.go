@@ -34,6 +34,11 @@ func TestSeeds(t *testing.T) {
 			sp.ConflictingNewViews, sp.HitsConflicting, observed, rounds)
 	}
 	checkAdversaries(t, camp, count >= ciSeeds) // adversary_test.go
+	t.Logf("asyncpersist: %d seeds; crashes lost %d rounds before their sync, %d of them with messages", camp.AsyncSeeds, camp.LostRounds, camp.LostMessages)
+	if count >= 100 && (camp.AsyncSeeds < count/4 || camp.LostMessages < camp.AsyncSeeds/4) {
+		t.Errorf("%d asyncpersist seeds of %d, with %d rounds with messages lost in crashes: want at least %d and %d",
+			camp.AsyncSeeds, count, camp.LostMessages, count/4, camp.AsyncSeeds/4)
+	}
 	for i, r := range camp.Failed {
 		if i == 10 {
 			t.Errorf("... and %d more failing seeds", len(camp.Failed)-10)

@@ -84,6 +84,7 @@ func (n *node) doStateTransfer() {
 		n.c.obs.violation("%s: install snapshot %d: %v", n.name, seq, err)
 		return
 	}
+	n.epoch++ // blocks executed before, still waiting for their sync (asyncpersist), are below the snapshot
 	if seq < st.Seq {
 		n.c.obs.olderSnapshots++
 	}

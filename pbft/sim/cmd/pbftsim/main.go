@@ -41,8 +41,8 @@ func newCommand() *cobra.Command {
 		Long: `pbftsim runs the deterministic PBFT simulator of package pbft/sim.
 
 Each seed builds a network of replicas (n drawn from -n), clients, and a random mix of the faults allowed by
---faults (loss, dup, delay, partition, asym, crash, wipe, certsplit, slow, and Byzantine replicas: silent,
-equivocate, forge, stale, twins), runs it on a virtual clock, and checks agreement, checkpoint agreement,
+--faults (loss, dup, delay, partition, asym, crash, wipe, certsplit, slow, asyncpersist, and Byzantine replicas:
+silent, equivocate, forge, stale, twins), runs it on a virtual clock, and checks agreement, checkpoint agreement,
 exactly-once execution, non-equivocation of correct replicas across restarts and wipes, the memory bounds, and
 liveness after the faults heal. The same seed with the same -n and -faults always replays the same run.
 
@@ -52,6 +52,11 @@ backoff never commits). Forging and equivocating replicas serve lagging replicas
 right size: fetch replies and blocks with altered certified batches (under the real certificate, or under
 COMMITs they sign themselves), and snapshots with an altered application digest or client table, or another
 checkpoint's state. The report counts the slow runs and how many tampered answers the engine rejected.
+
+asyncpersist (half the seeds that allow it) drives the replicas as the node does: a round's writes are applied
+and the engine advanced at once, and the round's messages and executed blocks wait for a simulated disk sync
+(SyncMin..SyncMax time units, in commit order); a crash loses the rounds not yet durable, and power cuts crash
+a replica with such rounds pending and restart it within ten ticks. The report counts the lost rounds.
 
 certsplit is a targeted schedule of deliveries: a batch prepares at one replica only in view v, another batch
 commits at its sequence number in view v+1 without that replica, and the NEW-VIEW of view v+2 holds both
@@ -115,6 +120,7 @@ func runOne(seed int64, ns []int, fs []sim.Fault, trace bool) error {
 	fmt.Printf("ticks=%d requests=%d batches=%d view-changes=%d new-views=%d stable-checkpoints=%d state-transfers=%d snapshots=%d cert-commits=%d fetches=%d wipes=%d\n",
 		r.Ticks, r.Requests, r.MaxSeq, r.Stats.ViewChanges, r.Stats.NewViews, r.Stats.StableCheckpoints, r.Stats.StateTransfers,
 		r.Stats.SnapshotsInstalled, r.Stats.CertCommits, r.Stats.Fetches, r.Wipes)
+	fmt.Printf("lost rounds: %d (%d with messages)\n", r.LostRounds, r.LostMessages)
 	fmt.Printf("certsplit: %+v\n", r.Split)
 	fmt.Printf("rejected: %v\ndropped by transport: %v\n", r.Stats.Rejected, r.Dropped)
 	fmt.Printf("adversary: %+v\n", r.Adversary)
@@ -160,6 +166,7 @@ func runCampaign(first, count int64, ns []int, fs []sim.Fault, workers int, ever
 		camp.Requests, camp.Batches, camp.ViewChanges, camp.NewViews, camp.StableCheckpoints, camp.StateTransfers,
 		camp.SnapshotsInstalled, camp.OlderSnapshots, camp.CertCommits, camp.Fetches)
 	fmt.Printf("wipes:                %d restarts from an empty disk, in %d seeds\n", camp.Wipes, camp.WipedSeeds)
+	fmt.Printf("asyncpersist:         %d seeds; crashes lost %d rounds before their sync, %d of them with messages\n", camp.AsyncSeeds, camp.LostRounds, camp.LostMessages)
 	sp := camp.Split
 	fmt.Printf("certsplit:            %d seeds, %d rounds, %d with the batch prepared at one replica only, %d NEW-VIEWs of v+2 with both certificates (%d for different batches)\n",
 		camp.SplitSeeds, sp.Rounds, sp.Minority, sp.Hits, sp.HitsConflicting)
