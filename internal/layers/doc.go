@@ -6,5 +6,6 @@
 // testnet, cmd, the HTTP API); and the tools that only speak HTTP to replicas (bench, testnet, ui,
 // internal/timeline) decode the API's answers with node/api/apitypes, which pulls in no network or storage
 // code, instead of importing the replica. Every package of the module must be listed in the test's table:
-// a new package is placed in the layering on purpose, not by accident.
+// a new package is placed in the layering on purpose, not by accident. The test also checks that README's
+// layout table has a row for every package.
 package layers

@@ -1,7 +1,9 @@
 package layers
 
 import (
+	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
@@ -127,6 +129,27 @@ func TestLightPackagesStayLight(t *testing.T) {
 					t.Errorf("%s depends on %s (through its imports): it must build without the network stack, the database or metrics", name, d)
 				}
 			}
+		}
+	}
+}
+
+// README's layout table has a row for every package, so that a reader of the README finds each one.
+func TestReadmeLayoutCoversEveryPackage(t *testing.T) {
+	readme, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := map[string]bool{}
+	for _, line := range strings.Split(string(readme), "\n") {
+		if rest, ok := strings.CutPrefix(line, "| `"); ok {
+			if end := strings.IndexByte(rest, '`'); end > 0 {
+				rows[strings.TrimSuffix(rest[:end], "/")] = true
+			}
+		}
+	}
+	for name := range listPackages(t) {
+		if !rows[name] {
+			t.Errorf("README's layout table has no row for package %s", name)
 		}
 	}
 }
