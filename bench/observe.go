@@ -1,8 +1,6 @@
 package bench
 
 import (
-	"bufio"
-	"bytes"
 	"fmt"
 	"os"
 	"os/exec"
@@ -10,70 +8,6 @@ import (
 	"strconv"
 	"strings"
 )
-
-// Metrics are the samples of one scrape of a Prometheus text exposition: by series ("name" or
-// `name{label="value",...}` exactly as exposed) and, under the bare name, the sum over a metric's labelled
-// series.
-type Metrics map[string]float64
-
-// ParseMetrics reads the Prometheus text format. Lines it cannot read are skipped.
-func ParseMetrics(b []byte) Metrics {
-	out := make(Metrics)
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if line == "" || line[0] == '#' {
-			continue
-		}
-		sp := strings.LastIndexByte(line, ' ')
-		if sp < 0 {
-			continue
-		}
-		series := line[:sp]
-		v, err := strconv.ParseFloat(line[sp+1:], 64)
-		if err != nil {
-			continue
-		}
-		name := series
-		if j := strings.IndexByte(series, '{'); j >= 0 {
-			name = series[:j]
-			out[series] = v
-		}
-		out[name] += v
-	}
-	return out
-}
-
-// Sum adds the series of metric name whose labels contain every one of the given label="value" pairs.
-func (m Metrics) Sum(name string, labels ...string) float64 {
-	if len(labels) == 0 {
-		return m[name]
-	}
-	total := 0.0
-	for k, v := range m {
-		if !strings.HasPrefix(k, name+"{") {
-			continue
-		}
-		ok := true
-		for _, l := range labels {
-			if !strings.Contains(k, l) {
-				ok = false
-				break
-			}
-		}
-		if ok {
-			total += v
-		}
-	}
-	return total
-}
-
-// Has reports whether the scrape holds metric name.
-func (m Metrics) Has(name string) bool {
-	_, ok := m[name]
-	return ok
-}
 
 // clockTicks is USER_HZ, the unit of /proc/PID/stat's CPU times: 100 on every Linux architecture Go
 // supports (the kernel fixes it for user space whatever its internal HZ).

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/p2pbft/p2pbft/testnet"
 )
 
 // Result is the outcome of a run: what the load saw, what the replicas report, and the time series for
@@ -289,7 +291,7 @@ func viewEvents(samples []sample) []Event {
 }
 
 // peerMessages sums the envelopes a replica accepted from other replicas (direct streams and gossip).
-func peerMessages(m Metrics) float64 {
+func peerMessages(m testnet.Metrics) float64 {
 	return m.Sum("p2pbft_p2p_messages_total", `result="accepted"`, "/msg/") +
 		m.Sum("p2pbft_p2p_messages_total", `result="accepted"`, "/consensus/")
 }

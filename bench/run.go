@@ -12,6 +12,7 @@ import (
 
 	"github.com/p2pbft/p2pbft/identity"
 	"github.com/p2pbft/p2pbft/pbft"
+	"github.com/p2pbft/p2pbft/testnet"
 )
 
 // Config describes one measured run of a load against a target.
@@ -74,9 +75,9 @@ func (e *Event) UnmarshalJSON(b []byte) error {
 
 // snapshot is the state of every replica at one moment.
 type snapshot struct {
-	at      time.Duration // since the load started
-	metrics []Metrics     // nil entries for replicas that did not answer
-	cpu     []float64     // -1: unknown
+	at      time.Duration     // since the load started
+	metrics []testnet.Metrics // nil entries for replicas that did not answer
+	cpu     []float64         // -1: unknown
 	tcp     map[int]map[string]tcpCounters
 	netns   map[int]uint64 // pid -> bytes sent by its network namespace (containers)
 	pids    []int
@@ -310,7 +311,7 @@ func (r *Run) sample() {
 // snapshot reads every replica's metrics and CPU time and the replicas' TCP counters.
 func (r *Run) snapshot(ctx context.Context, at time.Duration) *snapshot {
 	n := len(r.t.Nodes)
-	s := &snapshot{at: at, metrics: make([]Metrics, n), cpu: make([]float64, n), pids: r.t.PIDs()}
+	s := &snapshot{at: at, metrics: make([]testnet.Metrics, n), cpu: make([]float64, n), pids: r.t.PIDs()}
 	var wg sync.WaitGroup
 	for i := range n {
 		s.cpu[i] = -1

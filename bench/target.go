@@ -311,12 +311,12 @@ func (t *Target) Status(ctx context.Context, i int) (apitypes.Status, error) {
 }
 
 // Metrics reads node i's Prometheus metrics.
-func (t *Target) Metrics(ctx context.Context, i int) (Metrics, error) {
+func (t *Target) Metrics(ctx context.Context, i int) (testnet.Metrics, error) {
 	b, err := t.get(ctx, t.Nodes[i].API, "/metrics")
 	if err != nil {
 		return nil, err
 	}
-	return ParseMetrics(b), nil
+	return testnet.ParseMetrics(b), nil
 }
 
 // Blocks reads up to limit block summaries of node i from height from.

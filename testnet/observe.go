@@ -81,15 +81,24 @@ func (n *Network) Statuses(ctx context.Context) []*apitypes.Status {
 	return out
 }
 
-// Metrics reads replica i's Prometheus metrics: the value of every sample without labels, and the sum
-// over labels for the others, by metric name.
-func (n *Network) Metrics(ctx context.Context, i int) (map[string]float64, error) {
+// Metrics reads replica i's Prometheus metrics (ParseMetrics).
+func (n *Network) Metrics(ctx context.Context, i int) (Metrics, error) {
 	b, _, err := n.get(ctx, i, "/metrics")
 	if err != nil {
 		return nil, err
 	}
-	out := make(map[string]float64)
-	sc := bufio.NewScanner(strings.NewReader(string(b)))
+	return ParseMetrics(b), nil
+}
+
+// Metrics are the samples of one scrape of a Prometheus text exposition: by series ("name" or
+// `name{label="value",...}` exactly as exposed) and, under the bare name, the sum over a metric's labelled
+// series.
+type Metrics map[string]float64
+
+// ParseMetrics reads the Prometheus text format. Lines it cannot read are skipped.
+func ParseMetrics(b []byte) Metrics {
+	out := make(Metrics)
+	sc := bufio.NewScanner(bytes.NewReader(b))
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
 		line := sc.Text()
@@ -100,17 +109,49 @@ func (n *Network) Metrics(ctx context.Context, i int) (map[string]float64, error
 		if sp < 0 {
 			continue
 		}
-		name := line[:sp]
-		if j := strings.IndexByte(name, '{'); j >= 0 {
-			name = name[:j]
-		}
+		series := line[:sp]
 		v, err := strconv.ParseFloat(line[sp+1:], 64)
 		if err != nil {
 			continue
 		}
+		name := series
+		if j := strings.IndexByte(series, '{'); j >= 0 {
+			name = series[:j]
+			out[series] = v
+		}
 		out[name] += v
 	}
-	return out, sc.Err()
+	return out
+}
+
+// Sum adds the series of metric name whose labels contain every one of the given label="value" pairs.
+func (m Metrics) Sum(name string, labels ...string) float64 {
+	if len(labels) == 0 {
+		return m[name]
+	}
+	total := 0.0
+	for k, v := range m {
+		if !strings.HasPrefix(k, name+"{") {
+			continue
+		}
+		ok := true
+		for _, l := range labels {
+			if !strings.Contains(k, l) {
+				ok = false
+				break
+			}
+		}
+		if ok {
+			total += v
+		}
+	}
+	return total
+}
+
+// Has reports whether the scrape holds metric name.
+func (m Metrics) Has(name string) bool {
+	_, ok := m[name]
+	return ok
 }
 
 // Block reads block h from replica i, decoded from the API's raw encoding.
