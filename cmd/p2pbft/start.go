@@ -223,7 +223,11 @@ func runStart(ctx context.Context, cfg config.Config, opts *rootOptions, apiSess
 
 	apiDone := make(chan error, 1)
 	if ln != nil {
-		srv, err := api.New(n, api.Options{Sessions: apiSessions, Logger: log, Admin: cfg.Experiment.AdminAPI, Pprof: cfg.API.Pprof})
+		opts := api.Options{Sessions: apiSessions, Logger: log, Pprof: cfg.API.Pprof}
+		if cfg.Experiment.AdminAPI {
+			opts.Admin = n // the replica cuts itself off from others on request
+		}
+		srv, err := api.New(n, opts)
 		if err != nil {
 			n.Close()
 			return err

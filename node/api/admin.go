@@ -2,7 +2,6 @@ package api
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -103,6 +102,3 @@ func (s *Server) loopbackOnly(h http.HandlerFunc) http.HandlerFunc {
 		h(w, r)
 	}
 }
-
-// errNoPartitioner is returned by New when Admin is set and the backend cannot partition.
-var errNoPartitioner = errors.New("api: the admin endpoints need a backend that can partition (api.Partitioner)")

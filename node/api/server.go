@@ -69,10 +69,10 @@ type Options struct {
 	// RetryTimeout is how long a submission waits for the local replica before it is relayed to the
 	// others; relays repeat at this interval, doubling up to 8s. Default 1s.
 	RetryTimeout time.Duration
-	// Admin enables the experiment endpoints (/admin/partition, /admin/heal; see Partitioner), which
-	// answer only clients on loopback. The backend must implement Partitioner. Off by default: enable it
-	// only for fault-injection experiments ([experiment] admin_api).
-	Admin bool
+	// Admin, when not nil, enables the experiment endpoints (/admin/partition, /admin/heal) on it (for a
+	// replica, the *node.Node itself); they answer only clients on loopback. Nil by default: set it only
+	// for fault-injection experiments ([experiment] admin_api).
+	Admin Partitioner
 	// Pprof serves net/http/pprof under /debug/pprof/, to clients on loopback only ([api] pprof).
 	Pprof bool
 	// UI tunes the live page's event stream (GET /v1/events; package ui): poll interval, clients at once.
@@ -174,12 +174,8 @@ func New(b Backend, opts Options) (*Server, error) {
 	s.uiRoutes(mux)
 	metrics := promhttp.HandlerFor(b.Gatherer(), promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError})
 	mux.HandleFunc("/metrics", s.only(http.MethodGet, metrics.ServeHTTP))
-	if opts.Admin {
-		p, ok := b.(Partitioner)
-		if !ok {
-			return nil, errNoPartitioner
-		}
-		s.adminRoutes(mux, p)
+	if opts.Admin != nil {
+		s.adminRoutes(mux, opts.Admin)
 	}
 	if opts.Pprof {
 		s.pprofRoutes(mux)
