@@ -33,10 +33,11 @@
 //  5. state transfer: started when the engine asks (below).
 //  6. soft state: view, mode and watermarks are logged and published for Status and metrics.
 //
-// The driver reaches the rest of the node through narrow fields (store, application, metrics, tracer, the
-// replier's channel, the engine's Executed) and a small interface (readyHost: waiters' replies, soft state,
-// published height, served snapshots, state-transfer start). The Node's own fields are grouped by concern,
-// each group saying which goroutine owns it (node.go).
+// The driver (with its outbox goroutine) reaches the rest of the node through narrow fields (store,
+// application, metrics, tracer, signed state, the replier's and the loop's channels) and small interfaces:
+// the engine's Executed, the sender (Node.send), and readyHost (waiters' replies, soft state, published
+// height, served snapshots, state-transfer start). The Node's own fields are grouped by concern, each group
+// saying which goroutine owns it (node.go).
 //
 // # Restart
 //

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/p2pbft/p2pbft/node/app"
+	"github.com/p2pbft/p2pbft/node/signstate"
 	"github.com/p2pbft/p2pbft/node/store"
 	"github.com/p2pbft/p2pbft/node/trace"
 	"github.com/p2pbft/p2pbft/pbft"
@@ -19,9 +20,11 @@ import (
 // queues the Ready's messages and executed blocks on the outbox (outbox.go), which sends and reports them
 // once the batch is durable. It holds the loop-owned state this needs (batches held back during a
 // restore, the results of blocks replayed after a restart, the application snapshots kept, the execution
-// epoch, the outbox) and reaches the rest of the node through the narrow fields and the readyHost below.
+// epoch, the outbox) and reaches the rest of the node through narrow fields and small interfaces
+// (executedReporter, messageSender, readyHost below).
 //
-// All its methods run on the loop goroutine, but for the outbox, which runOutbox drains (outbox.go).
+// All its methods run on the loop goroutine, but runOutbox (and fatal), which run on the outbox goroutine
+// and share only the outbox (and the fields set before Run) with the loop (outbox.go).
 type readyDriver struct {
 	// Dependencies, set by New and open; read-only afterwards.
 	store     *store.Store
@@ -30,9 +33,13 @@ type readyDriver struct {
 	restoring *atomic.Bool // a snapshot restore is in progress: no execution (Node.restoring)
 	engine    executedReporter
 	host      readyHost
+	sender    messageSender              // on the outbox goroutine
+	signed    *signstate.File            // the signed high-water mark (signed.go); raised by the outbox goroutine
+	pub       []byte                     // the replica's public key, to find its own votes (voteMark)
+	executed  chan<- executedBlocks      // durable executed blocks, from the outbox to the loop
+	fatalCh   chan<- error               // a failed sync or a simulated crash, from the outbox to the loop
 	links     chan<- []pbft.ReplyMessage // the replier's input: replies for the clients' links (links.go)
 	ckptK     uint64                     // checkpoint interval: the application keeps a snapshot there
-	keepSnaps int                        // state_sync.keep_snapshots
 	log       *slog.Logger
 	metrics   *metrics
 	tracer    *trace.Recorder // nil when tracing is off
@@ -53,6 +60,12 @@ type readyDriver struct {
 // executedReporter is the engine as the driver sees it (pbft.Replica).
 type executedReporter interface {
 	Executed(seq uint64, results [][]byte, appDigest wire.Digest) error
+}
+
+// messageSender hands a durable round's consensus messages to the network (Node.send, loop.go); the
+// outbox goroutine calls it.
+type messageSender interface {
+	send(m pbft.Message)
 }
 
 // readyHost is what the driver needs from the rest of the node (implemented by *Node).

@@ -42,7 +42,7 @@ func (n *Node) Run(ctx context.Context) error {
 	outDone := make(chan struct{})
 	go func() {
 		defer close(outDone)
-		n.runOutbox(ctx)
+		n.drv.runOutbox(ctx)
 	}()
 	replierDone := make(chan struct{})
 	go func() {

@@ -136,7 +136,7 @@ type loopState struct {
 	soft         pbft.SoftState
 	sync         *statesync.Syncer // state transfer (statesync.go); called from the loop only
 	lastStatsPub int64
-	// drv handles the engine's Readies (driver.go); its outbox is shared with runOutbox.
+	// drv handles the engine's Readies (driver.go); its outbox is shared with its runOutbox goroutine.
 	drv *readyDriver
 }
 
@@ -305,7 +305,8 @@ func New(cfg config.Config, opts Options) (*Node, error) {
 	n.replies = &replier{n: n, in: make(chan []pbft.ReplyMessage, 1024)}
 	d := n.drv
 	d.appMu, d.restoring, d.host, d.links, d.test = &n.appMu, &n.restoring, n, n.replies.in, &n.testHooks
-	d.ckptK, d.keepSnaps, d.log = n.ckptK, cfg.StateSync.KeepSnapshots, n.log
+	d.sender, d.pub, d.executed, d.fatalCh = n, n.pub, n.executedCh, n.fatalCh
+	d.ckptK, d.log = n.ckptK, n.log
 	n.gossipKinds = make(map[wire.Kind]bool)
 	for k := wire.Kind(1); k < 32; k++ {
 		if cfg.P2P.Broadcast == config.BroadcastGossip || slices.Contains(cfg.P2P.GossipKinds, k.String()) {

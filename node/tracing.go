@@ -177,14 +177,14 @@ func traceReplies(tr *trace.Recorder, rs []pbft.ReplyMessage) {
 }
 
 // traceDurable records executed blocks whose store batch is synced.
-func (n *Node) traceDurable(outs []outcome) {
-	if n.tracer == nil || len(outs) == 0 {
+func traceDurable(tr *trace.Recorder, outs []outcome) {
+	if tr == nil || len(outs) == 0 {
 		return
 	}
 	at := time.Now().UnixNano()
 	for _, o := range outs {
 		if !o.replayed {
-			n.tracer.Durable(o.view, o.seq, at)
+			tr.Durable(o.view, o.seq, at)
 		}
 	}
 }

@@ -190,7 +190,7 @@ func BenchmarkTraceSlot(b *testing.B) {
 		traceQuorums(n.tracer, &pbft.Ready{Quorums: []pbft.QuorumEvent{{Seq: seq, Committed: true}}})
 		n.traceStep(e.com, 3, nil)
 		n.tracer.Executed(0, seq, len(replies), time.Now().UnixNano())
-		n.traceDurable([]outcome{{seq: seq}})
+		traceDurable(n.tracer, []outcome{{seq: seq}})
 		for j := range replies {
 			replies[j].Seq = seq
 		}
