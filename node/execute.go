@@ -162,13 +162,14 @@ func newBlock(cb *pbft.CommittedBatch, prev, appDigest wire.Digest) (*store.Bloc
 // part of it) up to the chain's head before the engine starts: it replays the stored blocks through Execute
 // and Commit, checking each digest against the block. Which requests of a block execute depends on the
 // client table (a client's request executes once, in timestamp order); the replay rebuilds that filter from
-// the blocks, so it needs them all from block 1.
-func (n *Node) catchUpApp(p *pbft.Persisted) error {
-	info, err := n.app.Info()
+// the blocks, so it needs them all from block 1. The results of the replayed blocks above the engine's
+// snapshot go into d.replayed, for the engine's replay of them (executeInto). New calls it from open.
+func (d *readyDriver) catchUpApp(p *pbft.Persisted) error {
+	info, err := d.app.Info()
 	if err != nil {
 		return fmt.Errorf("node: application info: %w", err)
 	}
-	head := n.store.Head()
+	head := d.store.Head()
 	switch {
 	case info.Height == head.Height:
 		return nil
@@ -176,16 +177,16 @@ func (n *Node) catchUpApp(p *pbft.Persisted) error {
 		return fmt.Errorf("node: the application is at height %d, ahead of the chain (head %d): its state was not written with the blocks; restore its data or start from an empty data directory",
 			info.Height, head.Height)
 	}
-	n.log.Info("application behind the chain: replaying blocks", "app_height", info.Height, "head", head.Height)
+	d.log.Info("application behind the chain: replaying blocks", "app_height", info.Height, "head", head.Height)
 	var snapSeq uint64
 	if p != nil && p.HardState.Snapshot != nil {
 		snapSeq = p.HardState.Snapshot.Seq
 	}
 	once := pbft.ExactlyOnce{} // the client table's filter, rebuilt from block 1
 	next := uint64(1)
-	b := n.store.NewBatch()
+	b := d.store.NewBatch()
 	defer func() { b.Close() }()
-	for blk, err := range n.store.Blocks(1, head.Height) {
+	for blk, err := range d.store.Blocks(1, head.Height) {
 		if err != nil {
 			return err
 		}
@@ -212,7 +213,7 @@ func (n *Node) catchUpApp(p *pbft.Persisted) error {
 		if blk.Height <= info.Height {
 			continue
 		}
-		out, err := n.app.Execute(blk.Height, reqs)
+		out, err := d.app.Execute(blk.Height, reqs)
 		if err != nil {
 			return fmt.Errorf("node: replay block %d: %w", blk.Height, err)
 		}
@@ -221,16 +222,16 @@ func (n *Node) catchUpApp(p *pbft.Persisted) error {
 				blk.Height, out.Digest, blk.AppDigest)
 		}
 		if blk.Height > snapSeq {
-			n.drv.replayed[blk.Height] = &resultsRecord{Seq: blk.Height, Digest: out.Digest, Results: out.Results}
+			d.replayed[blk.Height] = &resultsRecord{Seq: blk.Height, Digest: out.Digest, Results: out.Results}
 		}
 		if blk.Height%64 == 0 || blk.Height == head.Height {
-			if err := n.app.Commit(b.App()); err != nil {
+			if err := d.app.Commit(b.App()); err != nil {
 				return fmt.Errorf("node: replay: application commit: %w", err)
 			}
 			if err := b.Commit(); err != nil {
 				return err
 			}
-			b = n.store.NewBatch()
+			b = d.store.NewBatch()
 		}
 	}
 	if next != head.Height+1 {

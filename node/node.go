@@ -362,7 +362,7 @@ func (n *Node) open(opts Options) error {
 		return err
 	}
 	n.drv.replayed = results
-	if err := n.catchUpApp(persisted); err != nil {
+	if err := n.drv.catchUpApp(persisted); err != nil {
 		return err
 	}
 	info, err := n.app.Info()

@@ -18,12 +18,11 @@ import (
 // store.Batch.CommitAsync: the writes are applied (visible, ordered in the write-ahead log) at once, and the
 // loop goes on to the next round while the disk syncs. The driver queues the round's messages and executed
 // blocks on its outbox (readyDriver.out), in round order, together with the Durables of the round's
-// batches. One goroutine (runOutbox) takes the queue in order: it waits until a round's batches are
-// durable, then sends the round's messages (readyDriver.sender: Node.send) and hands its executed blocks back to the loop,
-// which passes them to the driver (readyDriver.reportExecuted). Since batches become durable in commit
-// order, a message never leaves before the records of its own round or of any earlier round, exactly as
-// when the loop fsynced each round itself.
-// What changes is that the rounds no longer wait for each other's fsyncs: the write-ahead log groups the
+// batches. One goroutine (readyDriver.runOutbox) takes the queue in order: it waits until a round's
+// batches are durable, then sends the round's messages (readyDriver.sender: Node.send) and hands its
+// executed blocks back to the loop, which passes them to the driver (readyDriver.reportExecuted). Since
+// batches become durable in commit order, a message never leaves before the records of its own round or of
+// any earlier round, exactly as when the loop fsynced each round itself. What changes is that the rounds no longer wait for each other's fsyncs: the write-ahead log groups the
 // syncs of the rounds committed while one sync runs into the next one, so the disk's latency bounds how
 // long a message waits, not how many rounds a second the replica runs.
 //
