@@ -7,14 +7,17 @@
 //
 // One goroutine owns the engine. It takes, in rounds, ticks (consensus.tick), verified messages from the
 // p2p host, client requests and the results of state transfer, up to a few hundred inputs per round, then
-// handles everything the engine produced in one Ready, in the engine's order:
+// hands everything the engine produced in one Ready to the Ready driver (readyDriver.handle, driver.go),
+// which owns the state of Ready handling (batches held back during a restore, results replayed after a
+// restart, the application snapshots kept, the outbox) and does the engine's order:
 //
 //  1. persist: the hard state, the log entries and the log truncation go into one store batch, durable
 //     (fsynced) before any message of the Ready leaves (a restarted replica never contradicts what it
-//     sent). The loop does not wait for the fsync: it commits the batch asynchronously and hands the
-//     Ready's messages and executed blocks to the outbox (outbox.go), which sends the messages and reports
-//     the blocks to the engine once the batch is durable, in round order. The write-ahead log groups the
-//     syncs of the rounds committed while one runs.
+//     sent). The driver does not wait for the fsync: it commits the batch asynchronously and hands the
+//     Ready's messages and executed blocks to its outbox (outbox.go), whose goroutine sends the messages
+//     and hands the blocks back to the loop, for the driver to report to the engine, once the batch is
+//     durable, in round order. The write-ahead log groups the syncs of the rounds committed while one
+//     runs.
 //  2. send: every consensus message leaves through Node.send, the one place a misbehaving-replica
 //     experiment wraps (experiment.go): to one replica over a direct stream; to all over direct streams or
 //     the gossip topic (p2p.broadcast).
@@ -29,6 +32,12 @@
 //     the replies and the checkpoints of a later Ready.
 //  5. state transfer: started when the engine asks (below).
 //  6. soft state: view, mode and watermarks are logged and published for Status and metrics.
+//
+// The driver (with its outbox goroutine) reaches the rest of the node through narrow fields (store,
+// application, metrics, tracer, signed state, the replier's and the loop's channels) and small interfaces:
+// the engine's Executed, the sender (Node.send), and readyHost (waiters' replies, soft state, published
+// height, served snapshots, state-transfer start). The Node's own fields are grouped by concern, each group
+// saying which goroutine owns it (node.go).
 //
 // # Restart
 //

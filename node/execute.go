@@ -21,28 +21,28 @@ type outcome struct {
 	replayed bool
 }
 
-// executeInto runs the committed batches waiting in n.deferred through the application and makes each one
+// executeInto runs the committed batches waiting in d.deferred through the application and makes each one
 // a block, written into *bp together with the application's writes (app.Application.Commit) and the
 // block's results: a block and the state after it become durable together, in the same fsynced batch as
 // the Ready's consensus records. At checkpoint heights the batch is committed at once (its Durable goes
 // into *durable) and replaced, so the application can keep a snapshot of the checkpoint (TakeSnapshot
-// needs the state committed). The caller commits *bp and reports the outcomes (reportExecuted) once
-// everything is durable.
+// needs the state committed). The caller commits *bp and reports the outcomes
+// (readyDriver.reportExecuted) once everything is durable.
 //
-// While a snapshot restore is in progress the application cannot execute: the batches stay in n.deferred
+// While a snapshot restore is in progress the application cannot execute: the batches stay in d.deferred
 // (the engine allows reporting Executed later) until the restore is installed (the engine then forgets
 // them) or aborted.
-func (n *Node) executeInto(bp **store.Batch, durable *[]*store.Durable) ([]outcome, error) {
-	if len(n.deferred) == 0 {
+func (d *readyDriver) executeInto(bp **store.Batch, durable *[]*store.Durable) ([]outcome, error) {
+	if len(d.deferred) == 0 {
 		return nil, nil
 	}
-	n.appMu.Lock()
-	defer n.appMu.Unlock()
-	if n.restoring.Load() {
+	d.appMu.Lock()
+	defer d.appMu.Unlock()
+	if d.restoring.Load() {
 		return nil, nil
 	}
-	committed := n.deferred
-	n.deferred = nil
+	committed := d.deferred
+	d.deferred = nil
 	outs := make([]outcome, 0, len(committed))
 	start := time.Now()
 	dirty := false // blocks executed since the application's last Commit
@@ -50,14 +50,14 @@ func (n *Node) executeInto(bp **store.Batch, durable *[]*store.Durable) ([]outco
 	for i := range committed {
 		cb := &committed[i]
 		if cb.AlreadyApplied {
-			rec := n.replayed[cb.Seq]
+			rec := d.replayed[cb.Seq]
 			if rec == nil {
 				return nil, fmt.Errorf("node: the engine replays block %d, but its results are not in the store", cb.Seq)
 			}
 			if len(rec.Results) != len(cb.Execute) {
 				return nil, fmt.Errorf("node: block %d: %d stored results for %d requests", cb.Seq, len(rec.Results), len(cb.Execute))
 			}
-			delete(n.replayed, cb.Seq)
+			delete(d.replayed, cb.Seq)
 			outs = append(outs, outcome{seq: cb.Seq, results: rec.Results, digest: rec.Digest, replayed: true})
 			continue
 		}
@@ -66,7 +66,7 @@ func (n *Node) executeInto(bp **store.Batch, durable *[]*store.Durable) ([]outco
 		for j, r := range cb.Execute {
 			reqs[j] = app.Request{Client: r.Client, Op: r.Op}
 		}
-		out, err := n.app.Execute(cb.Seq, reqs)
+		out, err := d.app.Execute(cb.Seq, reqs)
 		if err != nil {
 			return nil, fmt.Errorf("node: application failed on block %d: %w", cb.Seq, err)
 		}
@@ -89,68 +89,52 @@ func (n *Node) executeInto(bp **store.Batch, durable *[]*store.Durable) ([]outco
 		}
 		dirty = true
 		outs = append(outs, outcome{view: cb.View, seq: cb.Seq, results: out.Results, digest: out.Digest})
-		n.tracer.Executed(cb.View, cb.Seq, len(cb.Batch), time.Now().UnixNano())
-		if n.hooks != nil && n.hooks.executed != nil {
-			n.hooks.executed(cb.Seq)
+		d.tracer.Executed(cb.View, cb.Seq, len(cb.Batch), time.Now().UnixNano())
+		if d.test.hooks != nil && d.test.hooks.executed != nil {
+			d.test.hooks.executed(cb.Seq)
 		}
 		requests += len(reqs)
 		blocks++
-		n.metrics.batchRequests.Observe(float64(len(cb.Batch)))
-		if cb.Seq%n.ckptK == 0 {
-			d, err := n.commitBlocks(b)
+		d.metrics.batchRequests.Observe(float64(len(cb.Batch)))
+		if cb.Seq%d.ckptK == 0 {
+			dur, err := d.commitBlocks(b)
 			if err != nil {
 				return nil, err
 			}
-			*durable = append(*durable, d)
+			*durable = append(*durable, dur)
 			dirty = false
-			*bp = n.store.NewBatch()
-			if err := n.app.TakeSnapshot(cb.Seq); err != nil {
-				n.log.Warn("application snapshot at checkpoint", "height", cb.Seq, "err", err)
+			*bp = d.store.NewBatch()
+			if err := d.app.TakeSnapshot(cb.Seq); err != nil {
+				d.log.Warn("application snapshot at checkpoint", "height", cb.Seq, "err", err)
 			} else {
-				n.keptSnaps[cb.Seq] = true
+				d.keptSnaps[cb.Seq] = true
 			}
 		}
 	}
 	if dirty {
-		if err := n.app.Commit((*bp).App()); err != nil {
+		if err := d.app.Commit((*bp).App()); err != nil {
 			return nil, fmt.Errorf("node: application commit: %w", err)
 		}
 	}
 	if blocks > 0 {
-		n.metrics.executeSeconds.Observe(time.Since(start).Seconds())
-		n.metrics.blocks.Add(float64(blocks))
-		n.metrics.requests.Add(float64(requests))
+		d.metrics.executeSeconds.Observe(time.Since(start).Seconds())
+		d.metrics.blocks.Add(float64(blocks))
+		d.metrics.requests.Add(float64(requests))
 	}
 	return outs, nil
 }
 
-// reportExecuted tells the engine about executed blocks whose batch is durable, in order. Blocks executed
-// before a snapshot was installed (an older epoch) are below the snapshot: the engine has forgotten them.
-func (n *Node) reportExecuted(eb executedBlocks) error {
-	if len(eb.outs) == 0 || eb.epoch != n.execEpoch {
-		return nil
-	}
-	last := eb.outs[len(eb.outs)-1]
-	n.publish(last.seq, last.digest)
-	for _, o := range eb.outs {
-		if err := n.rep.Executed(o.seq, o.results, o.digest); err != nil {
-			return fmt.Errorf("node: %w", err)
-		}
-	}
-	return nil
-}
-
 // commitBlocks adds the application's writes to b and commits it (durable once the returned Durable says
 // so; the state is readable at once, which is what TakeSnapshot needs).
-func (n *Node) commitBlocks(b *store.Batch) (*store.Durable, error) {
-	if err := n.app.Commit(b.App()); err != nil {
+func (d *readyDriver) commitBlocks(b *store.Batch) (*store.Durable, error) {
+	if err := d.app.Commit(b.App()); err != nil {
 		return nil, fmt.Errorf("node: application commit: %w", err)
 	}
-	d, err := b.CommitAsync()
+	dur, err := b.CommitAsync()
 	if err != nil {
 		return nil, fmt.Errorf("node: commit blocks: %w", err)
 	}
-	return d, nil
+	return dur, nil
 }
 
 // newBlock builds the block of a committed batch.
@@ -178,13 +162,14 @@ func newBlock(cb *pbft.CommittedBatch, prev, appDigest wire.Digest) (*store.Bloc
 // part of it) up to the chain's head before the engine starts: it replays the stored blocks through Execute
 // and Commit, checking each digest against the block. Which requests of a block execute depends on the
 // client table (a client's request executes once, in timestamp order); the replay rebuilds that filter from
-// the blocks, so it needs them all from block 1.
-func (n *Node) catchUpApp(p *pbft.Persisted) error {
-	info, err := n.app.Info()
+// the blocks, so it needs them all from block 1. The results of the replayed blocks above the engine's
+// snapshot go into d.replayed, for the engine's replay of them (executeInto). New calls it from open.
+func (d *readyDriver) catchUpApp(p *pbft.Persisted) error {
+	info, err := d.app.Info()
 	if err != nil {
 		return fmt.Errorf("node: application info: %w", err)
 	}
-	head := n.store.Head()
+	head := d.store.Head()
 	switch {
 	case info.Height == head.Height:
 		return nil
@@ -192,16 +177,16 @@ func (n *Node) catchUpApp(p *pbft.Persisted) error {
 		return fmt.Errorf("node: the application is at height %d, ahead of the chain (head %d): its state was not written with the blocks; restore its data or start from an empty data directory",
 			info.Height, head.Height)
 	}
-	n.log.Info("application behind the chain: replaying blocks", "app_height", info.Height, "head", head.Height)
+	d.log.Info("application behind the chain: replaying blocks", "app_height", info.Height, "head", head.Height)
 	var snapSeq uint64
 	if p != nil && p.HardState.Snapshot != nil {
 		snapSeq = p.HardState.Snapshot.Seq
 	}
 	once := pbft.ExactlyOnce{} // the client table's filter, rebuilt from block 1
 	next := uint64(1)
-	b := n.store.NewBatch()
+	b := d.store.NewBatch()
 	defer func() { b.Close() }()
-	for blk, err := range n.store.Blocks(1, head.Height) {
+	for blk, err := range d.store.Blocks(1, head.Height) {
 		if err != nil {
 			return err
 		}
@@ -228,7 +213,7 @@ func (n *Node) catchUpApp(p *pbft.Persisted) error {
 		if blk.Height <= info.Height {
 			continue
 		}
-		out, err := n.app.Execute(blk.Height, reqs)
+		out, err := d.app.Execute(blk.Height, reqs)
 		if err != nil {
 			return fmt.Errorf("node: replay block %d: %w", blk.Height, err)
 		}
@@ -237,16 +222,16 @@ func (n *Node) catchUpApp(p *pbft.Persisted) error {
 				blk.Height, out.Digest, blk.AppDigest)
 		}
 		if blk.Height > snapSeq {
-			n.replayed[blk.Height] = &resultsRecord{Seq: blk.Height, Digest: out.Digest, Results: out.Results}
+			d.replayed[blk.Height] = &resultsRecord{Seq: blk.Height, Digest: out.Digest, Results: out.Results}
 		}
 		if blk.Height%64 == 0 || blk.Height == head.Height {
-			if err := n.app.Commit(b.App()); err != nil {
+			if err := d.app.Commit(b.App()); err != nil {
 				return fmt.Errorf("node: replay: application commit: %w", err)
 			}
 			if err := b.Commit(); err != nil {
 				return err
 			}
-			b = n.store.NewBatch()
+			b = d.store.NewBatch()
 		}
 	}
 	if next != head.Height+1 {

@@ -8,7 +8,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/p2pbft/p2pbft/node/store"
 	"github.com/p2pbft/p2pbft/p2p"
 	"github.com/p2pbft/p2pbft/pbft"
 	"github.com/p2pbft/p2pbft/wire"
@@ -43,7 +42,7 @@ func (n *Node) Run(ctx context.Context) error {
 	outDone := make(chan struct{})
 	go func() {
 		defer close(outDone)
-		n.runOutbox(ctx)
+		n.drv.runOutbox(ctx)
 	}()
 	replierDone := make(chan struct{})
 	go func() {
@@ -66,7 +65,7 @@ func (n *Node) Run(ctx context.Context) error {
 	if err != nil {
 		n.log.Error("replica stopped by a fatal error", "err", err)
 	}
-	n.out.close()
+	n.drv.out.close()
 	close(n.replies.in)
 	<-replierDone
 	cancel()
@@ -145,7 +144,7 @@ func (n *Node) loop(ctx context.Context) error {
 	ticker := time.NewTicker(n.cfg.Consensus.Tick)
 	defer ticker.Stop()
 	for {
-		if err := n.runDeferred(); err != nil {
+		if err := n.drv.runDeferred(); err != nil {
 			return err
 		}
 		if err := n.processReady(); err != nil {
@@ -168,7 +167,7 @@ func (n *Node) loop(ctx context.Context) error {
 		case ev := <-n.syncCh:
 			err = n.onSyncEvent(ev)
 		case eb := <-n.executedCh:
-			err = n.reportExecuted(eb)
+			err = n.drv.reportExecuted(eb)
 		case err = <-n.fatalCh:
 		}
 		if err != nil {
@@ -184,7 +183,7 @@ func (n *Node) loop(ctx context.Context) error {
 			case lb := <-n.linkReqs:
 				n.proposeLinkBatch(lb)
 			case eb := <-n.executedCh:
-				if err := n.reportExecuted(eb); err != nil {
+				if err := n.drv.reportExecuted(eb); err != nil {
 					return err
 				}
 			default:
@@ -230,109 +229,14 @@ func (n *Node) step(m inMsg) {
 	n.traceStep(e, m.d.Author, err)
 }
 
-// processReady handles the engine's output until it has none.
+// processReady hands the engine's output to the driver (driver.go) until the engine has none.
 func (n *Node) processReady() error {
 	for n.rep.HasReady() {
 		rd := n.rep.Ready()
-		if err := n.handleReady(&rd, nil); err != nil {
+		if err := n.drv.handle(&rd, nil); err != nil {
 			return err
 		}
 		n.rep.Advance()
-	}
-	return nil
-}
-
-// handleReady handles one Ready in the engine's order: persist, send, reply, execute, state transfer, soft
-// state, with two refinements. The committed batches are executed (in memory) before the Ready's records
-// are committed, so that their blocks become durable in the same fsync as the records. And the loop does
-// not wait for that fsync: it commits the batch without waiting (store.Batch.CommitAsync) and queues the
-// Ready's messages and executed blocks on the outbox, which sends the messages and reports the blocks to
-// the engine (Executed) once the batch is durable (see outbox.go). Messages thus never leave before what
-// they promise is durable, and the engine signs replies and checkpoints only for durable blocks, while
-// the loop goes on with the next round. Replies go out at once: the engine builds them only for blocks
-// already reported durable. If b is not nil, the Ready's writes go into it (the caller's writes commit
-// atomically with them).
-func (n *Node) handleReady(rd *pbft.Ready, b *store.Batch) error {
-	start := time.Now()
-	n.traceQuorums(rd)
-	if b == nil {
-		b = n.store.NewBatch()
-	}
-	defer func() { b.Close() }()
-	if err := n.writeRecords(rd, b); err != nil {
-		return err
-	}
-	n.deferred = append(n.deferred, rd.Committed...)
-	var durable []*store.Durable
-	outs, err := n.executeInto(&b, &durable)
-	if err != nil {
-		return err
-	}
-	if !b.Empty() {
-		d, err := b.CommitAsync()
-		if err != nil {
-			return fmt.Errorf("node: persist: %w", err)
-		}
-		durable = append(durable, d)
-	}
-	if rd.HardState != nil {
-		n.onHardState(rd.HardState)
-	}
-	for _, r := range rd.Replies {
-		n.reply(r)
-	}
-	if len(rd.Replies) > 0 {
-		n.replies.in <- rd.Replies
-		n.traceReplies(rd.Replies)
-	}
-	if len(rd.Messages) > 0 || len(outs) > 0 || len(durable) > 0 {
-		it := &outItem{durable: durable, msgs: rd.Messages, outs: outs, epoch: n.execEpoch, start: start}
-		if n.hooks != nil && n.hooks.afterPersist != nil {
-			it.rd = rd
-		}
-		n.out.push(it)
-	}
-	if rd.SoftState != nil {
-		n.onSoftState(*rd.SoftState)
-	}
-	if rd.StateTransfer != nil {
-		n.sync.Start(n.runCtx, *rd.StateTransfer)
-	}
-	return nil
-}
-
-// runDeferred executes batches held back during a restore that has ended without installing.
-func (n *Node) runDeferred() error {
-	if len(n.deferred) == 0 || n.restoring.Load() {
-		return nil
-	}
-	return n.handleReady(&pbft.Ready{}, nil)
-}
-
-// writeRecords writes the Ready's hard state, log entries and log truncation into b.
-func (n *Node) writeRecords(rd *pbft.Ready, b *store.Batch) error {
-	if rd.HardState != nil {
-		data, err := rd.HardState.Marshal()
-		if err != nil {
-			return fmt.Errorf("node: encode hard state: %w", err)
-		}
-		if err := b.SetHardState(data); err != nil {
-			return err
-		}
-	}
-	for i := range rd.Entries {
-		data, err := encodeEntry(&rd.Entries[i])
-		if err != nil {
-			return fmt.Errorf("node: encode log entry: %w", err)
-		}
-		if err := b.AppendRecord(rd.Entries[i].Seq, data); err != nil {
-			return err
-		}
-	}
-	if rd.Truncate > 0 {
-		if err := b.TruncateLog(rd.Truncate); err != nil {
-			return err
-		}
 	}
 	return nil
 }
@@ -398,20 +302,14 @@ func (n *Node) onSoftState(s pbft.SoftState) {
 	n.publishSoft()
 }
 
-// onHardState keeps the engine's snapshot for serving state transfers and releases the application
-// snapshots no longer needed: the node keeps the last state_sync.keep_snapshots stable checkpoints and
-// the checkpoints above them. Under load a checkpoint becomes stable every fraction of a second while a
-// snapshot copy takes longer; a peer that started copying one of these finishes, and its engine accepts
-// any of its last few certified checkpoints (pbft.Replica.CheckSnapshot).
-func (n *Node) onHardState(hs *pbft.HardState) {
-	s := hs.Snapshot
-	if s == nil || s.Seq == 0 {
-		return
-	}
+// serveSnapshot keeps the engine's snapshot s for serving state transfers (serve.go) with the last
+// state_sync.keep_snapshots stable checkpoints and those above s, and returns the oldest checkpoint kept
+// (0 when only s is kept), or !added when s was kept already (readyDriver.onHardState).
+func (n *Node) serveSnapshot(s *pbft.Snapshot) (keep uint64, added bool) {
 	n.snapMu.Lock()
+	defer n.snapMu.Unlock()
 	if _, ok := n.snaps[s.Seq]; ok {
-		n.snapMu.Unlock()
-		return
+		return 0, false
 	}
 	n.snaps[s.Seq] = s
 	seqs := make([]uint64, 0, len(n.snaps))
@@ -421,7 +319,6 @@ func (n *Node) onHardState(hs *pbft.HardState) {
 		}
 	}
 	slices.Sort(seqs)
-	var keep uint64 // the oldest kept
 	if kept := n.cfg.StateSync.KeepSnapshots; len(seqs) > kept {
 		keep = seqs[len(seqs)-kept]
 	} else if len(seqs) > 1 {
@@ -432,22 +329,7 @@ func (n *Node) onHardState(hs *pbft.HardState) {
 			delete(n.snaps, seq)
 		}
 	}
-	n.snapMu.Unlock()
-	if keep == 0 {
-		keep = s.Seq
-	}
-	n.appMu.Lock()
-	defer n.appMu.Unlock()
-	for h := range n.keptSnaps {
-		if h >= keep {
-			continue
-		}
-		if err := n.app.ReleaseSnapshot(h); err != nil {
-			n.log.Warn("release application snapshot", "height", h, "err", err)
-			continue
-		}
-		delete(n.keptSnaps, h)
-	}
+	return keep, true
 }
 
 // publish records the durable height and application digest for Status and the API.

@@ -60,7 +60,23 @@ var ErrStopped = errors.New("node: stopped")
 
 // Node is one running replica. Create it with New, run it with Run; Status, Submit, Query and the other
 // methods are safe for concurrent use.
+//
+// Its fields are grouped by concern, and each group says which goroutine owns it. What handling one of the
+// engine's Readies needs (persist, execute, the outbox) is the driver's (drv, driver.go).
 type Node struct {
+	nodeIdentity
+	components
+	verification
+	loopState
+	loopInputs
+	published
+	lifecycle
+	testHooks
+	experiment
+}
+
+// nodeIdentity is who the replica is and how it is configured: set by New, read-only afterwards.
+type nodeIdentity struct {
 	cfg       config.Config
 	log       *slog.Logger
 	key       *identity.Key
@@ -74,21 +90,34 @@ type Node struct {
 	ckptK     uint64
 	// gossipKinds are the kinds broadcast over gossip (the rest over direct streams).
 	gossipKinds map[wire.Kind]bool
+}
 
+// components are the replica's parts, opened by New (open) and closed by release; the fields are set
+// once, and each part is safe for the goroutines that use it (or says who may call it).
+type components struct {
 	store *store.Store
 	// signed is the signed high-water mark's file (signed.go); signedMark arms the engine's guard when
-	// the store holds less than it.
+	// the store holds less than it. Raised by the outbox goroutine.
 	signed     *signstate.File
 	signedMark pbft.Mark
 	app        app.Application
 	querier    app.Querier
-	appMu      sync.Mutex // serializes application calls between the loop and the state-transfer goroutine
+	appMu      sync.Mutex  // serializes application calls between the loop and the state-transfer goroutine
+	restoring  atomic.Bool // a snapshot restore is in progress: no execution (set and cleared under appMu)
 	host       *p2p.Host
 	registry   *prometheus.Registry
 	metrics    *metrics
 	// tracer keeps the per-slot records (tracing.go); nil when trace.enabled is off.
 	tracer *trace.Recorder
 
+	waiters waiterTable // in-process callers waiting for replies (submit.go); guards itself
+	// replies sends the replies of executed requests to the clients' links, off the loop (links.go).
+	replies *replier
+}
+
+// verification is the signature checking shared by the p2p host's goroutines, the ingress and the engine
+// (verify.go); set by open, each part guards itself.
+type verification struct {
 	// sigs is the replica's one verified-signature cache, shared by the p2p host, the verifier pool and
 	// the engine (verify.go).
 	sigs *wire.SigCache
@@ -99,48 +128,40 @@ type Node struct {
 	pool     *verifyPool
 	verifier *engineVerifier // the engine's
 	idv      *identity.Verifier
+}
 
-	// Loop-owned state.
+// loopState is owned by the event loop goroutine (set up by New before it runs).
+type loopState struct {
 	rep          *pbft.Replica
-	replayed     map[uint64]*resultsRecord // results of blocks the engine will replay after a restart
 	soft         pbft.SoftState
 	sync         *statesync.Syncer // state transfer (statesync.go); called from the loop only
 	lastStatsPub int64
-	keptSnaps    map[uint64]bool       // application snapshots taken and not released (checkpoint heights)
-	deferred     []pbft.CommittedBatch // committed batches held back while a restore is in progress
-	restoring    atomic.Bool           // a snapshot restore is in progress (set and cleared under appMu)
+	// drv handles the engine's Readies (driver.go); its outbox is shared with its runOutbox goroutine.
+	drv *readyDriver
+}
 
-	// Loop inputs.
+// loopInputs are the channels the event loop reads; other goroutines write them.
+type loopInputs struct {
 	inbox      chan inMsg
 	proposals  chan *proposal
 	linkReqs   chan linkBatch // verified requests from client links, a read batch at a time
 	syncCh     chan syncEvent
 	executedCh chan executedBlocks // durable executed blocks, from the outbox
 	fatalCh    chan error          // a failed sync or a simulated crash, from the outbox
+}
 
-	// out holds each round's messages and executed blocks until the round is durable (outbox.go).
-	out outbox
-	// execEpoch counts installed snapshots: blocks executed in an older epoch are below the snapshot and
-	// no longer reported to the engine. Loop-owned.
-	execEpoch uint64
-
-	waiters waiterTable
-	// replies sends the replies of executed requests to the clients' links, off the loop (links.go).
-	replies *replier
-
-	// Published for other goroutines.
+// published is what the loop publishes for other goroutines (Status, the API, the p2p filter, the health
+// check, state-transfer serving): written by the loop, read by anyone.
+type published struct {
 	state           atomic.Pointer[publicState]
 	retransmitTicks atomic.Int64 // the engine's current RetransmitTimeout (health.go)
 	filterV         atomic.Pointer[filterView]
 	snapMu          sync.Mutex
 	snaps           map[uint64]*pbft.Snapshot // the engine's part of the snapshots this replica serves
+}
 
-	// hooks are test instrumentation; nil in production.
-	hooks *hooks
-	// byz is the Byzantine experiment mode; nil on a correct replica (experiment.go).
-	byz *byzantine
-
-	// Lifecycle.
+// lifecycle is Run's and Close's state, under lifeMu (readMu for closed), shared by every goroutine.
+type lifecycle struct {
 	lifeMu    sync.Mutex
 	runState  int                // notRun, running, finished
 	cancelRun context.CancelFunc // while running
@@ -153,6 +174,17 @@ type Node struct {
 	// readMu keeps reads from other goroutines (Query, Block) off a store that is closing.
 	readMu sync.RWMutex
 	closed bool
+}
+
+// testHooks are test instrumentation: set by tests before Run, then read by the loop, the outbox and the
+// state-transfer server; nil in production.
+type testHooks struct {
+	hooks *hooks
+}
+
+// experiment is the Byzantine experiment mode; nil on a correct replica (experiment.go). Set by New.
+type experiment struct {
+	byz *byzantine
 }
 
 // hooks let tests watch the loop and simulate crashes at chosen points.
@@ -239,36 +271,42 @@ func New(cfg config.Config, opts Options) (*Node, error) {
 	if reg == nil {
 		reg = prometheus.NewRegistry()
 	}
-	n := &Node{
-		cfg:        cfg,
-		log:        log.With("replica", self),
-		key:        key,
-		pub:        key.PublicKey(),
-		clientKey:  clientKey,
-		genesis:    genesis,
-		chainID:    genesis.ChainID(),
-		self:       self,
-		n:          genesis.N(),
-		quorum:     pbft.QuorumsOf(genesis.N()),
-		ckptK:      cfg.Consensus.CheckpointInterval,
-		registry:   reg,
-		keptSnaps:  make(map[uint64]bool),
+	n := &Node{}
+	n.nodeIdentity = nodeIdentity{
+		cfg:       cfg,
+		log:       log.With("replica", self),
+		key:       key,
+		pub:       key.PublicKey(),
+		clientKey: clientKey,
+		genesis:   genesis,
+		chainID:   genesis.ChainID(),
+		self:      self,
+		n:         genesis.N(),
+		quorum:    pbft.QuorumsOf(genesis.N()),
+		ckptK:     cfg.Consensus.CheckpointInterval,
+	}
+	n.registry = reg
+	n.drv = newReadyDriver()
+	n.loopInputs = loopInputs{
 		inbox:      make(chan inMsg, 1024),
 		proposals:  make(chan *proposal, 1024),
 		linkReqs:   make(chan linkBatch, 64),
 		syncCh:     make(chan syncEvent),
 		executedCh: make(chan executedBlocks, 64),
 		fatalCh:    make(chan error, 1),
-		snaps:      make(map[uint64]*pbft.Snapshot),
-		started:    make(chan struct{}),
-		stopped:    make(chan struct{}),
-		runDone:    make(chan struct{}),
-		runCtx:     context.Background(),
 	}
+	n.snaps = make(map[uint64]*pbft.Snapshot)
+	n.started = make(chan struct{})
+	n.stopped = make(chan struct{})
+	n.runDone = make(chan struct{})
+	n.runCtx = context.Background()
 	n.waiters.m = make(map[waitKey][]*waiter)
 	n.sync = n.newSyncer()
-	n.out.kick = make(chan struct{}, 1)
 	n.replies = &replier{n: n, in: make(chan []pbft.ReplyMessage, 1024)}
+	d := n.drv
+	d.appMu, d.restoring, d.host, d.links, d.test = &n.appMu, &n.restoring, n, n.replies.in, &n.testHooks
+	d.sender, d.pub, d.executed, d.fatalCh = n, n.pub, n.executedCh, n.fatalCh
+	d.ckptK, d.log = n.ckptK, n.log
 	n.gossipKinds = make(map[wire.Kind]bool)
 	for k := wire.Kind(1); k < 32; k++ {
 		if cfg.P2P.Broadcast == config.BroadcastGossip || slices.Contains(cfg.P2P.GossipKinds, k.String()) {
@@ -317,13 +355,14 @@ func (n *Node) open(opts Options) error {
 		n.app = a
 	}
 	n.querier, _ = n.app.(app.Querier)
+	n.drv.store, n.drv.app = st, n.app
 
 	persisted, results, err := loadPersisted(st)
 	if err != nil {
 		return err
 	}
-	n.replayed = results
-	if err := n.catchUpApp(persisted); err != nil {
+	n.drv.replayed = results
+	if err := n.drv.catchUpApp(persisted); err != nil {
 		return err
 	}
 	info, err := n.app.Info()
@@ -354,6 +393,7 @@ func (n *Node) open(opts Options) error {
 		return fmt.Errorf("node: restore the replica (application at height %d): %w", info.Height, err)
 	}
 	n.rep = rep
+	n.drv.engine = rep
 	n.soft = rep.Status()
 	if persisted != nil {
 		if s := persisted.HardState.Snapshot; s != nil && s.Seq > 0 {
@@ -364,7 +404,7 @@ func (n *Node) open(opts Options) error {
 	}
 	if snaps, err := n.app.Snapshots(); err == nil {
 		for _, s := range snaps {
-			n.keptSnaps[s.Height] = true
+			n.drv.keptSnaps[s.Height] = true
 		}
 	}
 	n.publish(info.Height, info.Digest)
@@ -374,6 +414,7 @@ func (n *Node) open(opts Options) error {
 		return err
 	}
 	n.tracer = newTracer(cfg.Trace, n.metrics)
+	n.drv.metrics, n.drv.tracer = n.metrics, n.tracer
 	if err := checkListenAddrs(cfg.P2P.Listen); err != nil {
 		return err
 	}

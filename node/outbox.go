@@ -14,14 +14,15 @@ import (
 // message leaves only once everything it promises is durable, and the engine hears that a block executed
 // (Executed, after which it signs replies and checkpoints) only once the block is durable.
 //
-// The loop commits each round's store batch with store.Batch.CommitAsync: the writes are applied (visible,
-// ordered in the write-ahead log) at once, and the loop goes on to the next round while the disk syncs.
-// It queues the round's messages and executed blocks here, in round order, together with the Durables of
-// the round's batches. One goroutine (runOutbox) takes the queue in order: it waits until a round's batches
-// are durable, then sends the round's messages (Node.send) and hands its executed blocks back to the loop
-// (Node.reportExecuted). Since batches become durable in commit order, a message never leaves before the
-// records of its own round or of any earlier round, exactly as when the loop fsynced each round itself.
-// What changes is that the rounds no longer wait for each other's fsyncs: the write-ahead log groups the
+// The loop's Ready driver (readyDriver.handle, driver.go) commits each round's store batch with
+// store.Batch.CommitAsync: the writes are applied (visible, ordered in the write-ahead log) at once, and the
+// loop goes on to the next round while the disk syncs. The driver queues the round's messages and executed
+// blocks on its outbox (readyDriver.out), in round order, together with the Durables of the round's
+// batches. One goroutine (readyDriver.runOutbox) takes the queue in order: it waits until a round's
+// batches are durable, then sends the round's messages (readyDriver.sender: Node.send) and hands its
+// executed blocks back to the loop, which passes them to the driver (readyDriver.reportExecuted). Since
+// batches become durable in commit order, a message never leaves before the records of its own round or of
+// any earlier round, exactly as when the loop fsynced each round itself. What changes is that the rounds no longer wait for each other's fsyncs: the write-ahead log groups the
 // syncs of the rounds committed while one sync runs into the next one, so the disk's latency bounds how
 // long a message waits, not how many rounds a second the replica runs.
 //
@@ -33,7 +34,7 @@ type outItem struct {
 	rd      *pbft.Ready // for the afterPersist test hook
 	msgs    []pbft.Message
 	outs    []outcome
-	epoch   uint64 // n.execEpoch when the blocks executed
+	epoch   uint64 // readyDriver.execEpoch when the blocks executed
 	start   time.Time
 }
 
@@ -43,7 +44,7 @@ type executedBlocks struct {
 	epoch uint64
 }
 
-// outbox is the queue between the loop and runOutbox. It is unbounded: the engine bounds what it has in
+// outbox is the queue between the loop's driver and runOutbox. It is unbounded: the engine bounds what it has in
 // flight (window, pipeline depth), and the loop must never block on it.
 type outbox struct {
 	mu     sync.Mutex
@@ -82,49 +83,50 @@ func (o *outbox) take() ([]*outItem, bool) {
 	return q, o.closed
 }
 
-// runOutbox delivers the outbox in order until the outbox is closed and empty. Once ctx ends, or after a
-// fatal error (a failed sync, a simulated crash), it only waits for the remaining batches to be durable (the
-// store must not close under them) and sends nothing more.
-func (n *Node) runOutbox(ctx context.Context) {
+// runOutbox delivers the driver's outbox in order until the outbox is closed and empty; it runs on its own
+// goroutine (started by Run). Once ctx ends, or after a fatal error (a failed sync, a simulated crash), it
+// only waits for the remaining batches to be durable (the store must not close under them) and sends
+// nothing more.
+func (d *readyDriver) runOutbox(ctx context.Context) {
 	failed := false
 	for {
-		items, closed := n.out.take()
+		items, closed := d.out.take()
 		for _, it := range items {
-			for _, d := range it.durable {
-				if err := d.Wait(); err != nil && !failed {
+			for _, dur := range it.durable {
+				if err := dur.Wait(); err != nil && !failed {
 					failed = true
-					n.fatal(err)
+					d.fatal(err)
 				}
 			}
 			if failed || ctx.Err() != nil {
 				continue
 			}
 			if len(it.durable) > 0 {
-				n.metrics.persistSeconds.Observe(time.Since(it.start).Seconds())
+				d.metrics.persistSeconds.Observe(time.Since(it.start).Seconds())
 			}
-			n.traceDurable(it.outs)
-			if n.hooks != nil && n.hooks.afterPersist != nil && it.rd != nil {
-				if err := n.hooks.afterPersist(it.rd); err != nil {
+			traceDurable(d.tracer, it.outs)
+			if d.afterPersistHook() && it.rd != nil {
+				if err := d.test.hooks.afterPersist(it.rd); err != nil {
 					failed = true
-					n.fatal(err)
+					d.fatal(err)
 					continue
 				}
 			}
-			if n.signed != nil && len(it.msgs) > 0 {
-				if m := voteMark(it.msgs, n.pub); !m.IsZero() {
-					if _, err := n.signed.Raise(m); err != nil {
+			if d.signed != nil && len(it.msgs) > 0 {
+				if m := voteMark(it.msgs, d.pub); !m.IsZero() {
+					if _, err := d.signed.Raise(m); err != nil {
 						failed = true
-						n.fatal(fmt.Errorf("node: %w", err))
+						d.fatal(fmt.Errorf("node: %w", err))
 						continue
 					}
 				}
 			}
 			for _, m := range it.msgs {
-				n.send(m)
+				d.sender.send(m)
 			}
 			if len(it.outs) > 0 {
 				select {
-				case n.executedCh <- executedBlocks{outs: it.outs, epoch: it.epoch}:
+				case d.executed <- executedBlocks{outs: it.outs, epoch: it.epoch}:
 				case <-ctx.Done():
 				}
 			}
@@ -135,14 +137,14 @@ func (n *Node) runOutbox(ctx context.Context) {
 		if len(items) > 0 {
 			continue // more may have come meanwhile
 		}
-		<-n.out.kick
+		<-d.out.kick
 	}
 }
 
 // fatal hands an error that must stop the replica to the loop.
-func (n *Node) fatal(err error) {
+func (d *readyDriver) fatal(err error) {
 	select {
-	case n.fatalCh <- err:
+	case d.fatalCh <- err:
 	default: // one is enough
 	}
 }

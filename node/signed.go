@@ -26,6 +26,7 @@ func (n *Node) openSignedState(persisted *pbft.Persisted, applied uint64) error 
 			"if you have one; delete it only if you are sure the store in %s is intact)", err, n.cfg.Path(n.cfg.Store.Dir))
 	}
 	n.signed = f
+	n.drv.signed = f
 	if foreign {
 		n.log.Warn("the signed state file belonged to another chain (another genesis): starting it afresh", "file", path)
 	}

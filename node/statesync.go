@@ -14,7 +14,7 @@ import (
 )
 
 // State transfer: package statesync fetches and checks the state (statesync.Syncer); this file wires it to
-// the node. The loop calls the Syncer (Start from processReady, Tick on every tick, Settled when the engine
+// the node. The loop calls the Syncer (Start from the Ready driver, through startSync; Tick on every tick, Settled when the engine
 // stops syncing, Stop when the loop ends, Progress for Status); syncAdapter gives the Syncer the node's
 // network, certificate check, engine and application; and what changes the replica's state (applying
 // blocks, installing a snapshot) comes back to the loop as a syncEvent, handled by onSyncEvent.
@@ -31,6 +31,9 @@ func (n *Node) newSyncer() *statesync.Syncer {
 		RequestTimeout: c.RequestTimeout, ChunkBytes: c.ChunkBytes,
 		Fetcher: a, CertCheck: n.CertCheck, Installer: a, Replica: a, Metrics: a, Log: n.log})
 }
+
+// startSync starts the state transfer the engine asks for (readyDriver.handle, on the loop).
+func (n *Node) startSync(t pbft.StateTransfer) { n.sync.Start(n.runCtx, t) }
 
 // syncStatus is the running transfer, for Status.
 func (n *Node) syncStatus() *apitypes.SyncStatus {
@@ -209,18 +212,11 @@ func (n *Node) installSnapshot(ev *snapshotEvent) error {
 	if err := n.rep.InstallSnapshot(ev.Seq, ev.AppDigest, ev.Table); err != nil {
 		return fmt.Errorf("node: install snapshot %d: %w", ev.Seq, err)
 	}
-	n.deferred = nil
-	n.execEpoch++ // blocks executed before, still on their way to disk, are below the snapshot
-	for h := range n.replayed {
-		if h <= ev.Seq {
-			delete(n.replayed, h)
-		}
-	}
-	n.keptSnaps[ev.Seq] = true
+	n.drv.installed(ev.Seq) // blocks executed before, still on their way to disk, are below the snapshot
 	n.publish(ev.Seq, ev.AppDigest)
 	ev.res <- nil // installed: whatever fails from here on stops the node
 	rd := n.rep.Ready()
-	if err := n.handleReady(&rd, b); err != nil {
+	if err := n.drv.handle(&rd, b); err != nil {
 		return err
 	}
 	n.rep.Advance()

@@ -138,24 +138,24 @@ func (n *Node) traceSent(m pbft.Message) {
 }
 
 // traceQuorums records the quorums the engine reached while producing rd.
-func (n *Node) traceQuorums(rd *pbft.Ready) {
-	if n.tracer == nil || len(rd.Quorums) == 0 {
+func traceQuorums(tr *trace.Recorder, rd *pbft.Ready) {
+	if tr == nil || len(rd.Quorums) == 0 {
 		return
 	}
 	at := time.Now().UnixNano()
 	for _, q := range rd.Quorums {
 		if q.Committed {
-			n.tracer.Committed(q.View, q.Seq, at)
+			tr.Committed(q.View, q.Seq, at)
 		} else {
-			n.tracer.Prepared(q.View, q.Seq, at)
+			tr.Prepared(q.View, q.Seq, at)
 		}
 	}
 }
 
 // traceReplies records replies handed to the clients' connections. They come grouped by block: each run of
 // one block's replies counts once.
-func (n *Node) traceReplies(rs []pbft.ReplyMessage) {
-	if n.tracer == nil {
+func traceReplies(tr *trace.Recorder, rs []pbft.ReplyMessage) {
+	if tr == nil {
 		return
 	}
 	at := time.Now().UnixNano()
@@ -163,7 +163,7 @@ func (n *Node) traceReplies(rs []pbft.ReplyMessage) {
 	count := 0
 	for _, r := range rs {
 		if r.Seq != seq && count > 0 {
-			n.tracer.Replied(seq, count, at)
+			tr.Replied(seq, count, at)
 			count = 0
 		}
 		seq = r.Seq
@@ -172,19 +172,19 @@ func (n *Node) traceReplies(rs []pbft.ReplyMessage) {
 		}
 	}
 	if count > 0 {
-		n.tracer.Replied(seq, count, at)
+		tr.Replied(seq, count, at)
 	}
 }
 
 // traceDurable records executed blocks whose store batch is synced.
-func (n *Node) traceDurable(outs []outcome) {
-	if n.tracer == nil || len(outs) == 0 {
+func traceDurable(tr *trace.Recorder, outs []outcome) {
+	if tr == nil || len(outs) == 0 {
 		return
 	}
 	at := time.Now().UnixNano()
 	for _, o := range outs {
 		if !o.replayed {
-			n.tracer.Durable(o.view, o.seq, at)
+			tr.Durable(o.view, o.seq, at)
 		}
 	}
 }

@@ -157,7 +157,7 @@ func BenchmarkTraceSlot(b *testing.B) {
 		m.phases[p] = m.phaseSeconds.WithLabelValues(string(p))
 	}
 	self := make([]byte, 32)
-	n := &Node{self: 1, pub: self, tracer: newTracer(config.Default().Trace, m)}
+	n := &Node{nodeIdentity: nodeIdentity{self: 1, pub: self}, components: components{tracer: newTracer(config.Default().Trace, m)}}
 	env := func(kind wire.Kind, payload any) *wire.Envelope {
 		p, err := wire.Marshal(payload)
 		if err != nil {
@@ -183,17 +183,17 @@ func BenchmarkTraceSlot(b *testing.B) {
 		n.traceStep(e.prep, 2, nil)
 		n.traceSent(pbft.Message{To: pbft.Broadcast, Env: e.prep})
 		n.traceStep(e.prep, 3, nil)
-		n.traceQuorums(&pbft.Ready{Quorums: []pbft.QuorumEvent{{Seq: seq}}})
+		traceQuorums(n.tracer, &pbft.Ready{Quorums: []pbft.QuorumEvent{{Seq: seq}}})
 		n.traceSent(pbft.Message{To: pbft.Broadcast, Env: e.com})
 		n.traceStep(e.com, 0, nil)
 		n.traceStep(e.com, 2, nil)
-		n.traceQuorums(&pbft.Ready{Quorums: []pbft.QuorumEvent{{Seq: seq, Committed: true}}})
+		traceQuorums(n.tracer, &pbft.Ready{Quorums: []pbft.QuorumEvent{{Seq: seq, Committed: true}}})
 		n.traceStep(e.com, 3, nil)
 		n.tracer.Executed(0, seq, len(replies), time.Now().UnixNano())
-		n.traceDurable([]outcome{{seq: seq}})
+		traceDurable(n.tracer, []outcome{{seq: seq}})
 		for j := range replies {
 			replies[j].Seq = seq
 		}
-		n.traceReplies(replies)
+		traceReplies(n.tracer, replies)
 	}
 }
