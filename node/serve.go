@@ -1,11 +1,13 @@
 package node
 
 import (
-	"errors"
 	"fmt"
+	"iter"
 	"slices"
 
+	"github.com/p2pbft/p2pbft/node/app"
 	"github.com/p2pbft/p2pbft/node/statesync"
+	"github.com/p2pbft/p2pbft/node/store"
 	"github.com/p2pbft/p2pbft/pbft"
 	"github.com/p2pbft/p2pbft/wire"
 )
@@ -39,74 +41,22 @@ func (n *Node) coreSnapshot(seq uint64) (*pbft.Snapshot, error) {
 	return nil, fmt.Errorf("node: no snapshot at checkpoint %d (this replica keeps %v)", seq, have)
 }
 
+// serveSource is the node as a statesync.Source.
+type serveSource struct{ n *Node }
+
+func (s serveSource) CoreSnapshot(seq uint64) (*pbft.Snapshot, error) { return s.n.coreSnapshot(seq) }
+func (s serveSource) Block(h uint64) (*store.Block, error)            { return s.n.store.Block(h) }
+func (s serveSource) Blocks(from, to uint64) iter.Seq2[*store.Block, error] {
+	return s.n.store.Blocks(from, to)
+}
+func (s serveSource) OpenSnapshot(h uint64) (app.Snapshot, error) { return s.n.app.OpenSnapshot(h) }
+
+// serveState answers a peer's state request (statesync.Serve); the test hooks and a Byzantine experiment
+// may alter the answer before it is signed.
 func (n *Node) serveState(r *statesync.Request) (*wire.Envelope, error) {
-	resp := &statesync.Response{Type: r.Type, Seq: r.Seq}
-	limit := n.serveLimit(r.MaxBytes)
-	switch r.Type {
-	case statesync.TypeManifest:
-		core, err := n.coreSnapshot(r.Seq)
-		if err != nil {
-			return nil, err
-		}
-		blk, err := n.store.Block(r.Seq)
-		if err != nil {
-			return nil, fmt.Errorf("node: snapshot %d: %w", r.Seq, err)
-		}
-		data, err := blk.Marshal()
-		if err != nil {
-			return nil, err
-		}
-		resp.AppDigest, resp.TableDigest = core.AppDigest, pbft.ClientTableDigest(core.ClientTable)
-		resp.TableSize, resp.Block = uint64(len(core.ClientTable)), data
-	case statesync.TypeTable:
-		core, err := n.coreSnapshot(r.Seq)
-		if err != nil {
-			return nil, err
-		}
-		t := core.ClientTable
-		if r.Offset > uint64(len(t)) {
-			return nil, fmt.Errorf("node: client table offset %d beyond its %d bytes", r.Offset, len(t))
-		}
-		end := min(uint64(len(t)), r.Offset+uint64(limit))
-		resp.Data, resp.More = t[r.Offset:end], end < uint64(len(t))
-	case statesync.TypeChunk:
-		snap, err := n.app.OpenSnapshot(r.Seq)
-		if err != nil {
-			return nil, fmt.Errorf("node: snapshot %d: %w", r.Seq, err)
-		}
-		data, more, err := snap.ReadChunk(r.Cursor, limit)
-		snap.Close()
-		if err != nil {
-			return nil, fmt.Errorf("node: snapshot %d: %w", r.Seq, err)
-		}
-		resp.Data, resp.More = data, more
-	case statesync.TypeBlocks:
-		to := min(r.To, r.Seq+statesync.MaxBlocks-1)
-		size := 0
-		next := r.Seq
-		for blk, err := range n.store.Blocks(r.Seq, to) {
-			if err != nil {
-				return nil, err
-			}
-			if blk.Height != next {
-				break // below a state-transfer jump this replica lacks blocks
-			}
-			data, err := blk.Marshal()
-			if err != nil {
-				return nil, err
-			}
-			if len(resp.Blocks) > 0 && size+len(data) > limit {
-				break
-			}
-			resp.Blocks = append(resp.Blocks, data)
-			size += len(data)
-			next++
-		}
-		if len(resp.Blocks) == 0 {
-			return nil, fmt.Errorf("node: no block %d here", r.Seq)
-		}
-	default:
-		return nil, errors.New("node: unknown state request")
+	resp, err := statesync.Serve(serveSource{n}, r, n.serveLimit(r.MaxBytes))
+	if err != nil {
+		return nil, err
 	}
 	if n.hooks != nil && n.hooks.serve != nil {
 		if err := n.hooks.serve(resp); err != nil {

@@ -1,9 +1,10 @@
 // Package statesync brings a replica that fell behind up to a certified checkpoint: the messages replicas
 // exchange for it, the pure checks on them, and the Syncer, which fetches the state from peers, checks it
-// against the certificate and hands it to the replica. The node (package node) serves the requests and
-// wires the Syncer to its engine, store, application and network through the small interfaces below; this
-// package never imports node, so the whole client side of state transfer can be read, tested and fuzzed
-// here with fakes of those interfaces.
+// against the certificate and hands it to the replica, and Serve, which answers peers' requests from a
+// Source (the replica's store, the engine's snapshots and the application's kept snapshots). The node
+// (package node) wires both to its engine, store, application and network through the small interfaces
+// below; this package never imports node, so both sides of state transfer can be read, tested and fuzzed
+// here with fakes of those interfaces (the honest fake peers of the tests answer through Serve).
 //
 // # The protocol
 //

@@ -124,6 +124,16 @@ func (p *peer) serve(ctx context.Context, req *Request) (*wire.Envelope, error) 
 		return &wire.Envelope{Kind: wire.KindStateResponse, Payload: []byte{0xff, 0x13, 0x37}}, nil
 	case wrongKind:
 		return wire.Seal(peerKey, testChain, wire.KindRequest, []byte("hello"))
+	case honest: // answers as a replica does
+		limit := MaxPart // what was asked, within the node's bound (Node.serveLimit)
+		if req.MaxBytes > 0 && int(req.MaxBytes) < limit {
+			limit = int(req.MaxBytes)
+		}
+		r, err := Serve(fixtureSource{f}, req, limit)
+		if err != nil {
+			return nil, err
+		}
+		return NewResponse(peerKey, testChain, r)
 	}
 	r := &Response{Type: req.Type, Seq: req.Seq}
 	switch req.Type {

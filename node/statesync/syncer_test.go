@@ -52,6 +52,7 @@ func TestSyncerBlocks(t *testing.T) {
 	f := newFixture(t, 200, 0)
 	h := newHarness(t, f, honest, honest, honest)
 	h.s.o.BlockSyncMax = 140
+	h.s.o.ChunkBytes = 1 << 20 // pages bounded by pageBlocks, not by bytes
 	h.clock.step = time.Second // a progress line every other reading
 	h.start(pbft.StateTransfer{Seq: 150, Applied: 10})
 	h.wait("the transfer", func() bool { return h.m.get("blocks/ok") == 1 })
