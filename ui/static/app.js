@@ -177,21 +177,26 @@
   }
 
   // bySeq: seq -> the record of each replica that got furthest for that seq (a seq re-proposed after a view
-  // change has a record per view; the old view's may be the one that executed), and seqView: seq -> the
-  // highest view any replica has a record of (where new views start).
+  // change has a record per view; the old view's may be the one that executed), seqView: seq -> the
+  // highest view any replica has a record of, and execView: seq -> the lowest view it executed in at any
+  // replica. A NEW-VIEW re-proposes every sequence number above the stable checkpoint, those that executed
+  // in the old view too, so the view a seq executed in, not the highest one seen, says where a view starts.
   function bySeq() {
     const out = new Map();
     const seqView = new Map();
+    const execView = new Map();
     for (const r of reps.values()) {
       for (const s of r.slots.values()) {
         let m = out.get(s.seq);
         if (!m) out.set(s.seq, (m = new Map()));
         seqView.set(s.seq, Math.max(seqView.get(s.seq) ?? 0, s.view));
+        if (s.executed) execView.set(s.seq, Math.min(execView.get(s.seq) ?? Infinity, s.view));
         const cur = m.get(r.info.index);
         if (!cur || rank(s) > rank(cur) || (rank(s) === rank(cur) && s.view > cur.view)) m.set(r.info.index, s);
       }
     }
     out.seqView = seqView;
+    out.execView = execView;
     return out;
   }
 
@@ -199,7 +204,7 @@
     const keys = [...seqs.keys()].sort((a, b) => a - b).slice(-LANE_SLOTS);
     $("lanes-empty").hidden = keys.length > 0;
     const head = el("tr", {}, el("th", { scope: "col" }, "Replica"));
-    const viewOf = (seq) => seqs.seqView.get(seq);
+    const viewOf = (seq) => seqs.execView.get(seq) ?? seqs.seqView.get(seq);
     const newView = new Set();
     keys.forEach((seq, k) => {
       const v = viewOf(seq);
