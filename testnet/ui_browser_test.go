@@ -73,8 +73,7 @@ func TestUIBrowser(t *testing.T) {
 
 	c := newClient(t, net, 2, 4)
 	// A slow load: the swimlane shows the last 32 slots, and the new view's first slot must still be among
-	// them when the page is checked. At 10 requests/s the backlog of the 3 s view change was ordered in a
-	// burst of small batches, and the slot scrolled out before the check (CI, a quiet machine).
+	// them when the page is checked, however fast the backlog of the view change is ordered.
 	load, err := StartLoad(ctxFor(t, 3*time.Minute), LoadConfig{Client: c, Workers: 2, Rate: 3, Prefix: "ui", OpTimeout: 2 * time.Minute})
 	if err != nil {
 		t.Fatal(err)
