@@ -60,12 +60,23 @@ func (r *runner) finalChecks(ctx context.Context, res *bench.Result) {
 }
 
 // checkDegradation checks, for every event with a throughput or p99 bound, the load while its fault
-// lasted (from its action to the next event's, or the end of the load) against as long a window just
-// before the action.
+// lasted (from its action to the next event's, or the end of the load) against the healthy load around
+// it: as long a window just before the action and, when the next event ends the fault, as long a window
+// after that (cut at the event after it or the end of the load; used if at least half as long). The
+// baseline is the weaker of the two: the lower throughput and the higher p99. On a machine whose load
+// drifts (other processes, the load generator's own share of the CPU) the fault is then compared with
+// what the machine gave on both sides of it, not with one window that happened to run on a quieter machine;
+// a fault that costs the load shows against both.
 func (r *runner) checkDegradation(records []bench.Record) {
 	var end time.Duration // when the load stopped issuing
 	for _, rec := range records {
 		end = max(end, rec.Issued)
+	}
+	stepAt := func(k int) time.Duration {
+		if k >= len(r.out.Steps) {
+			return end
+		}
+		return min(time.Duration(r.out.Steps[k].AtS*float64(time.Second)), end)
 	}
 	for k, e := range r.s.Events {
 		if e.MinThroughputRatio == 0 && e.MaxP99Ratio == 0 {
@@ -74,13 +85,25 @@ func (r *runner) checkDegradation(records []bench.Record) {
 		if k >= len(r.out.Steps) {
 			return
 		}
-		t0 := time.Duration(r.out.Steps[k].AtS * float64(time.Second))
-		t1 := end
-		if k+1 < len(r.out.Steps) {
-			t1 = time.Duration(r.out.Steps[k+1].AtS * float64(time.Second))
-		}
-		before := window(records, max(t0-(t1-t0), 0), t0)
+		t0, t1 := stepAt(k), stepAt(k+1)
+		length := t1 - t0
+		before := window(records, max(t0-length, 0), t0)
 		during := window(records, t0, t1)
+		baseline, against, detail := before, "before", ""
+		if k+1 < len(r.s.Events) && endsFault(e, r.s.Events[k+1]) {
+			a0 := t1
+			a1 := min(a0+length, stepAt(k+2))
+			if a1-a0 >= length/2 && a1 > a0 {
+				after := window(records, a0, a1)
+				if after.accepted > 0 {
+					baseline.rate = min(before.rate, after.rate)
+					baseline.p99 = max(before.p99, after.p99)
+					against = "around"
+					detail = fmt.Sprintf(" (before: %.0f/s, p99 %s; after it ends: %.0f/s, p99 %s)",
+						before.rate, before.p99.Round(time.Millisecond/10), after.rate, after.p99.Round(time.Millisecond/10))
+				}
+			}
+		}
 		name := fmt.Sprintf("event %d (%s %s) load", k+1, e.Action, strings.Join(r.out.Steps[k].Targets, ","))
 		if before.accepted == 0 {
 			r.check(name, false, "no request accepted in the window before the action")
@@ -89,19 +112,33 @@ func (r *runner) checkDegradation(records []bench.Record) {
 		ok := true
 		var parts []string
 		if e.MinThroughputRatio > 0 {
-			ratio := during.rate / before.rate
+			ratio := during.rate / baseline.rate
 			ok = ok && ratio >= e.MinThroughputRatio
-			parts = append(parts, fmt.Sprintf("throughput %.0f/s during against %.0f/s before (%.0f%%, at least %.0f%%)",
-				during.rate, before.rate, 100*ratio, 100*e.MinThroughputRatio))
+			parts = append(parts, fmt.Sprintf("throughput %.0f/s during against %.0f/s %s (%.0f%%, at least %.0f%%)",
+				during.rate, baseline.rate, against, 100*ratio, 100*e.MinThroughputRatio))
 		}
 		if e.MaxP99Ratio > 0 {
-			ratio := float64(during.p99) / float64(max(before.p99, time.Microsecond))
+			ratio := float64(during.p99) / float64(max(baseline.p99, time.Microsecond))
 			ok = ok && ratio <= e.MaxP99Ratio
-			parts = append(parts, fmt.Sprintf("p99 %s during against %s before (%.1fx, at most %.1fx)",
-				during.p99.Round(time.Millisecond/10), before.p99.Round(time.Millisecond/10), ratio, e.MaxP99Ratio))
+			parts = append(parts, fmt.Sprintf("p99 %s during against %s %s (%.1fx, at most %.1fx)",
+				during.p99.Round(time.Millisecond/10), baseline.p99.Round(time.Millisecond/10), against, ratio, e.MaxP99Ratio))
 		}
-		r.check(name, ok, "%s over %.1fs windows", strings.Join(parts, "; "), (t1 - t0).Seconds())
+		r.check(name, ok, "%s over %.1fs windows%s", strings.Join(parts, "; "), length.Seconds(), detail)
 	}
+}
+
+// endsFault reports whether event next undoes the fault of event e (a resume after a pause, a heal after
+// a partition, a start after a kill, ...), so that the window after next is healthy load again.
+func endsFault(e, next Event) bool {
+	switch e.Action {
+	case ActionPause:
+		return next.Action == ActionResume
+	case ActionPartition:
+		return next.Action == ActionHeal
+	case ActionKill, ActionStop:
+		return next.Action == ActionStart
+	}
+	return false
 }
 
 // loadWindow is the load over a window of time.

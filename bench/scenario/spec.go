@@ -187,8 +187,9 @@ type Event struct {
 	// MinThroughputRatio and MaxP99Ratio check what the fault costs the load while it lasts, from this
 	// event's action to the next event's (or the end of the load): accepted requests per second at least
 	// MinThroughputRatio times, and the p99 latency of the requests issued at most MaxP99Ratio times, what
-	// they were over as long a window just before the action (0: no check). For a fault the protocol
-	// should absorb, like a silent backup under a healthy primary.
+	// they were over as long a window just before the action and, if the next event ends the fault (a
+	// resume, a heal, a start), as long a window after it: the weaker of the two (0: no check). For a
+	// fault the protocol should absorb, like a silent backup under a healthy primary.
 	MinThroughputRatio float64 `toml:"min_throughput_ratio"`
 	MaxP99Ratio        float64 `toml:"max_p99_ratio"`
 	// From and To (one way), or Between (both ways), are the ends of the links a link event changes:

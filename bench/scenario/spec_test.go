@@ -292,3 +292,46 @@ func TestNetworkNeedsRoot(t *testing.T) {
 		t.Fatalf("Run without root: %v", err)
 	}
 }
+
+// The degradation check compares a fault with the healthy load on both sides of it: a machine that slowed
+// down from the fault on (and stayed slow after it ended) is not the fault's cost, a fault that costs
+// the load shows against both sides, and a fault nothing ends is compared with the window before it.
+func TestCheckDegradationBaseline(t *testing.T) {
+	// load issues one request every 1/rate s in each second of the timeline, each taking 10 ms.
+	load := func(rates ...int) []bench.Record {
+		var recs []bench.Record
+		for sec, rate := range rates {
+			for i := range rate {
+				issued := time.Duration(sec)*time.Second + time.Duration(i)*time.Second/time.Duration(rate)
+				recs = append(recs, bench.Record{Issued: issued, Done: issued + 10*time.Millisecond, OK: true})
+			}
+		}
+		return recs
+	}
+	events := []Event{
+		{Action: ActionPause, MinThroughputRatio: 0.8, MaxP99Ratio: 3},
+		{Action: ActionResume},
+	}
+	steps := []Step{{Action: ActionPause, AtS: 2}, {Action: ActionResume, AtS: 4}}
+	for _, tc := range []struct {
+		name   string
+		events []Event
+		steps  []Step
+		rates  []int
+		pass   bool
+	}{
+		{"machine slowed from the fault on", events, steps, []int{100, 100, 60, 60, 60, 60}, true},
+		{"the fault costs the load", events, steps, []int{100, 100, 40, 40, 100, 100}, false},
+		{"machine slowed only after", events, steps, []int{100, 100, 90, 90, 50, 50}, true},
+		{"no end: only before", events[:1], steps[:1], []int{100, 100, 60, 60, 60, 60}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := &runner{s: &Scenario{Events: tc.events}, out: &Outcome{Steps: tc.steps}}
+			r.checkDegradation(load(tc.rates...))
+			if len(r.out.Checks) != 1 || r.out.Checks[0].Pass != tc.pass {
+				t.Fatalf("checks %+v, want one with pass %v", r.out.Checks, tc.pass)
+			}
+			t.Log(r.out.Checks[0].Detail)
+		})
+	}
+}
