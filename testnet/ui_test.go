@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -120,4 +121,39 @@ func TestUIControlEndpoint(t *testing.T) {
 	if len(ctl.Calls()) != 3 {
 		t.Fatalf("GET requests applied actions: %v", ctl.Calls())
 	}
+}
+
+// The page server's control endpoint decodes whatever a browser (or anything else on the machine) posts:
+// it answers 200 and applies exactly the asked action only for a known action on a known replica, and
+// otherwise answers a 4xx error and applies nothing.
+func FuzzControlRequest(f *testing.F) {
+	for _, body := range []string{`{"action":"kill","replica":"node1"}`, `{"action":"heal"}`, `{"action":"heal","replica":"all"}`,
+		`{"action":"pause","replica":"node9"}`, `{"action":"kill","replica":"node1","extra":1}`, `{"action":"kill"`, `[]`, `null`,
+		`{"action":"restart","replica":"node3"} {"action":"kill","replica":"node0"}`} {
+		f.Add(body)
+	}
+	events := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusNoContent) })
+	f.Fuzz(func(t *testing.T, body string) {
+		ctl := &fakeController{}
+		h := newUIHandler(ctl, events, UIOptions{ActionTimeout: time.Second})
+		req := httptest.NewRequest(http.MethodPost, "/v1/control", strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		calls := ctl.Calls()
+		if rec.Code != http.StatusOK {
+			if rec.Code < 400 || rec.Code >= 500 || len(calls) != 0 {
+				t.Fatalf("%q: status %d, applied %v", body, rec.Code, calls)
+			}
+			return
+		}
+		var resp ControlResponse
+		if err := json.Unmarshal(rec.Body.Bytes(), &resp); err != nil || len(calls) != 1 || calls[0] != resp.Action+" "+resp.Replica {
+			t.Fatalf("%q: answered %s (%v), applied %v", body, rec.Body.String(), err, calls)
+		}
+		_, known := ctl.Index(resp.Replica)
+		if !slices.Contains(Actions, resp.Action) || !(known || resp.Action == ActionHeal && resp.Replica == "all") {
+			t.Fatalf("%q: applied %v", body, calls)
+		}
+	})
 }

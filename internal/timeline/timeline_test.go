@@ -8,12 +8,15 @@ import (
 	"image"
 	"image/color"
 	"image/png"
+	"io"
+	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/p2pbft/p2pbft/node/api/apitypes"
 	"github.com/p2pbft/p2pbft/node/trace"
@@ -343,5 +346,72 @@ func TestSelectAndRead(t *testing.T) {
 	}
 	if _, err := Read(strings.NewReader("{")); err == nil {
 		t.Error("Read of a truncated file: no error")
+	}
+}
+
+// A merged trace read from a file (`p2pbft trace --in`) is whatever the file holds: reading, selecting and
+// writing it as text must never panic, whatever the records say. (The pictures are rendered in
+// TestPicturesOfDamagedTraces instead: rasterizing under the fuzzer's coverage instrumentation takes
+// seconds an input, which would leave the fuzzer nothing but the seed corpus.)
+func FuzzReadTrace(f *testing.F) {
+	for _, tr := range []*Trace{sample(3, true), sample(1, false), {}} {
+		b, err := json.Marshal(tr)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b, uint64(0), 2)
+	}
+	f.Add([]byte(`{"slots":[{"view":1,"seq":5,"primary":9,"origin":-5,"replicas":[{"replica":-3,"committed":1}]}]}`), uint64(5), 1)
+	f.Add([]byte(`{"view_changes":[{"view":2,"origin":1,"replicas":[{"replica":70000}]}]}`), uint64(0), 0)
+	f.Fuzz(func(t *testing.T, b []byte, from uint64, limit int) {
+		tr, err := Read(bytes.NewReader(b))
+		if err != nil {
+			return
+		}
+		sel := tr.Select(Query{From: from, Limit: limit % 16})
+		WriteText(io.Discard, sel)
+		WriteSummary(io.Discard, sel, 3)
+		sel.Slowest()
+		sel.Replicas()
+	})
+}
+
+// Both pictures of a damaged trace (digits of a real one changed at random: times far apart or negative,
+// unknown replicas and primaries) are drawn without a panic or an error.
+func TestPicturesOfDamagedTraces(t *testing.T) {
+	good, err := json.Marshal(sample(3, true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	seed := time.Now().UnixNano()
+	rng := rand.New(rand.NewPCG(uint64(seed), 0))
+	defer func() {
+		if r := recover(); r != nil {
+			t.Fatalf("seed %d: panic: %v", seed, r)
+		}
+	}()
+	digits := []byte("0123456789-")
+	drawn := 0
+	for range 25 {
+		b := bytes.Clone(good)
+		for range 1 + rng.IntN(3) {
+			if p := rng.IntN(len(b)); b[p] >= '0' && b[p] <= '9' {
+				b[p] = digits[rng.IntN(len(digits))]
+			}
+		}
+		tr, err := Read(bytes.NewReader(b))
+		if err != nil {
+			continue // a leading zero or a stray minus: not JSON
+		}
+		if err := writeTimeline(io.Discard, tr, "damaged", 12); err != nil {
+			t.Fatalf("seed %d: timeline of %s: %v", seed, b, err)
+		}
+		if err := writePhases(io.Discard, tr, "damaged"); err != nil {
+			t.Fatalf("seed %d: phases of %s: %v", seed, b, err)
+		}
+		drawn++
+	}
+	if drawn == 0 {
+		t.Fatalf("seed %d: no damaged trace was still JSON", seed)
 	}
 }
