@@ -24,6 +24,10 @@ var ErrClosed = errors.New("client: closed")
 // request may or may not execute.
 var ErrUnknownOutcome = errors.New("outcome unknown")
 
+// ErrUnreachable is wrapped by the error of a request that was not sent because an attempt to reach
+// every replica failed and none is linked (Config.FailUnreachable).
+var ErrUnreachable = errors.New("no replica reachable")
+
 // ErrSessionBusy is returned by DoSigned when the session already has a request outstanding.
 var ErrSessionBusy = errors.New("client: session busy")
 
@@ -245,6 +249,11 @@ func (c *Client) WaitConnected(ctx context.Context, want int) error {
 		}
 		if least >= want {
 			return nil
+		}
+		for _, links := range c.links {
+			if err := c.unreachable(links); err != nil {
+				return fmt.Errorf("client: linked to none of the %d replicas wanted: %w", want, err)
+			}
 		}
 		select {
 		case <-ctx.Done():

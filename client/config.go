@@ -44,6 +44,13 @@ type Config struct {
 	// ConnectTimeout bounds how long a request waits for a link to any replica before it fails without
 	// having been sent. Default 10s.
 	ConnectTimeout time.Duration
+	// FailUnreachable makes a request that finds no link up fail at once, wrapping ErrUnreachable,
+	// instead of waiting ConnectTimeout, as soon as an attempt to reach every replica has failed
+	// (connection refused, no address known: nothing to wait for); WaitConnected then returns that
+	// error too. A replica slow to accept keeps its attempt open and is still waited for. Off by default:
+	// a client started together with its chain (a testnet, a test) waits for the replicas to come up.
+	// For a one-shot command line client, which should say at once that nothing listens.
+	FailUnreachable bool
 	// MaxRequestBytes is the replicas' request size limit (pbft.Config.MaxRequestBytes): larger requests
 	// fail at once. Default pbft.DefaultMaxRequestBytes.
 	MaxRequestBytes int

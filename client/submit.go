@@ -3,8 +3,10 @@ package client
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/p2pbft/p2pbft/p2p"
@@ -98,6 +100,9 @@ func (c *Client) submit(ctx context.Context, si int, frame p2p.LinkFrame, ts uin
 				return nil, ErrClosed
 			}
 			c.metrics.abandoned.Add(1)
+			if errors.Is(err, ErrUnreachable) {
+				return nil, fmt.Errorf("client: request %d (session %d) not sent: %w", ts, si, err)
+			}
 			return nil, fmt.Errorf("client: request %d (session %d) not sent: no replica reachable within %s (connected to %d of %d; check the genesis addresses and --bootstrap): %w",
 				ts, si, c.cfg.ConnectTimeout, c.connectedReplicas(), c.n, err)
 		}
@@ -173,7 +178,8 @@ func countSame(refusals map[int]string, reason string) int {
 	return n
 }
 
-// waitAnyLink waits until at least one of links is up.
+// waitAnyLink waits until at least one of links is up. With Config.FailUnreachable it gives up, with an
+// error wrapping ErrUnreachable, once every link's attempt to open has failed.
 func (c *Client) waitAnyLink(ctx context.Context, links []*p2p.Link) error {
 	t := time.NewTicker(5 * time.Millisecond)
 	defer t.Stop()
@@ -183,6 +189,9 @@ func (c *Client) waitAnyLink(ctx context.Context, links []*p2p.Link) error {
 				return nil
 			}
 		}
+		if err := c.unreachable(links); err != nil {
+			return err
+		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
@@ -191,6 +200,29 @@ func (c *Client) waitAnyLink(ctx context.Context, links []*p2p.Link) error {
 		case <-t.C:
 		}
 	}
+}
+
+// unreachable returns an error wrapping ErrUnreachable, naming each replica and why it could not be
+// reached, when Config.FailUnreachable is set, no link of links is up, and every link's attempts to open
+// a stream have failed (none is still waiting on a slow peer); else nil.
+func (c *Client) unreachable(links []*p2p.Link) error {
+	if !c.cfg.FailUnreachable {
+		return nil
+	}
+	why := make([]string, 0, len(links))
+	for r, l := range links {
+		if l.Up() {
+			return nil
+		}
+		n, err := l.DialFailures()
+		if n == 0 || err == nil {
+			return nil
+		}
+		// libp2p lists one line per address it tried; one line per replica reads better.
+		msg := strings.Join(strings.Fields(err.Error()), " ")
+		why = append(why, fmt.Sprintf("replica %d: %s", r, msg))
+	}
+	return fmt.Errorf("%w: every attempt failed (check the genesis addresses and --bootstrap):\n  %s", ErrUnreachable, strings.Join(why, "\n  "))
 }
 
 // accept builds the Reply of a call that reached its quorum and learns the view from its replies.

@@ -380,6 +380,11 @@ type Link struct {
 	mu     sync.Mutex
 	upCh   chan struct{} // closed when the link comes up; replaced when it goes down
 	opened int           // streams opened so far
+	// failed counts the attempts to open a stream that failed since the link was last up, and lastErr
+	// is the latest one's error: a client tells "nothing listens there" (attempts that fail at once)
+	// from "slow to accept" (an attempt still open) by them.
+	failed  int
+	lastErr error
 }
 
 // NewLink starts a link to peer to. hellos are written first on every stream the link opens (see
@@ -418,6 +423,14 @@ func (l *Link) Opened() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.opened
+}
+
+// DialFailures returns how many attempts to open a stream failed in a row since the link was last up (0
+// while the first attempt is still open, or once a stream opened), and the latest failure's error.
+func (l *Link) DialFailures() (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.failed, l.lastErr
 }
 
 // WaitUp waits until the link is up or ctx ends.
@@ -504,6 +517,13 @@ func (l *Link) run() {
 		st, err := h.lh.NewStream(ctx, l.to, h.linkProto)
 		cancel()
 		if err != nil {
+			if l.ctx.Err() != nil {
+				return // closed while dialling: not a failure to reach the peer
+			}
+			l.mu.Lock()
+			l.failed++
+			l.lastErr = err
+			l.mu.Unlock()
 			h.log.Debug("client link: open failed", "peer", l.to, "err", err, "retry_in", backoff)
 			select {
 			case <-time.After(backoff):
@@ -539,6 +559,7 @@ func (l *Link) serve(st network.Stream) {
 	}
 	l.mu.Lock()
 	l.opened++
+	l.failed, l.lastErr = 0, nil
 	l.up.Store(true)
 	close(l.upCh)
 	l.mu.Unlock()

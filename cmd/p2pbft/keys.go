@@ -31,9 +31,6 @@ genesis.toml.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			home := opts.home
-			if err := os.MkdirAll(home, 0o700); err != nil {
-				return fmt.Errorf("create home: %w", err)
-			}
 			cfg := config.Default()
 			cfg.Home = home
 			cfg.Moniker = moniker
@@ -43,8 +40,12 @@ genesis.toml.`,
 			if cmd.Flags().Changed("api") {
 				cfg.API.HTTP = apiAddr
 			}
+			// Validate before creating anything: a mistyped flag must not leave an empty home behind.
 			if err := cfg.Validate(); err != nil {
 				return withCode(exitUsage, err)
+			}
+			if err := os.MkdirAll(home, 0o700); err != nil {
+				return fmt.Errorf("create home: %w", err)
 			}
 			cfgPath := filepath.Join(home, config.ConfigFile)
 			if _, err := os.Stat(cfgPath); err == nil {

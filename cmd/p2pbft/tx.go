@@ -333,7 +333,10 @@ func txP2P(ctx context.Context, w, errw io.Writer, o *txOptions, opts *rootOptio
 	if err != nil {
 		return err
 	}
-	c, err := client.New(client.Config{Key: key, Genesis: g, Bootstrap: o.bootstrap, Logger: log, P2P: p2p.Config{MDNS: o.mdns}})
+	// A one-shot command says at once when every replica refused the connection, rather than waiting
+	// ConnectTimeout for a replica to come up; with mDNS the replicas' addresses may still be found.
+	c, err := client.New(client.Config{Key: key, Genesis: g, Bootstrap: o.bootstrap, Logger: log, P2P: p2p.Config{MDNS: o.mdns},
+		FailUnreachable: !o.mdns})
 	if err != nil {
 		return err
 	}
@@ -348,7 +351,7 @@ func txP2P(ctx context.Context, w, errw io.Writer, o *txOptions, opts *rootOptio
 	cancel()
 	res, rep, err := c.KV(ctx, op)
 	if err != nil && rep == nil {
-		if errors.Is(err, client.ErrUnknownOutcome) || errors.Is(err, context.DeadlineExceeded) {
+		if errors.Is(err, client.ErrUnknownOutcome) || errors.Is(err, client.ErrUnreachable) || errors.Is(err, context.DeadlineExceeded) {
 			return withCode(exitUnavailable, fmt.Errorf("%w\n(connected to %d of %d replicas; is the network running and the genesis right?)", err, len(c.Host().ConnectedReplicas()), g.N()))
 		}
 		return err
