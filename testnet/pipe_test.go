@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -65,6 +66,11 @@ func TestTestnetRunnerPipeClosedThenInterrupt(t *testing.T) {
 		return true
 	})
 	t.Logf("replica PIDs: %v", pids)
+	// Up and serving: it printed its endpoints (so the interrupt below stops a running testnet, not one
+	// still starting).
+	waitUntil(t, 90*time.Second, "the runner's list of endpoints on its output", func() bool {
+		return strings.Contains(stdout.String(), "replicas (f=")
+	})
 
 	// tee dies first, then the runner gets the interrupt.
 	pr.Close()
@@ -75,7 +81,8 @@ func TestTestnetRunnerPipeClosedThenInterrupt(t *testing.T) {
 	select {
 	case err := <-runnerDone:
 		exited = true
-		t.Logf("runner exited: %v", err)
+		errOut := strings.TrimSpace(stderr.String())
+		t.Logf("runner exited: %v; its stderr ends: %s", err, errOut[strings.LastIndex(errOut, "\n")+1:])
 	case <-time.After(90 * time.Second):
 		t.Fatal("the runner did not exit within 90s of SIGINT with its output closed")
 	}
