@@ -87,6 +87,9 @@ type cluster struct {
 	// operation load submits (nil: a kv put).
 	newApp func(i int) app.Application
 	opFor  func(key, value string) []byte
+	// logger, if set, gives replica i its logger at every start (nil: testLogger), for tests that check
+	// what a replica logs.
+	logger func(i int) *slog.Logger
 }
 
 // newCluster prepares n replicas; mutate adjusts every replica's configuration. Nothing runs yet.
@@ -152,7 +155,11 @@ func (c *cluster) start(i int) *Node {
 			cfg.P2P.Bootstrap = append(cfg.P2P.Bootstrap, o.Addrs()[0].String())
 		}
 	}
-	opts := Options{Logger: testLogger(c.t).With("node", i)}
+	logger := testLogger(c.t)
+	if c.logger != nil {
+		logger = c.logger(i)
+	}
+	opts := Options{Logger: logger.With("node", i)}
 	if c.newApp != nil {
 		opts.App = c.newApp(i)
 	}

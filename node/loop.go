@@ -61,7 +61,7 @@ func (n *Node) Run(ctx context.Context) error {
 	n.log.Info("replica started", "chain", n.chainID, "peer", n.key.PeerID(), "n", n.n, "f", n.quorum.F,
 		"view", n.soft.View, "height", n.store.Head().Height, "addrs", n.host.Addrs())
 	close(n.started)
-	err := n.loop(ctx)
+	err := withStoreAdvice(n.loop(ctx), n.cfg.Home)
 	if err != nil {
 		n.log.Error("replica stopped by a fatal error", "err", err)
 	}

@@ -321,9 +321,21 @@ func New(cfg config.Config, opts Options) (*Node, error) {
 	}
 	if err := n.open(opts); err != nil {
 		n.release()
-		return nil, err
+		return nil, withStoreAdvice(err, cfg.Home)
 	}
 	return n, nil
+}
+
+// withStoreAdvice adds to an error that wraps store.ErrCorrupt what the operator can do about it. Damage
+// is found when the store opens (the write-ahead log, the manifest), or by the first read of a damaged
+// table (pebble opens tables lazily), which may come later, from any of the reads that restore the
+// replica or from the running loop: every path that returns such an error gives the same advice.
+func withStoreAdvice(err error, home string) error {
+	if !errors.Is(err, store.ErrCorrupt) {
+		return err
+	}
+	return fmt.Errorf("%w (the replica cannot use this data: run `p2pbft reset --home %s` to wipe it; "+
+		"the replica keeps its key, config, genesis and signed state, and catches up from the others)", err, home)
 }
 
 // open does the part of New that acquires resources; on error the caller releases what was opened.
@@ -331,10 +343,6 @@ func (n *Node) open(opts Options) error {
 	cfg := n.cfg
 	st, err := store.Open(cfg.Path(cfg.Store.Dir), store.Options{Genesis: n.genesis.Digest(), Logger: n.log,
 		UnsafeNoSync: !cfg.Store.Sync, MemTableSize: uint64(cfg.Store.MemTableSize)})
-	if errors.Is(err, store.ErrCorrupt) {
-		return fmt.Errorf("node: %w (the replica cannot use this data: run `p2pbft reset --home %s` to wipe it; "+
-			"the replica keeps its key, config, genesis and signed state, and catches up from the others)", err, cfg.Home)
-	}
 	if err != nil {
 		return fmt.Errorf("node: %w", err)
 	}

@@ -91,7 +91,10 @@ func (n *Node) Block(height uint64) (*store.Block, error) {
 	if n.closed {
 		return nil, ErrStopped
 	}
-	return n.store.Block(height)
+	// A damaged table is found by the read that touches it (pebble opens tables lazily), possibly long
+	// after the start: the caller (the HTTP API) shows the operator the fix as a failed start would.
+	b, err := n.store.Block(height)
+	return b, withStoreAdvice(err, n.cfg.Home)
 }
 
 // Head returns the height of the chain's last block.

@@ -1,3 +1,5 @@
+//go:build linux
+
 package testnet
 
 import (
@@ -16,6 +18,8 @@ import (
 	"github.com/p2pbft/p2pbft/internal/netlab"
 )
 
+// Linux only: the machines are network namespaces (netlab).
+//
 // Four machines, set up as README's "Running across machines" says, step by step, on hosts of their own
 // (network namespaces with their own addresses) joined by a wide-area link emulator: 25 ms one way and
 // 1% loss on every link. Then what goes wrong between machines: a replica killed (-9) while the others

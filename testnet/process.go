@@ -148,9 +148,9 @@ func (n *Network) launch(i int) error {
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.Env = append(os.Environ(), n.po.Env...)
 	// Its own process group: a Ctrl-C in the terminal reaches the parent only, which stops the children.
-	// And SIGTERM if the parent dies without stopping them (killed, or by a broken output pipe): replicas
-	// never outlive the process that runs the testnet.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
+	// Where the system can, the child also gets SIGTERM if the parent dies without stopping it (killed, or
+	// by a broken output pipe), so replicas never outlive the process that runs the testnet (replicaAttr).
+	cmd.SysProcAttr = replicaAttr()
 	if err := cmd.Start(); err != nil {
 		logf.Close()
 		return fmt.Errorf("testnet: %s: start %s: %w", name, n.po.Binary, err)

@@ -36,7 +36,7 @@ func (a *appStorage) NewIter(lower, upper []byte) (app.Iterator, error) {
 	}
 	it, err := a.s.db.NewIter(o)
 	if err != nil {
-		return nil, fmt.Errorf("store: app iterator: %w", err)
+		return nil, readErr("app iterator", err)
 	}
 	return &appIter{it: it}, nil
 }
@@ -54,8 +54,13 @@ func (i *appIter) Next() bool           { return i.it.Next() }
 func (i *appIter) Valid() bool          { return i.it.Valid() }
 func (i *appIter) Key() []byte          { return i.it.Key()[1:] }
 func (i *appIter) Value() []byte        { return i.it.Value() }
-func (i *appIter) Error() error         { return i.it.Error() }
-func (i *appIter) Close() error         { return i.it.Close() }
+func (i *appIter) Error() error {
+	if err := i.it.Error(); err != nil {
+		return readErr("app iterator", err)
+	}
+	return nil
+}
+func (i *appIter) Close() error { return i.it.Close() }
 
 // pebbleWriter adapts a pebble batch to the three write operations.
 type pebbleWriter pebble.Batch

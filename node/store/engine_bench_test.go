@@ -73,7 +73,9 @@ func openEngine(b *testing.B, name string) engine {
 	dir := b.TempDir()
 	switch name {
 	case "pebble":
-		db, err := pebble.Open(dir, pebbleOptions(Options{}))
+		po, fsCloser := pebbleOptions(Options{})
+		b.Cleanup(func() { fsCloser.Close() })
+		db, err := pebble.Open(dir, po)
 		if err != nil {
 			b.Fatal(err)
 		}

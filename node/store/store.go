@@ -5,12 +5,15 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"iter"
 	"log/slog"
 	"os"
 	"sync"
+	"time"
 
 	"github.com/cockroachdb/pebble"
+	"github.com/cockroachdb/pebble/vfs"
 	"github.com/p2pbft/p2pbft/wire"
 )
 
@@ -45,9 +48,22 @@ var ErrNotFound = errors.New("not found")
 var ErrConflict = errors.New("concurrent batch committed first")
 
 // ErrCorrupt says that the store's files are damaged (garbage in the write-ahead log or a table, a
-// checksum that does not match): the store cannot be opened as it is. A replica recovers by wiping its
-// store (Wipe) and catching up from the others.
+// checksum that does not match): the store cannot be opened, or a read failed, as it is. A replica
+// recovers by wiping its store (Wipe) and catching up from the others.
+//
+// Pebble opens its tables lazily, so a damaged table is found only by the first read that touches it
+// (possibly well after Open): reads wrap such errors in ErrCorrupt too (readErr).
 var ErrCorrupt = errors.New("store: the data is damaged")
+
+// readErr wraps an error of a read: in ErrCorrupt if pebble says the data is damaged (a table whose
+// checksum does not match, a table that is not one), so that callers can give the same advice as for a
+// store that does not open.
+func readErr(what string, err error) error {
+	if pebble.IsCorruptionError(err) {
+		return fmt.Errorf("%w: %s: %w", ErrCorrupt, what, err)
+	}
+	return fmt.Errorf("store: %s: %w", what, err)
+}
 
 // Options configures a Store. The zero value is usable.
 type Options struct {
@@ -70,11 +86,12 @@ type Options struct {
 // Store is the replica's crash-safe database. It is safe for concurrent use, except that batches that
 // write to the chain or the consensus log must come from one writer at a time (see ErrConflict).
 type Store struct {
-	db      *pebble.DB
-	dir     string
-	log     *slog.Logger
-	wopts   *pebble.WriteOptions
-	genesis wire.Digest
+	db       *pebble.DB
+	fsCloser io.Closer // the disk-health checker of db's file system (pebbleOptions)
+	dir      string
+	log      *slog.Logger
+	wopts    *pebble.WriteOptions
+	genesis  wire.Digest
 
 	mu      sync.Mutex // guards the fields below
 	head    Ref
@@ -107,7 +124,11 @@ func (p pebbleLogger) Fatalf(format string, args ...any) {
 // a larger one (store.memtable_size) for fewer, larger flushes.
 const DefaultMemTableSize = 4 << 20
 
-func pebbleOptions(o Options) *pebble.Options {
+// pebbleOptions returns the database's options, and the closer of the disk-health checker that wraps its
+// file system. Pebble closes the checker it makes itself only in DB.Close, so every Open that failed
+// (a damaged store, which an operator or a test may try again and again) left its goroutine running:
+// the store makes the checker itself and closes it in both cases.
+func pebbleOptions(o Options) (*pebble.Options, io.Closer) {
 	l := o.Logger
 	if l == nil {
 		l = slog.Default()
@@ -119,17 +140,31 @@ func pebbleOptions(o Options) *pebble.Options {
 	po := &pebble.Options{
 		MemTableSize: mem,
 		Logger:       pebbleLogger{l},
+		FS:           vfs.Default, // set, so that EnsureDefaults does not wrap it in a checker of its own
 	}
 	po.EnsureDefaults()
-	return po
+	fs, closer := vfs.WithDiskHealthChecks(vfs.Default, 5*time.Second, func(info vfs.DiskSlowInfo) {
+		po.EventListener.DiskSlow(info)
+	})
+	po.FS = fs
+	return po, closer
 }
 
 // Open opens (or creates) the store in dir.
-func Open(dir string, opts Options) (*Store, error) {
+//
+// A panic inside pebble while it opens the store and reads its metadata (pebble panics, or calls its
+// logger's Fatalf, which panics here, on some damage it finds) is returned as ErrCorrupt with the panic's
+// message: a replica must say what is wrong and what to do, not die with a stack trace.
+func Open(dir string, opts Options) (s *Store, err error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("store: create %s: %w", dir, err)
 	}
-	po := pebbleOptions(opts)
+	po, fsCloser := pebbleOptions(opts)
+	defer func() {
+		if s == nil {
+			fsCloser.Close()
+		}
+	}()
 	cacheSize := opts.CacheSize
 	if cacheSize == 0 {
 		cacheSize = 64 << 20
@@ -137,6 +172,11 @@ func Open(dir string, opts Options) (*Store, error) {
 	cache := pebble.NewCache(cacheSize)
 	defer cache.Unref()
 	po.Cache = cache
+	defer func() {
+		if r := recover(); r != nil {
+			s, err = nil, fmt.Errorf("%w: open %s: %v", ErrCorrupt, dir, r)
+		}
+	}()
 	db, err := pebble.Open(dir, po)
 	if err != nil {
 		if pebble.IsCorruptionError(err) {
@@ -148,15 +188,26 @@ func Open(dir string, opts Options) (*Store, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	s := &Store{db: db, dir: dir, log: log, wopts: pebble.Sync, genesis: opts.Genesis}
+	st := &Store{db: db, fsCloser: fsCloser, dir: dir, log: log, wopts: pebble.Sync, genesis: opts.Genesis}
 	if opts.UnsafeNoSync {
-		s.wopts = pebble.NoSync
+		st.wopts = pebble.NoSync
 	}
-	if err := s.load(); err != nil {
+	if err := st.loadSafely(); err != nil {
 		db.Close()
 		return nil, err
 	}
-	return s, nil
+	return st, nil
+}
+
+// loadSafely is load with a panic in pebble (a read of a damaged table) turned into ErrCorrupt; the
+// caller then closes the database, which a panic in Open itself would skip.
+func (s *Store) loadSafely() (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%w: read %s: %v", ErrCorrupt, s.dir, r)
+		}
+	}()
+	return s.load()
 }
 
 // load reads the store's metadata, or initialises a new store.
@@ -225,7 +276,7 @@ func (s *Store) get(key []byte) ([]byte, bool, error) {
 		return nil, false, nil
 	}
 	if err != nil {
-		return nil, false, fmt.Errorf("store: read %q: %w", key, err)
+		return nil, false, readErr(fmt.Sprintf("read %q", key), err)
 	}
 	out := bytes.Clone(v)
 	closer.Close()
@@ -241,7 +292,9 @@ func (s *Store) Close() error {
 	}
 	s.closed = true
 	s.mu.Unlock()
-	if err := s.db.Close(); err != nil {
+	err := s.db.Close()
+	s.fsCloser.Close()
+	if err != nil {
 		return fmt.Errorf("store: close: %w", err)
 	}
 	return nil
@@ -279,7 +332,7 @@ func (s *Store) Records(from uint64) iter.Seq2[Record, error] {
 	return func(yield func(Record, error) bool) {
 		it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: logKey(from, 0), UpperBound: []byte{prefixLog + 1}})
 		if err != nil {
-			yield(Record{}, fmt.Errorf("store: read log: %w", err))
+			yield(Record{}, readErr("read log", err))
 			return
 		}
 		defer it.Close()
@@ -294,7 +347,7 @@ func (s *Store) Records(from uint64) iter.Seq2[Record, error] {
 			}
 		}
 		if err := it.Error(); err != nil {
-			yield(Record{}, fmt.Errorf("store: read log: %w", err))
+			yield(Record{}, readErr("read log", err))
 		}
 	}
 }
@@ -332,7 +385,7 @@ func (s *Store) Blocks(from, to uint64) iter.Seq2[*Block, error] {
 		}
 		it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: blockKey(from), UpperBound: upper})
 		if err != nil {
-			yield(nil, fmt.Errorf("store: read blocks: %w", err))
+			yield(nil, readErr("read blocks", err))
 			return
 		}
 		defer it.Close()
@@ -351,7 +404,7 @@ func (s *Store) Blocks(from, to uint64) iter.Seq2[*Block, error] {
 			}
 		}
 		if err := it.Error(); err != nil {
-			yield(nil, fmt.Errorf("store: read blocks: %w", err))
+			yield(nil, readErr("read blocks", err))
 		}
 	}
 }
