@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/p2pbft/p2pbft/node/api/apitypes"
+	"github.com/p2pbft/p2pbft/node/config"
 	"github.com/p2pbft/p2pbft/ui"
 )
 
@@ -46,6 +47,8 @@ type ControlResponse struct {
 // controller is what the control endpoint needs from a Network (an interface so that its tests can
 // check that a rejected request changes nothing).
 type controller interface {
+	// PageActions are the actions the page offers and the control endpoint takes.
+	PageActions() []string
 	N() int
 	Index(name string) (int, bool)
 	Do(ctx context.Context, action, name string) error
@@ -89,8 +92,24 @@ func (n *Network) UIHandler(o UIOptions) http.Handler {
 		reps[i] = ui.Replica{Index: i, Name: ni.Name, API: ni.API}
 	}
 	hello := ui.Hello{Mode: "testnet", ChainID: n.Genesis().ChainID(), N: n.N(), F: n.Genesis().F(), Self: -1,
-		Replicas: reps, Actions: Actions, Control: "../v1/control"}
+		Replicas: reps, Actions: n.PageActions(), Control: "../v1/control"}
 	return newUIHandler(n, ui.NewStreamer(networkSource{n}, hello, o.Stream), o)
+}
+
+// PageActions returns the actions the live page offers: every action of Actions, but partition and heal
+// only if a replica serves the admin API they act through (Config.AdminAPI), so that the page shows no
+// button that can only fail.
+func (n *Network) PageActions() []string {
+	admin := false
+	for i := range n.N() {
+		if c, err := config.Load(n.Home(i)); err == nil && c.Experiment.AdminAPI {
+			admin = true
+		}
+	}
+	if admin {
+		return Actions
+	}
+	return slices.DeleteFunc(slices.Clone(Actions), func(a string) bool { return a == ActionPartition || a == ActionHeal })
 }
 
 func newUIHandler(ctl controller, events http.Handler, o UIOptions) http.Handler {
@@ -126,8 +145,12 @@ func handleControl(w http.ResponseWriter, r *http.Request, ctl controller, timeo
 		ui.WriteError(w, http.StatusBadRequest, "bad_json", "decode body: "+err.Error())
 		return
 	}
-	if !slices.Contains(Actions, req.Action) {
-		ui.WriteError(w, http.StatusBadRequest, "bad_action", fmt.Sprintf("unknown action %q (want one of %s)", req.Action, strings.Join(Actions, ", ")))
+	if offered := ctl.PageActions(); !slices.Contains(offered, req.Action) {
+		if slices.Contains(Actions, req.Action) {
+			ui.WriteError(w, http.StatusBadRequest, "not_offered", fmt.Sprintf("%s needs the replicas' admin API: create the testnet with --experiment-admin-api", req.Action))
+		} else {
+			ui.WriteError(w, http.StatusBadRequest, "bad_action", fmt.Sprintf("unknown action %q (want one of %s)", req.Action, strings.Join(offered, ", ")))
+		}
 		return
 	}
 	if _, ok := ctl.Index(req.Replica); !ok && !(req.Action == ActionHeal && (req.Replica == "all" || req.Replica == "")) {

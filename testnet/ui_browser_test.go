@@ -1,6 +1,7 @@
 package testnet
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -8,6 +9,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -39,7 +42,8 @@ func findChromium(t *testing.T) string {
 // TestUIBrowser loads the live page of a running 4-replica testnet in headless Chromium: it shows the 4
 // replicas up and new slots arriving under a small load; a click on the primary's kill button (through the
 // control endpoint and Network.Do) kills its process, and the page shows the view change, complete with
-// its first commit, and the replica down; a backup's own page (on its HTTP API) shows it in the new view.
+// its first commit, and the replica down; a backup paused and resumed from the page stops (and is shown
+// not answering) and comes back; a backup's own page (on its HTTP API) shows it in the new view.
 // Screenshots of the end state are kept in the test's artifact
 // folder (go test -artifacts -outputdir DIR keeps it; the path is logged).
 func TestUIBrowser(t *testing.T) {
@@ -137,12 +141,18 @@ func TestUIBrowser(t *testing.T) {
 		t.Fatalf("load %s: %v", url, err)
 	}
 	waitJS("4 replicas up", `document.querySelectorAll('#replicas li[data-up="true"]').length === 4`, 30*time.Second)
+	// Every action the page offers but heal (one button for all) has a button per replica; this testnet
+	// has no admin API, so there is no partition button.
+	perReplica := len(slices.DeleteFunc(net.PageActions(), func(a string) bool { return a == ActionHeal }))
+	if n := evalInt(`document.querySelectorAll('#replicas button[data-action="partition"]').length`); n != 0 {
+		t.Fatalf("%d partition buttons on a testnet without the admin API", n)
+	}
 	// Keyboard and screen reader: the actions are real buttons, each named with its replica; the event log
 	// and the connection status are live regions.
 	waitJS("named buttons and live regions", fmt.Sprintf(`document.querySelectorAll('#replicas button[aria-label]').length === %d && `+
 		`[...document.querySelectorAll('#replicas button')].every(b => b.tagName === 'BUTTON' && b.type === 'button' && b.getAttribute('aria-label').includes(b.dataset.replica)) && `+
 		`document.querySelector('#log').getAttribute('aria-live') === 'polite' && document.querySelector('#conn').getAttribute('role') === 'status'`,
-		4*(len(Actions)-1)), 5*time.Second)
+		4*perReplica), 5*time.Second)
 	const maxSeq = `Math.max(0, ...[...document.querySelectorAll('#lanes td[data-phase="executed"]')].map(td => +td.dataset.seq))`
 	seq0 := evalInt(maxSeq)
 	waitJS("new executed slots", fmt.Sprintf("%s >= %d", maxSeq, seq0+3), 30*time.Second)
@@ -164,6 +174,24 @@ func TestUIBrowser(t *testing.T) {
 	waitJS("the new view's first slot marked in the swimlane", `document.querySelector('#lanes thead th.vc') !== null`, 15*time.Second)
 	shoot("live-page.png")
 
+	// Pause and resume a backup from the page: its process stops (state T), the page shows it not
+	// answering, and after resume up again.
+	paused := (primary + 2) % net.N()
+	click := func(action string, i int) {
+		t.Helper()
+		sel := fmt.Sprintf(`#replicas li[data-replica="%d"] button[data-action="%s"]`, i, action)
+		if err := chromedp.Do(bctx, chromedp.Click(sel)); err != nil {
+			t.Fatalf("click %s: %v", sel, err)
+		}
+	}
+	click("pause", paused)
+	waitJS(fmt.Sprintf("node%d not answering", paused), fmt.Sprintf(`document.querySelector('#replicas li[data-replica="%d"]').dataset.up === "false"`, paused), 30*time.Second)
+	if st := procState(t, net.PID(paused)); st != "T" {
+		t.Fatalf("node%d is in state %q after its pause button was clicked, want T (stopped)", paused, st)
+	}
+	click("resume", paused)
+	waitJS(fmt.Sprintf("node%d up again", paused), fmt.Sprintf(`document.querySelector('#replicas li[data-replica="%d"]').dataset.up === "true"`, paused), 30*time.Second)
+
 	// A replica's own page (its HTTP API's /ui/) shows that replica, up, in the new view, with its lane.
 	backup := (primary + 1) % net.N()
 	if err := chromedp.Do(bctx, chromedp.Navigate(net.APIURL(backup)+"/ui/")); err != nil {
@@ -174,6 +202,22 @@ func TestUIBrowser(t *testing.T) {
 		30*time.Second)
 	shoot("replica-page.png")
 	t.Logf("browser test done in %s (testnet start included)", time.Since(start).Round(time.Millisecond))
+}
+
+// procState returns the state letter of process pid (/proc/PID/stat: R running, S sleeping, T stopped, ...).
+func procState(t *testing.T, pid int) string {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatalf("state of process %d: %v", pid, err)
+	}
+	// pid (comm) state ...: comm may hold spaces and parentheses, so the state follows the last ')'.
+	rest := string(b[bytes.LastIndexByte(b, ')')+1:])
+	if f := strings.Fields(rest); len(f) > 0 {
+		return f[0]
+	}
+	t.Fatalf("state of process %d: cannot parse %q", pid, b)
+	return ""
 }
 
 func listenLoopback() (net.Listener, error) {

@@ -15,12 +15,20 @@ import (
 
 // fakeController records the actions it is asked to apply.
 type fakeController struct {
-	mu    sync.Mutex
-	calls []string
-	err   error
+	mu      sync.Mutex
+	calls   []string
+	err     error
+	noAdmin bool // a testnet without the admin API: no partition or heal
 }
 
 func (f *fakeController) N() int { return 4 }
+
+func (f *fakeController) PageActions() []string {
+	if f.noAdmin {
+		return []string{ActionStop, ActionKill, ActionStart, ActionRestart, ActionPause, ActionResume}
+	}
+	return Actions
+}
 
 func (f *fakeController) Index(name string) (int, bool) {
 	for i, n := range []string{"node0", "node1", "node2", "node3"} {
@@ -156,4 +164,42 @@ func FuzzControlRequest(f *testing.F) {
 			t.Fatalf("%q: applied %v", body, calls)
 		}
 	})
+}
+
+// The page offers partition and heal only on a testnet whose replicas serve the admin API; without it the
+// control endpoint refuses them at once, saying what is missing, and applies nothing.
+func TestPageActionsFollowTheAdminAPI(t *testing.T) {
+	for _, admin := range []bool{false, true} {
+		net, err := Create(Config{Dir: t.TempDir(), N: 4, ChainID: "ui-actions", AdminAPI: admin})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := net.PageActions()
+		if has := slices.Contains(got, ActionPartition) && slices.Contains(got, ActionHeal); has != admin {
+			t.Errorf("admin API %v: page actions %v", admin, got)
+		}
+		if !slices.Contains(got, ActionKill) || !slices.Contains(got, ActionPause) || !slices.Contains(got, ActionRestart) {
+			t.Errorf("admin API %v: page actions %v lack the process actions", admin, got)
+		}
+	}
+
+	ctl := &fakeController{noAdmin: true}
+	events := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusNoContent) })
+	srv := httptest.NewServer(newUIHandler(ctl, events, UIOptions{ActionTimeout: 10 * time.Second}))
+	defer srv.Close()
+	for _, body := range []string{`{"action":"partition","replica":"node1"}`, `{"action":"heal"}`} {
+		resp, err := http.Post(srv.URL+"/v1/control", "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out map[string]any
+		_ = json.NewDecoder(resp.Body).Decode(&out)
+		resp.Body.Close()
+		if msg, _ := out["error"].(string); resp.StatusCode != 400 || out["code"] != "not_offered" || !strings.Contains(msg, "--experiment-admin-api") {
+			t.Errorf("%s without the admin API: %d %v", body, resp.StatusCode, out)
+		}
+	}
+	if calls := ctl.Calls(); len(calls) != 0 {
+		t.Fatalf("refused actions applied: %v", calls)
+	}
 }
