@@ -125,7 +125,7 @@ func TestTraceRecords(t *testing.T) {
 				t.Fatalf("replica %d: phases out of order %v in %+v", n.self, order, *s)
 			}
 		}
-		for _, p := range []trace.Phase{trace.PreparedToCommitted, trace.CommittedToExecuted, trace.ExecutedToDurable, trace.DurableToReplied} {
+		for _, p := range []trace.Phase{trace.PrePrepareToPrepared, trace.PreparedToCommitted, trace.CommittedToExecuted, trace.ExecutedToDurable, trace.DurableToReplied} {
 			if histogramCount(t, n, p) == 0 {
 				t.Errorf("replica %d: no sample of phase %s", n.self, p)
 			}
