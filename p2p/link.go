@@ -13,6 +13,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/p2p/net/swarm"
 
 	"github.com/p2pbft/p2pbft/wire"
 )
@@ -380,8 +381,8 @@ type Link struct {
 	mu     sync.Mutex
 	upCh   chan struct{} // closed when the link comes up; replaced when it goes down
 	opened int           // streams opened so far
-	// failed counts the attempts to open a stream that failed since the link was last up, and lastErr
-	// is the latest one's error: a client tells "nothing listens there" (attempts that fail at once)
+	// failed counts the attempts to open a stream that failed since the link was last up (not those the
+	// swarm's dial backoff refused), and lastErr is the latest one's error: a client tells "nothing listens there" (attempts that fail at once)
 	// from "slow to accept" (an attempt still open) by them.
 	failed  int
 	lastErr error
@@ -513,6 +514,12 @@ func (l *Link) run() {
 	h := l.h
 	backoff := h.cfg.RedialMin
 	for l.ctx.Err() == nil {
+		// The link keeps its own backoff, as discovery does: the swarm's would answer the next dials with
+		// "dial backoff" after any failed dial to the peer (discovery's, a moment before), which neither
+		// reaches the peer nor says why it cannot be reached.
+		if sw, ok := h.lh.Network().(*swarm.Swarm); ok && sw.Connectedness(l.to) != network.Connected {
+			sw.Backoff().Clear(l.to)
+		}
 		ctx, cancel := context.WithTimeout(l.ctx, h.cfg.DialTimeout)
 		st, err := h.lh.NewStream(ctx, l.to, h.linkProto)
 		cancel()
@@ -521,8 +528,13 @@ func (l *Link) run() {
 				return // closed while dialling: not a failure to reach the peer
 			}
 			l.mu.Lock()
-			l.failed++
-			l.lastErr = err
+			// A dial the swarm refused for its backoff (another dial to the peer failed between the clear
+			// and this one) is not an attempt of this link: it is not counted, and the error kept is the
+			// last one a real dial gave.
+			if !errors.Is(err, swarm.ErrDialBackoff) {
+				l.failed++
+				l.lastErr = err
+			}
 			l.mu.Unlock()
 			h.log.Debug("client link: open failed", "peer", l.to, "err", err, "retry_in", backoff)
 			select {

@@ -3,11 +3,16 @@ package p2p
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"net"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/libp2p/go-libp2p/p2p/net/swarm"
+	"github.com/multiformats/go-multiaddr"
 
 	"github.com/p2pbft/p2pbft/identity"
 	"github.com/p2pbft/p2pbft/wire"
@@ -319,4 +324,50 @@ func ctxFor(t *testing.T, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	t.Cleanup(cancel)
 	return ctx
+}
+
+// A link to a replica that nothing listens for reports the dial's own error (connection refused), also
+// when another dial to the replica failed just before and the swarm would refuse the next ones for its
+// backoff: the link keeps its own backoff, and a "dial backoff" says nothing about the replica.
+func TestLinkReportsTheDialErrorNotTheBackoff(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	closed, err := multiaddr.NewMultiaddr(fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	replica := testKeys(t, "refused", 1)[0]
+	g, err := identity.NewGenesis("refused-chain", []identity.Replica{{Name: "r0", PeerID: replica.PeerID(), Addrs: []multiaddr.Multiaddr{closed}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The host's discovery dials the replica once at start and then not for an hour; that failed dial
+	// puts the replica's address in the swarm's backoff, which a probe confirms.
+	cfg := baseConfig(t, testKeys(t, "refused-client", 1)[0], g)
+	cfg.RedialMin, cfg.RedialMax = time.Hour, 4*time.Hour
+	c := startHost(t, cfg)
+	waitFor(t, 20*time.Second, "the replica's address in the swarm's dial backoff", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_, err := c.LibP2P().NewStream(ctx, replica.PeerID(), c.linkProto)
+		return errors.Is(err, swarm.ErrDialBackoff)
+	})
+	l, err := c.NewLink(replica.PeerID(), nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	var lastErr error
+	waitFor(t, 20*time.Second, "a failed attempt of the link", func() bool {
+		var n int
+		n, lastErr = l.DialFailures()
+		return n > 0
+	})
+	if msg := lastErr.Error(); !strings.Contains(msg, "connection refused") || strings.Contains(msg, "dial backoff") {
+		t.Fatalf("the link's error does not say why the replica is unreachable: %v", lastErr)
+	}
 }
