@@ -245,6 +245,17 @@ func (c *cluster) waitConnected(d time.Duration) {
 }
 
 // waitHeight waits until every running replica executed at least h.
+// waitCaughtUp waits, within d, until every running replica has reached the highest height any of them
+// has now.
+func (c *cluster) waitCaughtUp(d time.Duration) {
+	c.t.Helper()
+	h := uint64(0)
+	for _, n := range c.running() {
+		h = max(h, n.Status().Height)
+	}
+	c.waitHeight(h, d)
+}
+
 func (c *cluster) waitHeight(h uint64, d time.Duration) {
 	c.t.Helper()
 	waitFor(c.t, d, fmt.Sprintf("height %d everywhere", h), func() bool {

@@ -161,11 +161,7 @@ func TestRestartRejoinsWithoutReexecuting(t *testing.T) {
 	if err := c.load(ctx, "d", 4, 10); err != nil {
 		t.Fatal(err)
 	}
-	h := uint64(0)
-	for _, n := range c.running() {
-		h = max(h, n.Status().Height)
-	}
-	c.waitHeight(h, 30*time.Second)
+	c.waitCaughtUp(30 * time.Second)
 	c.checkAgreement()
 	w.check()
 	w2.check()

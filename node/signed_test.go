@@ -57,11 +57,7 @@ func TestWipedStoreDoesNotEquivocate(t *testing.T) {
 	if err := c.load(ctx, "c", 4, 10); err != nil {
 		t.Fatal(err)
 	}
-	h := uint64(0)
-	for _, n := range c.running() {
-		h = max(h, n.Status().Height)
-	}
-	c.waitHeight(h, 60*time.Second)
+	c.waitCaughtUp(60 * time.Second)
 	c.checkAgreement()
 	w.check()
 	// It votes again once past the mark.

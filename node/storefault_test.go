@@ -311,11 +311,7 @@ func TestTruncatedLogAfterCleanStop(t *testing.T) {
 		}
 		return false
 	})
-	h := uint64(0)
-	for _, r := range c.running() {
-		h = max(h, r.Status().Height)
-	}
-	c.waitHeight(h, 60*time.Second)
+	c.waitCaughtUp(60 * time.Second)
 	c.checkAgreement()
 	w.check()
 
